@@ -1,0 +1,88 @@
+/**
+ * From the bytes of a Kafka message to an `Order` or a typed rejection that says why, in words a
+ * person can act on ("payment.amount: Expected number, actual \"1817\"").
+ */
+import { Data, Either, ParseResult, Schema } from "effect"
+import { Order, orderFieldsSchema, type OrderJson } from "./Order.ts"
+
+export type RejectionKind = "invalid_json" | "schema" | "business_rule" | "too_large"
+
+export class OrderRejected extends Data.TaggedError("OrderRejected")<{
+  readonly kind: RejectionKind
+  /** Human-readable reason; bounded so it fits a Kafka header. */
+  readonly detail: string
+}> {
+  override get message() {
+    return `${this.kind}: ${this.detail}`
+  }
+}
+
+/** At most this many problems are listed in one rejection; the rest are counted. */
+const MAX_LISTED_PROBLEMS = 10
+const MAX_DETAIL_LENGTH = 2000
+
+const decodeOrder = Schema.decodeUnknownEither(Order, { errors: "all", onExcessProperty: "ignore" })
+const decodeFields = Schema.decodeUnknownEither(orderFieldsSchema, { onExcessProperty: "ignore" })
+const encodeOrder = Schema.encodeSync(Order)
+
+const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>(
+    (acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`),
+    ""
+  )
+
+const describe = (error: ParseResult.ParseError): string => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const listed = issues
+    .slice(0, MAX_LISTED_PROBLEMS)
+    .map((i) => (i.path.length === 0 ? i.message : `${formatPath(i.path)}: ${i.message}`))
+  const more = issues.length > MAX_LISTED_PROBLEMS ? [`… and ${issues.length - MAX_LISTED_PROBLEMS} more`] : []
+  const text = [...listed, ...more].join("; ")
+  return text.length > MAX_DETAIL_LENGTH ? `${text.slice(0, MAX_DETAIL_LENGTH - 1)}…` : text
+}
+
+const reject = (kind: RejectionKind, detail: string) => Either.left(new OrderRejected({ kind, detail }))
+
+/** Decode an already-parsed JSON value. */
+export const decodeOrderValue = (value: unknown): Either.Either<Order, OrderRejected> => {
+  const decoded = decodeOrder(value)
+  if (Either.isRight(decoded)) return decoded
+  // Only on the failure path: a value whose fields are well-typed broke a business rule.
+  const kind: RejectionKind = Either.isRight(decodeFields(value)) ? "business_rule" : "schema"
+  return reject(kind, describe(decoded.left))
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+/**
+ * Decode a message value. `maxBytes` bounds the work one message can cause; a larger message is
+ * rejected before it is parsed.
+ */
+export const decodeOrderBytes = (
+  bytes: Uint8Array | null | undefined,
+  maxBytes: number
+): Either.Either<Order, OrderRejected> => {
+  if (bytes == null) return reject("invalid_json", "the message has no value")
+  if (bytes.byteLength > maxBytes) {
+    return reject("too_large", `the message is ${bytes.byteLength} bytes; the limit is ${maxBytes} bytes`)
+  }
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    return reject("invalid_json", "the message is not valid UTF-8")
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (e) {
+    return reject("invalid_json", `the message is not JSON: ${(e as Error).message}`)
+  }
+  return decodeOrderValue(value)
+}
+
+/** The order as JSON-ready data in the model's shape and field order. */
+export const orderToJson = (order: Order): OrderJson => encodeOrder(order)
+
+/** The order as a JSON string; the same order always gives the same string. */
+export const orderToJsonString = (order: Order): string => JSON.stringify(encodeOrder(order))
