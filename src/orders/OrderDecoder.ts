@@ -46,7 +46,7 @@ const reject = (kind: RejectionKind, detail: string) => Either.left(new OrderRej
 /** Decode an already-parsed JSON value. */
 export const decodeOrderValue = (value: unknown): Either.Either<Order, OrderRejected> => {
   const decoded = decodeOrder(value)
-  if (Either.isRight(decoded)) return decoded
+  if (Either.isRight(decoded)) return Either.right(decoded.right)
   // Only on the failure path: a value whose fields are well-typed broke a business rule.
   const kind: RejectionKind = Either.isRight(decodeFields(value)) ? "business_rule" : "schema"
   return reject(kind, describe(decoded.left))
