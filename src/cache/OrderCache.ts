@@ -1,0 +1,89 @@
+import { createHash } from "node:crypto"
+import { Config, Duration, Effect, Layer, Option } from "effect"
+import * as LruCache from "./LruCache.ts"
+
+/** An order ready to be served: the encoded body and its validators, so a hit does not re-encode. */
+export interface CachedOrder {
+  readonly uid: string
+  /** The encoded order body. */
+  readonly json: string
+  /** Strong ETag of `json`, quotes included. */
+  readonly etag: string
+  /** `Buffer.byteLength(json)`: what the entry counts against the byte bound. */
+  readonly bytes: number
+}
+
+export const CachedOrder = {
+  fromJson: (uid: string, json: string): CachedOrder => ({
+    uid,
+    json,
+    // SHA-1 is 20 bytes, 27 base64url characters: a content hash, not a security boundary.
+    etag: `"${createHash("sha1").update(json).digest("base64url").slice(0, 27)}"`,
+    bytes: Buffer.byteLength(json)
+  })
+}
+
+export interface OrderCacheOptions {
+  readonly maxEntries: number
+  readonly maxBytes: number
+  readonly ttl: Duration.Duration
+}
+
+const nonNegativeInteger = (name: string, fallback: number) =>
+  Config.integer(name).pipe(
+    Config.validate({ message: "must be a non-negative integer", validation: (n) => n >= 0 }),
+    Config.withDefault(fallback)
+  )
+
+/** `cache.max_entries`, `cache.max_bytes`, `cache.ttl`; `max_entries: 0` turns the cache off. */
+export const OrderCacheConfig: Config.Config<OrderCacheOptions> = Config.all({
+  maxEntries: nonNegativeInteger("max_entries", 100_000),
+  maxBytes: nonNegativeInteger("max_bytes", 256 * 1024 * 1024),
+  ttl: Config.duration("ttl").pipe(
+    Config.validate({
+      message: "must be a positive duration",
+      validation: (d: Duration.Duration) => Duration.greaterThan(d, Duration.zero)
+    }),
+    Config.withDefault(Duration.minutes(10))
+  )
+}).pipe(Config.nested("cache"))
+
+const make = (options: OrderCacheOptions) =>
+  Effect.gen(function* () {
+    const cache = yield* LruCache.make<string, CachedOrder>({
+      name: "orders",
+      maxEntries: options.maxEntries,
+      maxBytes: options.maxBytes,
+      ttl: options.ttl
+    })
+    return {
+      get: Effect.fn("OrderCache.get")((uid: string): Effect.Effect<Option.Option<CachedOrder>> =>
+        cache.get(uid)
+      ),
+      put: Effect.fn("OrderCache.put")(
+        (order: CachedOrder, ttl?: Duration.DurationInput): Effect.Effect<boolean> =>
+          cache.put(order.uid, order, order.bytes, ttl)
+      ),
+      /** Warm-up: pass orders oldest first, so the newest are kept when they exceed a bound. */
+      putAll: Effect.fn("OrderCache.putAll")((orders: Iterable<CachedOrder>): Effect.Effect<void> =>
+        cache.putAll(Array.from(orders, (order) => ({ key: order.uid, value: order, size: order.bytes })))
+      ),
+      invalidate: Effect.fn("OrderCache.invalidate")((uid: string): Effect.Effect<boolean> =>
+        cache.invalidate(uid)
+      ),
+      clear: cache.clear,
+      stats: cache.stats,
+      size: cache.size
+    }
+  })
+
+export class OrderCache extends Effect.Service<OrderCache>()("OrderCache", {
+  effect: Effect.flatMap(OrderCacheConfig, make)
+}) {
+  /** The cache with the given options instead of the configured ones. */
+  static readonly layerWith = (options: OrderCacheOptions): Layer.Layer<OrderCache> =>
+    Layer.effect(
+      OrderCache,
+      Effect.map(make(options), (service) => OrderCache.make(service))
+    )
+}
