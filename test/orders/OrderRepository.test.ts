@@ -1,0 +1,176 @@
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Option } from "effect"
+import { Order, type OrderJson } from "../../src/orders/Order.ts"
+import { orderToJson } from "../../src/orders/OrderDecoder.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { sampleOrders } from "../support/arbitraries.ts"
+import { TestDatabase } from "../support/database.ts"
+import { readFixtureJson } from "../support/fixtures.ts"
+import { Schema } from "effect"
+
+const toOrder = Schema.decodeUnknownSync(Order)
+const orders = (count: number, prefix: string) => sampleOrders(count, count, prefix).map((o) => toOrder(o))
+
+/** Each test gets its own empty database. */
+const withRepository = <A, E>(effect: Effect.Effect<A, E, OrderRepository | SqlClient.SqlClient>) =>
+  effect.pipe(Effect.provide(OrderRepository.Default.pipe(Layer.provideMerge(TestDatabase))))
+
+const tableCounts = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const [row] = yield* sql<{ orders: string; deliveries: string; payments: string; items: string }>`
+    SELECT (SELECT count(*) FROM orders) AS orders, (SELECT count(*) FROM deliveries) AS deliveries,
+           (SELECT count(*) FROM payments) AS payments, (SELECT count(*) FROM items) AS items`
+  return { orders: Number(row!.orders), deliveries: Number(row!.deliveries), payments: Number(row!.payments), items: Number(row!.items) }
+})
+
+describe("OrderRepository on a real PostgreSQL", () => {
+  it.live("a batch of 1,000 orders lands in one transaction, with all their parts", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const batch = orders(1000, "bulk")
+        const started = Date.now()
+        const outcomes = yield* repo.insertBatch(batch)
+        yield* Effect.logInfo(`1,000-order batch stored in ${Date.now() - started} ms`)
+        expect(outcomes.every((o) => o === "inserted")).toBe(true)
+        const itemCount = batch.reduce((n, o) => n + o.items.length, 0)
+        expect(yield* tableCounts).toEqual({ orders: 1000, deliveries: 1000, payments: 1000, items: itemCount })
+        // One transaction: every row carries the same transaction id.
+        const sql = yield* SqlClient.SqlClient
+        const xids = yield* sql<{ n: string }>`SELECT count(DISTINCT xmin::text) AS n FROM orders`
+        expect(Number(xids[0]!.n)).toBe(1)
+      })
+    )
+  )
+
+  it.live("the same batch again writes nothing and reports duplicates", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const batch = orders(200, "again")
+        yield* repo.insertBatch(batch)
+        const before = yield* tableCounts
+        const outcomes = yield* repo.insertBatch(batch)
+        expect(new Set(outcomes)).toEqual(new Set(["duplicate"]))
+        expect(yield* tableCounts).toEqual(before)
+      })
+    )
+  )
+
+  it.live("a changed order under a stored uid is a conflict and the stored one stays", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const original = toOrder(readFixtureJson("valid/model.json"))
+        yield* repo.insertBatch([original])
+        const json = orderToJson(original) as any
+        const changed = toOrder({ ...json, delivery: { ...json.delivery, city: "Haifa" } })
+        const fresh = orders(3, "next")
+        const outcomes = yield* repo.insertBatch([fresh[0]!, changed, fresh[1]!, original, fresh[2]!])
+        expect(outcomes).toEqual(["inserted", "conflict", "inserted", "duplicate", "inserted"])
+        const stored = yield* repo.findByUid(original.order_uid)
+        expect(Option.getOrThrow(stored).order.delivery.city).toBe("Kiryat Mozkin")
+      })
+    )
+  )
+
+  it.live("inside one batch the first order under a uid wins", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const [a] = orders(1, "twice")
+        const json = orderToJson(a!) as any
+        const other = toOrder({ ...json, customer_id: "someone-else" })
+        const outcomes = yield* repo.insertBatch([a!, a!, other])
+        expect(outcomes).toEqual(["inserted", "duplicate", "conflict"])
+        expect((yield* tableCounts).orders).toBe(1)
+      })
+    )
+  )
+
+  it.live("a failure mid-batch leaves no partial order behind", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const sql = yield* SqlClient.SqlClient
+        const batch = orders(50, "partial")
+        // Items are written after orders, deliveries and payments: make the items statement fail.
+        yield* sql`ALTER TABLE items ADD CONSTRAINT no_items_named_boom CHECK (name <> 'boom')`
+        const bad = orderToJson(batch[30]!) as any
+        batch[30] = toOrder({ ...bad, items: bad.items.map((i: any, n: number) => (n === 0 ? { ...i, name: "boom" } : i)) })
+        const result = yield* Effect.either(repo.insertBatch(batch))
+        expect(result._tag).toBe("Left")
+        expect(yield* tableCounts).toEqual({ orders: 0, deliveries: 0, payments: 0, items: 0 })
+      })
+    )
+  )
+
+  it.live("findByUid returns exactly what was inserted, int64 values and unicode included", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const unicode = readFixtureJson("valid/multi-item-unicode.json") as OrderJson
+        const big = readFixtureJson("valid/model.json") as any
+        big.order_uid = "big-ints"
+        big.payment.payment_dt = 2 ** 33 + 5
+        big.items[0].chrt_id = Number.MAX_SAFE_INTEGER
+        big.items[0].nm_id = 2 ** 52 + 1
+        const sample = sampleOrders(20, 7, "exact")
+        const all: Array<unknown> = [unicode, big, ...sample]
+        yield* repo.insertBatch(all.map((o) => toOrder(o)))
+        for (const json of all) {
+          const uid = (json as OrderJson).order_uid
+          const found = Option.getOrThrow(yield* repo.findByUid(uid))
+          expect(orderToJson(found.order)).toStrictEqual(json)
+          expect(JSON.parse(found.json)).toStrictEqual(json)
+        }
+        expect(Option.isNone(yield* repo.findByUid("no-such-order"))).toBe(true)
+      })
+    )
+  )
+
+  it.live("listRecent pages newest first without gaps or repeats", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const batch = orders(137, "page")
+        // Several orders share a timestamp so the uid must break ties.
+        const json = batch.map((o, i) => ({ ...(orderToJson(o) as any), date_created: `2024-01-0${1 + (i % 5)}T10:00:00Z` }))
+        yield* repo.insertBatch(json.map((o) => toOrder(o)))
+        const seen: Array<string> = []
+        let cursor = Option.none<string>()
+        let pages = 0
+        do {
+          const page = yield* repo.listRecent(20, cursor)
+          seen.push(...page.items.map((i) => i.order_uid))
+          cursor = page.nextCursor
+          pages++
+        } while (Option.isSome(cursor))
+        expect(pages).toBe(7)
+        expect(new Set(seen).size).toBe(137)
+        const expected = [...json]
+          .sort((a, b) => (a.date_created === b.date_created ? (a.order_uid < b.order_uid ? 1 : -1) : a.date_created < b.date_created ? 1 : -1))
+          .map((o) => o.order_uid)
+        expect(seen).toEqual(expected)
+        expect(yield* repo.count).toBe(137)
+        const bad = yield* Effect.either(repo.listRecent(10, Option.some("not-a-cursor")))
+        expect(bad._tag === "Left" && bad.left._tag).toBe("InvalidCursor")
+      })
+    )
+  )
+
+  it.live("mostRecent returns the newest orders, oldest of them first", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const batch = orders(30, "recent").map((o, i) =>
+          toOrder({ ...(orderToJson(o) as any), date_created: new Date(Date.UTC(2024, 0, 1, 0, i)).toISOString() })
+        )
+        yield* repo.insertBatch(batch)
+        const recent = yield* repo.mostRecent(5)
+        expect(recent.map((r) => r.order.order_uid)).toEqual(batch.slice(25).map((o) => o.order_uid))
+      })
+    )
+  )
+})
