@@ -7,29 +7,53 @@
  */
 import { readFileSync } from "node:fs"
 import path from "node:path"
-import { Config, ConfigError, ConfigProvider, Duration, Effect, Either, Layer, LogLevel, Option, Redacted } from "effect"
+import {
+  Config,
+  ConfigError,
+  ConfigProvider,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  LogLevel,
+  Option,
+  Redacted
+} from "effect"
 import { parse as parseYaml } from "yaml"
 
+// Validation goes on an unnamed value that is then nested under its name: that way an error's
+// path ends with the key itself (`kafka.brokers`), not just its parent.
 const positiveInt = (name: string) =>
-  Config.integer(name).pipe(Config.validate({ message: "expected a whole number ≥ 1", validation: (n) => n >= 1 }))
+  Config.integer().pipe(
+    Config.validate({ message: "expected a whole number ≥ 1", validation: (n) => n >= 1 }),
+    Config.nested(name)
+  )
 const nonNegativeInt = (name: string) =>
-  Config.integer(name).pipe(Config.validate({ message: "expected a whole number ≥ 0", validation: (n) => n >= 0 }))
+  Config.integer().pipe(
+    Config.validate({ message: "expected a whole number ≥ 0", validation: (n) => n >= 0 }),
+    Config.nested(name)
+  )
 const port = (name: string) =>
-  Config.integer(name).pipe(
-    Config.validate({ message: "expected a port number from 0 to 65535", validation: (n) => n >= 0 && n <= 65535 })
+  Config.integer().pipe(
+    Config.validate({
+      message: "expected a port number from 0 to 65535",
+      validation: (n) => n >= 0 && n <= 65535
+    }),
+    Config.nested(name)
   )
 const positiveDuration = (name: string) =>
-  Config.duration(name).pipe(
+  Config.duration().pipe(
     Config.validate({
       message: "expected a positive duration such as 500 millis or 10 seconds",
       validation: (d) => Duration.greaterThan(d, Duration.zero)
-    })
+    }),
+    Config.nested(name)
   )
 
 /** `host:port[,host:port…]` */
 const BROKER = /^[A-Za-z0-9.-]+:\d{1,5}$/
 const brokerList = (name: string) =>
-  Config.string(name).pipe(
+  Config.string().pipe(
     Config.map((s) =>
       s
         .split(",")
@@ -39,7 +63,8 @@ const brokerList = (name: string) =>
     Config.validate({
       message: "expected a comma-separated list of host:port, such as kafka1:9092,kafka2:9092",
       validation: (list) => list.length > 0 && list.every((b) => BROKER.test(b))
-    })
+    }),
+    Config.nested(name)
   )
 
 export const HttpConfig = Config.all({
@@ -128,10 +153,17 @@ export const readConfigFile = (file: string): unknown => {
 }
 
 /** Environment first, then the file. */
-export const makeConfigProvider = (fileValues: unknown, env: NodeJS.ProcessEnv = process.env): ConfigProvider.ConfigProvider =>
+export const makeConfigProvider = (
+  fileValues: unknown,
+  env: NodeJS.ProcessEnv = process.env
+): ConfigProvider.ConfigProvider =>
   ConfigProvider.fromMap(
-    new Map(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ""))
-  ).pipe(ConfigProvider.constantCase, ConfigProvider.orElse(() => ConfigProvider.fromJson(fileValues)))
+    new Map(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== "")),
+    { pathDelim: "_" }
+  ).pipe(
+    ConfigProvider.constantCase,
+    ConfigProvider.orElse(() => ConfigProvider.fromJson(fileValues))
+  )
 
 export const configFilePath = (env: NodeJS.ProcessEnv = process.env): string =>
   path.resolve(env["CONFIG_FILE"] && env["CONFIG_FILE"] !== "" ? env["CONFIG_FILE"] : DEFAULT_CONFIG_FILE)
@@ -162,7 +194,9 @@ export const formatConfigError = (error: ConfigError.ConfigError): string =>
 export const validate = Effect.gen(function* () {
   const result = yield* Effect.either(AllConfig)
   if (Either.isLeft(result)) {
-    return yield* Effect.fail(new ConfigFileError(`Invalid configuration:\n${formatConfigError(result.left)}`))
+    return yield* Effect.fail(
+      new ConfigFileError(`Invalid configuration:\n${formatConfigError(result.left)}`)
+    )
   }
   return result.right
 })
@@ -173,7 +207,10 @@ export type AppConfigValues = Effect.Effect.Success<typeof validate>
 export const describeForLog = (c: AppConfigValues) => ({
   http: { host: c.http.host, port: c.http.port },
   database: {
-    url: Option.match(c.database.url, { onNone: () => "(embedded)", onSome: (u) => redactUrl(Redacted.value(u)) })
+    url: Option.match(c.database.url, {
+      onNone: () => "(embedded)",
+      onSome: (u) => redactUrl(Redacted.value(u))
+    })
   },
   kafka: { brokers: Option.getOrElse(c.kafka.brokers, () => ["(local)"]).join(","), topic: c.kafka.topic },
   cache: { maxEntries: c.cache.maxEntries, warmCount: c.cache.warmCount }
@@ -188,4 +225,3 @@ const redactUrl = (u: string): string => {
     return "***"
   }
 }
-

@@ -59,7 +59,10 @@ export const layer = Layer.unwrapScoped(
       onNone: () =>
         Effect.gen(function* () {
           const server = yield* embeddedPostgres({
-            ...Option.match(config.embeddedDataDir, { onNone: () => ({}), onSome: (dataDir) => ({ dataDir }) }),
+            ...Option.match(config.embeddedDataDir, {
+              onNone: () => ({}),
+              onSome: (dataDir) => ({ dataDir })
+            }),
             ...Option.match(config.embeddedPort, { onNone: () => ({}), onSome: (port) => ({ port }) })
           })
           yield* Effect.logInfo("Started the embedded PostgreSQL server").pipe(

@@ -91,7 +91,8 @@ export class Item extends Schema.Class<Item>("Item")({
 export const MAX_ITEMS = 1000
 
 /** Price after a `sale` percent discount, rounded down to a whole unit. */
-export const discountedPrice = (price: number, sale: number): number => Math.floor((price * (100 - sale)) / 100)
+export const discountedPrice = (price: number, sale: number): number =>
+  Math.floor((price * (100 - sale)) / 100)
 
 export interface RuleViolation {
   readonly path: ReadonlyArray<PropertyKey>

@@ -27,7 +27,8 @@ const encodeOrder = Schema.encodeSync(Order)
 
 const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
   path.reduce<string>(
-    (acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`),
+    (acc, key) =>
+      typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`,
     ""
   )
 
@@ -36,7 +37,8 @@ const describe = (error: ParseResult.ParseError): string => {
   const listed = issues
     .slice(0, MAX_LISTED_PROBLEMS)
     .map((i) => (i.path.length === 0 ? i.message : `${formatPath(i.path)}: ${i.message}`))
-  const more = issues.length > MAX_LISTED_PROBLEMS ? [`… and ${issues.length - MAX_LISTED_PROBLEMS} more`] : []
+  const more =
+    issues.length > MAX_LISTED_PROBLEMS ? [`… and ${issues.length - MAX_LISTED_PROBLEMS} more`] : []
   const text = [...listed, ...more].join("; ")
   return text.length > MAX_DETAIL_LENGTH ? `${text.slice(0, MAX_DETAIL_LENGTH - 1)}…` : text
 }

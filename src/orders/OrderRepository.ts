@@ -150,7 +150,9 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         return { order, encoded, hash: contentHash(JSON.stringify(encoded)) }
       })
       // The first order under each uid is the one we try to store.
-      const candidates = [...new Map(prepared.toReversed().map((p) => [p.order.order_uid, p])).values()].toReversed()
+      const candidates = [
+        ...new Map(prepared.toReversed().map((p) => [p.order.order_uid, p])).values()
+      ].toReversed()
       if (candidates.length === 0) return []
 
       const { insertedUids, storedHash } = yield* sql.withTransaction(
@@ -236,7 +238,8 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         onNone: () => Effect.succeed(Option.none<readonly [string, string]>()),
         onSome: (c) =>
           Option.match(decodeCursor(c), {
-            onNone: () => Effect.fail(new InvalidCursor({ message: "the cursor is not one this service gave out" })),
+            onNone: () =>
+              Effect.fail(new InvalidCursor({ message: "the cursor is not one this service gave out" })),
             onSome: (v) => Effect.succeed(Option.some(v))
           })
       })
@@ -270,7 +273,10 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
           currency: r.currency,
           item_count: Number(r.item_count)
         })),
-        nextCursor: rows.length > limit && last ? Option.some(encodeCursor(last.created_at, last.order_uid)) : Option.none()
+        nextCursor:
+          rows.length > limit && last
+            ? Option.some(encodeCursor(last.created_at, last.order_uid))
+            : Option.none()
       }
       return result
     })

@@ -1,7 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either } from "effect"
 import * as fc from "fast-check"
-import { decodeOrderBytes, decodeOrderValue, orderToJson, orderToJsonString } from "../../src/orders/OrderDecoder.ts"
+import {
+  decodeOrderBytes,
+  decodeOrderValue,
+  orderToJson,
+  orderToJsonString
+} from "../../src/orders/OrderDecoder.ts"
 import { arbitraryOrder, ruleBreakers } from "../support/arbitraries.ts"
 import {
   expectedRejectionKind,
@@ -34,7 +39,9 @@ describe("decoding orders", () => {
 
   it("a wrongly typed field is named with its path and what was expected", () => {
     const decoded = decodeOrderBytes(readFixture("invalid/amount-as-string.json"), MAX_BYTES)
-    expect(Either.isLeft(decoded) && decoded.left.detail).toMatch(/^payment\.amount: Expected .*number.*"1817"/)
+    expect(Either.isLeft(decoded) && decoded.left.detail).toMatch(
+      /^payment\.amount: Expected .*number.*"1817"/
+    )
   })
 
   it("a missing part is named", () => {

@@ -21,7 +21,12 @@ const tableCounts = Effect.gen(function* () {
   const [row] = yield* sql<{ orders: string; deliveries: string; payments: string; items: string }>`
     SELECT (SELECT count(*) FROM orders) AS orders, (SELECT count(*) FROM deliveries) AS deliveries,
            (SELECT count(*) FROM payments) AS payments, (SELECT count(*) FROM items) AS items`
-  return { orders: Number(row!.orders), deliveries: Number(row!.deliveries), payments: Number(row!.payments), items: Number(row!.items) }
+  return {
+    orders: Number(row!.orders),
+    deliveries: Number(row!.deliveries),
+    payments: Number(row!.payments),
+    items: Number(row!.items)
+  }
 })
 
 describe("OrderRepository on a real PostgreSQL", () => {
@@ -35,7 +40,12 @@ describe("OrderRepository on a real PostgreSQL", () => {
         yield* Effect.logInfo(`1,000-order batch stored in ${Date.now() - started} ms`)
         expect(outcomes.every((o) => o === "inserted")).toBe(true)
         const itemCount = batch.reduce((n, o) => n + o.items.length, 0)
-        expect(yield* tableCounts).toEqual({ orders: 1000, deliveries: 1000, payments: 1000, items: itemCount })
+        expect(yield* tableCounts).toEqual({
+          orders: 1000,
+          deliveries: 1000,
+          payments: 1000,
+          items: itemCount
+        })
         // One transaction: every row carries the same transaction id.
         const sql = yield* SqlClient.SqlClient
         const xids = yield* sql<{ n: string }>`SELECT count(DISTINCT xmin::text) AS n FROM orders`
@@ -98,7 +108,10 @@ describe("OrderRepository on a real PostgreSQL", () => {
         // Items are written after orders, deliveries and payments: make the items statement fail.
         yield* sql`ALTER TABLE items ADD CONSTRAINT no_items_named_boom CHECK (name <> 'boom')`
         const bad = orderToJson(batch[30]!) as any
-        batch[30] = toOrder({ ...bad, items: bad.items.map((i: any, n: number) => (n === 0 ? { ...i, name: "boom" } : i)) })
+        batch[30] = toOrder({
+          ...bad,
+          items: bad.items.map((i: any, n: number) => (n === 0 ? { ...i, name: "boom" } : i))
+        })
         const result = yield* Effect.either(repo.insertBatch(batch))
         expect(result._tag).toBe("Left")
         expect(yield* tableCounts).toEqual({ orders: 0, deliveries: 0, payments: 0, items: 0 })
@@ -136,7 +149,10 @@ describe("OrderRepository on a real PostgreSQL", () => {
         const repo = yield* OrderRepository
         const batch = orders(137, "page")
         // Several orders share a timestamp so the uid must break ties.
-        const json = batch.map((o, i) => ({ ...(orderToJson(o) as any), date_created: `2024-01-0${1 + (i % 5)}T10:00:00Z` }))
+        const json = batch.map((o, i) => ({
+          ...(orderToJson(o) as any),
+          date_created: `2024-01-0${1 + (i % 5)}T10:00:00Z`
+        }))
         yield* repo.insertBatch(json.map((o) => toOrder(o)))
         const seen: Array<string> = []
         let cursor = Option.none<string>()
@@ -150,7 +166,15 @@ describe("OrderRepository on a real PostgreSQL", () => {
         expect(pages).toBe(7)
         expect(new Set(seen).size).toBe(137)
         const expected = [...json]
-          .sort((a, b) => (a.date_created === b.date_created ? (a.order_uid < b.order_uid ? 1 : -1) : a.date_created < b.date_created ? 1 : -1))
+          .sort((a, b) =>
+            a.date_created === b.date_created
+              ? a.order_uid < b.order_uid
+                ? 1
+                : -1
+              : a.date_created < b.date_created
+                ? 1
+                : -1
+          )
           .map((o) => o.order_uid)
         expect(seen).toEqual(expected)
         expect(yield* repo.count).toBe(137)
@@ -165,7 +189,10 @@ describe("OrderRepository on a real PostgreSQL", () => {
       Effect.gen(function* () {
         const repo = yield* OrderRepository
         const batch = orders(30, "recent").map((o, i) =>
-          toOrder({ ...(orderToJson(o) as any), date_created: new Date(Date.UTC(2024, 0, 1, 0, i)).toISOString() })
+          toOrder({
+            ...(orderToJson(o) as any),
+            date_created: new Date(Date.UTC(2024, 0, 1, 0, i)).toISOString()
+          })
         )
         yield* repo.insertBatch(batch)
         const recent = yield* repo.mostRecent(5)

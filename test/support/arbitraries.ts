@@ -145,4 +145,6 @@ export const ruleBreakers: Record<string, (o: OrderJson, n: number) => OrderJson
 
 /** `count` distinct valid orders, reproducible from `seed`, with unique ids `${prefix}-${i}`. */
 export const sampleOrders = (count: number, seed = 42, prefix = "order"): Array<OrderJson> =>
-  fc.sample(arbitraryOrder, { numRuns: count, seed }).map((o, i) => ({ ...o, order_uid: `${prefix}-${i}-${o.order_uid}`.slice(0, 128) }))
+  fc
+    .sample(arbitraryOrder, { numRuns: count, seed })
+    .map((o, i) => ({ ...o, order_uid: `${prefix}-${i}-${o.order_uid}`.slice(0, 128) }))
