@@ -6,7 +6,12 @@ import { base, en, Faker, faker as defaultFaker } from "@faker-js/faker"
 import { discountedPrice, type OrderJson } from "../orders/Order.ts"
 import type { RejectionKind } from "../orders/OrderDecoder.ts"
 
-export const REJECTION_KINDS: ReadonlyArray<RejectionKind> = ["invalid_json", "schema", "business_rule", "too_large"]
+export const REJECTION_KINDS: ReadonlyArray<RejectionKind> = [
+  "invalid_json",
+  "schema",
+  "business_rule",
+  "too_large"
+]
 
 /** The service's default `max_message_bytes`; `too_large` messages are padded just beyond it. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
