@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto"
 import { Config, Duration, Effect, Layer, Option } from "effect"
+import { CacheConfig } from "../config/AppConfig.ts"
 import * as LruCache from "./LruCache.ts"
 
 /** An order ready to be served: the encoded body and its validators, so a hit does not re-encode. */
@@ -29,24 +30,8 @@ export interface OrderCacheOptions {
   readonly ttl: Duration.Duration
 }
 
-const nonNegativeInteger = (name: string, fallback: number) =>
-  Config.integer(name).pipe(
-    Config.validate({ message: "must be a non-negative integer", validation: (n) => n >= 0 }),
-    Config.withDefault(fallback)
-  )
-
 /** `cache.max_entries`, `cache.max_bytes`, `cache.ttl`; `max_entries: 0` turns the cache off. */
-export const OrderCacheConfig: Config.Config<OrderCacheOptions> = Config.all({
-  maxEntries: nonNegativeInteger("max_entries", 100_000),
-  maxBytes: nonNegativeInteger("max_bytes", 256 * 1024 * 1024),
-  ttl: Config.duration("ttl").pipe(
-    Config.validate({
-      message: "must be a positive duration",
-      validation: (d: Duration.Duration) => Duration.greaterThan(d, Duration.zero)
-    }),
-    Config.withDefault(Duration.minutes(10))
-  )
-}).pipe(Config.nested("cache"))
+export const OrderCacheConfig: Config.Config<OrderCacheOptions> = CacheConfig
 
 const make = (options: OrderCacheOptions) =>
   Effect.gen(function* () {

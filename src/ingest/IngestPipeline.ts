@@ -1,0 +1,284 @@
+/**
+ * The path of every message: decode → store the valid orders (one transaction) → park rejects and
+ * conflicts on the dead-letter topic and commit the offsets (one Kafka transaction) → cache the
+ * stored orders. A batch that fails for a passing reason (PostgreSQL or Kafka down) is retried in
+ * place with backoff, holding its partition: nothing is committed past an offset that is neither
+ * stored nor dead-lettered.
+ */
+import type { SqlError } from "@effect/sql/SqlError"
+import {
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Metric,
+  MetricBoundaries,
+  Option,
+  Ref,
+  Schedule,
+  Stream
+} from "effect"
+import type { KafkaMessage } from "kafkajs"
+import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
+import { IngestConfig } from "../config/AppConfig.ts"
+import { DeadLetters, type DeadLetter } from "../kafka/DeadLetters.ts"
+import { KafkaConsumer, type ConsumedBatch } from "../kafka/KafkaConsumer.ts"
+import type { Order } from "../orders/Order.ts"
+import { decodeOrderBytes, orderToJsonString } from "../orders/OrderDecoder.ts"
+import { OrderRepository, type InsertOutcome } from "../orders/OrderRepository.ts"
+
+export const IngestMetrics = {
+  consumed: Metric.counter("ingest_messages_consumed_total", {
+    description: "Messages read from the orders topic"
+  }),
+  stored: Metric.counter("ingest_orders_stored_total", { description: "Orders stored for the first time" }),
+  duplicates: Metric.counter("ingest_orders_duplicate_total", {
+    description: "Redelivered orders that were already stored (acknowledged, nothing written)"
+  }),
+  conflicts: Metric.counter("ingest_orders_conflict_total", {
+    description: "Orders whose uid was already stored with other content"
+  }),
+  deadLettered: Metric.counter("ingest_messages_dead_lettered_total", {
+    description: "Messages parked on the dead-letter topic, by kind"
+  }),
+  retries: Metric.counter("ingest_batch_retries_total", {
+    description: "Batch attempts that failed and were retried"
+  }),
+  batchDuration: Metric.histogram(
+    "ingest_batch_duration_seconds",
+    MetricBoundaries.exponential({ start: 0.005, factor: 2, count: 12 }),
+    "Time from receiving a batch to committing it"
+  ),
+  batchSize: Metric.histogram(
+    "ingest_batch_size",
+    MetricBoundaries.exponential({ start: 1, factor: 2, count: 12 }),
+    "Messages per batch"
+  )
+}
+
+/** PostgreSQL said no to the data itself (SQLSTATE classes 22 and 23): retrying will not help. */
+export const isDataError = (error: SqlError): boolean => {
+  const code = (error.cause as { code?: unknown } | undefined)?.code
+  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"))
+}
+
+const keyOf = (message: KafkaMessage): string | undefined => message.key?.toString("utf8")
+
+interface Decoded {
+  readonly message: KafkaMessage
+  readonly order: Order
+}
+
+export interface BatchResult {
+  readonly stored: number
+  readonly duplicates: number
+  readonly deadLettered: number
+  /** True if the batch was given back uncommitted (shutdown or rebalance). */
+  readonly abandoned: boolean
+}
+
+export const makeBatchHandler = Effect.gen(function* () {
+  const config = yield* IngestConfig
+  const repository = yield* OrderRepository
+  const deadLetters = yield* DeadLetters
+  const cache = yield* OrderCache
+
+  const letter = (
+    batch: ConsumedBatch,
+    message: KafkaMessage,
+    kind: DeadLetter["kind"],
+    detail: string
+  ): DeadLetter => ({
+    kind,
+    detail,
+    key: message.key ?? null,
+    value: message.value ?? null,
+    headers: message.headers,
+    source: { topic: batch.topic, partition: batch.partition, offset: message.offset }
+  })
+
+  /**
+   * Store the batch; if PostgreSQL refuses the data itself, store the orders one by one so that
+   * only the ones it refuses are set aside (a poison message must not stall its partition).
+   */
+  const store = (orders: ReadonlyArray<Decoded>) =>
+    repository.insertBatch(orders.map((d) => d.order)).pipe(
+      Effect.map((outcomes) =>
+        outcomes.map((outcome): Either.Either<InsertOutcome, string> => Either.right(outcome))
+      ),
+      Effect.catchIf(isDataError, () =>
+        Effect.forEach(orders, (d) =>
+          repository.insertBatch([d.order]).pipe(
+            Effect.map(([outcome]): Either.Either<InsertOutcome, string> => Either.right(outcome!)),
+            Effect.catchIf(isDataError, (e) =>
+              Effect.succeed(Either.left(`the database refused the order: ${e.message}`))
+            )
+          )
+        )
+      )
+    )
+
+  /**
+   * Retry a step of a batch until it succeeds, with exponential backoff and jitter, heartbeating
+   * so the group keeps the partition with us; give up only when the partition was taken away.
+   */
+  const retryInPlace = <A, E extends { readonly message: string }, R>(
+    batch: ConsumedBatch,
+    step: string,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<Option.Option<A>, never, R> => {
+    const attempt = Effect.gen(function* () {
+      if (yield* batch.isStale) return Option.none<A>()
+      return Option.some(yield* effect)
+    })
+    return attempt.pipe(
+      Effect.tapError((e) =>
+        Effect.all([
+          Metric.increment(IngestMetrics.retries),
+          batch.heartbeat,
+          Effect.logWarning(`Ingest ${step} failed; retrying`).pipe(
+            Effect.annotateLogs({ partition: batch.partition, error: e.message })
+          )
+        ])
+      ),
+      Effect.retry(
+        // Doubling from retry_base with jitter, never longer apart than retry_max, for as long as it takes.
+        Schedule.exponential(config.retryBase, 2).pipe(
+          Schedule.jittered,
+          Schedule.union(Schedule.spaced(config.retryMax))
+        )
+      ),
+      Effect.catchAll(() => Effect.succeed(Option.none<A>()))
+    )
+  }
+
+  const handle = (batch: ConsumedBatch): Effect.Effect<BatchResult> =>
+    Effect.gen(function* () {
+      const started = Date.now()
+      const letters: Array<DeadLetter> = []
+      const valid: Array<Decoded> = []
+      for (const message of batch.messages) {
+        const decoded = decodeOrderBytes(message.value, config.maxMessageBytes)
+        if (Either.isRight(decoded)) valid.push({ message, order: decoded.right })
+        else letters.push(letter(batch, message, decoded.left.kind, decoded.left.detail))
+      }
+
+      const outcomes =
+        valid.length === 0 ? Option.some([]) : yield* retryInPlace(batch, "store", store(valid))
+      if (Option.isNone(outcomes)) {
+        yield* batch.abandon
+        return { stored: 0, duplicates: 0, deadLettered: 0, abandoned: true }
+      }
+      const fresh: Array<Order> = []
+      let duplicates = 0
+      let conflicts = 0
+      outcomes.value.forEach((outcome, i) => {
+        const { message, order } = valid[i]!
+        if (Either.isLeft(outcome)) {
+          letters.push(letter(batch, message, "schema", outcome.left))
+        } else if (outcome.right === "inserted") {
+          fresh.push(order)
+        } else if (outcome.right === "duplicate") {
+          duplicates++
+        } else {
+          conflicts++
+          letters.push(
+            letter(
+              batch,
+              message,
+              "conflict",
+              `a different order is already stored under order_uid ${JSON.stringify(order.order_uid)}; the stored one was kept`
+            )
+          )
+        }
+      })
+
+      const settled = yield* retryInPlace(
+        batch,
+        "dead-letter and commit",
+        deadLetters.settle(letters, [batch])
+      )
+      if (Option.isNone(settled)) {
+        yield* batch.abandon
+        return { stored: fresh.length, duplicates, deadLettered: 0, abandoned: true }
+      }
+      yield* batch.done
+
+      yield* Effect.forEach(
+        fresh,
+        (order) => cache.put(CachedOrder.fromJson(order.order_uid, orderToJsonString(order))),
+        {
+          discard: true
+        }
+      )
+      for (const l of letters) {
+        yield* Metric.increment(Metric.tagged(IngestMetrics.deadLettered, "kind", l.kind))
+        yield* Effect.logInfo("Message parked on the dead-letter topic").pipe(
+          Effect.annotateLogs({
+            kind: l.kind,
+            detail: l.detail,
+            order_uid: l.key?.toString("utf8") ?? null,
+            partition: l.source.partition,
+            offset: l.source.offset
+          })
+        )
+      }
+      yield* Metric.incrementBy(IngestMetrics.consumed, batch.messages.length)
+      yield* Metric.incrementBy(IngestMetrics.stored, fresh.length)
+      yield* Metric.incrementBy(IngestMetrics.duplicates, duplicates)
+      yield* Metric.incrementBy(IngestMetrics.conflicts, conflicts)
+      yield* Metric.update(IngestMetrics.batchSize, batch.messages.length)
+      yield* Metric.update(IngestMetrics.batchDuration, (Date.now() - started) / 1000)
+      yield* Effect.logDebug("Batch committed").pipe(
+        Effect.annotateLogs({
+          partition: batch.partition,
+          batch_size: batch.messages.length,
+          next_offset: batch.nextOffset,
+          stored: fresh.length,
+          duplicates,
+          dead_lettered: letters.length,
+          first_key: batch.messages[0] ? (keyOf(batch.messages[0]) ?? null) : null
+        })
+      )
+      return { stored: fresh.length, duplicates, deadLettered: letters.length, abandoned: false }
+    }).pipe(Effect.withSpan("IngestPipeline.batch", { attributes: { partition: batch.partition } }))
+
+  return { handle } as const
+})
+
+/** Ingest status for `/readyz`. */
+export class IngestStatus extends Effect.Service<IngestStatus>()("IngestStatus", {
+  effect: Effect.map(Ref.make(false), (running) => ({
+    running: Ref.get(running),
+    set: (value: boolean) => Ref.set(running, value)
+  }))
+}) {}
+
+/**
+ * Runs the pipeline for as long as the layer lives. On shutdown it stops fetching first and lets
+ * the batches in flight finish and commit, then closes the consumer.
+ */
+export const IngestPipeline = Layer.scopedDiscard(
+  Effect.gen(function* () {
+    const consumer = yield* KafkaConsumer
+    const status = yield* IngestStatus
+    const { handle } = yield* makeBatchHandler
+    yield* consumer.batches.pipe(
+      // A batch cut short (shutdown) is given back uncommitted, so kafkajs is never left waiting.
+      Stream.mapEffect((batch) => handle(batch).pipe(Effect.onInterrupt(() => batch.abandon)), {
+        concurrency: consumer.concurrency,
+        unordered: true
+      }),
+      Stream.runDrain,
+      Effect.tapErrorCause((cause) => Effect.logError("The ingest pipeline stopped", cause)),
+      Effect.ensuring(status.set(false)),
+      Effect.forkScoped
+    )
+    yield* status.set(true)
+    yield* Effect.addFinalizer(() =>
+      Effect.logInfo("Stopping ingestion: finishing the batches in flight").pipe(
+        Effect.zipRight(consumer.stop.pipe(Effect.timeout(Duration.seconds(30)), Effect.ignore))
+      )
+    )
+  })
+)

@@ -1,0 +1,117 @@
+/**
+ * Parks what cannot be stored on the dead-letter topic, and commits a batch's offsets — both in
+ * one Kafka transaction. A batch is therefore settled all at once: its rejects appear on the
+ * dead-letter topic exactly when its offsets move, so a crash in between cannot park a message
+ * twice (for `read_committed` readers of the dead-letter topic) or lose it.
+ */
+import { hostname } from "node:os"
+import { Effect } from "effect"
+import { CompressionTypes, type IHeaders, type Producer } from "kafkajs"
+import { KafkaClient, kafkaError } from "./KafkaClient.ts"
+
+export type DeadLetterKind = "invalid_json" | "schema" | "business_rule" | "conflict" | "too_large"
+
+/** Header names on a dead letter. */
+export const DeadLetterHeaders = {
+  kind: "dlq.error.kind",
+  detail: "dlq.error.detail",
+  topic: "dlq.source.topic",
+  partition: "dlq.source.partition",
+  offset: "dlq.source.offset",
+  failedAt: "dlq.failed.at"
+} as const
+
+export interface DeadLetter {
+  readonly kind: DeadLetterKind
+  readonly detail: string
+  /** The original message: key, value (bytes as received) and headers. */
+  readonly key: Buffer | null
+  readonly value: Buffer | null
+  readonly headers?: IHeaders | undefined
+  readonly source: { readonly topic: string; readonly partition: number; readonly offset: string }
+}
+
+export interface Settle {
+  readonly topic: string
+  readonly partition: number
+  readonly nextOffset: string
+}
+
+export const toKafkaMessage = (letter: DeadLetter, now: Date) => ({
+  key: letter.key,
+  value: letter.value,
+  headers: {
+    ...letter.headers,
+    [DeadLetterHeaders.kind]: letter.kind,
+    [DeadLetterHeaders.detail]: letter.detail,
+    [DeadLetterHeaders.topic]: letter.source.topic,
+    [DeadLetterHeaders.partition]: String(letter.source.partition),
+    [DeadLetterHeaders.offset]: letter.source.offset,
+    [DeadLetterHeaders.failedAt]: now.toISOString()
+  }
+})
+
+export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
+  scoped: Effect.gen(function* () {
+    const client = yield* KafkaClient
+    const producer: Producer = client.kafka.producer({
+      // Unique per process: two instances must not fence each other off.
+      transactionalId: `${client.clientId}-${hostname()}-${process.pid}`,
+      idempotent: true,
+      maxInFlightRequests: 1,
+      transactionTimeout: 60_000
+    })
+    yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => producer.connect(),
+        catch: kafkaError("Could not connect the dead-letter producer")
+      }),
+      () => Effect.promise(() => producer.disconnect().catch(() => undefined))
+    )
+    // A transactional producer runs one transaction at a time.
+    const lock = yield* Effect.makeSemaphore(1)
+
+    /**
+     * Send `letters` to the dead-letter topic and commit `offsets` for the consumer group, in one
+     * transaction (`acks: -1`). Fails without effect on Kafka if anything goes wrong.
+     */
+    const settle = (letters: ReadonlyArray<DeadLetter>, offsets: ReadonlyArray<Settle>) =>
+      lock
+        .withPermits(1)(
+          Effect.tryPromise({
+            try: async () => {
+              const transaction = await producer.transaction()
+              try {
+                if (letters.length > 0) {
+                  const now = new Date()
+                  await transaction.send({
+                    topic: client.topics.deadLetters,
+                    acks: -1,
+                    compression: CompressionTypes.None,
+                    messages: letters.map((l) => toKafkaMessage(l, now))
+                  })
+                }
+                if (offsets.length > 0) {
+                  await transaction.sendOffsets({
+                    consumerGroupId: client.groupId,
+                    topics: offsets.map((o) => ({
+                      topic: o.topic,
+                      partitions: [{ partition: o.partition, offset: o.nextOffset }]
+                    }))
+                  })
+                }
+                await transaction.commit()
+              } catch (error) {
+                if (transaction.isActive()) await transaction.abort().catch(() => undefined)
+                throw error
+              }
+            },
+            catch: kafkaError("Could not park dead letters and commit offsets")
+          })
+        )
+        .pipe(Effect.withSpan("DeadLetters.settle", { attributes: { letters: letters.length } }))
+
+    return { settle, topic: client.topics.deadLetters } as const
+  }),
+  dependencies: [KafkaClient.Default]
+}) {}

@@ -1,0 +1,135 @@
+/**
+ * The kafkajs client, and the topics the service needs. Without configured brokers
+ * (`kafka.brokers` / `KAFKA_BROKERS`) it starts a local Kafka broker first and stops it last.
+ */
+import { mkdir, writeFile } from "node:fs/promises"
+import path from "node:path"
+import { Data, Effect, Option, Schedule } from "effect"
+import { Kafka, logLevel, type Admin } from "kafkajs"
+import { KafkaConfig } from "../config/AppConfig.ts"
+import { LocalKafka } from "../local/LocalKafka.ts"
+
+export class KafkaError extends Data.TaggedError("KafkaError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+export const kafkaError = (what: string) => (cause: unknown) =>
+  new KafkaError({ message: `${what}: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
+
+/** Route kafkajs' own logs through Effect's logger, so they come out as our structured lines. */
+const kafkajsLogCreator = () => {
+  const runtimeLog = (level: number, message: string, extra: Record<string, unknown>) => {
+    const log =
+      level <= logLevel.ERROR
+        ? Effect.logError
+        : level === logLevel.WARN
+          ? Effect.logWarning
+          : Effect.logDebug
+    Effect.runFork(log(message).pipe(Effect.annotateLogs({ component: "kafkajs", ...extra })))
+  }
+  return ({ level, log }: { level: number; log: { message: string } & Record<string, unknown> }) => {
+    const { message, timestamp: _t, logger: _l, ...extra } = log
+    runtimeLog(level, message, extra)
+  }
+}
+
+export interface Topics {
+  readonly orders: string
+  readonly deadLetters: string
+}
+
+/** Create the topics that are missing; existing topics are left as they are. */
+export const ensureTopics = (
+  admin: Admin,
+  topics: ReadonlyArray<string>,
+  partitions: number,
+  replicationFactor: number
+) =>
+  Effect.tryPromise({
+    try: async () => {
+      const existing = new Set(await admin.listTopics())
+      const missing = topics.filter((t) => !existing.has(t))
+      if (missing.length > 0) {
+        await admin.createTopics({
+          waitForLeaders: true,
+          topics: missing.map((topic) => ({
+            topic,
+            numPartitions: partitions,
+            replicationFactor,
+            configEntries:
+              replicationFactor > 1
+                ? [{ name: "min.insync.replicas", value: String(Math.min(2, replicationFactor)) }]
+                : []
+          }))
+        })
+      }
+      return missing
+    },
+    catch: kafkaError("Could not create the topics")
+  })
+
+/** Where `npm start` leaves the local broker's address for the producer CLI. */
+export const bootstrapFileOf = (dataDir: string) => path.join(dataDir, "bootstrap")
+
+export class KafkaClient extends Effect.Service<KafkaClient>()("KafkaClient", {
+  scoped: Effect.gen(function* () {
+    const config = yield* KafkaConfig
+    const brokers = yield* Option.match(config.brokers, {
+      onSome: Effect.succeed,
+      onNone: () =>
+        Effect.gen(function* () {
+          const dataDir = Option.getOrUndefined(config.localDataDir)
+          yield* Effect.logInfo("Starting a local Kafka broker (KAFKA_BROKERS is not set)")
+          const local = yield* LocalKafka.scoped(dataDir === undefined ? {} : { dataDir })
+          yield* Effect.logInfo("Local Kafka broker started").pipe(
+            Effect.annotateLogs({ brokers: local.bootstrapServers, data_dir: local.dataDir })
+          )
+          if (dataDir !== undefined) {
+            yield* Effect.promise(async () => {
+              await mkdir(dataDir, { recursive: true })
+              await writeFile(bootstrapFileOf(dataDir), `${local.bootstrapServers}\n`)
+            })
+          }
+          return local.brokers
+        })
+    })
+    const kafka = new Kafka({
+      clientId: config.clientId,
+      brokers: [...brokers],
+      logCreator: kafkajsLogCreator,
+      logLevel: logLevel.WARN,
+      // Our own retries (with backoff, holding the partition) handle outages; keep kafkajs' short.
+      retry: { initialRetryTime: 200, retries: 5 }
+    })
+    const topics: Topics = { orders: config.topic, deadLetters: config.dlqTopic }
+
+    const admin = kafka.admin()
+    // Kafka may come up after us (compose starts everything at once): keep trying for a while.
+    yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => admin.connect(),
+        catch: kafkaError(`Could not connect to Kafka at ${brokers.join(",")}`)
+      }).pipe(
+        Effect.tapError((e) => Effect.logWarning(`${e.message}; retrying`)),
+        Effect.retry(
+          Schedule.exponential("500 millis").pipe(
+            Schedule.union(Schedule.spaced("5 seconds")),
+            Schedule.upTo("2 minutes")
+          )
+        )
+      ),
+      () => Effect.promise(() => admin.disconnect())
+    )
+    const created = yield* ensureTopics(
+      admin,
+      [topics.orders, topics.deadLetters],
+      config.partitions,
+      config.replicationFactor
+    )
+    if (created.length > 0)
+      yield* Effect.logInfo("Created topics").pipe(Effect.annotateLogs({ topics: created }))
+
+    return { kafka, admin, brokers, topics, groupId: config.groupId, clientId: config.clientId } as const
+  })
+}) {}

@@ -1,0 +1,150 @@
+/**
+ * The kafkajs consumer as a `Stream` of batches with real backpressure: kafkajs' `eachBatch`
+ * hands a batch over through a bounded queue and then waits until the pipeline has settled it, so
+ * Kafka never runs ahead of us. Offsets move only when the pipeline says so: `eachBatchAutoResolve`
+ * and `autoCommit` are off.
+ */
+import { Deferred, Effect, Queue, Ref, Stream } from "effect"
+import type { Consumer, EachBatchPayload, KafkaMessage } from "kafkajs"
+import { KafkaClient, kafkaError, type KafkaError } from "./KafkaClient.ts"
+
+/** How a batch ended for the pipeline. */
+type Settlement =
+  /** Stored or dead-lettered, offsets committed: move the fetch position past it. */
+  | "done"
+  /** Not processed (shutting down, partition taken away): fetch it again. */
+  | "abandoned"
+
+export interface ConsumedBatch {
+  readonly topic: string
+  readonly partition: number
+  readonly messages: ReadonlyArray<KafkaMessage>
+  /** The offset to commit once every message of the batch is stored or dead-lettered. */
+  readonly nextOffset: string
+  /** Tell the group coordinator we are alive while a batch takes long (retries). */
+  readonly heartbeat: Effect.Effect<void>
+  /** True once a rebalance gave this partition to another member: its work is not ours to commit. */
+  readonly isStale: Effect.Effect<boolean>
+  /** The batch is committed: let kafkajs fetch past it. */
+  readonly done: Effect.Effect<void>
+  /** The batch was not committed: kafkajs fetches it again. */
+  readonly abandon: Effect.Effect<void>
+}
+
+interface Pending {
+  readonly payload: EachBatchPayload
+  readonly settled: Deferred.Deferred<Settlement>
+}
+
+export interface KafkaConsumerOptions {
+  /** Batches of different partitions handled at the same time (one per partition at most). */
+  readonly concurrency: number
+  /** Upper bound of message bytes fetched per partition, i.e. the largest batch. */
+  readonly maxBytesPerPartition?: number
+}
+
+export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
+  Effect.gen(function* () {
+    const client = yield* KafkaClient
+    // Room for one batch per concurrently consumed partition; eachBatch waits on it when full.
+    const queue = yield* Queue.bounded<Pending>(options.concurrency)
+    const running = yield* Ref.make(false)
+    const runtime = yield* Effect.runtime<never>()
+    const runPromise = <A, E>(effect: Effect.Effect<A, E>) =>
+      Effect.runPromiseExit(Effect.provide(effect, runtime))
+
+    const consumer: Consumer = client.kafka.consumer({
+      groupId: client.groupId,
+      maxBytesPerPartition: options.maxBytesPerPartition ?? 1024 * 1024,
+      sessionTimeout: 30_000,
+      heartbeatInterval: 3_000,
+      // Consumer restarts after failures are ours to decide (see the pipeline's retries).
+      retry: { initialRetryTime: 300, retries: 8 }
+    })
+
+    const eachBatch = async (payload: EachBatchPayload) => {
+      if (payload.batch.isEmpty()) return
+      const settled = Deferred.unsafeMake<Settlement>(undefined as never)
+      const offered = await runPromise(Queue.offer(queue, { payload, settled }))
+      if (offered._tag === "Failure") return // shutting down: nothing resolved, fetched again later
+      const outcome = await runPromise(Deferred.await(settled))
+      if (outcome._tag === "Success" && outcome.value === "done") {
+        payload.resolveOffset(payload.batch.lastOffset())
+      }
+    }
+
+    const toBatch = ({ payload, settled }: Pending): ConsumedBatch => ({
+      topic: payload.batch.topic,
+      partition: payload.batch.partition,
+      messages: payload.batch.messages,
+      nextOffset: (BigInt(payload.batch.lastOffset()) + 1n).toString(),
+      heartbeat: Effect.promise(() => payload.heartbeat().catch(() => undefined)),
+      isStale: Effect.sync(() => payload.isStale() || !payload.isRunning()),
+      done: Deferred.succeed(settled, "done").pipe(Effect.asVoid),
+      abandon: Deferred.succeed(settled, "abandoned").pipe(Effect.asVoid)
+    })
+
+    yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          await consumer.connect()
+          // A new group starts from the earliest offset, so a backlog is not skipped.
+          await consumer.subscribe({ topics: [client.topics.orders], fromBeginning: true })
+          await consumer.run({
+            autoCommit: false,
+            eachBatchAutoResolve: false,
+            partitionsConsumedConcurrently: options.concurrency,
+            eachBatch
+          })
+        },
+        catch: kafkaError("Could not start the Kafka consumer")
+      }).pipe(Effect.zipRight(Ref.set(running, true))),
+      () =>
+        Effect.gen(function* () {
+          yield* Ref.set(running, false)
+          // Batches still queued were never started: give them back before kafkajs waits on them.
+          const queued = yield* Queue.takeAll(queue)
+          for (const pending of queued) yield* Deferred.succeed(pending.settled, "abandoned")
+          yield* Queue.shutdown(queue)
+          yield* Effect.promise(() => consumer.disconnect().catch(() => undefined)).pipe(
+            Effect.timeout("30 seconds"),
+            Effect.ignore
+          )
+        })
+    )
+
+    const crashed = yield* Deferred.make<never, KafkaError>()
+    consumer.on(consumer.events.CRASH, (event) => {
+      // kafkajs restarts itself on retriable errors; only a crash it gives up on ends the stream.
+      if (!event.payload.restart) {
+        Effect.runFork(Deferred.fail(crashed, kafkaError("The Kafka consumer crashed")(event.payload.error)))
+      }
+    })
+
+    return {
+      /** Batches in the order kafkajs hands them over; the stream fails if the consumer gives up. */
+      batches: Stream.fromQueue(queue).pipe(
+        Stream.map(toBatch),
+        Stream.interruptWhen(Deferred.await(crashed))
+      ) as Stream.Stream<ConsumedBatch, KafkaError>,
+      /** Stop fetching; waits for the batches in flight to be settled. */
+      stop: Effect.promise(() => consumer.stop().catch(() => undefined)),
+      isRunning: Ref.get(running),
+      concurrency: options.concurrency,
+      groupId: client.groupId,
+      /** Commit a batch's offset outside a transaction. */
+      commit: (batch: Pick<ConsumedBatch, "topic" | "partition" | "nextOffset">) =>
+        Effect.tryPromise({
+          try: () =>
+            consumer.commitOffsets([
+              { topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }
+            ]),
+          catch: kafkaError("Could not commit offsets")
+        })
+    }
+  })
+
+export class KafkaConsumer extends Effect.Service<KafkaConsumer>()("KafkaConsumer", {
+  scoped: makeKafkaConsumer({ concurrency: 3 }),
+  dependencies: [KafkaClient.Default]
+}) {}
