@@ -71,7 +71,9 @@ export const HttpConfig = Config.all({
   host: Config.string("host").pipe(Config.withDefault("0.0.0.0")),
   port: port("port").pipe(Config.withDefault(8081)),
   /** How long in-flight requests may take to finish on shutdown. */
-  shutdownTimeout: positiveDuration("shutdown_timeout").pipe(Config.withDefault(Duration.seconds(10)))
+  shutdownTimeout: positiveDuration("shutdown_timeout").pipe(Config.withDefault(Duration.seconds(10))),
+  /** One structured log line per request. */
+  accessLog: Config.boolean("access_log").pipe(Config.withDefault(true))
 }).pipe(Config.nested("http"))
 
 export const DatabaseConfig = Config.all({

@@ -59,7 +59,8 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
       transactionalId: `${client.clientId}-${hostname()}-${process.pid}`,
       idempotent: true,
       maxInFlightRequests: 1,
-      transactionTimeout: 60_000
+      // Short, so that a transaction left open by a crash is aborted soon and readers move on.
+      transactionTimeout: 15_000
     })
     yield* Effect.acquireRelease(
       Effect.tryPromise({

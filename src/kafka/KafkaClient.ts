@@ -30,6 +30,8 @@ const kafkajsLogCreator = () => {
   }
   return ({ level, log }: { level: number; log: { message: string } & Record<string, unknown> }) => {
     const { message, timestamp: _t, logger: _l, ...extra } = log
+    // We retry a failed transaction ourselves, from the start; kafkajs' advice does not apply.
+    if (message.startsWith("Limiting retries for the idempotent producer")) return
     runtimeLog(level, message, extra)
   }
 }

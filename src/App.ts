@@ -1,0 +1,51 @@
+/**
+ * The service's layers, composed. Each comes from its own module; tests build the same graph with
+ * a layer swapped where they need to.
+ */
+import { Effect, Layer } from "effect"
+import { OrderCache } from "./cache/OrderCache.ts"
+import * as Database from "./db/Database.ts"
+import { HttpAppLive } from "./http/Http.ts"
+import { HttpAddress, HttpServerLive } from "./http/HttpServer.ts"
+import { StaticFiles } from "./http/StaticFiles.ts"
+import { IngestLive, IngestStatus } from "./ingest/IngestPipeline.ts"
+import { Prometheus } from "./observability/Prometheus.ts"
+import { OrderRepository } from "./orders/OrderRepository.ts"
+import { Orders } from "./orders/Orders.ts"
+
+/** Loads the most recent orders into the cache in the background; `/readyz` waits for it. */
+export const CacheWarmup = Layer.scopedDiscard(
+  Effect.flatMap(Orders, (orders) =>
+    orders.warm.pipe(
+      Effect.tapErrorCause((cause) => Effect.logError("Cache warm-up failed", cause)),
+      Effect.forkScoped
+    )
+  )
+)
+
+/** Serves the API, the page and the metrics; says where it listens once it does. */
+export const HttpLive = Layer.effectDiscard(
+  Effect.flatMap(HttpAddress, ({ url }) =>
+    Effect.logInfo("Order service ready to serve").pipe(
+      Effect.annotateLogs({
+        web_page: `${url}/`,
+        api_docs: `${url}/docs`,
+        openapi: `${url}/openapi.json`,
+        metrics: `${url}/metrics`,
+        send_orders: "npm run produce -- --count 1000"
+      })
+    )
+  )
+).pipe(
+  Layer.provideMerge(HttpServerLive),
+  Layer.provide(HttpAppLive),
+  Layer.provide([StaticFiles.Default, Prometheus.Default])
+)
+
+// Ingestion is built beside the HTTP server, so the API answers while Kafka is still coming up.
+export const ServicesLive = Layer.mergeAll(HttpLive, IngestLive, CacheWarmup).pipe(
+  Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default)),
+  Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default))
+)
+
+export const AppLive = ServicesLive.pipe(Layer.provide(Database.layer))

@@ -1,0 +1,111 @@
+/**
+ * The HTTP API, declared once: the handlers, the OpenAPI document and typed clients derive from it.
+ */
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+import { Order, ORDER_UID_MAX_LENGTH } from "../orders/Order.ts"
+import { OrderSummary } from "../orders/OrderRepository.ts"
+
+export class OrderNotFound extends Schema.Class<OrderNotFound>("OrderNotFound")(
+  { error: Schema.Literal("order_not_found"), order_uid: Schema.String },
+  HttpApiSchema.annotations({ status: 404, description: "No order is stored under this id" })
+) {}
+
+export class InvalidOrderUid extends Schema.Class<InvalidOrderUid>("InvalidOrderUid")(
+  { error: Schema.Literal("invalid_order_uid"), message: Schema.String },
+  HttpApiSchema.annotations({
+    status: 400,
+    description: `The id cannot be an order id: empty, longer than ${ORDER_UID_MAX_LENGTH} characters, or with control characters`
+  })
+) {}
+
+export class InvalidQuery extends Schema.Class<InvalidQuery>("InvalidQuery")(
+  { error: Schema.Literal("invalid_query"), message: Schema.String },
+  HttpApiSchema.annotations({ status: 400, description: "A query parameter is out of range or malformed" })
+) {}
+
+export class Unavailable extends Schema.Class<Unavailable>("Unavailable")(
+  { error: Schema.Literal("unavailable"), message: Schema.String },
+  HttpApiSchema.annotations({
+    status: 503,
+    description: "The database cannot be reached right now; try again"
+  })
+) {}
+
+export const RecentOrdersPage = Schema.Struct({
+  items: Schema.Array(OrderSummary),
+  next_cursor: Schema.NullOr(Schema.String).annotations({
+    description: "Pass as `cursor` for the next page; null on the last page"
+  })
+}).annotations({ identifier: "RecentOrdersPage" })
+
+export class OrdersGroup extends HttpApiGroup.make("orders")
+  .add(
+    HttpApiEndpoint.get("getOrder", "/order/:order_uid")
+      .setPath(Schema.Struct({ order_uid: Schema.String }))
+      .addSuccess(Order)
+      .addError(InvalidOrderUid)
+      .addError(OrderNotFound)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "One order, in the shape it was received")
+      .annotate(
+        OpenApi.Description,
+        "Answers with a strong `ETag`; send it back in `If-None-Match` to get `304 Not Modified`."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("listOrders", "/orders")
+      .setUrlParams(
+        Schema.Struct({
+          limit: Schema.optional(Schema.String).annotations({
+            description: "Orders per page, 1–100 (default 20)"
+          }),
+          cursor: Schema.optional(Schema.String).annotations({
+            description: "From the previous page's next_cursor"
+          })
+        })
+      )
+      .addSuccess(RecentOrdersPage)
+      .addError(InvalidQuery)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "The most recent orders (by date_created), newest first, a page at a time")
+  ) {}
+
+export const ReadinessChecks = Schema.Struct({
+  database: Schema.Literal("ok", "unreachable"),
+  consumer: Schema.Literal("ok", "stopped"),
+  cache: Schema.Literal("ok", "warming")
+})
+
+export class Ready extends Schema.Class<Ready>("Ready")({
+  status: Schema.Literal("ready"),
+  checks: ReadinessChecks
+}) {}
+
+export class NotReady extends Schema.Class<NotReady>("NotReady")(
+  { status: Schema.Literal("not_ready"), checks: ReadinessChecks },
+  HttpApiSchema.annotations({ status: 503, description: "Some part is not ready; `checks` says which" })
+) {}
+
+export class HealthGroup extends HttpApiGroup.make("health")
+  .add(
+    HttpApiEndpoint.get("healthz", "/healthz")
+      .addSuccess(Schema.Struct({ status: Schema.Literal("ok") }))
+      .annotate(OpenApi.Summary, "The process is alive")
+  )
+  .add(
+    HttpApiEndpoint.get("readyz", "/readyz")
+      .addSuccess(Ready)
+      .addError(NotReady)
+      .annotate(OpenApi.Summary, "The database is reachable, the consumer is running and the cache is warm")
+  ) {}
+
+export class OrderServiceApi extends HttpApi.make("order-service")
+  .add(OrdersGroup)
+  .add(HealthGroup)
+  .annotate(OpenApi.Title, "Order service")
+  .annotate(OpenApi.Version, "1.0.0")
+  .annotate(
+    OpenApi.Description,
+    "Orders received from Kafka, as stored. Also served: `GET /metrics` (Prometheus text), `GET /openapi.json`, `GET /docs`, and the web page at `/`."
+  ) {}

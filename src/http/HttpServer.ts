@@ -1,0 +1,188 @@
+/**
+ * The Node HTTP server around the Effect app. Three things live here because they sit below the
+ * app: security headers on every response, one access-log line and one latency observation per
+ * request, and a graceful drain on shutdown (Effect 3's Node server only calls `close()`).
+ *
+ * It also answers `GET /order/{uid}` straight from the cache when the order is there: a hit is
+ * the service's hottest path, and going through the router and middleware for it would cost most
+ * of its throughput. The answer is the same as the API handler's (same body, headers, ETag);
+ * everything else — misses, bad ids — goes through the app.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import type { AddressInfo } from "node:net"
+import { HttpApiBuilder } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Context, Deferred, Duration, Effect, Layer, Option, Runtime } from "effect"
+import { OrderCache } from "../cache/OrderCache.ts"
+import { HttpConfig } from "../config/AppConfig.ts"
+import { observeHttpRequest } from "../observability/Prometheus.ts"
+import { orderHeaders } from "./Http.ts"
+
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  "content-security-policy":
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+  "x-frame-options": "DENY",
+  "cross-origin-opener-policy": "same-origin"
+}
+
+const ORDER_PREFIX = "/order/"
+
+/** A low-cardinality label for metrics and logs. */
+export const routeOf = (pathname: string): string => {
+  if (pathname.startsWith(ORDER_PREFIX)) return "/order/{order_uid}"
+  switch (pathname) {
+    case "/orders":
+    case "/healthz":
+    case "/readyz":
+    case "/metrics":
+    case "/openapi.json":
+    case "/docs":
+    case "/":
+      return pathname
+    default:
+      return /^\/[\w.-]+\.(js|css|html|svg|ico|png)$/.test(pathname) ? "static" : "other"
+  }
+}
+
+/** Where the server listens, once it does. */
+export class HttpAddress extends Context.Tag("HttpAddress")<
+  HttpAddress,
+  { readonly port: number; readonly url: string }
+>() {}
+
+const writeJson = (
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {}
+) => {
+  const text = JSON.stringify(body)
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    ...headers
+  })
+  res.end(text)
+}
+
+export const HttpServerLive = Layer.scoped(
+  HttpAddress,
+  Effect.gen(function* () {
+    const config = yield* HttpConfig
+    const cache = yield* OrderCache
+    const app = yield* HttpApiBuilder.httpApp
+    const handleWithApp = yield* NodeHttpServer.makeHandler(app)
+    const runSync = Runtime.runSync(yield* Effect.runtime<never>())
+
+    let draining = false
+    let inFlight = 0
+    const idle = yield* Deferred.make<void>()
+
+    const accessLog = (req: IncomingMessage, res: ServerResponse, pathname: string, ms: number) =>
+      runSync(
+        Effect.logInfo("http request").pipe(
+          Effect.annotateLogs({
+            method: req.method ?? "",
+            path: pathname,
+            status: res.statusCode,
+            ms: Math.round(ms * 100) / 100,
+            bytes: Number(res.getHeader("content-length") ?? 0)
+          })
+        )
+      )
+
+    /** Serve a cache hit for `GET /order/{uid}`; false means the app must answer. */
+    const fromCache = (req: IncomingMessage, res: ServerResponse, pathname: string): boolean => {
+      if (req.method !== "GET" || !pathname.startsWith(ORDER_PREFIX)) return false
+      let uid: string
+      try {
+        uid = decodeURIComponent(pathname.slice(ORDER_PREFIX.length))
+      } catch {
+        return false
+      }
+      const hit = runSync(cache.get(uid))
+      if (Option.isNone(hit)) return false
+      const headers = orderHeaders(hit.value.etag)
+      if (req.headers["if-none-match"] === hit.value.etag) {
+        res.writeHead(304, headers)
+        res.end()
+      } else {
+        res.writeHead(200, {
+          "content-type": "application/json",
+          "content-length": hit.value.bytes,
+          ...headers
+        })
+        res.end(hit.value.json)
+      }
+      return true
+    }
+
+    const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
+      const started = performance.now()
+      const url = req.url ?? "/"
+      const q = url.indexOf("?")
+      const pathname = q === -1 ? url : url.slice(0, q)
+      inFlight++
+      res.once("close", () => {
+        inFlight--
+        const ms = performance.now() - started
+        observeHttpRequest(req.method ?? "", routeOf(pathname), res.statusCode, ms / 1000)
+        if (config.accessLog) accessLog(req, res, pathname, ms)
+        if (draining && inFlight === 0) runSync(Deferred.succeed(idle, undefined))
+      })
+      for (const name in SECURITY_HEADERS) res.setHeader(name, SECURITY_HEADERS[name]!)
+      if (draining) {
+        writeJson(
+          res,
+          503,
+          { error: "shutting_down", message: "the service is stopping; retry shortly" },
+          { connection: "close" }
+        )
+        return
+      }
+      if (fromCache(req, res, pathname)) return
+      handleWithApp(req, res)
+    })
+
+    yield* Effect.async<void, Error>((resume) => {
+      const onError = (error: Error) => resume(Effect.fail(error))
+      server.once("error", onError)
+      server.listen(config.port, config.host, () => {
+        server.off("error", onError)
+        resume(Effect.void)
+      })
+    })
+    const port = (server.address() as AddressInfo).port
+    const url = `http://${config.host === "0.0.0.0" ? "localhost" : config.host}:${port}`
+    yield* Effect.logInfo("HTTP server listening").pipe(Effect.annotateLogs({ url }))
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        draining = true
+        // Stop accepting; idle keep-alive connections close now, busy ones after their response.
+        server.close()
+        server.closeIdleConnections()
+        if (inFlight > 0) {
+          yield* Effect.logInfo("Draining HTTP requests").pipe(Effect.annotateLogs({ in_flight: inFlight }))
+          const drained = yield* Deferred.await(idle).pipe(
+            Effect.timeout(config.shutdownTimeout),
+            Effect.option
+          )
+          if (Option.isNone(drained)) {
+            yield* Effect.logWarning(
+              "HTTP requests still running at the shutdown deadline; closing them"
+            ).pipe(
+              Effect.annotateLogs({ in_flight: inFlight, deadline: Duration.format(config.shutdownTimeout) })
+            )
+          }
+        }
+        server.closeAllConnections()
+      })
+    )
+    return { port, url }
+  })
+).pipe(
+  Layer.provide([HttpApiBuilder.Router.Live, HttpApiBuilder.Middleware.layer, NodeHttpServer.layerContext])
+)

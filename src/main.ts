@@ -1,0 +1,40 @@
+/**
+ * Start the order service: configuration, then the layers. SIGINT/SIGTERM close them in reverse
+ * order: ingestion stops fetching and commits its batch in flight, HTTP drains, then the Kafka
+ * clients, the pool, and whatever local servers were started.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { AppLive } from "./App.ts"
+import * as AppConfig from "./config/AppConfig.ts"
+import * as Logging from "./observability/Logging.ts"
+
+const main = Effect.gen(function* () {
+  const env = { ...process.env }
+  if (process.argv.includes("--local") && env["CONFIG_FILE"] === undefined)
+    env["CONFIG_FILE"] = "config/config.local.yaml"
+  const configLayer = yield* Effect.try({
+    try: () => AppConfig.layerFromFileAndEnv(env),
+    catch: (e) => e as Error
+  })
+  const config = yield* AppConfig.validate.pipe(Effect.provide(configLayer))
+  const logging = Logging.layer(config.log)
+  yield* Effect.logInfo("Starting the order service").pipe(
+    Effect.annotateLogs({ config: AppConfig.describeForLog(config) }),
+    Effect.provide(logging)
+  )
+  return yield* Layer.launch(AppLive).pipe(Effect.provide(Layer.merge(configLayer, logging)))
+})
+
+NodeRuntime.runMain(
+  main.pipe(
+    // Expected start-up failures get one clear line, not a stack trace.
+    Effect.catchAll((error) =>
+      Effect.sync(() => {
+        process.stderr.write(`order-service: ${error.message}\n`)
+        process.exitCode = 1
+      })
+    )
+  ),
+  { disableErrorReporting: false }
+)

@@ -1,0 +1,191 @@
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Option, Redacted } from "effect"
+import { OrderCache } from "../../src/cache/OrderCache.ts"
+import { IngestLive, IngestStatus } from "../../src/ingest/IngestPipeline.ts"
+import * as Database from "../../src/db/Database.ts"
+
+import { DeadLetterHeaders } from "../../src/kafka/DeadLetters.ts"
+import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
+import type { OrderJson } from "../../src/orders/Order.ts"
+import { orderToJson } from "../../src/orders/OrderDecoder.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { sampleOrders } from "../support/arbitraries.ts"
+import { TestDatabase } from "../support/database.ts"
+import {
+  expectedRejectionKind,
+  invalidFixtureNames,
+  readFixture,
+  readFixtureJson
+} from "../support/fixtures.ts"
+import {
+  eventually,
+  freshTopics,
+  header,
+  offsets,
+  produce,
+  readTopic,
+  testConfig,
+  type Outgoing,
+  type TestTopics
+} from "../support/kafka.ts"
+
+/** The ingest side of the service on its own topics and database. */
+const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
+  IngestLive.pipe(
+    Layer.provideMerge(IngestStatus.Default),
+    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+    Layer.provideMerge(database),
+    Layer.provide(testConfig(topics))
+  )
+
+const storedCount = Effect.flatMap(OrderRepository, (r) => r.count)
+
+const allCommitted = (topics: TestTopics) =>
+  Effect.map(offsets(topics.brokers, topics.topic, topics.groupId), ({ committed, ends }) =>
+    Object.entries(ends).every(([p, end]) => end === 0 || committed[Number(p)] === end)
+  )
+
+const asMessage = (order: OrderJson): Outgoing => ({ key: order.order_uid, value: JSON.stringify(order) })
+
+describe("ingestion from a real Kafka broker into a real PostgreSQL", () => {
+  it.live(
+    "valid orders produced to the topic are stored, exactly as sent, and their offsets committed",
+    () => {
+      const topics = freshTopics()
+      const orders = sampleOrders(300, 11, "ingest")
+      return Effect.gen(function* () {
+        yield* produce(topics.brokers, topics.topic, orders.map(asMessage))
+        yield* eventually(
+          "300 orders are stored",
+          Effect.map(storedCount, (n) => n === 300)
+        )
+        yield* eventually("every offset is committed", allCommitted(topics))
+        const repo = yield* OrderRepository
+        const stored = Option.getOrThrow(yield* repo.findByUid(orders[123]!.order_uid))
+        expect(orderToJson(stored.order)).toStrictEqual(orders[123])
+        const cache = yield* OrderCache
+        expect(Option.isSome(yield* cache.get(orders[5]!.order_uid))).toBe(true)
+      }).pipe(Effect.provide(ingestStack(topics, TestDatabase)))
+    },
+    90_000
+  )
+
+  it.live(
+    "each invalid message lands on the dead-letter topic with its kind, and the valid ones around it are stored",
+    () => {
+      const topics = freshTopics()
+      const valid = sampleOrders(12, 12, "around")
+      const invalid = invalidFixtureNames().map((name) => ({ name, bytes: readFixture(name) }))
+      const tooLarge = Buffer.from(JSON.stringify({ ...valid[0], padding: "x".repeat(70_000) }))
+      const messages: Array<Outgoing> = []
+      invalid.forEach((f, i) => {
+        messages.push(asMessage(valid[i]!))
+        messages.push({ key: `bad-${i}`, value: f.bytes, headers: { "x-origin": f.name } })
+      })
+      messages.push({ key: "too-large", value: tooLarge, headers: { "x-origin": "too-large" } })
+      messages.push(...valid.slice(invalid.length).map(asMessage))
+      return Effect.gen(function* () {
+        // One partition, so the invalid ones sit between valid ones in the same stream.
+        yield* produce(topics.brokers, topics.topic, messages, 0)
+        yield* eventually(
+          "the valid orders are stored",
+          Effect.map(storedCount, (n) => n === valid.length)
+        )
+        yield* eventually("every offset is committed", allCommitted(topics))
+        const letters = yield* readTopic(topics.brokers, topics.dlqTopic, invalid.length + 1)
+        expect(letters).toHaveLength(invalid.length + 1)
+        const byOrigin = new Map(letters.map((l) => [header(l, "x-origin"), l]))
+        for (const f of invalid) {
+          const letter = byOrigin.get(f.name)
+          expect(letter, f.name).toBeDefined()
+          expect(header(letter!, DeadLetterHeaders.kind), f.name).toBe(expectedRejectionKind[f.name])
+          expect(header(letter!, DeadLetterHeaders.detail)!.length, f.name).toBeGreaterThan(5)
+          expect(header(letter!, DeadLetterHeaders.topic)).toBe(topics.topic)
+          expect(header(letter!, DeadLetterHeaders.partition)).toBe("0")
+          expect(Number(header(letter!, DeadLetterHeaders.offset))).toBeGreaterThanOrEqual(0)
+          // The original bytes and key, untouched.
+          expect(Buffer.compare(letter!.value!, f.bytes), f.name).toBe(0)
+          expect(letter!.key!.toString()).toMatch(/^bad-\d+$/)
+        }
+        expect(header(byOrigin.get("too-large")!, DeadLetterHeaders.kind)).toBe("too_large")
+      }).pipe(Effect.provide(ingestStack(topics, TestDatabase)))
+    },
+    90_000
+  )
+
+  it.live(
+    "a redelivered order is stored once; a different order under the same uid is dead-lettered as a conflict",
+    () => {
+      const topics = freshTopics()
+      const original = readFixtureJson("valid/model.json") as OrderJson
+      const changed = { ...original, customer_id: "someone-else" }
+      return Effect.gen(function* () {
+        yield* produce(
+          topics.brokers,
+          topics.topic,
+          [asMessage(original), asMessage(original), asMessage(changed)],
+          1
+        )
+        yield* eventually("every offset is committed", allCommitted(topics))
+        expect(yield* storedCount).toBe(1)
+        const repo = yield* OrderRepository
+        const stored = Option.getOrThrow(yield* repo.findByUid(original.order_uid))
+        expect(stored.order.customer_id).toBe("test")
+        const letters = yield* readTopic(topics.brokers, topics.dlqTopic, 1)
+        expect(letters.map((l) => header(l, DeadLetterHeaders.kind))).toEqual(["conflict"])
+        expect(JSON.parse(letters[0]!.value!.toString())).toStrictEqual(changed)
+      }).pipe(Effect.provide(ingestStack(topics, TestDatabase)))
+    },
+    90_000
+  )
+
+  it.live(
+    "while PostgreSQL is down nothing is committed, and afterwards every order is stored exactly once",
+    () => {
+      const topics = freshTopics()
+      const first = sampleOrders(400, 21, "before")
+      const second = sampleOrders(600, 22, "during")
+      return Effect.gen(function* () {
+        const pg = yield* Effect.acquireRelease(
+          Effect.promise(() => EmbeddedPostgres.start()),
+          (s) => Effect.promise(() => s.stop())
+        )
+        const database = Database.layerWith({ url: Redacted.make(pg.url()), maxConnections: 4 })
+        yield* Effect.gen(function* () {
+          yield* produce(topics.brokers, topics.topic, first.map(asMessage))
+          yield* eventually(
+            "the first orders are stored",
+            Effect.map(storedCount, (n) => n === 400)
+          )
+          yield* eventually("their offsets are committed", allCommitted(topics))
+          const before = yield* offsets(topics.brokers, topics.topic, topics.groupId)
+
+          yield* Effect.promise(() => pg.pause())
+          yield* produce(topics.brokers, topics.topic, second.map(asMessage))
+          yield* Effect.sleep("5 seconds")
+          const during = yield* offsets(topics.brokers, topics.topic, topics.groupId)
+          expect(during.committed).toEqual(before.committed)
+          expect(Object.values(during.ends).reduce((a, b) => a + b, 0)).toBe(1000)
+
+          yield* Effect.promise(() => pg.resume())
+          yield* eventually(
+            "every order is stored",
+            Effect.map(storedCount, (n) => n === 1000),
+            60_000
+          )
+          yield* eventually("every offset is committed", allCommitted(topics), 30_000)
+          const sql = yield* SqlClient.SqlClient
+          const [row] = yield* sql<{ n: string; items: string }>`
+            SELECT count(DISTINCT order_uid) AS n, (SELECT count(*) FROM items) AS items FROM orders`
+          expect(Number(row!.n)).toBe(1000)
+          const expectedItems = [...first, ...second].reduce((n, o) => n + o.items.length, 0)
+          expect(Number(row!.items)).toBe(expectedItems)
+          const letters = yield* readTopic(topics.brokers, topics.dlqTopic, 0, 1000)
+          expect(letters).toHaveLength(0)
+        }).pipe(Effect.provide(ingestStack(topics, database)))
+      }).pipe(Effect.scoped)
+    },
+    150_000
+  )
+})
