@@ -142,6 +142,11 @@ export const HttpServerLive = Layer.scoped(
         )
         return
       }
+      if (pathname === ORDER_PREFIX) {
+        // The router has no route for an empty id; it is a bad request, not an unknown path.
+        writeJson(res, 400, { error: "invalid_order_uid", message: "order_uid must not be empty" })
+        return
+      }
       if (fromCache(req, res, pathname)) return
       handleWithApp(req, res)
     })

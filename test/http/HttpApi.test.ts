@@ -1,0 +1,205 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Redacted, Schema } from "effect"
+import * as Database from "../../src/db/Database.ts"
+import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
+import { Order, type OrderJson } from "../../src/orders/Order.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { OrderCache } from "../../src/cache/OrderCache.ts"
+import { sampleOrders } from "../support/arbitraries.ts"
+import { get, httpStack } from "../support/app.ts"
+import { TestDatabase } from "../support/database.ts"
+import { readFixtureJson } from "../support/fixtures.ts"
+
+const toOrder = Schema.decodeUnknownSync(Order)
+const model = readFixtureJson("valid/model.json") as OrderJson
+const unicode = readFixtureJson("valid/multi-item-unicode.json") as OrderJson
+const awkward = { ...model, order_uid: "a b/ç?#%&=+ü", payment: { ...model.payment, transaction: "awkward" } }
+const many = sampleOrders(45, 31, "page")
+
+const seed = Effect.flatMap(OrderRepository, (repo) =>
+  repo.insertBatch([model, unicode, awkward, ...many].map((o) => toOrder(o)))
+)
+
+const json = (response: Response) => Effect.promise(() => response.json() as Promise<any>)
+
+describe("the HTTP API on a real PostgreSQL", () => {
+  const stack = httpStack(TestDatabase, { cache: { max_entries: 1000, warm_count: 0 } })
+
+  it.live(
+    "GET /order/{uid} answers 200 with the order exactly as received, from the database and then the cache",
+    () =>
+      Effect.gen(function* () {
+        yield* seed
+        for (const attempt of ["miss", "hit"]) {
+          const response = yield* get(`/order/${model.order_uid}`)
+          expect(response.status, attempt).toBe(200)
+          expect(response.headers.get("content-type"), attempt).toMatch(/^application\/json/)
+          expect(response.headers.get("etag"), attempt).toMatch(/^".+"$/)
+          expect(response.headers.get("cache-control"), attempt).toContain("max-age")
+          expect(response.headers.get("x-content-type-options"), attempt).toBe("nosniff")
+          expect(response.headers.get("content-security-policy"), attempt).toContain("default-src 'self'")
+          expect(yield* json(response), attempt).toStrictEqual(model)
+        }
+        const stats = yield* Effect.flatMap(OrderCache, (c) => c.stats)
+        expect(stats.hits).toBeGreaterThanOrEqual(1)
+        const unicodeResponse = yield* get(`/order/${unicode.order_uid}`)
+        expect(yield* json(unicodeResponse)).toStrictEqual(unicode)
+      }).pipe(Effect.provide(stack))
+  )
+
+  it.live("an unknown id is 404 order_not_found; ids that cannot be ids are 400 with a reason", () =>
+    Effect.gen(function* () {
+      const missing = yield* get("/order/no-such-order")
+      expect(missing.status).toBe(404)
+      expect(yield* json(missing)).toStrictEqual({ error: "order_not_found", order_uid: "no-such-order" })
+      for (const bad of ["x".repeat(129), "a%01b", "tab%09", "%7F"]) {
+        const response = yield* get(`/order/${bad}`)
+        expect(response.status, bad).toBe(400)
+        const body = yield* json(response)
+        expect(body.error, bad).toBe("invalid_order_uid")
+        expect(body.message, bad).toMatch(/order_uid/)
+      }
+      const empty = yield* get("/order/")
+      expect(empty.status).toBe(400)
+      expect((yield* json(empty)).error).toBe("invalid_order_uid")
+    }).pipe(Effect.provide(stack))
+  )
+
+  it.live("ids with characters that need URL encoding work, and the ETag gives 304 on a repeat", () =>
+    Effect.gen(function* () {
+      yield* seed
+      const path = `/order/${encodeURIComponent(awkward.order_uid)}`
+      const first = yield* get(path)
+      expect(first.status).toBe(200)
+      expect(yield* json(first)).toStrictEqual(awkward)
+      const etag = first.headers.get("etag")!
+      // The second request is served from the cache; both paths honour If-None-Match.
+      for (const attempt of ["hit", "hit again"]) {
+        const again = yield* get(path, { "if-none-match": etag })
+        expect(again.status, attempt).toBe(304)
+        expect(again.headers.get("etag")).toBe(etag)
+      }
+      const other = yield* get(`/order/${encodeURIComponent(unicode.order_uid)}`, { "if-none-match": etag })
+      expect(other.status).toBe(200)
+    }).pipe(Effect.provide(stack))
+  )
+
+  it.live("GET /orders pages through the most recent orders; a bad limit or cursor is 400", () =>
+    Effect.gen(function* () {
+      yield* seed
+      const seen: Array<string> = []
+      let cursor: string | null = null
+      do {
+        const response: Response = yield* get(
+          `/orders?limit=10${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`
+        )
+        expect(response.status).toBe(200)
+        const page = yield* json(response)
+        for (const item of page.items) {
+          expect(Object.keys(item).sort()).toEqual([
+            "amount",
+            "currency",
+            "customer_id",
+            "date_created",
+            "item_count",
+            "order_uid"
+          ])
+        }
+        seen.push(...page.items.map((i: { order_uid: string }) => i.order_uid))
+        cursor = page.next_cursor
+      } while (cursor !== null)
+      expect(seen).toHaveLength(48)
+      expect(new Set(seen).size).toBe(48)
+      for (const query of ["limit=0", "limit=101", "limit=abc", "cursor=garbage"]) {
+        const response = yield* get(`/orders?${query}`)
+        expect(response.status, query).toBe(400)
+        expect((yield* json(response)).error, query).toBe("invalid_query")
+      }
+    }).pipe(Effect.provide(stack))
+  )
+
+  it.live("the page, its scripts, the OpenAPI document and the docs are served with the right types", () =>
+    Effect.gen(function* () {
+      const page = yield* get("/")
+      expect(page.status).toBe(200)
+      expect(page.headers.get("content-type")).toMatch(/^text\/html/)
+      expect(page.headers.get("content-security-policy")).toContain("script-src 'self'")
+      expect(page.headers.get("referrer-policy")).toBe("no-referrer")
+      expect((yield* get("/script.js")).headers.get("content-type")).toMatch(/^text\/javascript/)
+      expect((yield* get("/style.css")).headers.get("content-type")).toMatch(/^text\/css/)
+      expect((yield* get("/docs")).status).toBe(200)
+      const spec = yield* json(yield* get("/openapi.json"))
+      expect(Object.keys(spec.paths)).toEqual(
+        expect.arrayContaining(["/order/{order_uid}", "/orders", "/healthz", "/readyz"])
+      )
+      expect(Object.keys(spec.paths["/order/{order_uid}"].get.responses)).toEqual(
+        expect.arrayContaining(["200", "400", "404", "503"])
+      )
+    }).pipe(Effect.provide(stack))
+  )
+
+  it.live("/metrics is Prometheus text that counts requests by route and status, and cache hits", () =>
+    Effect.gen(function* () {
+      yield* seed
+      for (let i = 0; i < 3; i++) yield* get(`/order/${model.order_uid}`)
+      yield* get("/order/nope")
+      const response = yield* get("/metrics")
+      expect(response.status).toBe(200)
+      expect(response.headers.get("content-type")).toMatch(/^text\/plain/)
+      const text = yield* Effect.promise(() => response.text())
+      const sample = (name: string, labels: string) => {
+        const line = text
+          .split("\n")
+          .find((l) => l.startsWith(name) && labels.split(",").every((p) => l.includes(p)))
+        return line === undefined ? undefined : Number(line.split(" ").at(-1))
+      }
+      expect(
+        sample("http_request_duration_seconds_count", 'route="/order/{order_uid}",status="200"')
+      ).toBeGreaterThanOrEqual(3)
+      expect(
+        sample("http_request_duration_seconds_count", 'route="/order/{order_uid}",status="404"')
+      ).toBeGreaterThanOrEqual(1)
+      expect(sample("cache_hits_total", 'cache="orders"')).toBeGreaterThanOrEqual(2)
+      expect(text).toContain("# TYPE http_request_duration_seconds histogram")
+    }).pipe(Effect.provide(stack))
+  )
+
+  it.live(
+    "/healthz is 200; /readyz turns 503 naming the database while it is down, and ready again after",
+    () =>
+      Effect.gen(function* () {
+        const pg = yield* Effect.acquireRelease(
+          Effect.promise(() => EmbeddedPostgres.start()),
+          (s) => Effect.promise(() => s.stop())
+        )
+        const database = Database.layerWith({ url: Redacted.make(pg.url()), maxConnections: 2 })
+        yield* Effect.gen(function* () {
+          expect((yield* get("/healthz")).status).toBe(200)
+          yield* waitForReady(200)
+          yield* Effect.promise(() => pg.pause())
+          const down = yield* get("/readyz")
+          expect(down.status).toBe(503)
+          expect(yield* json(down)).toStrictEqual({
+            status: "not_ready",
+            checks: { database: "unreachable", consumer: "ok", cache: "ok" }
+          })
+          expect((yield* get("/healthz")).status).toBe(200)
+          const unavailable = yield* get("/order/not-cached")
+          expect(unavailable.status).toBe(503)
+          yield* Effect.promise(() => pg.resume())
+          yield* waitForReady(200)
+        }).pipe(Effect.provide(httpStack(database)))
+      }).pipe(Effect.scoped)
+  )
+})
+
+const waitForReady = (status: number) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + 20_000
+    while (Date.now() < deadline) {
+      const response = yield* get("/readyz")
+      if (response.status === status) return
+      yield* Effect.sleep("200 millis")
+    }
+    return yield* Effect.die(new Error(`/readyz never answered ${status}`))
+  })

@@ -1,0 +1,79 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Layer, Option, Schema } from "effect"
+import { OrderCache } from "../../src/cache/OrderCache.ts"
+import { Order, type OrderJson } from "../../src/orders/Order.ts"
+import { orderToJsonString } from "../../src/orders/OrderDecoder.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { Orders } from "../../src/orders/Orders.ts"
+import { readFixtureJson } from "../support/fixtures.ts"
+
+const model = Schema.decodeUnknownSync(Order)(readFixtureJson("valid/model.json") as OrderJson)
+
+/** A repository that knows one order and counts its reads; each read takes a while. */
+const countingRepository = (reads: { count: number }) =>
+  Layer.succeed(
+    OrderRepository,
+    OrderRepository.make({
+      findByUid: (uid: string) =>
+        Effect.sync(() => reads.count++).pipe(
+          Effect.zipRight(Effect.sleep("50 millis")),
+          Effect.as(
+            uid === model.order_uid
+              ? Option.some({ order: model, json: orderToJsonString(model) })
+              : Option.none()
+          )
+        ),
+      mostRecent: () => Effect.succeed([{ order: model, json: orderToJsonString(model) }]),
+      insertBatch: () => Effect.die("not used"),
+      listRecent: () => Effect.die("not used"),
+      count: Effect.succeed(1),
+      ping: Effect.void
+    } as any)
+  )
+
+const withOrders = (reads: { count: number }) =>
+  Orders.Default.pipe(
+    Layer.provideMerge(
+      OrderCache.layerWith({ maxEntries: 100, maxBytes: 1_000_000, ttl: Duration.minutes(1) })
+    ),
+    Layer.provide(countingRepository(reads))
+  )
+
+describe("Orders", () => {
+  it.live("concurrent misses for the same uid read the database once, and later reads hit the cache", () => {
+    const reads = { count: 0 }
+    return Effect.gen(function* () {
+      const orders = yield* Orders
+      const results = yield* Effect.all(
+        Array.from({ length: 20 }, () => orders.get(model.order_uid)),
+        { concurrency: "unbounded" }
+      )
+      expect(results.every((r) => Option.isSome(r) && r.value.json === orderToJsonString(model))).toBe(true)
+      expect(reads.count).toBe(1)
+      yield* orders.get(model.order_uid)
+      expect(reads.count).toBe(1)
+    }).pipe(Effect.provide(withOrders(reads)))
+  })
+
+  it.live("an unknown uid is none and is asked of the database each time (no negative caching)", () => {
+    const reads = { count: 0 }
+    return Effect.gen(function* () {
+      const orders = yield* Orders
+      expect(Option.isNone(yield* orders.get("unknown"))).toBe(true)
+      expect(Option.isNone(yield* orders.get("unknown"))).toBe(true)
+      expect(reads.count).toBe(2)
+    }).pipe(Effect.provide(withOrders(reads)))
+  })
+
+  it.live("warm-up fills the cache from the most recent orders and marks the service warm", () => {
+    const reads = { count: 0 }
+    return Effect.gen(function* () {
+      const orders = yield* Orders
+      expect(yield* orders.isWarm).toBe(false)
+      yield* orders.warm
+      expect(yield* orders.isWarm).toBe(true)
+      yield* orders.get(model.order_uid)
+      expect(reads.count).toBe(0)
+    }).pipe(Effect.provide(withOrders(reads)))
+  })
+})

@@ -1,0 +1,35 @@
+/** The service's serving side on a test database, listening on a free port. */
+import type { SqlClient } from "@effect/sql"
+import { ConfigProvider, Effect, Layer } from "effect"
+import { CacheWarmup, HttpLive } from "../../src/App.ts"
+import { OrderCache } from "../../src/cache/OrderCache.ts"
+import { HttpAddress } from "../../src/http/HttpServer.ts"
+import { IngestStatus } from "../../src/ingest/IngestPipeline.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { Orders } from "../../src/orders/Orders.ts"
+
+/** HTTP, Orders, the cache and the repository; ingestion is reported as running. */
+export const httpStack = <E>(
+  database: Layer.Layer<SqlClient.SqlClient, E>,
+  config: Record<string, unknown> = {}
+) =>
+  Layer.mergeAll(HttpLive, CacheWarmup).pipe(
+    Layer.provideMerge(Layer.effectDiscard(Effect.flatMap(IngestStatus, (s) => s.set(true)))),
+    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default)),
+    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+    Layer.provideMerge(database),
+    Layer.provide(
+      Layer.setConfigProvider(
+        ConfigProvider.fromJson({
+          http: { host: "127.0.0.1", port: 0, access_log: false, shutdown_timeout: "5 seconds" },
+          cache: { max_entries: 1000, warm_count: 100 },
+          ...config
+        })
+      )
+    )
+  )
+
+export const baseUrl = Effect.map(HttpAddress, (a) => a.url)
+
+export const get = (path: string, headers: Record<string, string> = {}) =>
+  Effect.flatMap(baseUrl, (url) => Effect.promise(() => fetch(`${url}${path}`, { headers })))

@@ -1,0 +1,52 @@
+/** The service as a real process (`src/main.ts`), for tests that kill or signal it. */
+import { spawn, type ChildProcess } from "node:child_process"
+import { Effect } from "effect"
+
+export interface ServiceProcess {
+  readonly child: ChildProcess
+  /** Everything it printed so far. */
+  readonly output: () => string
+  /** Resolves with the exit code (or the signal's name). */
+  readonly exited: Promise<number | string>
+}
+
+export const startService = (env: Record<string, string>): ServiceProcess => {
+  // One process (no tsx wrapper), so that a signal reaches the service itself.
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    env: { ...process.env, LOG_FORMAT: "json", ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let output = ""
+  child.stdout!.on("data", (d) => (output += d))
+  child.stderr!.on("data", (d) => (output += d))
+  const exited = new Promise<number | string>((resolve) =>
+    child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown"))
+  )
+  return { child, output: () => output, exited }
+}
+
+/** The URL the service logged once it listened. */
+export const serviceUrl = (service: ServiceProcess, timeoutMs = 60_000) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      const match = /"url":"(http:\/\/[^"]+)"/.exec(service.output())
+      if (match) return match[1]!
+      if (service.child.exitCode !== null) break
+      yield* Effect.sleep("100 millis")
+    }
+    return yield* Effect.die(new Error(`the service did not start:\n${service.output().slice(-4000)}`))
+  })
+
+/** Stop it if it still runs (test clean-up). */
+export const scopedService = (env: Record<string, string>) =>
+  Effect.acquireRelease(
+    Effect.sync(() => startService(env)),
+    (s) =>
+      Effect.promise(async () => {
+        if (s.child.exitCode === null && s.child.signalCode === null) {
+          s.child.kill("SIGKILL")
+          await s.exited
+        }
+      })
+  )
