@@ -11,9 +11,11 @@ import {
   Config,
   ConfigError,
   ConfigProvider,
+  ConfigProviderPathPatch as PathPatch,
   Duration,
   Effect,
   Either,
+  HashSet,
   Layer,
   LogLevel,
   Option,
@@ -227,3 +229,21 @@ const redactUrl = (u: string): string => {
     return "***"
   }
 }
+
+/** Every key the service reads (`http.port`, …), found by reading the config from a provider that records paths. */
+export const configKeys: Effect.Effect<ReadonlyArray<string>> = Effect.suspend(() => {
+  const seen = new Set<string>()
+  const recorder = ConfigProvider.fromFlat(
+    ConfigProvider.makeFlat({
+      load: (path) => {
+        seen.add(path.join("."))
+        return Effect.fail(ConfigError.MissingData([...path], "recording"))
+      },
+      enumerateChildren: () => Effect.succeed(HashSet.empty()),
+      patch: PathPatch.empty
+    })
+  )
+  return Effect.withConfigProvider(Effect.either(AllConfig), recorder).pipe(
+    Effect.map(() => [...seen].sort())
+  )
+})
