@@ -6,6 +6,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { AppLive } from "./App.ts"
+import { DemoOrders } from "./tools/DemoOrders.ts"
 import * as AppConfig from "./config/AppConfig.ts"
 import * as Logging from "./observability/Logging.ts"
 
@@ -23,7 +24,8 @@ const main = Effect.gen(function* () {
     Effect.annotateLogs({ config: AppConfig.describeForLog(config) }),
     Effect.provide(logging)
   )
-  return yield* Layer.launch(AppLive).pipe(Effect.provide(Layer.merge(configLayer, logging)))
+  const app = process.argv.includes("--demo") ? Layer.merge(AppLive, DemoOrders(200)) : AppLive
+  return yield* Layer.launch(app).pipe(Effect.provide(Layer.merge(configLayer, logging)))
 })
 
 NodeRuntime.runMain(

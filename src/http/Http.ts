@@ -150,7 +150,10 @@ export const ExtraRoutesLive = HttpApiBuilder.Router.use((router) =>
 
 /** The whole API with its handlers, the OpenAPI document and the extra routes. */
 export const HttpAppLive = Layer.mergeAll(
-  HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([OrdersHttpLive, HealthHttpLive])),
   HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" }),
   ExtraRoutesLive
+).pipe(
+  Layer.provideMerge(
+    HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([OrdersHttpLive, HealthHttpLive]))
+  )
 )

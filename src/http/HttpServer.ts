@@ -5,8 +5,8 @@
  *
  * It also answers `GET /order/{uid}` straight from the cache when the order is there: a hit is
  * the service's hottest path, and going through the router and middleware for it would cost most
- * of its throughput. The answer is the same as the API handler's (same body, headers, ETag);
- * everything else — misses, bad ids — goes through the app.
+ * of its throughput. The answer is the same as the API handler's (same body, headers, ETag, and
+ * the same 400 for an id that cannot be one); misses go through the app.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -16,7 +16,7 @@ import { Context, Deferred, Duration, Effect, Layer, Option, Runtime } from "eff
 import { OrderCache } from "../cache/OrderCache.ts"
 import { HttpConfig } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
-import { orderHeaders } from "./Http.ts"
+import { orderHeaders, orderUidProblem } from "./Http.ts"
 
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   "content-security-policy":
@@ -93,14 +93,26 @@ export const HttpServerLive = Layer.scoped(
         )
       )
 
-    /** Serve a cache hit for `GET /order/{uid}`; false means the app must answer. */
-    const fromCache = (req: IncomingMessage, res: ServerResponse, pathname: string): boolean => {
+    /**
+     * `GET /order/{uid}`: answer a bad id (400) or a cache hit here; false means the app must
+     * answer. Bad ids are judged here too because the router does not match very long ids.
+     */
+    const orderFastPath = (req: IncomingMessage, res: ServerResponse, pathname: string): boolean => {
       if (req.method !== "GET" || !pathname.startsWith(ORDER_PREFIX)) return false
       let uid: string
       try {
         uid = decodeURIComponent(pathname.slice(ORDER_PREFIX.length))
       } catch {
-        return false
+        writeJson(res, 400, {
+          error: "invalid_order_uid",
+          message: "order_uid is not valid percent-encoded UTF-8"
+        })
+        return true
+      }
+      const problem = orderUidProblem(uid)
+      if (Option.isSome(problem)) {
+        writeJson(res, 400, { error: "invalid_order_uid", message: problem.value })
+        return true
       }
       const hit = runSync(cache.get(uid))
       if (Option.isNone(hit)) return false
@@ -142,12 +154,7 @@ export const HttpServerLive = Layer.scoped(
         )
         return
       }
-      if (pathname === ORDER_PREFIX) {
-        // The router has no route for an empty id; it is a bad request, not an unknown path.
-        writeJson(res, 400, { error: "invalid_order_uid", message: "order_uid must not be empty" })
-        return
-      }
-      if (fromCache(req, res, pathname)) return
+      if (orderFastPath(req, res, pathname)) return
       handleWithApp(req, res)
     })
 

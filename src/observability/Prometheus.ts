@@ -1,0 +1,120 @@
+/**
+ * `/metrics` in the Prometheus text format, written by `prom-client`. The service records its
+ * metrics with Effect's `Metric`; at scrape time each one is handed to prom-client as a collector
+ * of the matching type (tags become labels), so prom-client does the formatting and escaping.
+ * HTTP latency is recorded straight into a prom-client histogram: it sits on the hottest path.
+ */
+import { Effect, Metric, MetricState, Option } from "effect"
+import type { MetricPair } from "effect/MetricPair"
+import client from "prom-client"
+
+const registry = new client.Registry()
+client.collectDefaultMetrics({ register: registry })
+
+const httpDuration = new client.Histogram({
+  name: "http_request_duration_seconds",
+  help: "Time from receiving a request to sending the last byte of its response",
+  labelNames: ["method", "route", "status"] as const,
+  buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  registers: [registry]
+})
+
+export const observeHttpRequest = (method: string, route: string, status: number, seconds: number): void =>
+  httpDuration.observe({ method, route, status: String(status) }, seconds)
+
+const sanitize = (name: string): string => {
+  const clean = name.replace(/[^a-zA-Z0-9_:]/g, "_")
+  return /^[a-zA-Z_:]/.test(clean) ? clean : `_${clean}`
+}
+
+type PromType = "counter" | "gauge" | "histogram" | "summary"
+interface Sample {
+  readonly value: number
+  readonly labels: Record<string, string | number>
+  readonly metricName?: string
+}
+
+const labelsOf = (pair: MetricPair.Untyped): Record<string, string> =>
+  Object.fromEntries(pair.metricKey.tags.map((t) => [sanitize(t.key), t.value]))
+
+/** The Prometheus type and samples of one Effect metric. */
+const samplesOf = (
+  name: string,
+  pair: MetricPair.Untyped
+): { type: PromType; samples: Array<Sample> } | undefined => {
+  const state = pair.metricState
+  const labels = labelsOf(pair)
+  if (MetricState.isCounterState(state))
+    return { type: "counter", samples: [{ value: Number(state.count), labels }] }
+  if (MetricState.isGaugeState(state))
+    return { type: "gauge", samples: [{ value: Number(state.value), labels }] }
+  if (MetricState.isHistogramState(state)) {
+    const samples: Array<Sample> = state.buckets.map(([le, count]) => ({
+      metricName: `${name}_bucket`,
+      labels: { ...labels, le },
+      value: count
+    }))
+    samples.push({ metricName: `${name}_bucket`, labels: { ...labels, le: "+Inf" }, value: state.count })
+    samples.push({ metricName: `${name}_sum`, labels, value: state.sum })
+    samples.push({ metricName: `${name}_count`, labels, value: state.count })
+    return { type: "histogram", samples }
+  }
+  if (MetricState.isSummaryState(state)) {
+    const samples: Array<Sample> = state.quantiles.map(([q, v]) => ({
+      labels: { ...labels, quantile: q },
+      value: Option.getOrElse(v, () => Number.NaN)
+    }))
+    samples.push({ metricName: `${name}_sum`, labels, value: state.sum })
+    samples.push({ metricName: `${name}_count`, labels, value: state.count })
+    return { type: "summary", samples }
+  }
+  if (MetricState.isFrequencyState(state)) {
+    // A frequency counts occurrences per value: one counter series per value.
+    return {
+      type: "counter",
+      samples: [...state.occurrences].map(([key, value]) => ({ labels: { ...labels, key }, value }))
+    }
+  }
+  return undefined
+}
+
+/** A prom-client collector for every Effect metric name (one per name; its tag sets are its series). */
+const collectors = new Map<string, { type: PromType; help: string }>()
+
+const syncCollectors = (): void => {
+  for (const pair of Metric.unsafeSnapshot()) {
+    const name = sanitize(pair.metricKey.name)
+    if (collectors.has(name) || registry.getSingleMetric(name) !== undefined) continue
+    const described = samplesOf(name, pair)
+    if (described === undefined) continue
+    const help = Option.getOrElse(pair.metricKey.description, () => name)
+    collectors.set(name, { type: described.type, help })
+    registry.registerMetric({
+      name,
+      help,
+      type: described.type,
+      aggregator: "sum",
+      get: () => ({
+        name,
+        help,
+        type: described.type,
+        aggregator: "sum",
+        values: Metric.unsafeSnapshot()
+          .filter((p) => sanitize(p.metricKey.name) === name)
+          .flatMap((p) => samplesOf(name, p)?.samples ?? [])
+      })
+    } as unknown as client.Metric)
+  }
+}
+
+export const contentType = registry.contentType
+
+/** The exposition text of every metric of this process. */
+export const scrape: Effect.Effect<string> = Effect.promise(() => {
+  syncCollectors()
+  return registry.metrics()
+})
+
+export class Prometheus extends Effect.Service<Prometheus>()("Prometheus", {
+  succeed: { scrape, contentType } as const
+}) {}
