@@ -25,7 +25,10 @@ const main = Effect.gen(function* () {
     Effect.provide(logging)
   )
   const app = process.argv.includes("--demo") ? Layer.merge(AppLive, DemoOrders(200)) : AppLive
-  return yield* Layer.launch(app).pipe(Effect.provide(Layer.merge(configLayer, logging)))
+  return yield* Layer.launch(app).pipe(
+    Effect.onInterrupt(() => Effect.logInfo("Order service stopped")),
+    Effect.provide(Layer.merge(configLayer, logging))
+  )
 })
 
 NodeRuntime.runMain(
@@ -38,5 +41,6 @@ NodeRuntime.runMain(
       })
     )
   ),
-  { disableErrorReporting: false }
+  // Our own logger (JSON lines or pretty, by config) replaces the default one.
+  { disablePrettyLogger: true }
 )

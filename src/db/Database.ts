@@ -58,6 +58,8 @@ export const layer = Layer.unwrapScoped(
       onSome: Effect.succeed,
       onNone: () =>
         Effect.gen(function* () {
+          // Added first, so it runs after the server has stopped.
+          yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the embedded PostgreSQL server"))
           const server = yield* embeddedPostgres({
             ...Option.match(config.embeddedDataDir, {
               onNone: () => ({}),
@@ -68,7 +70,6 @@ export const layer = Layer.unwrapScoped(
           yield* Effect.logInfo("Started the embedded PostgreSQL server").pipe(
             Effect.annotateLogs({ port: server.port, data_dir: server.dataDir })
           )
-          yield* Effect.addFinalizer(() => Effect.logInfo("Stopping the embedded PostgreSQL server"))
           return Redacted.make(server.url())
         })
     })

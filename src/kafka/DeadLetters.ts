@@ -6,7 +6,7 @@
  */
 import { hostname } from "node:os"
 import { Effect } from "effect"
-import { CompressionTypes, type IHeaders, type Producer } from "kafkajs"
+import { CompressionTypes, Partitioners, type IHeaders, type Producer } from "kafkajs"
 import { KafkaClient, kafkaError } from "./KafkaClient.ts"
 
 export type DeadLetterKind = "invalid_json" | "schema" | "business_rule" | "conflict" | "too_large"
@@ -57,6 +57,7 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
     const producer: Producer = client.kafka.producer({
       // Unique per process: two instances must not fence each other off.
       transactionalId: `${client.clientId}-${hostname()}-${process.pid}`,
+      createPartitioner: Partitioners.DefaultPartitioner,
       idempotent: true,
       maxInFlightRequests: 1,
       // Short, so that a transaction left open by a crash is aborted soon and readers move on.

