@@ -104,7 +104,9 @@ export const IngestConfig = Config.all({
   maxMessageBytes: positiveInt("max_message_bytes").pipe(Config.withDefault(1024 * 1024)),
   /** First and longest pause between retries of a failing batch. */
   retryBase: positiveDuration("retry_base").pipe(Config.withDefault(Duration.millis(200))),
-  retryMax: positiveDuration("retry_max").pipe(Config.withDefault(Duration.seconds(10)))
+  retryMax: positiveDuration("retry_max").pipe(Config.withDefault(Duration.seconds(10))),
+  /** `batch`: one transaction per Kafka batch; `message`: one per order (slower; kept for comparison). */
+  transaction: Config.literal("batch", "message")("transaction").pipe(Config.withDefault("batch" as const))
 }).pipe(Config.nested("ingest"))
 
 export const CacheConfig = Config.all({

@@ -102,8 +102,13 @@ export const makeBatchHandler = Effect.gen(function* () {
    * Store the batch; if PostgreSQL refuses the data itself, store the orders one by one so that
    * only the ones it refuses are set aside (a poison message must not stall its partition).
    */
+  const insert = (orders: ReadonlyArray<Decoded>) =>
+    config.transaction === "batch"
+      ? repository.insertBatch(orders.map((d) => d.order))
+      : Effect.forEach(orders, (d) => Effect.map(repository.insertBatch([d.order]), ([outcome]) => outcome!))
+
   const store = (orders: ReadonlyArray<Decoded>) =>
-    repository.insertBatch(orders.map((d) => d.order)).pipe(
+    insert(orders).pipe(
       Effect.map((outcomes) =>
         outcomes.map((outcome): Either.Either<InsertOutcome, string> => Either.right(outcome))
       ),
