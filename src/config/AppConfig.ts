@@ -116,8 +116,36 @@ export const CacheConfig = Config.all({
   warmCount: nonNegativeInt("warm_count").pipe(Config.withDefault(10_000))
 }).pipe(Config.nested("cache"))
 
+const LOG_LEVELS: Record<string, LogLevel.LogLevel> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warn: LogLevel.Warning,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None,
+  off: LogLevel.None
+}
+const logLevelConfig = (name: string) =>
+  Config.string().pipe(
+    Config.mapOrFail((s) => {
+      const level = LOG_LEVELS[s.trim().toLowerCase()]
+      return level === undefined
+        ? Either.left(
+            ConfigError.InvalidData(
+              [],
+              `expected one of trace, debug, info, warning, error, fatal, none; got ${JSON.stringify(s)}`
+            )
+          )
+        : Either.right(level)
+    }),
+    Config.nested(name)
+  )
+
 export const LogConfig = Config.all({
-  level: Config.logLevel("level").pipe(Config.withDefault(LogLevel.Info)),
+  level: logLevelConfig("level").pipe(Config.withDefault(LogLevel.Info)),
   format: Config.literal("json", "pretty", "auto")("format").pipe(Config.withDefault("auto" as const))
 }).pipe(Config.nested("log"))
 

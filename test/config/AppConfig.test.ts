@@ -63,6 +63,10 @@ describe("configuration", () => {
       )
       const duration = yield* load({ http: { shutdown_timeout: "soon" } })
       expect(Either.isLeft(duration) && duration.left.message).toMatch(/http\.shutdown_timeout/)
+      const level = yield* load(defaults, { LOG_LEVEL: "loud" })
+      expect(Either.isLeft(level) && level.left.message).toMatch(
+        /log\.level \(env LOG_LEVEL\): expected one of trace/
+      )
       const port = yield* load({ http: { port: "eighty" } })
       expect(Either.isLeft(port) && port.left.message).toMatch(/http\.port/)
     })

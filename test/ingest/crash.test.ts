@@ -2,10 +2,11 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import * as Database from "../../src/db/Database.ts"
+import { freePort } from "../../src/local/freePort.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
 import { createTestDatabase } from "../support/database.ts"
-import { eventually, freshTopics, offsets, produce, readTopic } from "../support/kafka.ts"
-import { scopedService, serviceUrl } from "../support/service.ts"
+import { createTopics, eventually, freshTopics, offsets, produce, readTopic } from "../support/kafka.ts"
+import { scopedService, serviceUrl, withServiceOutput } from "../support/service.ts"
 
 const TOTAL = 20_000
 
@@ -27,6 +28,7 @@ const crashAndRestart = (databaseUrl: string) =>
   Effect.gen(function* () {
     const topics = freshTopics()
     const orders = sampleOrders(TOTAL, 77, "crash")
+    yield* createTopics(topics)
     yield* produce(
       topics.brokers,
       topics.topic,
@@ -40,7 +42,7 @@ const crashAndRestart = (databaseUrl: string) =>
       KAFKA_DLQ_TOPIC: topics.dlqTopic,
       KAFKA_GROUP_ID: topics.groupId,
       HTTP_HOST: "127.0.0.1",
-      HTTP_PORT: "0",
+      HTTP_PORT: String(yield* Effect.promise(freePort)),
       HTTP_ACCESS_LOG: "false",
       CACHE_WARM_COUNT: "0",
       LOG_LEVEL: "Warning"
@@ -58,7 +60,7 @@ const crashAndRestart = (databaseUrl: string) =>
       "the first service is part-way through",
       Effect.map(stored, (n) => n >= 2_000),
       90_000
-    )
+    ).pipe(withServiceOutput(first))
     first.child.kill("SIGKILL")
     expect(yield* Effect.promise(() => first.exited)).toBe("SIGKILL")
     const atCrash = yield* stored
@@ -70,7 +72,7 @@ const crashAndRestart = (databaseUrl: string) =>
       "every order is stored",
       Effect.map(stored, (n) => n === TOTAL),
       120_000
-    )
+    ).pipe(withServiceOutput(second))
     yield* eventually(
       "every offset is committed",
       Effect.map(offsets(topics.brokers, topics.topic, topics.groupId), ({ committed, ends }) =>

@@ -24,6 +24,25 @@ export const freshTopics = (): TestTopics => {
 export const kafkaFor = (brokers: string) =>
   new Kafka({ clientId: "test", brokers: brokers.split(","), logLevel: logLevel.NOTHING })
 
+/** Create a test's topics (the service would too, but a test may produce before it starts). */
+export const createTopics = (topics: TestTopics, partitions = 3) =>
+  Effect.promise(async () => {
+    const admin = kafkaFor(topics.brokers).admin()
+    await admin.connect()
+    try {
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: [topics.topic, topics.dlqTopic].map((topic) => ({
+          topic,
+          numPartitions: partitions,
+          replicationFactor: 1
+        }))
+      })
+    } finally {
+      await admin.disconnect()
+    }
+  })
+
 /** Config for the service under test: its topics, quick retries, and small caches. */
 export const testConfig = (topics: TestTopics, extra: Record<string, unknown> = {}) =>
   Layer.setConfigProvider(

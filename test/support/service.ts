@@ -4,6 +4,7 @@ import { Effect } from "effect"
 
 export interface ServiceProcess {
   readonly child: ChildProcess
+  readonly env: Readonly<Record<string, string>>
   /** Everything it printed so far. */
   readonly output: () => string
   /** Resolves with the exit code (or the signal's name). */
@@ -22,21 +23,42 @@ export const startService = (env: Record<string, string>): ServiceProcess => {
   const exited = new Promise<number | string>((resolve) =>
     child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown"))
   )
-  return { child, output: () => output, exited }
+  return { child, env, output: () => output, exited }
 }
 
-/** The URL the service logged once it listened. */
+const healthy = (url: string) =>
+  fetch(`${url}/healthz`).then(
+    (r) => r.ok,
+    () => false
+  )
+
+/**
+ * The service's URL once it answers: the one it logged, or, when logs below warnings are off,
+ * `http://127.0.0.1:${env.HTTP_PORT}` as soon as `/healthz` answers there.
+ */
 export const serviceUrl = (service: ServiceProcess, timeoutMs = 60_000) =>
   Effect.gen(function* () {
     const deadline = Date.now() + timeoutMs
+    const port = Number(service.env["HTTP_PORT"] ?? 0)
     while (Date.now() < deadline) {
       const match = /"url":"(http:\/\/[^"]+)"/.exec(service.output())
       if (match) return match[1]!
+      if (port > 0 && (yield* Effect.promise(() => healthy(`http://127.0.0.1:${port}`)))) {
+        return `http://127.0.0.1:${port}`
+      }
       if (service.child.exitCode !== null) break
       yield* Effect.sleep("100 millis")
     }
     return yield* Effect.die(new Error(`the service did not start:\n${service.output().slice(-4000)}`))
   })
+
+/** When `effect` fails, show what the service printed: the test's error alone rarely says why. */
+export const withServiceOutput =
+  (service: ServiceProcess) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.tapErrorCause(effect, () =>
+      Effect.sync(() => console.error(`service output (last 6000 chars):\n${service.output().slice(-6000)}`))
+    )
 
 /** Stop it if it still runs (test clean-up). */
 export const scopedService = (env: Record<string, string>) =>
