@@ -459,6 +459,14 @@ export class LocalKafka {
  * Makes sure `.cache/kafka-<version>/libs` holds the broker's jars, running Maven only when the
  * folder is missing or was left half-copied. Returns the folder.
  */
+/** A random cluster id as Kafka makes them: base64url, never starting with "-" (read as an option). */
+const newClusterId = (): string => {
+  for (;;) {
+    const id = randomBytes(16).toString("base64url")
+    if (!id.startsWith("-")) return id
+  }
+}
+
 export async function ensureKafkaJars(options: {
   readonly version?: string
   readonly cacheDir?: string
@@ -636,7 +644,7 @@ async function loadOrCreateState(
       })
     }
   }
-  const clusterId = previous?.clusterId ?? randomBytes(16).toString("base64url")
+  const clusterId = previous?.clusterId ?? newClusterId()
   // Keep last run's ports when they are still free, so a persistent cluster stays where clients expect it.
   const reusable = async (list: ReadonlyArray<number> | undefined) =>
     list !== undefined && list.length === brokers && (await Promise.all(list.map(isFree))).every(Boolean)
