@@ -2,7 +2,7 @@
  * The kafkajs client, and the topics the service needs. Without configured brokers
  * (`kafka.brokers` / `KAFKA_BROKERS`) it starts a local Kafka broker first and stops it last.
  */
-import { mkdir, writeFile } from "node:fs/promises"
+import { mkdir, rm, writeFile } from "node:fs/promises"
 import path from "node:path"
 import { Data, Effect, Option, Runtime, Schedule } from "effect"
 import { Kafka, logLevel, type Admin } from "kafkajs"
@@ -85,10 +85,14 @@ export class KafkaClient extends Effect.Service<KafkaClient>()("KafkaClient", {
             Effect.annotateLogs({ brokers: local.bootstrapServers, data_dir: local.dataDir })
           )
           if (dataDir !== undefined) {
-            yield* Effect.promise(async () => {
-              await mkdir(dataDir, { recursive: true })
-              await writeFile(bootstrapFileOf(dataDir), `${local.bootstrapServers}\n`)
-            })
+            // Present exactly while the broker runs, so `npm run produce` finds it or says it is not there.
+            yield* Effect.acquireRelease(
+              Effect.promise(async () => {
+                await mkdir(dataDir, { recursive: true })
+                await writeFile(bootstrapFileOf(dataDir), `${local.bootstrapServers}\n`)
+              }),
+              () => Effect.promise(() => rm(bootstrapFileOf(dataDir), { force: true }))
+            )
           }
           return local.brokers
         })
