@@ -4,7 +4,7 @@
  * Kafka never runs ahead of us. Offsets move only when the pipeline says so: `eachBatchAutoResolve`
  * and `autoCommit` are off.
  */
-import { Deferred, Effect, Queue, Ref, Stream } from "effect"
+import { Deferred, Effect, FiberId, Queue, Ref, Stream } from "effect"
 import type { Consumer, EachBatchPayload, KafkaMessage } from "kafkajs"
 import { KafkaClient, kafkaError, type KafkaError } from "./KafkaClient.ts"
 
@@ -64,7 +64,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
 
     const eachBatch = async (payload: EachBatchPayload) => {
       if (payload.batch.isEmpty()) return
-      const settled = Deferred.unsafeMake<Settlement>(undefined as never)
+      const settled = Deferred.unsafeMake<Settlement>(FiberId.none)
       const offered = await runPromise(Queue.offer(queue, { payload, settled }))
       if (offered._tag === "Failure") return // shutting down: nothing resolved, fetched again later
       const outcome = await runPromise(Deferred.await(settled))

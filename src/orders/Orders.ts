@@ -3,7 +3,7 @@
  * one database read. Warm-up loads the most recent orders into the cache at start-up.
  */
 import type { SqlError } from "@effect/sql/SqlError"
-import { Deferred, Effect, Option, Ref } from "effect"
+import { Deferred, Effect, FiberId, Option, Ref } from "effect"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { CacheConfig } from "../config/AppConfig.ts"
 import { OrderRepository } from "./OrderRepository.ts"
@@ -28,7 +28,7 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
       Effect.suspend(() => {
         const pending = inFlight.get(uid)
         if (pending !== undefined) return Deferred.await(pending)
-        const deferred = Deferred.unsafeMake<Option.Option<CachedOrder>, SqlError>(undefined as never)
+        const deferred = Deferred.unsafeMake<Option.Option<CachedOrder>, SqlError>(FiberId.none)
         inFlight.set(uid, deferred)
         return load(uid).pipe(
           Effect.onExit((exit) => {
