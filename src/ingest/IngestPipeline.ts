@@ -98,31 +98,29 @@ export const makeBatchHandler = Effect.gen(function* () {
     source: { topic: batch.topic, partition: batch.partition, offset: message.offset }
   })
 
-  /**
-   * Store the batch; if PostgreSQL refuses the data itself, store the orders one by one so that
-   * only the ones it refuses are set aside (a poison message must not stall its partition).
-   */
-  const insert = (orders: ReadonlyArray<Decoded>) =>
-    config.transaction === "batch"
-      ? repository.insertBatch(orders.map((d) => d.order))
-      : Effect.forEach(orders, (d) => Effect.map(repository.insertBatch([d.order]), ([outcome]) => outcome!))
-
-  const store = (orders: ReadonlyArray<Decoded>) =>
-    insert(orders).pipe(
-      Effect.map((outcomes) =>
-        outcomes.map((outcome): Either.Either<InsertOutcome, string> => Either.right(outcome))
-      ),
-      Effect.catchIf(isDataError, () =>
-        Effect.forEach(orders, (d) =>
-          repository.insertBatch([d.order]).pipe(
-            Effect.map(([outcome]): Either.Either<InsertOutcome, string> => Either.right(outcome!)),
-            Effect.catchIf(isDataError, (e) =>
-              Effect.succeed(Either.left(`the database refused the order: ${e.message}`))
-            )
-          )
-        )
+  /** One order in its own transaction; PostgreSQL refusing it as data sets it aside with the reason. */
+  const storeOne = (d: Decoded) =>
+    repository.insertBatch([d.order]).pipe(
+      Effect.map(([outcome]): Either.Either<InsertOutcome, string> => Either.right(outcome!)),
+      Effect.catchIf(isDataError, (e) =>
+        Effect.succeed(Either.left(`the database refused the order: ${e.message}`))
       )
     )
+
+  /**
+   * Store the batch in one transaction; if PostgreSQL refuses the data itself, store the orders
+   * one by one so that only the ones it refuses are set aside (a poison message must not stall
+   * its partition). With `ingest.transaction: message` every order gets its own transaction.
+   */
+  const store = (orders: ReadonlyArray<Decoded>) =>
+    config.transaction === "message"
+      ? Effect.forEach(orders, storeOne)
+      : repository.insertBatch(orders.map((d) => d.order)).pipe(
+          Effect.map((outcomes) =>
+            outcomes.map((o): Either.Either<InsertOutcome, string> => Either.right(o))
+          ),
+          Effect.catchIf(isDataError, () => Effect.forEach(orders, storeOne))
+        )
 
   /**
    * Retry a step of a batch until it succeeds, with exponential backoff and jitter, heartbeating
