@@ -63,6 +63,13 @@ export const isDataError = (error: SqlError): boolean => {
   return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"))
 }
 
+/** PostgreSQL's own words (e.g. which constraint), rather than the client's generic message. */
+const databaseReason = (error: SqlError): string => {
+  const cause = error.cause as { message?: unknown; detail?: unknown } | undefined
+  const message = typeof cause?.message === "string" ? cause.message : error.message
+  return typeof cause?.detail === "string" ? `${message} (${cause.detail})` : message
+}
+
 const keyOf = (message: KafkaMessage): string | undefined => message.key?.toString("utf8")
 
 interface Decoded {
@@ -103,7 +110,7 @@ export const makeBatchHandler = Effect.gen(function* () {
     repository.insertBatch([d.order]).pipe(
       Effect.map(([outcome]): Either.Either<InsertOutcome, string> => Either.right(outcome!)),
       Effect.catchIf(isDataError, (e) =>
-        Effect.succeed(Either.left(`the database refused the order: ${e.message}`))
+        Effect.succeed(Either.left(`the database refused the order: ${databaseReason(e)}`))
       )
     )
 

@@ -20,9 +20,13 @@ export const OrderUid = Schema.String.pipe(
   Schema.annotations({ identifier: "OrderUid", description: "Unique order id (1–128 printable characters)" })
 )
 
-const Text = (max: number) => Schema.String.pipe(Schema.maxLength(max))
+/** PostgreSQL text cannot hold NUL; such a string is refused here rather than by the database. */
+const NoNul = Schema.String.pipe(
+  Schema.filter((s) => !s.includes("\u0000") || "must not contain NUL characters")
+)
+const Text = (max: number) => NoNul.pipe(Schema.maxLength(max))
 const RequiredText = (max: number) =>
-  Schema.String.pipe(Schema.nonEmptyString({ message: () => "must not be empty" }), Schema.maxLength(max))
+  NoNul.pipe(Schema.nonEmptyString({ message: () => "must not be empty" }), Schema.maxLength(max))
 
 /** Non-negative whole number that fits a JavaScript number exactly (up to 2^53 − 1). */
 const Count = Schema.Int.pipe(Schema.nonNegative(), Schema.annotations({ identifier: "NonNegativeInt" }))

@@ -88,6 +88,15 @@ describe("decoding orders", () => {
     }
   })
 
+  it("a NUL character in any text is a schema error (PostgreSQL text cannot hold it)", () => {
+    const order = readFixtureJson("valid/model.json") as any
+    const decoded = decodeOrderValue({
+      ...order,
+      delivery: { ...order.delivery, city: "Kiryat\u0000Mozkin" }
+    })
+    expect(Either.isLeft(decoded) && decoded.left.detail).toMatch(/^delivery\.city: must not contain NUL/)
+  })
+
   it.prop("any generated valid order decodes and round-trips", [arbitraryOrder], ([order]) => {
     const decoded = decodeOrderBytes(bytes(order), MAX_BYTES)
     if (Either.isLeft(decoded)) throw new Error(decoded.left.message)
