@@ -52,6 +52,9 @@ interface Prepared {
 
 const decodeOrderJson = Schema.decodeUnknownSync(Order)
 
+/** Rows per query when reading many orders (cache warm-up). */
+const WARM_PAGE = 5000
+
 /** Cursor = the last row's (created_at, order_uid), opaque to clients. */
 const encodeCursor = (createdAt: string, uid: string): string =>
   Buffer.from(JSON.stringify([createdAt, uid])).toString("base64url")
@@ -103,6 +106,16 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         'delivery_service', o.delivery_service, 'shardkey', o.shardkey, 'sm_id', o.sm_id,
         'date_created', o.date_created, 'oof_shard', o.oof_shard
       )::text`
+
+    /** `created_at` as text with microseconds, so a cursor round-trips exactly. */
+    const createdAtText = sql`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
+
+    /** Rows after (older than) the cursor position in newest-first order. */
+    const keysetAfter = (after: Option.Option<readonly [string, string]>) =>
+      Option.match(after, {
+        onNone: () => sql``,
+        onSome: ([at, uid]) => sql`WHERE (created_at, order_uid) < (${at}::timestamptz, ${uid})`
+      })
 
     const toStored = (text: string): StoredOrder => {
       // Re-serialising drops PostgreSQL's spacing, so the text equals the ingest path's JSON.
@@ -219,16 +232,38 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
     })
 
     /** The `limit` most recent orders (by `date_created`), oldest first, e.g. to warm a cache. */
-    const mostRecent = Effect.fn("OrderRepository.mostRecent")(function* (limit: number) {
-      const rows = yield* sql<{ body: string }>`
-        SELECT body FROM (
-          SELECT ${orderJsonSelect} AS body, o.created_at, o.order_uid
-          FROM (SELECT * FROM orders ORDER BY created_at DESC, order_uid DESC LIMIT ${limit}) o
+    /**
+     * The `limit` most recent orders (by `date_created`) as canonical JSON, oldest first, e.g. to
+     * warm a cache. Read in pages, and not decoded: they were checked on the way in.
+     */
+    const mostRecentJson = Effect.fn("OrderRepository.mostRecentJson")(function* (
+      limit: number,
+      pageSize: number = WARM_PAGE
+    ) {
+      const newestFirst: Array<{ readonly uid: string; readonly json: string }> = []
+      let after = Option.none<readonly [string, string]>()
+      while (newestFirst.length < limit) {
+        const page = Math.min(pageSize, limit - newestFirst.length)
+        const rows = yield* sql<{ order_uid: string; created_at: string; body: string }>`
+          SELECT o.order_uid, ${createdAtText} AS created_at, ${orderJsonSelect} AS body
+          FROM (
+            SELECT * FROM orders
+            ${keysetAfter(after)}
+            ORDER BY created_at DESC, order_uid DESC LIMIT ${page}
+          ) o
           JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)
-        ) recent
-        ORDER BY created_at ASC, order_uid ASC`
-      return rows.map((r) => toStored(r.body))
+          ORDER BY o.created_at DESC, o.order_uid DESC`
+        for (const r of rows) newestFirst.push({ uid: r.order_uid, json: JSON.stringify(JSON.parse(r.body)) })
+        const last = rows[rows.length - 1]
+        if (rows.length < page || last === undefined) break
+        after = Option.some([last.created_at, last.order_uid] as const)
+      }
+      return newestFirst.reverse()
     })
+
+    /** The same, decoded. */
+    const mostRecent = (limit: number) =>
+      Effect.map(mostRecentJson(limit), (rows) => rows.map((r) => toStored(r.json)))
 
     const listRecent = Effect.fn("OrderRepository.listRecent")(function* (
       limit: number,
@@ -254,12 +289,9 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       }>`
         SELECT o.order_uid, o.date_created, o.customer_id, p.amount, p.currency,
                (SELECT count(*) FROM items i WHERE i.order_uid = o.order_uid) AS item_count,
-               to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
+               ${createdAtText} AS created_at
         FROM orders o JOIN payments p USING (order_uid)
-        ${Option.match(after, {
-          onNone: () => sql``,
-          onSome: ([at, uid]) => sql`WHERE (o.created_at, o.order_uid) < (${at}::timestamptz, ${uid})`
-        })}
+        ${keysetAfter(after)}
         ORDER BY o.created_at DESC, o.order_uid DESC
         LIMIT ${limit + 1}`
       const page = rows.slice(0, limit)
@@ -289,6 +321,6 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
     /** Cheap round trip for readiness checks. */
     const ping: Effect.Effect<void, SqlError> = sql`SELECT 1`.pipe(Effect.asVoid)
 
-    return { insertBatch, findByUid, mostRecent, listRecent, count, ping } as const
+    return { insertBatch, findByUid, mostRecent, mostRecentJson, listRecent, count, ping } as const
   })
 }) {}

@@ -46,8 +46,8 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
       const count = Math.min(warmCount, maxEntries)
       if (count > 0) {
         const started = Date.now()
-        const recent = yield* repository.mostRecent(count)
-        yield* cache.putAll(recent.map((r) => CachedOrder.fromJson(r.order.order_uid, r.json)))
+        const recent = yield* repository.mostRecentJson(count)
+        yield* cache.putAll(recent.map((r) => CachedOrder.fromJson(r.uid, r.json)))
         yield* Effect.logInfo("Cache warmed").pipe(
           Effect.annotateLogs({ orders: recent.length, ms: Date.now() - started })
         )

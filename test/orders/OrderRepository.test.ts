@@ -197,6 +197,10 @@ describe("OrderRepository on a real PostgreSQL", () => {
         yield* repo.insertBatch(batch)
         const recent = yield* repo.mostRecent(5)
         expect(recent.map((r) => r.order.order_uid)).toEqual(batch.slice(25).map((o) => o.order_uid))
+        // Read in pages: several pages must come back whole and in order.
+        const all = yield* repo.mostRecentJson(30, 7)
+        expect(all.map((r) => r.uid)).toEqual(batch.map((o) => o.order_uid))
+        expect(JSON.parse(all[3]!.json)).toStrictEqual(orderToJson(batch[3]!))
       })
     )
   )

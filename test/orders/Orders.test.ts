@@ -23,7 +23,7 @@ const countingRepository = (reads: { count: number }) =>
               : Option.none()
           )
         ),
-      mostRecent: () => Effect.succeed([{ order: model, json: orderToJsonString(model) }]),
+      mostRecentJson: () => Effect.succeed([{ uid: model.order_uid, json: orderToJsonString(model) }]),
       insertBatch: () => Effect.die("not used"),
       listRecent: () => Effect.die("not used"),
       count: Effect.succeed(1),
