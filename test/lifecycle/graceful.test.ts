@@ -1,0 +1,158 @@
+/**
+ * SIGTERM in the middle of everything: a backlog being ingested and HTTP requests in flight.
+ * The service must exit 0 within its deadline, answer every request it had accepted, and leave
+ * the backlog to be finished, exactly once, by the next start.
+ */
+import { request, Agent } from "node:http"
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Redacted } from "effect"
+import * as Database from "../../src/db/Database.ts"
+import { freePort } from "../../src/local/freePort.ts"
+import { sampleOrders } from "../support/arbitraries.ts"
+import { createTestDatabase } from "../support/database.ts"
+import { createTopics, eventually, freshTopics, offsets, produce, readTopic } from "../support/kafka.ts"
+import { scopedService, serviceUrl, withServiceOutput } from "../support/service.ts"
+
+const TOTAL = 20_000
+
+interface LoadResult {
+  ok: number
+  unavailable: number
+  /** Requests sent before the signal that failed at the socket (reset, hang-up). */
+  brokenBeforeSignal: Array<string>
+}
+
+/** Keep `connections` keep-alive connections busy with GETs until `stop` resolves. */
+const runLoad = (url: string, paths: ReadonlyArray<string>, connections: number, signalledAt: () => number) =>
+  Effect.promise(async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: connections })
+    const result: LoadResult = { ok: 0, unavailable: 0, brokenBeforeSignal: [] }
+    let running = true
+    const one = (path: string) =>
+      new Promise<void>((resolve) => {
+        const sentAt = Date.now()
+        const req = request(`${url}${path}`, { agent }, (res) => {
+          res.resume()
+          res.on("end", () => {
+            if (res.statusCode === 503) result.unavailable++
+            else result.ok++
+            resolve()
+          })
+        })
+        req.on("error", (e: NodeJS.ErrnoException) => {
+          const signal = signalledAt()
+          // Refused connections after the signal are expected: the server stopped listening.
+          if (signal === 0 || sentAt < signal)
+            result.brokenBeforeSignal.push(`${e.code ?? e.message} ${path}`)
+          running = false
+          resolve()
+        })
+        req.end()
+      })
+    const worker = async (w: number) => {
+      for (let i = w; running; i += connections) await one(paths[i % paths.length]!)
+    }
+    await Promise.all(Array.from({ length: connections }, (_, w) => worker(w)))
+    agent.destroy()
+    return result
+  })
+
+describe("graceful shutdown", () => {
+  it.live(
+    "SIGTERM during a 20,000-order backlog and HTTP load: exit 0 in time, no accepted request reset, every order stored once after a restart",
+    () =>
+      Effect.gen(function* () {
+        const databaseUrl = yield* createTestDatabase
+        yield* scenario(databaseUrl).pipe(
+          Effect.provide(Database.layerWith({ url: Redacted.make(databaseUrl), maxConnections: 2 }))
+        )
+      }).pipe(Effect.scoped),
+    300_000
+  )
+})
+
+const scenario = (databaseUrl: string) =>
+  Effect.gen(function* () {
+    const topics = freshTopics()
+    const orders = sampleOrders(TOTAL, 91, "graceful")
+    yield* createTopics(topics)
+    yield* produce(
+      topics.brokers,
+      topics.topic,
+      orders.map((o) => ({ key: o.order_uid, value: JSON.stringify(o) }))
+    )
+    const env = {
+      CONFIG_FILE: "config/config.yaml",
+      DATABASE_URL: databaseUrl,
+      KAFKA_BROKERS: topics.brokers,
+      KAFKA_TOPIC: topics.topic,
+      KAFKA_DLQ_TOPIC: topics.dlqTopic,
+      KAFKA_GROUP_ID: topics.groupId,
+      HTTP_HOST: "127.0.0.1",
+      HTTP_PORT: String(yield* Effect.promise(freePort)),
+      HTTP_ACCESS_LOG: "false",
+      HTTP_SHUTDOWN_TIMEOUT: "5 seconds",
+      CACHE_WARM_COUNT: "0",
+      LOG_LEVEL: "warning"
+    }
+    const sql = yield* SqlClient.SqlClient
+    const stored = Effect.map(sql<{ n: string }>`SELECT count(*) AS n FROM orders`, (r) =>
+      Number(r[0]!.n)
+    ).pipe(Effect.orElseSucceed(() => 0))
+
+    const first = yield* scopedService(env)
+    const url = yield* serviceUrl(first)
+    yield* eventually(
+      "ingestion is part-way",
+      Effect.map(stored, (n) => n >= 2_000),
+      90_000
+    ).pipe(withServiceOutput(first))
+    const paths = [
+      ...orders.slice(0, 500).map((o) => `/order/${encodeURIComponent(o.order_uid)}`),
+      "/readyz",
+      "/orders?limit=20"
+    ]
+    let signalledAt = 0
+    const load = yield* Effect.fork(runLoad(url, paths, 20, () => signalledAt))
+    yield* Effect.sleep("1500 millis")
+    signalledAt = Date.now()
+    first.child.kill("SIGTERM")
+    const exit = yield* Effect.promise(() => first.exited)
+    const shutdownMs = Date.now() - signalledAt
+    // The signal must have come mid-backlog for this to test anything.
+    expect(yield* stored).toBeLessThan(TOTAL)
+    const result = yield* load.await.pipe(Effect.flatten)
+    yield* Effect.logInfo(
+      `shutdown took ${shutdownMs} ms; load: ${JSON.stringify({ ...result, brokenBeforeSignal: result.brokenBeforeSignal.length })}`
+    )
+    expect(exit).toBe(0)
+    // The HTTP drain deadline (5 s) plus the batch in flight and closing the clients.
+    expect(shutdownMs).toBeLessThan(15_000)
+    expect(result.ok).toBeGreaterThan(100)
+    expect(result.brokenBeforeSignal).toEqual([])
+
+    const second = yield* scopedService(env)
+    yield* serviceUrl(second)
+    yield* eventually(
+      "every order is stored",
+      Effect.map(stored, (n) => n === TOTAL),
+      120_000
+    ).pipe(withServiceOutput(second))
+    yield* eventually(
+      "every offset is committed",
+      Effect.map(offsets(topics.brokers, topics.topic, topics.groupId), ({ committed, ends }) =>
+        Object.entries(ends).every(([p, end]) => committed[Number(p)] === end)
+      ),
+      30_000
+    )
+    second.child.kill("SIGTERM")
+    expect(yield* Effect.promise(() => second.exited)).toBe(0)
+    const [row] = yield* sql<{ orders: string; distinct_uids: string; items: string }>`
+      SELECT count(*) AS orders, count(DISTINCT order_uid) AS distinct_uids,
+             (SELECT count(*) FROM items) AS items FROM orders`
+    expect(Number(row!.orders)).toBe(TOTAL)
+    expect(Number(row!.distinct_uids)).toBe(TOTAL)
+    expect(Number(row!.items)).toBe(orders.reduce((n, o) => n + o.items.length, 0))
+    expect(yield* readTopic(topics.brokers, topics.dlqTopic, 0, 1_000)).toHaveLength(0)
+  }).pipe(Effect.scoped)
