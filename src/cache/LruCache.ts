@@ -33,6 +33,14 @@ export interface LruCache<K, V> {
   /** A hit makes the entry the most recently used one; an expired entry is evicted and reads as a miss. */
   readonly get: (key: K) => Effect.Effect<Option.Option<V>>
   /**
+   * `get` as a plain call, on the same state and clock, for a path where running an
+   * Effect per call costs too much (the HTTP fast path). Its counts reach the metrics with the next
+   * operation or `flushMetrics`.
+   */
+  readonly unsafeGet: (key: K) => Option.Option<V>
+  /** Bring the metrics up to date with `unsafeGet`'s counts (call before a scrape). */
+  readonly flushMetrics: Effect.Effect<void>
+  /**
    * Stores or replaces an entry, evicting least recently used ones until it fits.
    * Succeeds with `false` when the entry cannot be held (larger than `maxBytes`, a TTL that is not positive,
    * or the cache is disabled);
@@ -70,7 +78,8 @@ interface Entry<V> {
 }
 
 // The Map is mutated in place (copying it would make every operation O(n)); it is only touched inside
-// `Ref.modify`, whose function runs to completion without yielding, so each operation is atomic.
+// `Ref.modify`, whose function runs to completion without yielding, so each operation is atomic —
+// or by `unsafeGet`, a synchronous call on the same state object, atomic for the same reason.
 // Its insertion order is the recency order: first = least recently used.
 interface State<K, V> {
   readonly entries: Map<K, Entry<V>>
@@ -183,47 +192,67 @@ export const make = <K, V>(options: LruCacheOptions): Effect.Effect<LruCache<K, 
     }
 
     return Effect.gen(function* () {
-      const ref = yield* Ref.make<State<K, V>>({
+      const state: State<K, V> = {
         entries: new Map(),
         bytes: 0,
         hits: 0,
         misses: 0,
         evictions: { capacity: 0, bytes: 0, ttl: 0 }
-      })
+      }
+      const ref = yield* Ref.make(state)
+      // The clock the cache was made with, so the synchronous path keeps the same time as the rest.
+      const clock = yield* Effect.clock
+      /** What `unsafeGet` changed since the metrics were last told. */
+      let pending = newDelta()
+      const takePending = (delta: Delta): Delta => {
+        delta.hits += pending.hits
+        delta.misses += pending.misses
+        for (const reason of ["capacity", "bytes", "ttl"] as const)
+          delta.evictions[reason] += pending.evictions[reason]
+        delta.changed = delta.changed || pending.changed
+        pending = newDelta()
+        return delta
+      }
 
       /** Runs `f` atomically on the state at the current Clock time, then reports what it changed. */
       const update = <A>(f: (state: State<K, V>, now: number, delta: Delta) => A): Effect.Effect<A> =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           Effect.flatMap(
             Ref.modify(ref, (state): [[A, State<K, V>, Delta], State<K, V>] => {
-              const delta = newDelta()
+              const delta = takePending(newDelta())
               return [[f(state, now, delta), state, delta], state]
             }),
             ([result, state, delta]) => Effect.as(report(state, delta), result)
           )
         )
 
-      const get = (key: K) =>
-        update((state, now, delta): Option.Option<V> => {
-          const entry = state.entries.get(key)
-          if (entry === undefined) {
-            state.misses++
-            delta.misses++
-            return Option.none()
-          }
-          if (entry.expiresAt <= now) {
-            evict(state, key, entry, "ttl", delta)
-            state.misses++
-            delta.misses++
-            return Option.none()
-          }
-          // Re-inserting moves the key to the most recently used end.
-          state.entries.delete(key)
-          state.entries.set(key, entry)
-          state.hits++
-          delta.hits++
-          return Option.some(entry.value)
-        })
+      const lookup = (state: State<K, V>, key: K, now: number, delta: Delta): Option.Option<V> => {
+        const entry = state.entries.get(key)
+        if (entry === undefined) {
+          state.misses++
+          delta.misses++
+          return Option.none()
+        }
+        if (entry.expiresAt <= now) {
+          evict(state, key, entry, "ttl", delta)
+          state.misses++
+          delta.misses++
+          return Option.none()
+        }
+        // Re-inserting moves the key to the most recently used end.
+        state.entries.delete(key)
+        state.entries.set(key, entry)
+        state.hits++
+        delta.hits++
+        return Option.some(entry.value)
+      }
+
+      const get = (key: K) => update((state, now, delta) => lookup(state, key, now, delta))
+
+      const unsafeGet = (key: K): Option.Option<V> =>
+        lookup(state, key, clock.unsafeCurrentTimeMillis(), pending)
+
+      const flushMetrics = update(() => undefined)
 
       const invalidSize = (size: number) =>
         Effect.dieMessage(
@@ -279,7 +308,17 @@ export const make = <K, V>(options: LruCacheOptions): Effect.Effect<LruCache<K, 
 
       const size = Effect.map(Ref.get(ref), (state) => state.entries.size)
 
-      const cache: LruCache<K, V> = { get, put, putAll, invalidate, clear, stats, size }
+      const cache: LruCache<K, V> = {
+        get,
+        unsafeGet,
+        flushMetrics,
+        put,
+        putAll,
+        invalidate,
+        clear,
+        stats,
+        size
+      }
       return cache
     })
   })

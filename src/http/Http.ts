@@ -3,6 +3,7 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Duration, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
+import { OrderCache } from "../cache/OrderCache.ts"
 import { IngestStatus } from "../ingest/IngestPipeline.ts"
 import { OrderUid } from "../orders/Order.ts"
 import { OrderRepository } from "../orders/OrderRepository.ts"
@@ -126,10 +127,13 @@ export const ExtraRoutesLive = HttpApiBuilder.Router.use((router) =>
   Effect.gen(function* () {
     const prometheus = yield* Prometheus
     const files = yield* StaticFiles
+    const cache = yield* OrderCache
     yield* router.get(
       "/metrics",
-      Effect.map(prometheus.scrape, (text) =>
-        HttpServerResponse.text(text, { contentType: prometheus.contentType })
+      // The cache's fast-path counts are folded into its metrics first.
+      cache.flushMetrics.pipe(
+        Effect.zipRight(prometheus.scrape),
+        Effect.map((text) => HttpServerResponse.text(text, { contentType: prometheus.contentType }))
       )
     )
     for (const [route, file] of files.routes) {

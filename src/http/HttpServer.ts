@@ -114,7 +114,7 @@ export const HttpServerLive = Layer.scoped(
         writeJson(res, 400, { error: "invalid_order_uid", message: problem.value })
         return true
       }
-      const hit = runSync(cache.get(uid))
+      const hit = cache.unsafeGet(uid)
       if (Option.isNone(hit)) return false
       const headers = orderHeaders(hit.value.etag)
       if (req.headers["if-none-match"] === hit.value.etag) {

@@ -217,6 +217,32 @@ describe("LruCache", () => {
     )
   })
 
+  describe("the synchronous lookup", () => {
+    it.effect(
+      "unsafeGet sees the same entries as get, refreshes recency, and its counts reach the metrics on flush",
+      () =>
+        Effect.gen(function* () {
+          const name = "unsafe-under-test"
+          const cache = yield* make({ name, maxEntries: 2 })
+          yield* cache.put("a", "A", 1)
+          yield* cache.put("b", "B", 1)
+          expect(cache.unsafeGet("a")).toEqual(Option.some("A"))
+          expect(cache.unsafeGet("zz")).toEqual(Option.none())
+          // "a" was used last, so "b" is the one evicted.
+          yield* cache.put("c", "C", 1)
+          expect(yield* present(cache, ["a", "b", "c"])).toEqual(["a", "c"])
+          const hits = Metric.tagged(LruCache.metrics.hits, "cache", name)
+          const misses = Metric.tagged(LruCache.metrics.misses, "cache", name)
+          yield* cache.flushMetrics
+          const stats = yield* cache.stats
+          expect((yield* Metric.value(hits)).count).toBe(stats.hits)
+          expect((yield* Metric.value(misses)).count).toBe(stats.misses)
+          expect(stats.hits).toBeGreaterThanOrEqual(1)
+          expect(stats.misses).toBeGreaterThanOrEqual(1)
+        })
+    )
+  })
+
   describe("maintenance", () => {
     it.effect("invalidate removes one entry and clear removes all, without counting evictions", () =>
       Effect.gen(function* () {

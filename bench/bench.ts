@@ -1,0 +1,350 @@
+/**
+ * Benchmarks: ingest throughput, HTTP serving, start-up and memory. Prints tables and writes
+ * JSON to bench/results/. Everything runs on this machine against real servers started here
+ * (embedded PostgreSQL, a local Kafka broker, the service as its own process), on loopback only.
+ *
+ *   npm run bench                # all parts
+ *   npm run bench -- ingest      # one part: ingest | http | startup
+ *   BENCH_INGEST_N=50000 npm run bench -- ingest
+ */
+import { fork, spawn, type ChildProcess } from "node:child_process"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { cpus } from "node:os"
+import path from "node:path"
+import autocannon from "autocannon"
+import { Kafka, logLevel, Partitioners } from "kafkajs"
+import pg from "pg"
+import { EmbeddedPostgres } from "../src/local/EmbeddedPostgres.ts"
+import { freePort } from "../src/local/freePort.ts"
+import { LocalKafka } from "../src/local/LocalKafka.ts"
+import type { OrderJson } from "../src/orders/Order.ts"
+import { generateOrders } from "../src/tools/OrderGenerator.ts"
+
+const INGEST_N = Number(process.env["BENCH_INGEST_N"] ?? 200_000)
+const INGEST_PER_MESSAGE_N = Number(process.env["BENCH_INGEST_PER_MESSAGE_N"] ?? 20_000)
+const HTTP_ORDERS = 10_000
+const HTTP_SECONDS = Number(process.env["BENCH_HTTP_SECONDS"] ?? 15)
+const STARTUP_ORDERS = Number(process.env["BENCH_STARTUP_N"] ?? 100_000)
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** digits
+
+const waitUntil = async (what: string, check: () => Promise<boolean>, timeoutMs: number) => {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return
+    await sleep(100)
+  }
+  throw new Error(`timed out waiting until ${what}`)
+}
+
+const table = (title: string, rows: Array<Record<string, string | number>>) => {
+  console.log(`\n${title}`)
+  console.table(rows)
+}
+
+interface Env {
+  readonly pg: EmbeddedPostgres
+  readonly kafka: LocalKafka
+}
+
+let databases = 0
+const freshDatabase = async (env: Env): Promise<string> => {
+  const name = `bench_${process.pid}_${databases++}`
+  await env.pg.createDatabase(name)
+  return env.pg.url(name)
+}
+
+const startService = (vars: Record<string, string>): ChildProcess =>
+  spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    env: {
+      ...process.env,
+      CONFIG_FILE: "config/config.yaml",
+      HTTP_HOST: "127.0.0.1",
+      HTTP_ACCESS_LOG: "false",
+      LOG_LEVEL: "warning",
+      LOG_FORMAT: "json",
+      ...vars
+    },
+    stdio: ["ignore", "inherit", "inherit"]
+  })
+
+const stopService = async (child: ChildProcess) => {
+  if (child.exitCode !== null) return
+  const exited = new Promise((r) => child.once("exit", r))
+  child.kill("SIGTERM")
+  await Promise.race([exited, sleep(20_000)])
+  if (child.exitCode === null) child.kill("SIGKILL")
+}
+
+const count = async (url: string, sql: string): Promise<number> => {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return Number((await client.query(sql)).rows[0].n)
+  } catch {
+    return 0 // tables not created yet
+  } finally {
+    await client.end()
+  }
+}
+
+const produceAll = async (brokers: string, topic: string, orders: ReadonlyArray<OrderJson>) => {
+  const kafka = new Kafka({ clientId: "bench", brokers: brokers.split(","), logLevel: logLevel.NOTHING })
+  const admin = kafka.admin()
+  await admin.connect()
+  await admin.createTopics({
+    waitForLeaders: true,
+    topics: [
+      { topic, numPartitions: 3 },
+      { topic: `${topic}.dlq`, numPartitions: 3 }
+    ]
+  })
+  await admin.disconnect()
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner })
+  await producer.connect()
+  for (let i = 0; i < orders.length; i += 2000) {
+    await producer.send({
+      topic,
+      acks: -1,
+      messages: orders.slice(i, i + 2000).map((o) => ({ key: o.order_uid, value: JSON.stringify(o) }))
+    })
+  }
+  await producer.disconnect()
+}
+
+/** Store orders straight into a migrated database through a short-lived service-less path. */
+const seedDatabase = async (url: string, orders: ReadonlyArray<OrderJson>) => {
+  const { Effect, Layer, Redacted, Schema } = await import("effect")
+  const Database = await import("../src/db/Database.ts")
+  const { OrderRepository } = await import("../src/orders/OrderRepository.ts")
+  const { Order } = await import("../src/orders/Order.ts")
+  const decode = Schema.decodeUnknownSync(Order)
+  const program = Effect.gen(function* () {
+    const repo = yield* OrderRepository
+    for (let i = 0; i < orders.length; i += 1000) {
+      yield* repo.insertBatch(orders.slice(i, i + 1000).map((o) => decode(o)))
+    }
+  }).pipe(
+    Effect.provide(
+      OrderRepository.Default.pipe(Layer.provide(Database.layerWith({ url: Redacted.make(url) })))
+    )
+  )
+  await Effect.runPromise(program)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const ingest = async (env: Env) => {
+  const rows: Array<Record<string, string | number>> = []
+  const result: Record<string, number> = {}
+  for (const [mode, n] of [
+    ["batch", INGEST_N],
+    ["message", INGEST_PER_MESSAGE_N]
+  ] as const) {
+    const topic = `bench-${mode}-${Date.now()}`
+    console.log(`ingest (${mode}): generating and producing ${n} orders…`)
+    const orders = generateOrders(n, 7)
+    const items = orders.reduce((s, o) => s + o.items.length, 0)
+    await produceAll(env.kafka.bootstrapServers, topic, orders)
+    const url = await freshDatabase(env)
+    const service = startService({
+      DATABASE_URL: url,
+      KAFKA_BROKERS: env.kafka.bootstrapServers,
+      KAFKA_TOPIC: topic,
+      KAFKA_DLQ_TOPIC: `${topic}.dlq`,
+      KAFKA_GROUP_ID: `bench-${mode}`,
+      HTTP_PORT: String(await freePort()),
+      CACHE_WARM_COUNT: "0",
+      INGEST_TRANSACTION: mode
+    })
+    try {
+      await waitUntil(
+        "the first order is stored",
+        async () => (await count(url, "SELECT count(*) AS n FROM orders")) > 0,
+        120_000
+      )
+      const started = Date.now()
+      await waitUntil(
+        "every order is stored",
+        async () => (await count(url, "SELECT count(*) AS n FROM orders")) === n,
+        1_800_000
+      )
+      const seconds = (Date.now() - started) / 1000
+      const perS = n / seconds
+      const rowsPerS = (n * 3 + items) / seconds
+      rows.push({
+        mode,
+        orders: n,
+        seconds: round(seconds, 2),
+        "orders/s": round(perS),
+        "rows/s": round(rowsPerS)
+      })
+      result[mode === "batch" ? "ingest_orders_per_s" : "ingest_orders_per_s_per_message_tx"] = round(perS)
+    } finally {
+      await stopService(service)
+    }
+  }
+  table("Ingest: from the first stored order until all are stored (3 partitions)", rows)
+  return { rows, result }
+}
+
+const load = (url: string, uids: ReadonlyArray<string>, seconds: number) =>
+  new Promise<autocannon.Result>((resolve, reject) => {
+    const requests = uids.map((uid) => ({
+      method: "GET" as const,
+      path: `/order/${encodeURIComponent(uid)}`
+    }))
+    autocannon({ url, connections: 50, duration: seconds, requests }, (error, result) =>
+      error ? reject(error) : resolve(result)
+    )
+  })
+
+const http = async (env: Env) => {
+  const orders = generateOrders(HTTP_ORDERS, 11)
+  const uids = orders.map((o) => o.order_uid)
+  const url = await freshDatabase(env)
+  await seedDatabase(url, orders)
+  const rows: Array<Record<string, string | number>> = []
+  const result: Record<string, number> = {}
+  const measure = async (name: string, target: string) => {
+    await load(target, uids.slice(0, 500), 2) // warm the JIT and connections
+    const r = await load(target, uids, HTTP_SECONDS)
+    const non2xx = r.non2xx + r.errors
+    rows.push({
+      server: name,
+      "req/s": round(r.requests.average),
+      p50_ms: r.latency.p50,
+      p99_ms: r.latency.p99,
+      errors_or_non2xx: non2xx
+    })
+    return r
+  }
+
+  // The floor: bare node:http returning the same bytes from a Map, in its own process.
+  const barePort = await freePort()
+  const bodies = path.resolve("bench/results/bodies.json")
+  mkdirSync(path.dirname(bodies), { recursive: true })
+  writeFileSync(
+    bodies,
+    JSON.stringify(Object.fromEntries(orders.map((o) => [o.order_uid, JSON.stringify(o)])))
+  )
+  const bare = fork(path.resolve("bench/bare-server.ts"), [String(barePort), bodies], {
+    execArgv: ["--import", "tsx"]
+  })
+  await waitUntil(
+    "the bare server listens",
+    async () => (await fetch(`http://127.0.0.1:${barePort}/healthz`)).ok,
+    30_000
+  )
+  const bareResult = await measure("bare node:http (Map)", `http://127.0.0.1:${barePort}`)
+  bare.kill()
+
+  for (const [name, vars] of [
+    [
+      "service, cache hits",
+      { CACHE_WARM_COUNT: String(HTTP_ORDERS), CACHE_MAX_ENTRIES: String(HTTP_ORDERS * 2) }
+    ],
+    ["service, cache off (database)", { CACHE_WARM_COUNT: "0", CACHE_MAX_ENTRIES: "0" }]
+  ] as const) {
+    const port = await freePort()
+    const service = startService({
+      DATABASE_URL: url,
+      KAFKA_BROKERS: env.kafka.bootstrapServers,
+      KAFKA_TOPIC: `bench-http-${port}`,
+      KAFKA_DLQ_TOPIC: `bench-http-${port}.dlq`,
+      HTTP_PORT: String(port),
+      ...vars
+    })
+    try {
+      await waitUntil(
+        "ready",
+        async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
+        120_000
+      )
+      const r = await measure(name, `http://127.0.0.1:${port}`)
+      if (name.includes("hits")) {
+        result["http_hit_rps"] = round(r.requests.average)
+        result["http_hit_p99_ms"] = r.latency.p99
+      } else {
+        result["http_miss_rps"] = round(r.requests.average)
+      }
+    } finally {
+      await stopService(service)
+    }
+  }
+  result["http_bare_node_rps"] = round(bareResult.requests.average)
+  table(`HTTP: GET /order/{uid} over ${HTTP_ORDERS} uids, 50 connections, ${HTTP_SECONDS} s`, rows)
+  console.log(`hits / bare = ${round(result["http_hit_rps"]! / result["http_bare_node_rps"]!, 2)}`)
+  return { rows, result }
+}
+
+const startup = async (env: Env) => {
+  const url = await freshDatabase(env)
+  console.log(`startup: storing ${STARTUP_ORDERS} orders…`)
+  await seedDatabase(url, generateOrders(STARTUP_ORDERS, 13))
+  const port = await freePort()
+  const t0 = Date.now()
+  const service = startService({
+    DATABASE_URL: url,
+    KAFKA_BROKERS: env.kafka.bootstrapServers,
+    KAFKA_TOPIC: `bench-startup-${port}`,
+    KAFKA_DLQ_TOPIC: `bench-startup-${port}.dlq`,
+    HTTP_PORT: String(port),
+    CACHE_WARM_COUNT: String(STARTUP_ORDERS),
+    CACHE_MAX_ENTRIES: String(STARTUP_ORDERS)
+  })
+  try {
+    await waitUntil(
+      "ready",
+      async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
+      300_000
+    )
+    const readyS = (Date.now() - t0) / 1000
+    await sleep(1000)
+    const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${service.pid}/status`, "utf8"))?.[1] ?? 0)
+    const rows = [{ orders: STARTUP_ORDERS, ready_s: round(readyS, 2), rss_mb: round(rssKb / 1024) }]
+    table("Start-up: spawn → /readyz 200 with the cache warmed from the database", rows)
+    return { rows, result: { startup_ready_s: round(readyS, 2), rss_after_warm_mb: round(rssKb / 1024) } }
+  } finally {
+    await stopService(service)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const parts = { ingest, http, startup } as const
+const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof typeof parts>
+const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
+
+const env: Env = {
+  pg: await EmbeddedPostgres.start(),
+  kafka: await LocalKafka.start({ brokers: 1, numPartitions: 3 })
+}
+const figures: Record<string, number> = {}
+const tables: Record<string, unknown> = {}
+try {
+  for (const part of run) {
+    const { rows, result } = await parts[part](env)
+    tables[part] = rows
+    Object.assign(figures, result)
+  }
+} finally {
+  await env.kafka.stop()
+  await env.pg.stop()
+}
+const pkg = (name: string) =>
+  JSON.parse(readFileSync(`node_modules/${name}/package.json`, "utf8")).version as string
+const report = {
+  when: new Date().toISOString(),
+  machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version },
+  versions: Object.fromEntries(
+    ["effect", "@effect/platform", "@effect/sql-pg", "kafkajs", "pg"].map((n) => [n, pkg(n)])
+  ),
+  tables,
+  figures
+}
+mkdirSync("bench/results", { recursive: true })
+const file = `bench/results/${report.when.replace(/[:.]/g, "-")}.json`
+writeFileSync(file, JSON.stringify(report, null, 2))
+console.log(`\n${JSON.stringify(figures, null, 2)}\nwritten to ${file}`)
