@@ -109,13 +109,14 @@ export const HttpServerLive = Layer.scoped(
         })
         return true
       }
-      const problem = orderUidProblem(uid)
-      if (Option.isSome(problem)) {
+      // Only valid ids are ever cached, so a hit needs no further check.
+      const hit = cache.unsafeGet(uid)
+      if (Option.isNone(hit)) {
+        const problem = orderUidProblem(uid)
+        if (Option.isNone(problem)) return false
         writeJson(res, 400, { error: "invalid_order_uid", message: problem.value })
         return true
       }
-      const hit = cache.unsafeGet(uid)
-      if (Option.isNone(hit)) return false
       const headers = orderHeaders(hit.value.etag)
       if (req.headers["if-none-match"] === hit.value.etag) {
         res.writeHead(304, headers)

@@ -215,12 +215,9 @@ export const makeBatchHandler = Effect.gen(function* () {
       }
       yield* batch.done
 
-      yield* Effect.forEach(
-        fresh,
-        (order) => cache.put(CachedOrder.fromJson(order.order_uid, orderToJsonString(order))),
-        {
-          discard: true
-        }
+      // One atomic step for the whole batch, oldest first (the order they arrived in).
+      yield* cache.putAll(
+        fresh.map((order) => CachedOrder.fromJson(order.order_uid, orderToJsonString(order)))
       )
       for (const l of letters) {
         yield* Metric.increment(Metric.tagged(IngestMetrics.deadLettered, "kind", l.kind))

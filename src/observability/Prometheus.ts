@@ -19,8 +19,18 @@ const httpDuration = new client.Histogram({
   registers: [registry]
 })
 
-export const observeHttpRequest = (method: string, route: string, status: number, seconds: number): void =>
-  httpDuration.observe({ method, route, status: String(status) }, seconds)
+// One child per label set, looked up by a string key: cheaper than hashing a labels object per request.
+const httpChildren = new Map<string, client.Histogram.Internal<"method" | "route" | "status">>()
+
+export const observeHttpRequest = (method: string, route: string, status: number, seconds: number): void => {
+  const key = `${method} ${route} ${status}`
+  let child = httpChildren.get(key)
+  if (child === undefined) {
+    child = httpDuration.labels(method, route, String(status))
+    httpChildren.set(key, child)
+  }
+  child.observe(seconds)
+}
 
 const sanitize = (name: string): string => {
   const clean = name.replace(/[^a-zA-Z0-9_:]/g, "_")

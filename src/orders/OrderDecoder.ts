@@ -86,5 +86,10 @@ export const decodeOrderBytes = (
 /** The order as JSON-ready data in the model's shape and field order. */
 export const orderToJson = (order: Order): OrderJson => encodeOrder(order)
 
-/** The order as a JSON string; the same order always gives the same string. */
-export const orderToJsonString = (order: Order): string => JSON.stringify(encodeOrder(order))
+/**
+ * The order as a JSON string in the model's field order; the same order always gives the same
+ * string. An `Order` holds exactly the model's fields, in order, with nothing to transform, so it
+ * serialises as it is — no second pass through the schema on the ingest path (a property test
+ * holds this equal to the schema's encoding).
+ */
+export const orderToJsonString = (order: Order): string => JSON.stringify(order)

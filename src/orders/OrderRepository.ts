@@ -8,7 +8,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Option, Schema } from "effect"
 import { Order, type OrderJson } from "./Order.ts"
-import { orderToJson } from "./OrderDecoder.ts"
+import { orderToJsonString } from "./OrderDecoder.ts"
 
 /** What happened to one order of a batch. */
 export type InsertOutcome =
@@ -159,8 +159,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
      */
     const insertBatch = Effect.fn("OrderRepository.insertBatch")(function* (orders: ReadonlyArray<Order>) {
       const prepared = orders.map((order): Prepared => {
-        const encoded = orderToJson(order)
-        return { order, encoded, hash: contentHash(JSON.stringify(encoded)) }
+        return { order, encoded: order, hash: contentHash(orderToJsonString(order)) }
       })
       // The first order under each uid is the one we try to store.
       const candidates = [

@@ -101,6 +101,9 @@ describe("decoding orders", () => {
     const decoded = decodeOrderBytes(bytes(order), MAX_BYTES)
     if (Either.isLeft(decoded)) throw new Error(decoded.left.message)
     expect(JSON.parse(orderToJsonString(decoded.right))).toStrictEqual(order)
+    // The fast serialisation is the schema's encoding, byte for byte (field order included).
+    expect(orderToJsonString(decoded.right)).toBe(JSON.stringify(orderToJson(decoded.right)))
+    expect(orderToJsonString(decoded.right)).toBe(JSON.stringify(order))
   })
 
   it.prop(
