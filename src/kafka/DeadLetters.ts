@@ -51,6 +51,37 @@ export const toKafkaMessage = (letter: DeadLetter, now: Date) => ({
   }
 })
 
+/**
+ * Rejects can be large (a `too_large` message is parked whole): sending a batch's worth at once
+ * would exceed the broker's request size and fail for ever. Well under Kafka's 1 MiB default.
+ */
+const MAX_SEND_BYTES = 512 * 1024
+
+const sizeOf = (letter: DeadLetter): number =>
+  (letter.value?.byteLength ?? 0) + (letter.key?.byteLength ?? 0) + letter.detail.length + 512
+
+/** Consecutive groups of at most `maxBytes` (a single larger letter goes alone). */
+export const chunksByBytes = (
+  letters: ReadonlyArray<DeadLetter>,
+  maxBytes: number
+): Array<Array<DeadLetter>> => {
+  const chunks: Array<Array<DeadLetter>> = []
+  let current: Array<DeadLetter> = []
+  let bytes = 0
+  for (const letter of letters) {
+    const size = sizeOf(letter)
+    if (current.length > 0 && bytes + size > maxBytes) {
+      chunks.push(current)
+      current = []
+      bytes = 0
+    }
+    current.push(letter)
+    bytes += size
+  }
+  if (current.length > 0) chunks.push(current)
+  return chunks
+}
+
 export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
   scoped: Effect.gen(function* () {
     const client = yield* KafkaClient
@@ -84,13 +115,13 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
             try: async () => {
               const transaction = await producer.transaction()
               try {
-                if (letters.length > 0) {
-                  const now = new Date()
+                const now = new Date()
+                for (const chunk of chunksByBytes(letters, MAX_SEND_BYTES)) {
                   await transaction.send({
                     topic: client.topics.deadLetters,
                     acks: -1,
                     compression: CompressionTypes.None,
-                    messages: letters.map((l) => toKafkaMessage(l, now))
+                    messages: chunk.map((l) => toKafkaMessage(l, now))
                   })
                 }
                 if (offsets.length > 0) {
