@@ -85,21 +85,38 @@ export const chunksByBytes = (
 export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
   scoped: Effect.gen(function* () {
     const client = yield* KafkaClient
-    const producer: Producer = client.kafka.producer({
-      // Unique per process: two instances must not fence each other off.
-      transactionalId: `${client.clientId}-${hostname()}-${process.pid}`,
-      createPartitioner: Partitioners.DefaultPartitioner,
-      idempotent: true,
-      maxInFlightRequests: 1,
-      // Short, so that a transaction left open by a crash is aborted soon and readers move on.
-      transactionTimeout: 15_000
-    })
+    const makeProducer = (): Producer =>
+      client.kafka.producer({
+        // Unique per process: two instances must not fence each other off. A replacement producer
+        // in this process keeps the id, so its start aborts whatever the broken one left open.
+        transactionalId: `${client.clientId}-${hostname()}-${process.pid}`,
+        createPartitioner: Partitioners.DefaultPartitioner,
+        idempotent: true,
+        maxInFlightRequests: 1,
+        // Short, so that a transaction left open by a crash is aborted soon and readers move on.
+        transactionTimeout: 15_000
+      })
+    /**
+     * The producer in use. After a failed transaction (a broker or the coordinator gone) kafkajs'
+     * producer can stay in a state it never leaves; the next attempt starts a new one instead.
+     */
+    let current: Producer | undefined
+    const producer = async (): Promise<Producer> => {
+      if (current === undefined) {
+        const fresh = makeProducer()
+        await fresh.connect()
+        current = fresh
+      }
+      return current
+    }
+    const discard = async () => {
+      const broken = current
+      current = undefined
+      await broken?.disconnect().catch(() => undefined)
+    }
     yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: () => producer.connect(),
-        catch: kafkaError("Could not connect the dead-letter producer")
-      }),
-      () => Effect.promise(() => producer.disconnect().catch(() => undefined))
+      Effect.tryPromise({ try: producer, catch: kafkaError("Could not connect the dead-letter producer") }),
+      () => Effect.promise(discard)
     )
     // A transactional producer runs one transaction at a time.
     const lock = yield* Effect.makeSemaphore(1)
@@ -113,29 +130,34 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
         .withPermits(1)(
           Effect.tryPromise({
             try: async () => {
-              const transaction = await producer.transaction()
               try {
-                const now = new Date()
-                for (const chunk of chunksByBytes(letters, MAX_SEND_BYTES)) {
-                  await transaction.send({
-                    topic: client.topics.deadLetters,
-                    acks: -1,
-                    compression: CompressionTypes.None,
-                    messages: chunk.map((l) => toKafkaMessage(l, now))
-                  })
+                const transaction = await (await producer()).transaction()
+                try {
+                  const now = new Date()
+                  for (const chunk of chunksByBytes(letters, MAX_SEND_BYTES)) {
+                    await transaction.send({
+                      topic: client.topics.deadLetters,
+                      acks: -1,
+                      compression: CompressionTypes.None,
+                      messages: chunk.map((l) => toKafkaMessage(l, now))
+                    })
+                  }
+                  if (offsets.length > 0) {
+                    await transaction.sendOffsets({
+                      consumerGroupId: client.groupId,
+                      topics: offsets.map((o) => ({
+                        topic: o.topic,
+                        partitions: [{ partition: o.partition, offset: o.nextOffset }]
+                      }))
+                    })
+                  }
+                  await transaction.commit()
+                } catch (error) {
+                  if (transaction.isActive()) await transaction.abort().catch(() => undefined)
+                  throw error
                 }
-                if (offsets.length > 0) {
-                  await transaction.sendOffsets({
-                    consumerGroupId: client.groupId,
-                    topics: offsets.map((o) => ({
-                      topic: o.topic,
-                      partitions: [{ partition: o.partition, offset: o.nextOffset }]
-                    }))
-                  })
-                }
-                await transaction.commit()
               } catch (error) {
-                if (transaction.isActive()) await transaction.abort().catch(() => undefined)
+                await discard()
                 throw error
               }
             },
