@@ -167,7 +167,8 @@ describe("a local Kafka started from Maven Central jars", () => {
         const { admin, producer, consumer } = clients(kafka.bootstrapServers)
         const topic = "orders"
         const adminClient = yield* admin
-        yield* step("create the topic", () =>
+        // A cluster that has just formed may not know every broker's metadata yet: try again.
+        yield* eventually("30 seconds", () =>
           adminClient.createTopics({
             topics: [{ topic, numPartitions: 1, replicationFactor: 3 }],
             waitForLeaders: true
@@ -178,9 +179,12 @@ describe("a local Kafka started from Maven Central jars", () => {
             const metadata = await adminClient.fetchTopicMetadata({ topics: [topic] })
             return metadata.topics[0]!.partitions[0]!
           })
-        const before = yield* partition()
-        expect(before.replicas).toHaveLength(3)
-        expect(before.isr).toHaveLength(3)
+        const before = yield* eventually("30 seconds", async () => {
+          const p = await Effect.runPromise(partition())
+          expect(p.replicas).toHaveLength(3)
+          expect(p.isr).toHaveLength(3)
+          return p
+        })
 
         const producerClient = yield* producer
         // kafkajs keeps sending to a dead leader until the controller has fenced it, and may give
