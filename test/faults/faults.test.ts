@@ -110,12 +110,14 @@ const service = async (s: Scenario, extra: Record<string, string> = {}) => {
   return { process: p, url: `http://127.0.0.1:${port}` }
 }
 
+let lastQueryError = ""
 const query = async (url: string, sql: string): Promise<number> => {
   const client = new pg.Client({ connectionString: url })
   try {
     await client.connect()
     return Number((await client.query(sql)).rows[0].n)
-  } catch {
+  } catch (e) {
+    lastQueryError = String(e)
     return -1
   } finally {
     await client.end().catch(() => undefined)
@@ -130,7 +132,9 @@ const waitFor = async (what: string, check: () => Promise<boolean>, timeoutMs = 
     await sleep(250)
   }
   const outputs = [...running].map((s) => s.output().slice(-3000)).join("\n---\n")
-  throw new Error(`timed out waiting until ${what}; the services said:\n${outputs}`)
+  throw new Error(
+    `timed out waiting until ${what} (last query error: ${lastQueryError}); the services said:\n${outputs}`
+  )
 }
 
 const lagIsZero = async (s: Scenario) => {
