@@ -1,9 +1,9 @@
 /**
  * The path of every message: decode → store the valid orders (one transaction) → park rejects and
- * conflicts on the dead-letter topic and commit the offsets (one Kafka transaction) → cache the
- * stored orders. A batch that fails for a passing reason (PostgreSQL or Kafka down) is retried in
- * place with backoff, holding its partition: nothing is committed past an offset that is neither
- * stored nor dead-lettered.
+ * conflicts on the dead-letter topic and commit the offsets (one Kafka transaction; a batch with
+ * nothing to park just commits its offsets) → cache the stored orders. A batch that fails for a
+ * passing reason (PostgreSQL or Kafka down) is retried in place with backoff, holding its
+ * partition: nothing is committed past an offset that is neither stored nor dead-lettered.
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import {
@@ -204,10 +204,12 @@ export const makeBatchHandler = Effect.gen(function* () {
         }
       })
 
+      // Rejects and offsets move together in one Kafka transaction; with nothing to park, a plain
+      // offset commit does the same in one round trip.
       const settled = yield* retryInPlace(
         batch,
-        "dead-letter and commit",
-        deadLetters.settle(letters, [batch])
+        letters.length === 0 ? "commit" : "dead-letter and commit",
+        letters.length === 0 ? batch.commit : deadLetters.settle(letters, [batch])
       )
       if (Option.isNone(settled)) {
         yield* batch.abandon

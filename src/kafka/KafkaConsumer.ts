@@ -25,6 +25,11 @@ export interface ConsumedBatch {
   readonly heartbeat: Effect.Effect<void>
   /** True once a rebalance gave this partition to another member: its work is not ours to commit. */
   readonly isStale: Effect.Effect<boolean>
+  /**
+   * Commit the batch's offset with the group coordinator, outside any transaction: for a batch
+   * with nothing to park, where there is nothing to make atomic with it.
+   */
+  readonly commit: Effect.Effect<void, KafkaError>
   /** The batch is committed: let kafkajs fetch past it. */
   readonly done: Effect.Effect<void>
   /** The batch was not committed: kafkajs fetches it again. */
@@ -80,6 +85,24 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       messages: payload.batch.messages,
       nextOffset: (BigInt(payload.batch.lastOffset()) + 1n).toString(),
       heartbeat: Effect.promise(() => payload.heartbeat().catch(() => undefined)),
+      // The payload's own commit: the consumer's `commitOffsets` silently skips it while stopping.
+      commit: Effect.tryPromise({
+        try: () =>
+          payload.commitOffsetsIfNecessary({
+            topics: [
+              {
+                topic: payload.batch.topic,
+                partitions: [
+                  {
+                    partition: payload.batch.partition,
+                    offset: (BigInt(payload.batch.lastOffset()) + 1n).toString()
+                  }
+                ]
+              }
+            ]
+          }),
+        catch: kafkaError("Could not commit offsets")
+      }),
       isStale: Effect.sync(() => payload.isStale() || !payload.isRunning()),
       done: Deferred.succeed(settled, "done").pipe(Effect.asVoid),
       abandon: Deferred.succeed(settled, "abandoned").pipe(Effect.asVoid)
@@ -132,16 +155,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       stop: Effect.promise(() => consumer.stop().catch(() => undefined)),
       isRunning: Ref.get(running),
       concurrency: options.concurrency,
-      groupId: client.groupId,
-      /** Commit a batch's offset outside a transaction. */
-      commit: (batch: Pick<ConsumedBatch, "topic" | "partition" | "nextOffset">) =>
-        Effect.tryPromise({
-          try: () =>
-            consumer.commitOffsets([
-              { topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }
-            ]),
-          catch: kafkaError("Could not commit offsets")
-        })
+      groupId: client.groupId
     }
   })
 
