@@ -6,7 +6,6 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { AppLive } from "./App.ts"
-import { DemoOrders } from "./tools/DemoOrders.ts"
 import * as AppConfig from "./config/AppConfig.ts"
 import * as Logging from "./observability/Logging.ts"
 
@@ -24,7 +23,10 @@ const main = Effect.gen(function* () {
     Effect.annotateLogs({ config: AppConfig.describeForLog(config) }),
     Effect.provide(logging)
   )
-  const app = process.argv.includes("--demo") ? Layer.merge(AppLive, DemoOrders(200)) : AppLive
+  // The demo's fake-data generator is loaded only when asked for: it costs memory and start-up time.
+  const app = process.argv.includes("--demo")
+    ? Layer.merge(AppLive, (yield* Effect.promise(() => import("./tools/DemoOrders.ts"))).DemoOrders(200))
+    : AppLive
   return yield* Layer.launch(app).pipe(
     Effect.onInterrupt(() => Effect.logInfo("Order service stopped")),
     Effect.provide(Layer.merge(configLayer, logging))

@@ -10,10 +10,12 @@ import { Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import { DatabaseConfig } from "../config/AppConfig.ts"
 import { embeddedPostgres } from "../local/EmbeddedPostgres.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
+import orderDocument from "./migrations/0002_order_document.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
 const migrations = PgMigrator.fromRecord({
-  "0001_create_orders": createOrders
+  "0001_create_orders": createOrders,
+  "0002_order_document": orderDocument
 })
 
 export const migrate = PgMigrator.run({ loader: migrations }).pipe(

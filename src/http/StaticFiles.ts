@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
 import path from "node:path"
-import { fileURLToPath } from "node:url"
+import { projectRoot } from "../projectRoot.ts"
 import { Effect } from "effect"
 
 export interface StaticFile {
@@ -24,7 +24,7 @@ const CONTENT_TYPES: Record<string, string> = {
   ".ico": "image/x-icon"
 }
 
-export const staticDirectory = fileURLToPath(new URL("../../static/", import.meta.url))
+export const staticDirectory = path.join(projectRoot, "static")
 
 export const loadStaticFiles = (directory: string): ReadonlyMap<string, StaticFile> => {
   const routes = new Map<string, StaticFile>()

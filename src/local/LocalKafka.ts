@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:f
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import path from "node:path"
-import { fileURLToPath } from "node:url"
+import { projectRoot } from "../projectRoot.ts"
 import { Config, type ConfigError, Data, Effect, Option, type Scope } from "effect"
 
 export const DEFAULT_KAFKA_VERSION = "4.1.1"
@@ -55,7 +55,7 @@ export interface LocalKafkaOptions {
 const HOST = "127.0.0.1"
 const READY_LINE = "Kafka Server started"
 const STATE_FILE = "local-kafka.json"
-const repoRoot = fileURLToPath(new URL("../../", import.meta.url))
+const repoRoot = projectRoot
 
 interface ClusterState {
   readonly clusterId: string

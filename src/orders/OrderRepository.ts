@@ -47,6 +47,8 @@ const contentHash = (json: string): string => createHash("sha256").update(json).
 interface Prepared {
   readonly order: Order
   readonly encoded: OrderJson
+  /** The canonical JSON, stored as `document`. */
+  readonly json: string
   readonly hash: string
 }
 
@@ -159,7 +161,8 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
      */
     const insertBatch = Effect.fn("OrderRepository.insertBatch")(function* (orders: ReadonlyArray<Order>) {
       const prepared = orders.map((order): Prepared => {
-        return { order, encoded: order, hash: contentHash(orderToJsonString(order)) }
+        const json = orderToJsonString(order)
+        return { order, encoded: order, json, hash: contentHash(json) }
       })
       // The first order under each uid is the one we try to store.
       const candidates = [
@@ -169,7 +172,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
 
       const { insertedUids, storedHash } = yield* sql.withTransaction(
         Effect.gen(function* () {
-          const headers = candidates.map(({ encoded: o, hash }) => ({
+          const headers = candidates.map(({ encoded: o, json, hash }) => ({
             order_uid: o.order_uid,
             track_number: o.track_number,
             entry: o.entry,
@@ -181,18 +184,20 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
             sm_id: o.sm_id,
             date_created: o.date_created,
             oof_shard: o.oof_shard,
-            content_hash: hash
+            content_hash: hash,
+            document: json
           }))
           const inserted = yield* sql<{ order_uid: string }>`
             INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
-                                delivery_service, shardkey, sm_id, date_created, created_at, oof_shard, content_hash)
+                                delivery_service, shardkey, sm_id, date_created, created_at, oof_shard, content_hash,
+                                document)
             SELECT order_uid, track_number, entry, locale, internal_signature, customer_id,
                    delivery_service, shardkey, sm_id, date_created, date_created::timestamptz, oof_shard,
-                   decode(content_hash, 'hex')
+                   decode(content_hash, 'hex'), document
             FROM json_to_recordset(${JSON.stringify(headers)}::json) AS x(
               order_uid text, track_number text, entry text, locale text, internal_signature text,
               customer_id text, delivery_service text, shardkey text, sm_id bigint, date_created text,
-              oof_shard text, content_hash text)
+              oof_shard text, content_hash text, document text)
             ON CONFLICT (order_uid) DO NOTHING
             RETURNING order_uid`
           const insertedUids = new Set(inserted.map((r) => r.order_uid))
@@ -222,15 +227,32 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       })
     })
 
-    const findByUid = Effect.fn("OrderRepository.findByUid")(function* (uid: string) {
-      const rows = yield* sql<{ body: string }>`
-        SELECT ${orderJsonSelect} AS body
-        FROM orders o JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)
-        WHERE o.order_uid = ${uid}`
-      return Option.map(Option.fromNullable(rows[0]), (r) => toStored(r.body))
+    /**
+     * The stored document, or — for a row stored before documents were — the order built from
+     * its tables by PostgreSQL (`built`, to be re-serialised canonically).
+     */
+    const documentOrBuilt = sql`
+      o.document,
+      CASE WHEN o.document IS NULL THEN (
+        SELECT ${orderJsonSelect}
+        FROM deliveries d JOIN payments p USING (order_uid)
+        WHERE d.order_uid = o.order_uid
+      ) END AS built`
+
+    const canonical = (row: { readonly document: string | null; readonly built: string | null }): string =>
+      row.document ?? JSON.stringify(JSON.parse(row.built!))
+
+    /** The order's canonical JSON, as served: no decoding, it was checked on the way in. */
+    const findJsonByUid = Effect.fn("OrderRepository.findJsonByUid")(function* (uid: string) {
+      const rows = yield* sql<{ document: string | null; built: string | null }>`
+        SELECT ${documentOrBuilt} FROM orders o WHERE o.order_uid = ${uid}`
+      return Option.map(Option.fromNullable(rows[0]), canonical)
     })
 
-    /** The `limit` most recent orders (by `date_created`), oldest first, e.g. to warm a cache. */
+    /** The order, decoded, with its canonical JSON. */
+    const findByUid = (uid: string) =>
+      Effect.map(findJsonByUid(uid), Option.map(toStored)).pipe(Effect.withSpan("OrderRepository.findByUid"))
+
     /**
      * The `limit` most recent orders (by `date_created`) as canonical JSON, oldest first, e.g. to
      * warm a cache. Read in pages, and not decoded: they were checked on the way in.
@@ -243,16 +265,17 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       let after = Option.none<readonly [string, string]>()
       while (newestFirst.length < limit) {
         const page = Math.min(pageSize, limit - newestFirst.length)
-        const rows = yield* sql<{ order_uid: string; created_at: string; body: string }>`
-          SELECT o.order_uid, ${createdAtText} AS created_at, ${orderJsonSelect} AS body
-          FROM (
-            SELECT * FROM orders
-            ${keysetAfter(after)}
-            ORDER BY created_at DESC, order_uid DESC LIMIT ${page}
-          ) o
-          JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)
-          ORDER BY o.created_at DESC, o.order_uid DESC`
-        for (const r of rows) newestFirst.push({ uid: r.order_uid, json: JSON.stringify(JSON.parse(r.body)) })
+        const rows = yield* sql<{
+          order_uid: string
+          created_at: string
+          document: string | null
+          built: string | null
+        }>`
+          SELECT o.order_uid, ${createdAtText} AS created_at, ${documentOrBuilt}
+          FROM orders o
+          ${keysetAfter(after)}
+          ORDER BY o.created_at DESC, o.order_uid DESC LIMIT ${page}`
+        for (const r of rows) newestFirst.push({ uid: r.order_uid, json: canonical(r) })
         const last = rows[rows.length - 1]
         if (rows.length < page || last === undefined) break
         after = Option.some([last.created_at, last.order_uid] as const)
@@ -320,6 +343,15 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
     /** Cheap round trip for readiness checks. */
     const ping: Effect.Effect<void, SqlError> = sql`SELECT 1`.pipe(Effect.asVoid)
 
-    return { insertBatch, findByUid, mostRecent, mostRecentJson, listRecent, count, ping } as const
+    return {
+      insertBatch,
+      findByUid,
+      findJsonByUid,
+      mostRecent,
+      mostRecentJson,
+      listRecent,
+      count,
+      ping
+    } as const
   })
 }) {}

@@ -17,9 +17,9 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
 
     const load = (uid: string) =>
       repository
-        .findByUid(uid)
+        .findJsonByUid(uid)
         .pipe(
-          Effect.map(Option.map((stored) => CachedOrder.fromJson(uid, stored.json))),
+          Effect.map(Option.map((json) => CachedOrder.fromJson(uid, json))),
           Effect.tap(Option.match({ onNone: () => Effect.void, onSome: (c) => cache.put(c) }))
         )
 

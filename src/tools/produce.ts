@@ -9,7 +9,8 @@ import { CompressionTypes, Kafka, logLevel, Partitioners, type Message, type Pro
 import { existsSync } from "node:fs"
 import { readFile } from "node:fs/promises"
 import path from "node:path"
-import { fileURLToPath, pathToFileURL } from "node:url"
+import { pathToFileURL } from "node:url"
+import { projectRoot } from "../projectRoot.ts"
 import { parseArgs } from "node:util"
 import { decodeOrderBytes, type RejectionKind } from "../orders/OrderDecoder.ts"
 import {
@@ -157,7 +158,6 @@ interface Brokers {
   readonly source: string
 }
 
-const projectRoot = fileURLToPath(new URL("../../", import.meta.url))
 /** The service writes the address of the local broker it starts here. */
 export const BOOTSTRAP_FILE = path.join(projectRoot, ".data", "kafka", "bootstrap")
 

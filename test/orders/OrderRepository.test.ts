@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
-import { orderToJson } from "../../src/orders/OrderDecoder.ts"
+import { orderToJson, orderToJsonString } from "../../src/orders/OrderDecoder.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
 import { TestDatabase } from "../support/database.ts"
@@ -180,6 +180,26 @@ describe("OrderRepository on a real PostgreSQL", () => {
         expect(yield* repo.count).toBe(137)
         const bad = yield* Effect.either(repo.listRecent(10, Option.some("not-a-cursor")))
         expect(bad._tag === "Left" && bad.left._tag).toBe("InvalidCursor")
+      })
+    )
+  )
+
+  it.live("orders stored before the document column read back the same, rebuilt from their tables", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const sql = yield* SqlClient.SqlClient
+        const unicode = toOrder(readFixtureJson("valid/multi-item-unicode.json"))
+        const model = toOrder(readFixtureJson("valid/model.json"))
+        yield* repo.insertBatch([unicode, model])
+        const before = yield* repo.mostRecentJson(2)
+        const stored = yield* sql<{ document: string }>`
+          SELECT document FROM orders WHERE order_uid = ${unicode.order_uid}`
+        expect(stored[0]!.document).toBe(orderToJsonString(unicode))
+        yield* sql`UPDATE orders SET document = NULL`
+        expect(yield* repo.mostRecentJson(2)).toStrictEqual(before)
+        const found = yield* repo.findJsonByUid(unicode.order_uid)
+        expect(Option.getOrThrow(found)).toBe(orderToJsonString(unicode))
       })
     )
   )

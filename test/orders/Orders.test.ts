@@ -14,14 +14,10 @@ const countingRepository = (reads: { count: number }) =>
   Layer.succeed(
     OrderRepository,
     OrderRepository.make({
-      findByUid: (uid: string) =>
+      findJsonByUid: (uid: string) =>
         Effect.sync(() => reads.count++).pipe(
           Effect.zipRight(Effect.sleep("50 millis")),
-          Effect.as(
-            uid === model.order_uid
-              ? Option.some({ order: model, json: orderToJsonString(model) })
-              : Option.none()
-          )
+          Effect.as(uid === model.order_uid ? Option.some(orderToJsonString(model)) : Option.none())
         ),
       mostRecentJson: () => Effect.succeed([{ uid: model.order_uid, json: orderToJsonString(model) }]),
       insertBatch: () => Effect.die("not used"),
