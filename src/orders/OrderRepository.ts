@@ -54,6 +54,8 @@ interface Prepared {
 
 const decodeOrderJson = Schema.decodeUnknownSync(Order)
 
+const RECORD_SEPARATOR = "\u001e"
+
 /** Rows per query when reading many orders (cache warm-up): each page costs a scan of the joined tables. */
 const WARM_PAGE = 20_000
 
@@ -172,7 +174,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
 
       const { insertedUids, storedHash } = yield* sql.withTransaction(
         Effect.gen(function* () {
-          const headers = candidates.map(({ encoded: o, json, hash }) => ({
+          const headers = candidates.map(({ encoded: o, hash }) => ({
             order_uid: o.order_uid,
             track_number: o.track_number,
             entry: o.entry,
@@ -184,9 +186,11 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
             sm_id: o.sm_id,
             date_created: o.date_created,
             oof_shard: o.oof_shard,
-            content_hash: hash,
-            document: json
+            content_hash: hash
           }))
+          // The documents travel beside the JSON rows, joined by a character that JSON text never
+          // holds unescaped (RS, U+001E): PostgreSQL splits them without parsing them again.
+          const documents = candidates.map((c) => c.json).join(RECORD_SEPARATOR)
           const inserted = yield* sql<{ order_uid: string }>`
             INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
                                 delivery_service, shardkey, sm_id, date_created, created_at, oof_shard, content_hash,
@@ -194,10 +198,14 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
             SELECT order_uid, track_number, entry, locale, internal_signature, customer_id,
                    delivery_service, shardkey, sm_id, date_created, date_created::timestamptz, oof_shard,
                    decode(content_hash, 'hex'), document
-            FROM json_to_recordset(${JSON.stringify(headers)}::json) AS x(
-              order_uid text, track_number text, entry text, locale text, internal_signature text,
-              customer_id text, delivery_service text, shardkey text, sm_id bigint, date_created text,
-              oof_shard text, content_hash text, document text)
+            FROM ROWS FROM (
+              json_to_recordset(${JSON.stringify(headers)}::json) AS (
+                order_uid text, track_number text, entry text, locale text, internal_signature text,
+                customer_id text, delivery_service text, shardkey text, sm_id bigint, date_created text,
+                oof_shard text, content_hash text),
+              unnest(string_to_array(${documents}::text, chr(30)))
+            ) AS x(order_uid, track_number, entry, locale, internal_signature, customer_id, delivery_service,
+                   shardkey, sm_id, date_created, oof_shard, content_hash, document)
             ON CONFLICT (order_uid) DO NOTHING
             RETURNING order_uid`
           const insertedUids = new Set(inserted.map((r) => r.order_uid))
