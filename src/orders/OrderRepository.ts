@@ -57,7 +57,7 @@ const decodeOrderJson = Schema.decodeUnknownSync(Order)
 const RECORD_SEPARATOR = "\u001e"
 
 /** Rows per query when reading many orders (cache warm-up): each page costs a scan of the joined tables. */
-const WARM_PAGE = 20_000
+const WARM_PAGE = 2_000
 
 /** Cursor = the last row's (created_at, order_uid), opaque to clients. */
 const encodeCursor = (createdAt: string, uid: string): string =>
