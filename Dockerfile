@@ -8,6 +8,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 
 FROM deps AS build
+COPY scripts/build.mjs ./scripts/
 COPY src ./src
 RUN npm run build
 
