@@ -29,6 +29,9 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
 
 const ORDER_PREFIX = "/order/"
 
+/** How long open connections are told (503, `Connection: close`) before idle ones are closed. */
+const DRAIN_NOTICE = Duration.seconds(1)
+
 /** A low-cardinality label for metrics and logs. */
 export const routeOf = (pathname: string): string => {
   if (pathname.startsWith(ORDER_PREFIX)) return "/order/{order_uid}"
@@ -174,7 +177,13 @@ export const HttpServerLive = Layer.scoped(
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         draining = true
-        // Stop accepting; idle keep-alive connections close now, busy ones after their response.
+        // For a moment every request, on any connection, is answered 503 with `Connection: close`:
+        // a request already on the wire of a keep-alive connection gets an answer instead of a
+        // reset. Then stop accepting; idle connections close now, busy ones after their response.
+        const connections = yield* Effect.async<number>((resume) => {
+          server.getConnections((_, count) => resume(Effect.succeed(count ?? 0)))
+        })
+        if (connections > 0) yield* Effect.sleep(Duration.min(DRAIN_NOTICE, config.shutdownTimeout))
         server.close()
         server.closeIdleConnections()
         if (inFlight > 0) {

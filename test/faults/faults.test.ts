@@ -136,29 +136,52 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
     expect(await stop(last.process)).toBe(0)
   }, 900_000)
 
+  /**
+   * One instance ingesting while production goes on; once a tenth is stored, `down` for 10 s and
+   * `up` again. The instance must ride it out (still running) and account for everything.
+   */
+  const outageMidIngest = async (
+    s: Scenario,
+    count: number,
+    fault: {
+      readonly name: () => Promise<string>
+      readonly down: () => Promise<void>
+      readonly up: () => Promise<void>
+    }
+  ) => {
+    cases.push(s)
+    const faults = gate()
+    const production = produce(s, 1_000, { share: 0.1, until: faults.opened })
+    const instance = await startInstance(s)
+    await waitFor(s, "it stores a tenth of the orders", async () => (await storedCount(s)) >= count / 10)
+    console.info(
+      `${s.name}: stopping ${await fault.name()} for 10 s at ${fmt(production.produced())} produced`
+    )
+    await fault.down()
+    s.lastFaultAt = Date.now()
+    await sleep(10_000)
+    await fault.up()
+    faults.open()
+    expectAccounted(s, await settle(s, production))
+    expect(isRunning(instance.process)).toBe(true)
+    expect(await stop(instance.process)).toBe(0)
+  }
+
   it(`the leader of partition 0 killed mid-ingest and restarted: ${fmt(LEADER_N)} orders`, async () => {
     const s = await scenario(
       cluster,
       onSharedServer,
       plan(LEADER_N, { parkedShare: 0.02, redeliveryShare: 0.01, seed: seed + 1 })
     )
-    cases.push(s)
-    const faults = gate()
-    const production = produce(s, 1_000, { share: 0.1, until: faults.opened })
-    const instance = await startInstance(s)
-    await waitFor(s, "it stores a tenth of the orders", async () => (await storedCount(s)) >= LEADER_N / 10)
-    const leader = await leaderOfPartition0(s)
-    console.info(
-      `${s.name}: killing broker ${leader} (leader of partition 0) at ${fmt(production.produced())} produced`
-    )
-    await cluster.killBroker(leader)
-    s.lastFaultAt = Date.now()
-    await sleep(10_000)
-    await cluster.restartBroker(leader)
-    faults.open()
-    expectAccounted(s, await settle(s, production))
-    expect(isRunning(instance.process)).toBe(true)
-    expect(await stop(instance.process)).toBe(0)
+    let leader = -1
+    await outageMidIngest(s, LEADER_N, {
+      name: async () => {
+        leader = await leaderOfPartition0(s)
+        return `broker ${leader} (leader of partition 0)`
+      },
+      down: () => cluster.killBroker(leader),
+      up: () => cluster.restartBroker(leader)
+    })
   }, 900_000)
 
   it(`PostgreSQL stopped for 10 s mid-ingest and started again: ${fmt(POSTGRES_N)} orders`, async () => {
@@ -173,23 +196,11 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
         onOwnServer,
         plan(POSTGRES_N, { parkedShare: 0.02, redeliveryShare: 0.01, seed: seed + 2 })
       )
-      cases.push(s)
-      const faults = gate()
-      const production = produce(s, 1_000, { share: 0.1, until: faults.opened })
-      const instance = await startInstance(s)
-      await waitFor(
-        s,
-        "it stores a tenth of the orders",
-        async () => (await storedCount(s)) >= POSTGRES_N / 10
-      )
-      console.info(`${s.name}: stopping PostgreSQL at ${fmt(production.produced())} produced`)
-      await own.pause()
-      await sleep(10_000)
-      await own.resume()
-      faults.open()
-      expectAccounted(s, await settle(s, production))
-      expect(isRunning(instance.process)).toBe(true)
-      expect(await stop(instance.process)).toBe(0)
+      await outageMidIngest(s, POSTGRES_N, {
+        name: async () => "PostgreSQL",
+        down: () => own.pause(),
+        up: () => own.resume()
+      })
     } finally {
       await own.stop()
     }
