@@ -105,6 +105,8 @@ export const IngestConfig = Config.all({
   /** First and longest pause between retries of a failing batch. */
   retryBase: positiveDuration("retry_base").pipe(Config.withDefault(Duration.millis(200))),
   retryMax: positiveDuration("retry_max").pipe(Config.withDefault(Duration.seconds(10))),
+  /** kafkajs consumers in the group per process: one fetches while the others' batches are stored. */
+  consumers: positiveInt("consumers").pipe(Config.withDefault(3)),
   /** `batch`: one transaction per Kafka batch; `message`: one per order (slower; kept for comparison). */
   transaction: Config.literal("batch", "message")("transaction").pipe(Config.withDefault("batch" as const))
 }).pipe(Config.nested("ingest"))

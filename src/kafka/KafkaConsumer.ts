@@ -6,6 +6,7 @@
  */
 import { Deferred, Effect, FiberId, Queue, Ref, Stream } from "effect"
 import type { Consumer, EachBatchPayload, KafkaMessage } from "kafkajs"
+import { IngestConfig } from "../config/AppConfig.ts"
 import { KafkaClient, kafkaError, type KafkaError } from "./KafkaClient.ts"
 
 /** How a batch ended for the pipeline. */
@@ -44,6 +45,12 @@ interface Pending {
 export interface KafkaConsumerOptions {
   /** Batches of different partitions handled at the same time (one per partition at most). */
   readonly concurrency: number
+  /**
+   * kafkajs consumers this process runs in the group (default 1). kafkajs fetches a member's
+   * partitions from a broker together and fetches again only when all those batches are settled;
+   * with several members, one fetches while the others' batches are being stored.
+   */
+  readonly members?: number
   /** Upper bound of message bytes fetched per partition, i.e. the largest batch. */
   readonly maxBytesPerPartition?: number
 }
@@ -58,15 +65,17 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
     const runPromise = <A, E>(effect: Effect.Effect<A, E>) =>
       Effect.runPromiseExit(Effect.provide(effect, runtime))
 
-    const consumer: Consumer = client.kafka.consumer({
-      groupId: client.groupId,
-      // Bigger batches mean fewer transactions; a batch is stored as one set-based insert.
-      maxBytesPerPartition: options.maxBytesPerPartition ?? 4 * 1024 * 1024,
-      sessionTimeout: 30_000,
-      heartbeatInterval: 3_000,
-      // Consumer restarts after failures are ours to decide (see the pipeline's retries).
-      retry: { initialRetryTime: 300, retries: 8 }
-    })
+    const consumers: ReadonlyArray<Consumer> = Array.from({ length: options.members ?? 1 }, () =>
+      client.kafka.consumer({
+        groupId: client.groupId,
+        // Bigger batches mean fewer transactions; a batch is stored as one set-based insert.
+        maxBytesPerPartition: options.maxBytesPerPartition ?? 4 * 1024 * 1024,
+        sessionTimeout: 30_000,
+        heartbeatInterval: 3_000,
+        // Consumer restarts after failures are ours to decide (see the pipeline's retries).
+        retry: { initialRetryTime: 300, retries: 8 }
+      })
+    )
 
     const eachBatch = async (payload: EachBatchPayload) => {
       if (payload.batch.isEmpty()) return
@@ -110,17 +119,20 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
 
     yield* Effect.acquireRelease(
       Effect.tryPromise({
-        try: async () => {
-          await consumer.connect()
-          // A new group starts from the earliest offset, so a backlog is not skipped.
-          await consumer.subscribe({ topics: [client.topics.orders], fromBeginning: true })
-          await consumer.run({
-            autoCommit: false,
-            eachBatchAutoResolve: false,
-            partitionsConsumedConcurrently: options.concurrency,
-            eachBatch
-          })
-        },
+        try: () =>
+          Promise.all(
+            consumers.map(async (consumer) => {
+              await consumer.connect()
+              // A new group starts from the earliest offset, so a backlog is not skipped.
+              await consumer.subscribe({ topics: [client.topics.orders], fromBeginning: true })
+              await consumer.run({
+                autoCommit: false,
+                eachBatchAutoResolve: false,
+                partitionsConsumedConcurrently: options.concurrency,
+                eachBatch
+              })
+            })
+          ),
         catch: kafkaError("Could not start the Kafka consumer")
       }).pipe(Effect.zipRight(Ref.set(running, true))),
       () =>
@@ -130,20 +142,23 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
           const queued = yield* Queue.takeAll(queue)
           for (const pending of queued) yield* Deferred.succeed(pending.settled, "abandoned")
           yield* Queue.shutdown(queue)
-          yield* Effect.promise(() => consumer.disconnect().catch(() => undefined)).pipe(
-            Effect.timeout("30 seconds"),
-            Effect.ignore
-          )
+          yield* Effect.promise(() =>
+            Promise.all(consumers.map((consumer) => consumer.disconnect().catch(() => undefined)))
+          ).pipe(Effect.timeout("30 seconds"), Effect.ignore)
         })
     )
 
     const crashed = yield* Deferred.make<never, KafkaError>()
-    consumer.on(consumer.events.CRASH, (event) => {
-      // kafkajs restarts itself on retriable errors; only a crash it gives up on ends the stream.
-      if (!event.payload.restart) {
-        Effect.runFork(Deferred.fail(crashed, kafkaError("The Kafka consumer crashed")(event.payload.error)))
-      }
-    })
+    for (const consumer of consumers) {
+      consumer.on(consumer.events.CRASH, (event) => {
+        // kafkajs restarts itself on retriable errors; only a crash it gives up on ends the stream.
+        if (!event.payload.restart) {
+          Effect.runFork(
+            Deferred.fail(crashed, kafkaError("The Kafka consumer crashed")(event.payload.error))
+          )
+        }
+      })
+    }
 
     return {
       /** Batches in the order kafkajs hands them over; the stream fails if the consumer gives up. */
@@ -152,7 +167,9 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
         Stream.interruptWhen(Deferred.await(crashed))
       ) as Stream.Stream<ConsumedBatch, KafkaError>,
       /** Stop fetching; waits for the batches in flight to be settled. */
-      stop: Effect.promise(() => consumer.stop().catch(() => undefined)),
+      stop: Effect.promise(() =>
+        Promise.all(consumers.map((consumer) => consumer.stop().catch(() => undefined)))
+      ),
       isRunning: Ref.get(running),
       concurrency: options.concurrency,
       groupId: client.groupId
@@ -160,6 +177,8 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
   })
 
 export class KafkaConsumer extends Effect.Service<KafkaConsumer>()("KafkaConsumer", {
-  scoped: makeKafkaConsumer({ concurrency: 3 }),
+  scoped: Effect.flatMap(IngestConfig, ({ consumers }) =>
+    makeKafkaConsumer({ concurrency: Math.max(3, consumers), members: consumers })
+  ),
   dependencies: [KafkaClient.Default]
 }) {}
