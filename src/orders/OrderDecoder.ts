@@ -91,10 +91,20 @@ export const decodeOrderBytes = (
 /** The order as JSON-ready data in the model's shape and field order. */
 export const orderToJson = (order: Order): OrderJson => encodeOrder(order)
 
+/** An order is immutable: the ingest path serialises it for the database and again for the cache. */
+const serialised = new WeakMap<Order, string>()
+
 /**
  * The order as a JSON string in the model's field order; the same order always gives the same
  * string. An `Order` holds exactly the model's fields, in order, with nothing to transform, so it
  * serialises as it is — no second pass through the schema on the ingest path (a property test
  * holds this equal to the schema's encoding).
  */
-export const orderToJsonString = (order: Order): string => JSON.stringify(order)
+export const orderToJsonString = (order: Order): string => {
+  let json = serialised.get(order)
+  if (json === undefined) {
+    json = JSON.stringify(order)
+    serialised.set(order, json)
+  }
+  return json
+}
