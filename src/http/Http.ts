@@ -31,11 +31,10 @@ export const orderUidProblem = (uid: string): Option.Option<string> =>
   })
 
 /** Headers of an order response; shared with the server's fast path so both answer alike. */
-export const orderHeaders = (etag: string) => ({
-  etag,
-  // Orders do not change once stored; a client may reuse one briefly and revalidate with the ETag.
-  "cache-control": "private, max-age=60"
-})
+/** Orders do not change once stored; a client may reuse one briefly and revalidate with the ETag. */
+export const ORDER_CACHE_CONTROL = "private, max-age=60"
+
+export const orderHeaders = (etag: string) => ({ etag, "cache-control": ORDER_CACHE_CONTROL })
 
 const unavailable = (message: string) => new Unavailable({ error: "unavailable", message })
 

@@ -16,7 +16,7 @@ import { Context, Deferred, Duration, Effect, Layer, Option, Runtime } from "eff
 import { OrderCache } from "../cache/OrderCache.ts"
 import { HttpConfig } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
-import { orderHeaders, orderUidProblem } from "./Http.ts"
+import { ORDER_CACHE_CONTROL, orderUidProblem } from "./Http.ts"
 
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   "content-security-policy":
@@ -26,6 +26,9 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   "x-frame-options": "DENY",
   "cross-origin-opener-policy": "same-origin"
 }
+
+/** The same, as a flat name/value list for `writeHead`. */
+const SECURITY_HEADER_LIST: ReadonlyArray<string> = Object.entries(SECURITY_HEADERS).flat()
 
 const ORDER_PREFIX = "/order/"
 
@@ -63,6 +66,7 @@ const writeJson = (
 ) => {
   const text = JSON.stringify(body)
   res.writeHead(status, {
+    ...SECURITY_HEADERS,
     "content-type": "application/json",
     "content-length": Buffer.byteLength(text),
     ...headers
@@ -120,16 +124,23 @@ export const HttpServerLive = Layer.scoped(
         writeJson(res, 400, { error: "invalid_order_uid", message: problem.value })
         return true
       }
-      const headers = orderHeaders(hit.value.etag)
+      // The headers as one flat list: Node writes it as it is, without a per-header pass.
+      const etag = hit.value.etag
       if (req.headers["if-none-match"] === hit.value.etag) {
-        res.writeHead(304, headers)
+        res.writeHead(304, [...SECURITY_HEADER_LIST, "etag", etag, "cache-control", ORDER_CACHE_CONTROL])
         res.end()
       } else {
-        res.writeHead(200, {
-          "content-type": "application/json",
-          "content-length": hit.value.bytes,
-          ...headers
-        })
+        res.writeHead(200, [
+          ...SECURITY_HEADER_LIST,
+          "content-type",
+          "application/json",
+          "content-length",
+          String(hit.value.bytes),
+          "etag",
+          etag,
+          "cache-control",
+          ORDER_CACHE_CONTROL
+        ])
         res.end(hit.value.json)
       }
       return true
@@ -140,6 +151,13 @@ export const HttpServerLive = Layer.scoped(
       const url = req.url ?? "/"
       const q = url.indexOf("?")
       const pathname = q === -1 ? url : url.slice(0, q)
+      if (!draining && orderFastPath(req, res, pathname)) {
+        // Answered at once and in full: nothing for a shutdown to wait for.
+        const ms = performance.now() - started
+        observeHttpRequest("GET", "/order/{order_uid}", res.statusCode, ms / 1000)
+        if (config.accessLog) accessLog(req, res, pathname, ms)
+        return
+      }
       inFlight++
       res.once("close", () => {
         inFlight--
@@ -158,7 +176,6 @@ export const HttpServerLive = Layer.scoped(
         )
         return
       }
-      if (orderFastPath(req, res, pathname)) return
       handleWithApp(req, res)
     })
 
