@@ -7,6 +7,7 @@ import { createHash } from "node:crypto"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Option, Schema } from "effect"
+import { transaction } from "../db/transaction.ts"
 import { Order, type OrderJson } from "./Order.ts"
 import { orderToJsonString } from "./OrderDecoder.ts"
 
@@ -172,7 +173,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       ].toReversed()
       if (candidates.length === 0) return []
 
-      const { insertedUids, storedHash } = yield* sql.withTransaction(
+      const { insertedUids, storedHash } = yield* transaction(sql)(
         Effect.gen(function* () {
           const headers = candidates.map(({ encoded: o, hash }) => ({
             order_uid: o.order_uid,
