@@ -126,7 +126,7 @@ export const HttpServerLive = Layer.scoped(
       }
       // The headers as one flat list: Node writes it as it is, without a per-header pass.
       const etag = hit.value.etag
-      if (req.headers["if-none-match"] === hit.value.etag) {
+      if (req.headers["if-none-match"] === etag) {
         res.writeHead(304, [...SECURITY_HEADER_LIST, "etag", etag, "cache-control", ORDER_CACHE_CONTROL])
         res.end()
       } else {

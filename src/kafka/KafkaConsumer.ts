@@ -88,34 +88,32 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       }
     }
 
-    const toBatch = ({ payload, settled }: Pending): ConsumedBatch => ({
-      topic: payload.batch.topic,
-      partition: payload.batch.partition,
-      messages: payload.batch.messages,
-      nextOffset: (BigInt(payload.batch.lastOffset()) + 1n).toString(),
-      heartbeat: Effect.promise(() => payload.heartbeat().catch(() => undefined)),
-      // The payload's own commit: the consumer's `commitOffsets` silently skips it while stopping.
-      commit: Effect.tryPromise({
-        try: () =>
-          payload.commitOffsetsIfNecessary({
-            topics: [
-              {
-                topic: payload.batch.topic,
-                partitions: [
-                  {
-                    partition: payload.batch.partition,
-                    offset: (BigInt(payload.batch.lastOffset()) + 1n).toString()
-                  }
-                ]
-              }
-            ]
-          }),
-        catch: kafkaError("Could not commit offsets")
-      }),
-      isStale: Effect.sync(() => payload.isStale() || !payload.isRunning()),
-      done: Deferred.succeed(settled, "done").pipe(Effect.asVoid),
-      abandon: Deferred.succeed(settled, "abandoned").pipe(Effect.asVoid)
-    })
+    const toBatch = ({ payload, settled }: Pending): ConsumedBatch => {
+      const nextOffset = (BigInt(payload.batch.lastOffset()) + 1n).toString()
+      return {
+        topic: payload.batch.topic,
+        partition: payload.batch.partition,
+        messages: payload.batch.messages,
+        nextOffset,
+        heartbeat: Effect.promise(() => payload.heartbeat().catch(() => undefined)),
+        // The payload's own commit: the consumer's `commitOffsets` silently skips it while stopping.
+        commit: Effect.tryPromise({
+          try: () =>
+            payload.commitOffsetsIfNecessary({
+              topics: [
+                {
+                  topic: payload.batch.topic,
+                  partitions: [{ partition: payload.batch.partition, offset: nextOffset }]
+                }
+              ]
+            }),
+          catch: kafkaError("Could not commit offsets")
+        }),
+        isStale: Effect.sync(() => payload.isStale() || !payload.isRunning()),
+        done: Deferred.succeed(settled, "done").pipe(Effect.asVoid),
+        abandon: Deferred.succeed(settled, "abandoned").pipe(Effect.asVoid)
+      }
+    }
 
     yield* Effect.acquireRelease(
       Effect.tryPromise({
