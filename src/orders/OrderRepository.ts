@@ -122,11 +122,8 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         onSome: ([at, uid]) => sql`WHERE (created_at, order_uid) < (${at}::timestamptz, ${uid})`
       })
 
-    const toStored = (text: string): StoredOrder => {
-      // Re-serialising drops PostgreSQL's spacing, so the text equals the ingest path's JSON.
-      const value: unknown = JSON.parse(text)
-      return { order: decodeOrderJson(value), json: JSON.stringify(value) }
-    }
+    /** `json` is already canonical (see `canonical` below): it is decoded, not re-serialised. */
+    const toStored = (json: string): StoredOrder => ({ order: decodeOrderJson(JSON.parse(json)), json })
 
     const insertParts = (orders: ReadonlyArray<Prepared>) =>
       Effect.gen(function* () {
