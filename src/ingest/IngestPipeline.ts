@@ -285,6 +285,9 @@ export const IngestPipeline = Layer.scopedDiscard(
       Effect.forkScoped
     )
     yield* status.set(true)
+    yield* Effect.logInfo("Consuming orders").pipe(
+      Effect.annotateLogs({ groupId: consumer.groupId, instanceId: consumer.instanceId })
+    )
     yield* Effect.addFinalizer(() =>
       Effect.logInfo("Stopping ingestion: finishing the batches in flight").pipe(
         Effect.zipRight(consumer.stop.pipe(Effect.timeout(Duration.seconds(30)), Effect.ignore))

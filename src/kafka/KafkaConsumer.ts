@@ -7,6 +7,7 @@
 import { Deferred, Effect, FiberId, Queue, Ref, Stream } from "effect"
 import type { Consumer, EachBatchPayload, KafkaMessage } from "kafkajs"
 import { IngestConfig } from "../config/AppConfig.ts"
+import { newInstanceId, partitionAssigners } from "./InstanceSpreadAssigner.ts"
 import { KafkaClient, kafkaError, type KafkaError } from "./KafkaClient.ts"
 
 /** How a batch ended for the pipeline. */
@@ -53,6 +54,11 @@ export interface KafkaConsumerOptions {
   readonly members?: number
   /** Upper bound of message bytes fetched per partition, i.e. the largest batch. */
   readonly maxBytesPerPartition?: number
+  /**
+   * Which process these members belong to, for the partition assigner (default: a new id). Each
+   * process gets its share of the partitions, whatever the number of members it runs.
+   */
+  readonly instanceId?: string
 }
 
 export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
@@ -65,9 +71,11 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
     const runPromise = <A, E>(effect: Effect.Effect<A, E>) =>
       Effect.runPromiseExit(Effect.provide(effect, runtime))
 
+    const instanceId = options.instanceId ?? newInstanceId()
     const consumers: ReadonlyArray<Consumer> = Array.from({ length: options.members ?? 1 }, () =>
       client.kafka.consumer({
         groupId: client.groupId,
+        partitionAssigners: partitionAssigners(instanceId),
         // Bigger batches mean fewer transactions; a batch is stored as one set-based insert.
         maxBytesPerPartition: options.maxBytesPerPartition ?? 4 * 1024 * 1024,
         sessionTimeout: 30_000,
@@ -170,7 +178,8 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       ),
       isRunning: Ref.get(running),
       concurrency: options.concurrency,
-      groupId: client.groupId
+      groupId: client.groupId,
+      instanceId
     }
   })
 

@@ -327,9 +327,11 @@ const withDatabase = async <A>(url: string, f: (client: pg.Client) => Promise<A>
 
 /** Orders stored so far; -1 while the database cannot be read (down, or no tables yet). */
 export const storedCount = (s: Scenario): Promise<number> =>
-  withDatabase(s.databaseUrl, async (c) =>
-    Number((await c.query("SELECT count(*) AS n FROM orders")).rows[0].n)
-  ).catch((e: unknown) => {
+  withDatabase(s.databaseUrl, async (c) => {
+    const n = Number((await c.query("SELECT count(*) AS n FROM orders")).rows[0].n)
+    lastQueryError = "" // an error from before the tables existed, or during an outage, is history
+    return n
+  }).catch((e: unknown) => {
     lastQueryError = String(e)
     return -1
   })
@@ -366,7 +368,7 @@ export const waitFor = async (
     )
     .join("\n")
   throw new Error(
-    `timed out waiting until ${what} (last database error: ${lastQueryError || "none"}); logs in ${logDir}\n${outputs}`
+    `timed out waiting until ${what} (database: ${lastQueryError === "" ? "readable" : `last query failed with ${lastQueryError}`}); logs in ${logDir}\n${outputs}`
   )
 }
 
