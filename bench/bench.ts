@@ -6,6 +6,7 @@
  *   npm run bench                # all parts
  *   npm run bench -- ingest      # one part: ingest | http | startup
  *   BENCH_INGEST_N=50000 npm run bench -- ingest
+ *   BENCH_INGEST_N=0 BENCH_INGEST_PER_MESSAGE_N=0 npm run bench -- ingest   # only the run with rejects
  *   BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=bench/results" npm run bench -- ingest   # profile the service
  */
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
@@ -23,6 +24,7 @@ import { generateOrders } from "../src/tools/OrderGenerator.ts"
 
 const INGEST_N = Number(process.env["BENCH_INGEST_N"] ?? 200_000)
 const INGEST_PER_MESSAGE_N = Number(process.env["BENCH_INGEST_PER_MESSAGE_N"] ?? 20_000)
+const INGEST_REJECTS_N = Number(process.env["BENCH_INGEST_REJECTS_N"] ?? 50_000)
 const HTTP_ORDERS = 10_000
 const HTTP_SECONDS = Number(process.env["BENCH_HTTP_SECONDS"] ?? 15)
 const STARTUP_ORDERS = Number(process.env["BENCH_STARTUP_N"] ?? 100_000)
@@ -104,7 +106,12 @@ const metric = async (base: string, name: string): Promise<number> => {
   return sum
 }
 
-const produceAll = async (brokers: string, topic: string, orders: ReadonlyArray<OrderJson>) => {
+interface Outgoing {
+  readonly key: string
+  readonly value: string
+}
+
+const produceAll = async (brokers: string, topic: string, messages: ReadonlyArray<Outgoing>) => {
   const kafka = new Kafka({ clientId: "bench", brokers: brokers.split(","), logLevel: logLevel.NOTHING })
   const admin = kafka.admin()
   await admin.connect()
@@ -118,12 +125,8 @@ const produceAll = async (brokers: string, topic: string, orders: ReadonlyArray<
   await admin.disconnect()
   const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner })
   await producer.connect()
-  for (let i = 0; i < orders.length; i += 2000) {
-    await producer.send({
-      topic,
-      acks: -1,
-      messages: orders.slice(i, i + 2000).map((o) => ({ key: o.order_uid, value: JSON.stringify(o) }))
-    })
+  for (let i = 0; i < messages.length; i += 2000) {
+    await producer.send({ topic, acks: -1, messages: messages.slice(i, i + 2000) })
   }
   await producer.disconnect()
 }
@@ -150,18 +153,38 @@ const seedDatabase = async (url: string, orders: ReadonlyArray<OrderJson>) => {
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Every 50th message (2 %) a reject, alternating malformed JSON and an order without items, so
+ * that nearly every batch parks something and settles in a Kafka transaction.
+ */
+const withRejects = (orders: ReadonlyArray<OrderJson>): Array<Outgoing> =>
+  orders.map((o, i) =>
+    i % 50 !== 49
+      ? { key: o.order_uid, value: JSON.stringify(o) }
+      : { key: o.order_uid, value: i % 100 === 99 ? `{"order_uid":"${o.order_uid}",` : JSON.stringify({ ...o, items: [] }) }
+  )
+
+const ingestModes = [
+  { mode: "batch", n: INGEST_N, rejects: false, key: "ingest_orders_per_s" },
+  { mode: "message", n: INGEST_PER_MESSAGE_N, rejects: false, key: "ingest_orders_per_s_per_message_tx" },
+  { mode: "batch", n: INGEST_REJECTS_N, rejects: true, key: "ingest_messages_per_s_with_2pct_rejects" }
+] as const
+
 const ingest = async (env: Env) => {
   const rows: Array<Record<string, string | number>> = []
   const result: Record<string, number> = {}
-  for (const [mode, n] of [
-    ["batch", INGEST_N],
-    ["message", INGEST_PER_MESSAGE_N]
-  ] as const) {
-    const topic = `bench-${mode}-${Date.now()}`
-    console.log(`ingest (${mode}): generating and producing ${n} orders…`)
+  for (const { mode, n, rejects, key } of ingestModes) {
+    if (n === 0) continue // BENCH_INGEST_…_N=0 skips a run
+    const label = rejects ? `${mode}, 2 % rejects` : mode
+    const topic = `bench-${mode}${rejects ? "-rejects" : ""}-${Date.now()}`
+    console.log(`ingest (${label}): generating and producing ${n} messages…`)
     const orders = generateOrders(n, 7)
-    const items = orders.reduce((s, o) => s + o.items.length, 0)
-    await produceAll(env.kafka.bootstrapServers, topic, orders)
+    const messages = rejects
+      ? withRejects(orders)
+      : orders.map((o) => ({ key: o.order_uid, value: JSON.stringify(o) }))
+    const valid = rejects ? orders.filter((_, i) => i % 50 !== 49) : orders
+    const items = valid.reduce((s, o) => s + o.items.length, 0)
+    await produceAll(env.kafka.bootstrapServers, topic, messages)
     const url = await freshDatabase(env)
     const port = await freePort()
     const service = startService({
@@ -169,37 +192,40 @@ const ingest = async (env: Env) => {
       KAFKA_BROKERS: env.kafka.bootstrapServers,
       KAFKA_TOPIC: topic,
       KAFKA_DLQ_TOPIC: `${topic}.dlq`,
-      KAFKA_GROUP_ID: `bench-${mode}`,
+      KAFKA_GROUP_ID: topic,
       HTTP_PORT: String(port),
       CACHE_WARM_COUNT: "0",
       INGEST_TRANSACTION: mode
     })
     try {
-      // Progress from the service's own counter of stored orders: polling count(*) ten times a
-      // second would cost PostgreSQL a table scan each time, on the cores the service needs.
-      const stored = () => metric(`http://127.0.0.1:${port}`, "ingest_orders_stored_total")
-      await waitUntil("the first order is stored", async () => (await stored()) > 0, 120_000)
+      // Progress from the service's own counters: polling count(*) ten times a second would
+      // cost PostgreSQL a table scan each time, on the cores the service needs.
+      const base = `http://127.0.0.1:${port}`
+      const settled = async () =>
+        (await metric(base, "ingest_orders_stored_total")) +
+        (await metric(base, "ingest_messages_dead_lettered_total"))
+      await waitUntil("the first message is settled", async () => (await settled()) > 0, 120_000)
       const started = Date.now()
-      await waitUntil("every order is stored", async () => (await stored()) >= n, 1_800_000)
-      const counted = await count(url, "SELECT count(*) AS n FROM orders")
-      if (counted !== n)
-        throw new Error(`the service counted ${n} stored orders, the database holds ${counted}`)
+      await waitUntil("every message is stored or parked", async () => (await settled()) >= n, 1_800_000)
       const seconds = (Date.now() - started) / 1000
+      const counted = await count(url, "SELECT count(*) AS n FROM orders")
+      if (counted !== valid.length)
+        throw new Error(`${valid.length} valid orders were produced, the database holds ${counted}`)
       const perS = n / seconds
-      const rowsPerS = (n * 3 + items) / seconds
+      const rowsPerS = (valid.length * 3 + items) / seconds
       rows.push({
-        mode,
-        orders: n,
+        mode: label,
+        messages: n,
         seconds: round(seconds, 2),
-        "orders/s": round(perS),
+        "messages/s": round(perS),
         "rows/s": round(rowsPerS)
       })
-      result[mode === "batch" ? "ingest_orders_per_s" : "ingest_orders_per_s_per_message_tx"] = round(perS)
+      result[key] = round(perS)
     } finally {
       await stopService(service)
     }
   }
-  table("Ingest: from the first stored order until all are stored (3 partitions)", rows)
+  table("Ingest: from the first settled message until all are stored or parked (3 partitions)", rows)
   return { rows, result }
 }
 

@@ -2,7 +2,7 @@
  * The service's layers, composed. Each comes from its own module; tests build the same graph with
  * a layer swapped where they need to.
  */
-import { Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { OrderCache } from "./cache/OrderCache.ts"
 import * as Database from "./db/Database.ts"
 import { HttpAppLive } from "./http/Http.ts"
@@ -49,3 +49,13 @@ export const ServicesLive = Layer.mergeAll(HttpLive, IngestLive, CacheWarmup).pi
 )
 
 export const AppLive = ServicesLive.pipe(Layer.provide(Database.layer))
+
+/**
+ * Runs the service until interrupted (SIGINT/SIGTERM: succeeds) or until ingestion stops by itself
+ * (fails with `IngestStopped`, so the process exits non-zero and its supervisor restarts it). Either
+ * way the layers close in reverse order: HTTP drains, clients and pools close.
+ */
+export const launch = <E, R>(app: Layer.Layer<IngestStatus, E, R>) =>
+  Effect.scoped(
+    Effect.flatMap(Layer.build(app), (context) => Context.get(context, IngestStatus).stoppedByItself)
+  )

@@ -1,11 +1,12 @@
 /**
  * Start the order service: configuration, then the layers. SIGINT/SIGTERM close them in reverse
  * order: ingestion stops fetching and commits its batch in flight, HTTP drains, then the Kafka
- * clients, the pool, and whatever local servers were started.
+ * clients, the pool, and whatever local servers were started. If ingestion stops by itself (kafkajs
+ * gives up), the layers close the same way and the process exits with status 1.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
-import { AppLive } from "./App.ts"
+import { AppLive, launch } from "./App.ts"
 import * as AppConfig from "./config/AppConfig.ts"
 import * as Logging from "./observability/Logging.ts"
 
@@ -27,7 +28,7 @@ const main = Effect.gen(function* () {
   const app = process.argv.includes("--demo")
     ? Layer.merge(AppLive, (yield* Effect.promise(() => import("./tools/DemoOrders.ts"))).DemoOrders(200))
     : AppLive
-  return yield* Layer.launch(app).pipe(
+  return yield* launch(app).pipe(
     Effect.onInterrupt(() => Effect.logInfo("Order service stopped")),
     Effect.provide(Layer.merge(configLayer, logging))
   )

@@ -7,9 +7,13 @@
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import {
+  Cause,
+  Data,
+  Deferred,
   Duration,
   Effect,
   Either,
+  Exit,
   Layer,
   Metric,
   MetricBoundaries,
@@ -257,11 +261,30 @@ export const makeBatchHandler = Effect.gen(function* () {
 })
 
 /** Ingest status for `/readyz`. */
+/** Ingestion stopped by itself (not for a shutdown): the service can no longer do its job. */
+export class IngestStopped extends Data.TaggedError("IngestStopped")<{
+  readonly message: string
+  readonly cause: Cause.Cause<unknown>
+}> {}
+
+const reason = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  return error instanceof Error ? error.message : String(error)
+}
+
 export class IngestStatus extends Effect.Service<IngestStatus>()("IngestStatus", {
-  effect: Effect.map(Ref.make(false), (running) => ({
-    running: Ref.get(running),
-    set: (value: boolean) => Ref.set(running, value)
-  }))
+  effect: Effect.gen(function* () {
+    const running = yield* Ref.make(false)
+    const stopped = yield* Deferred.make<never, IngestStopped>()
+    return {
+      /** Consuming: `/readyz` reports it. */
+      running: Ref.get(running),
+      set: (value: boolean) => Ref.set(running, value),
+      /** Never succeeds; fails once ingestion has stopped by itself. The process waits on it to exit. */
+      stoppedByItself: Deferred.await(stopped),
+      stop: (error: IngestStopped) => Deferred.fail(stopped, error).pipe(Effect.asVoid)
+    }
+  })
 }) {}
 
 /**
@@ -280,8 +303,26 @@ export const IngestPipeline = Layer.scopedDiscard(
         unordered: true
       }),
       Stream.runDrain,
-      Effect.tapErrorCause((cause) => Effect.logError("The ingest pipeline stopped", cause)),
-      Effect.ensuring(status.set(false)),
+      Effect.onExit((exit) =>
+        Effect.zipRight(
+          status.set(false),
+          // Interrupted means shut down on purpose; anything else (kafkajs gave up, a defect)
+          // leaves the service unable to ingest, and a process that cannot ingest should exit
+          // so that whatever supervises it starts a new one.
+          Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
+            ? Effect.logError("The ingest pipeline stopped", exit.cause).pipe(
+                Effect.zipRight(
+                  status.stop(
+                    new IngestStopped({
+                      message: `Ingestion stopped: ${reason(exit.cause)}`,
+                      cause: exit.cause
+                    })
+                  )
+                )
+              )
+            : Effect.void
+        )
+      ),
       Effect.forkScoped
     )
     yield* status.set(true)

@@ -17,6 +17,9 @@ export class KafkaError extends Data.TaggedError("KafkaError")<{
 export const kafkaError = (what: string) => (cause: unknown) =>
   new KafkaError({ message: `${what}: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
 
+/** kafkajs' text for Kafka's CONCURRENT_TRANSACTIONS error. */
+const CONCURRENT_TRANSACTIONS = "another concurrent operation on the same transaction was ongoing"
+
 /** Route kafkajs' own logs through our logger (the runtime's), so they come out as our structured lines. */
 const kafkajsLogCreator = (runtime: Runtime.Runtime<never>) => () => {
   const runFork = Runtime.runFork(runtime)
@@ -26,7 +29,10 @@ const kafkajsLogCreator = (runtime: Runtime.Runtime<never>) => () => {
     if (message.startsWith("Limiting retries for the idempotent producer")) return
     // kafkajs reports errors it retries itself (a coordinator still loading, a leader moving) at
     // ERROR; what we cannot recover from reaches our own code, which logs it as an error.
-    const write = level <= logLevel.WARN ? Effect.logWarning : Effect.logDebug
+    // CONCURRENT_TRANSACTIONS right after a commit is routine (the coordinator is still writing its
+    // markers) and retried at once; the Java client too logs it at debug.
+    const routine = typeof extra["error"] === "string" && extra["error"].includes(CONCURRENT_TRANSACTIONS)
+    const write = level <= logLevel.WARN && !routine ? Effect.logWarning : Effect.logDebug
     runFork(write(message).pipe(Effect.annotateLogs({ component: "kafkajs", ...extra })))
   }
 }

@@ -85,6 +85,20 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       })
     )
 
+    // Listening before `run`: kafkajs joins the group inside `run` and reports a failed join as a
+    // crash before `run` returns.
+    const crashed = yield* Deferred.make<never, KafkaError>()
+    for (const consumer of consumers) {
+      consumer.on(consumer.events.CRASH, (event) => {
+        // kafkajs restarts itself on retriable errors; only a crash it gives up on ends the stream.
+        if (!event.payload.restart) {
+          Effect.runFork(
+            Deferred.fail(crashed, kafkaError("The Kafka consumer crashed")(event.payload.error))
+          )
+        }
+      })
+    }
+
     const eachBatch = async (payload: EachBatchPayload) => {
       if (payload.batch.isEmpty()) return
       const settled = Deferred.unsafeMake<Settlement>(FiberId.none)
@@ -153,18 +167,6 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
           ).pipe(Effect.timeout("30 seconds"), Effect.ignore)
         })
     )
-
-    const crashed = yield* Deferred.make<never, KafkaError>()
-    for (const consumer of consumers) {
-      consumer.on(consumer.events.CRASH, (event) => {
-        // kafkajs restarts itself on retriable errors; only a crash it gives up on ends the stream.
-        if (!event.payload.restart) {
-          Effect.runFork(
-            Deferred.fail(crashed, kafkaError("The Kafka consumer crashed")(event.payload.error))
-          )
-        }
-      })
-    }
 
     return {
       /** Batches in the order kafkajs hands them over; the stream fails if the consumer gives up. */
