@@ -161,7 +161,10 @@ const withRejects = (orders: ReadonlyArray<OrderJson>): Array<Outgoing> =>
   orders.map((o, i) =>
     i % 50 !== 49
       ? { key: o.order_uid, value: JSON.stringify(o) }
-      : { key: o.order_uid, value: i % 100 === 99 ? `{"order_uid":"${o.order_uid}",` : JSON.stringify({ ...o, items: [] }) }
+      : {
+          key: o.order_uid,
+          value: i % 100 === 99 ? `{"order_uid":"${o.order_uid}",` : JSON.stringify({ ...o, items: [] })
+        }
   )
 
 const ingestModes = [

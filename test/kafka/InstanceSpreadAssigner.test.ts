@@ -18,7 +18,10 @@ const partitionsOf = (topic: string, n: number): Array<TopicPartition> =>
 
 const members = (instances: Record<string, number>): Array<Member> =>
   Object.entries(instances).flatMap(([instance, n]) =>
-    Array.from({ length: n }, (_, i) => ({ memberId: `consumer-${instance}-${i}-${(i * 7919) % 13}`, instance }))
+    Array.from({ length: n }, (_, i) => ({
+      memberId: `consumer-${instance}-${i}-${(i * 7919) % 13}`,
+      instance
+    }))
   )
 
 /** Partitions per process, and per member within each process. */
@@ -87,7 +90,11 @@ describe("partitions are spread over processes first, then over each process's c
   })
 
   it("a member that names no process counts as a process of its own", () => {
-    const plain = AssignerProtocol.MemberMetadata.encode({ version: 0, topics: ["orders"], userData: Buffer.alloc(0) })
+    const plain = AssignerProtocol.MemberMetadata.encode({
+      version: 0,
+      topics: ["orders"],
+      userData: Buffer.alloc(0)
+    })
     const named = AssignerProtocol.MemberMetadata.encode({
       version: 0,
       topics: ["orders"],
@@ -114,7 +121,10 @@ describe("two processes' consumers in one group on a real broker", () => {
               Stream.runForEach(consumer.batches, (batch) =>
                 Effect.gen(function* () {
                   const partitions = seen[instanceId]
-                  partitions.set(batch.partition, (partitions.get(batch.partition) ?? 0) + batch.messages.length)
+                  partitions.set(
+                    batch.partition,
+                    (partitions.get(batch.partition) ?? 0) + batch.messages.length
+                  )
                   yield* batch.commit
                   yield* batch.done
                 })
@@ -156,7 +166,11 @@ describe("two processes' consumers in one group on a real broker", () => {
           yield* produce(topics.brokers, topics.topic, batch, partition)
         }
         const total = () => [...seen.a.values(), ...seen.b.values()].reduce((a, b) => a + b, 0)
-        yield* eventually("all 300 messages are consumed", Effect.sync(() => total() >= 300), 60_000)
+        yield* eventually(
+          "all 300 messages are consumed",
+          Effect.sync(() => total() >= 300),
+          60_000
+        )
 
         expect(total()).toBe(300)
         expect([...seen.a.keys()].sort()).toEqual(owned.a.sort())
