@@ -1,5 +1,5 @@
 /**
- * Benchmarks: ingest throughput, HTTP serving, start-up and memory. Prints tables and writes
+ * Benchmarks: ingest throughput and latency, HTTP serving, start-up and memory. Prints tables and writes
  * JSON to bench/results/. Everything runs on this machine against real servers started here
  * (embedded PostgreSQL, a local Kafka broker, the service as its own process), on loopback only.
  *
@@ -7,6 +7,7 @@
  *   npm run bench -- ingest      # one part: ingest | http | startup
  *   BENCH_INGEST_N=50000 npm run bench -- ingest
  *   BENCH_INGEST_N=0 BENCH_INGEST_PER_MESSAGE_N=0 npm run bench -- ingest   # only the run with rejects
+ *   npm run bench -- latency     # produce → stored, at a steady 1,000 messages/s
  *   BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=bench/results" npm run bench -- ingest   # profile the service
  */
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
@@ -28,6 +29,8 @@ const INGEST_REJECTS_N = Number(process.env["BENCH_INGEST_REJECTS_N"] ?? 50_000)
 const HTTP_ORDERS = 10_000
 const HTTP_SECONDS = Number(process.env["BENCH_HTTP_SECONDS"] ?? 15)
 const STARTUP_ORDERS = Number(process.env["BENCH_STARTUP_N"] ?? 100_000)
+const LATENCY_RATE = Number(process.env["BENCH_LATENCY_RATE"] ?? 1_000)
+const LATENCY_SECONDS = Number(process.env["BENCH_LATENCY_SECONDS"] ?? 30)
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** digits
@@ -232,6 +235,97 @@ const ingest = async (env: Env) => {
   return { rows, result }
 }
 
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+
+/**
+ * Produce → stored while orders arrive at a steady rate (not a backlog): batches are small, so
+ * nearly every batch is its own PostgreSQL transaction and, with 2 % rejects, its own Kafka
+ * transaction. Latency per order = its row's `stored_at` (the storing transaction's start) minus
+ * the moment its send was acknowledged by the broker — both clocks are this machine's.
+ */
+const latency = async (env: Env) => {
+  const topic = `bench-latency-${Date.now()}`
+  const n = LATENCY_RATE * LATENCY_SECONDS
+  const orders = generateOrders(n, 17)
+  const messages = withRejects(orders)
+  const valid = new Set(orders.filter((_, i) => i % 50 !== 49).map((o) => o.order_uid))
+  await produceAll(env.kafka.bootstrapServers, topic, []) // the topics, nothing in them
+  const url = await freshDatabase(env)
+  const port = await freePort()
+  const service = startService({
+    DATABASE_URL: url,
+    KAFKA_BROKERS: env.kafka.bootstrapServers,
+    KAFKA_TOPIC: topic,
+    KAFKA_DLQ_TOPIC: `${topic}.dlq`,
+    KAFKA_GROUP_ID: topic,
+    HTTP_PORT: String(port),
+    CACHE_WARM_COUNT: "0"
+  })
+  try {
+    const base = `http://127.0.0.1:${port}`
+    await waitUntil("ready", async () => (await fetch(`${base}/readyz`)).status === 200, 120_000)
+    console.log(`latency: producing ${n} messages at ${LATENCY_RATE}/s (2 % rejects)…`)
+    const kafka = new Kafka({
+      clientId: "bench",
+      brokers: env.kafka.bootstrapServers.split(","),
+      logLevel: logLevel.NOTHING
+    })
+    const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner })
+    await producer.connect()
+    const sentAt = new Map<string, number>()
+    const tick = 50 // ms: 20 sends a second
+    const perTick = Math.max(1, Math.round((LATENCY_RATE * tick) / 1000))
+    const t0 = Date.now()
+    for (let i = 0; i < messages.length; i += perTick) {
+      const due = t0 + (i / perTick) * tick
+      if (due > Date.now()) await sleep(due - Date.now())
+      const chunk = messages.slice(i, i + perTick)
+      await producer.send({ topic, acks: -1, messages: chunk })
+      const acked = Date.now()
+      for (const m of chunk) sentAt.set(m.key, acked)
+    }
+    const producedS = (Date.now() - t0) / 1000
+    await producer.disconnect()
+    const settled = async () =>
+      (await metric(base, "ingest_orders_stored_total")) +
+      (await metric(base, "ingest_messages_dead_lettered_total"))
+    await waitUntil("every message is stored or parked", async () => (await settled()) >= n, 300_000)
+
+    const client = new pg.Client({ connectionString: url })
+    await client.connect()
+    const { rows } = await client
+      .query<{ order_uid: string; at: string }>(
+        "SELECT order_uid, (extract(epoch FROM stored_at) * 1000)::float8 AS at FROM orders"
+      )
+      .finally(() => client.end())
+    if (rows.length !== valid.size)
+      throw new Error(`${valid.size} valid orders were produced, the database holds ${rows.length}`)
+    const latencies = rows
+      .map((r) => Math.max(0, Number(r.at) - sentAt.get(r.order_uid)!))
+      .sort((a, b) => a - b)
+    const result = {
+      ingest_latency_p50_ms: round(percentile(latencies, 50)),
+      ingest_latency_p99_ms: round(percentile(latencies, 99)),
+      ingest_latency_max_ms: round(latencies.at(-1)!)
+    }
+    const table_ = [
+      {
+        "messages/s": round(n / producedS),
+        messages: n,
+        p50_ms: result.ingest_latency_p50_ms,
+        p90_ms: round(percentile(latencies, 90)),
+        p99_ms: result.ingest_latency_p99_ms,
+        max_ms: result.ingest_latency_max_ms
+      }
+    ]
+    table("Ingest latency: broker acknowledged → order stored, at a steady rate with 2 % rejects", table_)
+    return { rows: table_, result }
+  } finally {
+    await stopService(service)
+  }
+}
+
 const load = (url: string, uids: ReadonlyArray<string>, seconds: number) =>
   new Promise<autocannon.Result>((resolve, reject) => {
     const requests = uids.map((uid) => ({
@@ -375,7 +469,7 @@ const startup = async (env: Env) => {
 
 // ---------------------------------------------------------------------------------------------
 
-const parts = { ingest, http, startup } as const
+const parts = { ingest, latency, http, startup } as const
 const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof typeof parts>
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 
