@@ -72,7 +72,7 @@ const startService = (vars: Record<string, string>): ChildProcess =>
       CONFIG_FILE: "config/config.yaml",
       HTTP_HOST: "127.0.0.1",
       HTTP_ACCESS_LOG: "false",
-      LOG_LEVEL: "warning",
+      LOG_LEVEL: process.env["BENCH_LOG_LEVEL"] ?? "warning",
       LOG_FORMAT: "json",
       ...vars
     },

@@ -213,7 +213,7 @@ export const makeBatchHandler = Effect.gen(function* () {
       const settled = yield* retryInPlace(
         batch,
         letters.length === 0 ? "commit" : "dead-letter and commit",
-        letters.length === 0 ? batch.commit : deadLetters.settle(letters, [batch])
+        letters.length === 0 ? batch.commit : deadLetters.settle(letters, [batch], batch.member)
       )
       if (Option.isNone(settled)) {
         yield* batch.abandon

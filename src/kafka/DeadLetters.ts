@@ -7,6 +7,7 @@
 import { hostname } from "node:os"
 import { Effect } from "effect"
 import { CompressionTypes, Partitioners, type IHeaders, type Producer } from "kafkajs"
+import { IngestConfig } from "../config/AppConfig.ts"
 import { KafkaClient, kafkaError } from "./KafkaClient.ts"
 
 export type DeadLetterKind = "invalid_json" | "schema" | "business_rule" | "conflict" | "too_large"
@@ -85,11 +86,11 @@ export const chunksByBytes = (
 export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
   scoped: Effect.gen(function* () {
     const client = yield* KafkaClient
-    const makeProducer = (): Producer =>
+    const makeProducer = (lane: number): Producer =>
       client.kafka.producer({
-        // Unique per process: two instances must not fence each other off. A replacement producer
-        // in this process keeps the id, so its start aborts whatever the broken one left open.
-        transactionalId: `${client.clientId}-${hostname()}-${process.pid}`,
+        // Unique per process and lane: two instances must not fence each other off. A replacement
+        // producer keeps its lane's id, so its start aborts whatever the broken one left open.
+        transactionalId: `${client.clientId}-${hostname()}-${process.pid}-${lane}`,
         createPartitioner: Partitioners.DefaultPartitioner,
         idempotent: true,
         maxInFlightRequests: 1,
@@ -102,42 +103,64 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
         // out a leader election (~6 s) before our own retry starts over with a new producer.
         retry: { initialRetryTime: 25, retries: 8 }
       })
+
     /**
-     * The producer in use. After a failed transaction (a broker or the coordinator gone) kafkajs'
-     * producer can stay in a state it never leaves; the next attempt starts a new one instead.
+     * One transactional producer per lane (a lane per consumer of this process): a producer runs
+     * one transaction at a time, and with one for the whole process the consumers' transactions
+     * queued behind each other. After a failed transaction (a broker or the coordinator gone)
+     * kafkajs' producer can stay in a state it never leaves; the next attempt starts a new one.
      */
-    let current: Producer | undefined
-    const producer = async (): Promise<Producer> => {
-      if (current === undefined) {
-        const fresh = makeProducer()
-        await fresh.connect()
-        current = fresh
-      }
-      return current
+    interface Lane {
+      current: Producer | undefined
+      readonly lock: Effect.Semaphore
     }
-    const discard = async () => {
-      const broken = current
-      current = undefined
+    const lanes = new Map<number, Lane>()
+    const laneOf = (lane: number): Lane => {
+      let found = lanes.get(lane)
+      if (found === undefined) {
+        found = { current: undefined, lock: Effect.unsafeMakeSemaphore(1) }
+        lanes.set(lane, found)
+      }
+      return found
+    }
+    const producer = async (lane: number): Promise<Producer> => {
+      const l = laneOf(lane)
+      if (l.current === undefined) {
+        const fresh = makeProducer(lane)
+        await fresh.connect()
+        l.current = fresh
+      }
+      return l.current
+    }
+    const discard = async (lane: number) => {
+      const l = laneOf(lane)
+      const broken = l.current
+      l.current = undefined
       await broken?.disconnect().catch(() => undefined)
     }
+    // Every consumer's lane connects at start-up: a Kafka without transactions shows at once, and
+    // the first dead letters do not wait for a producer id.
+    const { consumers } = yield* IngestConfig
     yield* Effect.acquireRelease(
-      Effect.tryPromise({ try: producer, catch: kafkaError("Could not connect the dead-letter producer") }),
-      () => Effect.promise(discard)
+      Effect.tryPromise({
+        try: () => Promise.all(Array.from({ length: consumers }, (_, lane) => producer(lane))),
+        catch: kafkaError("Could not connect the dead-letter producer")
+      }),
+      () => Effect.promise(() => Promise.all([...lanes.keys()].map(discard)))
     )
-    // A transactional producer runs one transaction at a time.
-    const lock = yield* Effect.makeSemaphore(1)
 
     /**
      * Send `letters` to the dead-letter topic and commit `offsets` for the consumer group, in one
-     * transaction (`acks: -1`). Fails without effect on Kafka if anything goes wrong.
+     * transaction (`acks: -1`), on `lane`'s producer. Fails without effect on Kafka if anything
+     * goes wrong.
      */
-    const settle = (letters: ReadonlyArray<DeadLetter>, offsets: ReadonlyArray<Settle>) =>
-      lock
-        .withPermits(1)(
+    const settle = (letters: ReadonlyArray<DeadLetter>, offsets: ReadonlyArray<Settle>, lane = 0) =>
+      laneOf(lane)
+        .lock.withPermits(1)(
           Effect.tryPromise({
             try: async () => {
               try {
-                const transaction = await (await producer()).transaction()
+                const transaction = await (await producer(lane)).transaction()
                 try {
                   const now = new Date()
                   for (const chunk of chunksByBytes(letters, MAX_SEND_BYTES)) {
@@ -163,7 +186,7 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
                   throw error
                 }
               } catch (error) {
-                await discard()
+                await discard(lane)
                 throw error
               }
             },

@@ -31,7 +31,9 @@ const kafkajsLogCreator = (runtime: Runtime.Runtime<never>) => () => {
     // ERROR; what we cannot recover from reaches our own code, which logs it as an error.
     // CONCURRENT_TRANSACTIONS right after a commit is routine (the coordinator is still writing its
     // markers) and retried at once; the Java client too logs it at debug.
-    const routine = typeof extra["error"] === "string" && extra["error"].includes(CONCURRENT_TRANSACTIONS)
+    const routine =
+      message.includes(CONCURRENT_TRANSACTIONS) ||
+      (typeof extra["error"] === "string" && extra["error"].includes(CONCURRENT_TRANSACTIONS))
     const write = level <= logLevel.WARN && !routine ? Effect.logWarning : Effect.logDebug
     runFork(write(message).pipe(Effect.annotateLogs({ component: "kafkajs", ...extra })))
   }

@@ -21,6 +21,8 @@ export interface ConsumedBatch {
   readonly topic: string
   readonly partition: number
   readonly messages: ReadonlyArray<KafkaMessage>
+  /** Which of this process's consumers fetched it (0-based): batches of one consumer settle in turn. */
+  readonly member: number
   /** The offset to commit once every message of the batch is stored or dead-lettered. */
   readonly nextOffset: string
   /** Tell the group coordinator we are alive while a batch takes long (retries). */
@@ -39,6 +41,7 @@ export interface ConsumedBatch {
 }
 
 interface Pending {
+  readonly member: number
   readonly payload: EachBatchPayload
   readonly settled: Deferred.Deferred<Settlement>
 }
@@ -99,10 +102,10 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       })
     }
 
-    const eachBatch = async (payload: EachBatchPayload) => {
+    const eachBatch = (member: number) => async (payload: EachBatchPayload) => {
       if (payload.batch.isEmpty()) return
       const settled = Deferred.unsafeMake<Settlement>(FiberId.none)
-      const offered = await runPromise(Queue.offer(queue, { payload, settled }))
+      const offered = await runPromise(Queue.offer(queue, { member, payload, settled }))
       if (offered._tag === "Failure") return // shutting down: nothing resolved, fetched again later
       const outcome = await runPromise(Deferred.await(settled))
       if (outcome._tag === "Success" && outcome.value === "done") {
@@ -110,12 +113,13 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       }
     }
 
-    const toBatch = ({ payload, settled }: Pending): ConsumedBatch => {
+    const toBatch = ({ member, payload, settled }: Pending): ConsumedBatch => {
       const nextOffset = (BigInt(payload.batch.lastOffset()) + 1n).toString()
       return {
         topic: payload.batch.topic,
         partition: payload.batch.partition,
         messages: payload.batch.messages,
+        member,
         nextOffset,
         heartbeat: Effect.promise(() => payload.heartbeat().catch(() => undefined)),
         // The payload's own commit: the consumer's `commitOffsets` silently skips it while stopping.
@@ -141,7 +145,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       Effect.tryPromise({
         try: () =>
           Promise.all(
-            consumers.map(async (consumer) => {
+            consumers.map(async (consumer, member) => {
               await consumer.connect()
               // A new group starts from the earliest offset, so a backlog is not skipped.
               await consumer.subscribe({ topics: [client.topics.orders], fromBeginning: true })
@@ -149,7 +153,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
                 autoCommit: false,
                 eachBatchAutoResolve: false,
                 partitionsConsumedConcurrently: options.concurrency,
-                eachBatch
+                eachBatch: eachBatch(member)
               })
             })
           ),
