@@ -79,6 +79,23 @@ const startService = (vars: Record<string, string>): ChildProcess =>
     stdio: ["ignore", "inherit", "inherit"]
   })
 
+/** The service on `topic` (and its `.dlq`) with a group of the same name, storing into `url`. */
+const startOnTopic = (url: string, port: number, topic: string, vars: Record<string, string> = {}) =>
+  startService({
+    DATABASE_URL: url,
+    KAFKA_TOPIC: topic,
+    KAFKA_DLQ_TOPIC: `${topic}.dlq`,
+    KAFKA_GROUP_ID: topic,
+    HTTP_PORT: String(port),
+    CACHE_WARM_COUNT: "0",
+    ...vars
+  })
+
+/** Messages the service has stored or parked so far, from its own counters. */
+const settledCount = async (base: string) =>
+  (await metric(base, "ingest_orders_stored_total")) +
+  (await metric(base, "ingest_messages_dead_lettered_total"))
+
 const stopService = async (child: ChildProcess) => {
   if (child.exitCode !== null) return
   const exited = new Promise((r) => child.once("exit", r))
@@ -160,9 +177,11 @@ const seedDatabase = async (url: string, orders: ReadonlyArray<OrderJson>) => {
  * Every 50th message (2 %) a reject, alternating malformed JSON and an order without items, so
  * that nearly every batch parks something and settles in a Kafka transaction.
  */
+const isReject = (i: number) => i % 50 === 49
+
 const withRejects = (orders: ReadonlyArray<OrderJson>): Array<Outgoing> =>
   orders.map((o, i) =>
-    i % 50 !== 49
+    !isReject(i)
       ? { key: o.order_uid, value: JSON.stringify(o) }
       : {
           key: o.order_uid,
@@ -188,28 +207,20 @@ const ingest = async (env: Env) => {
     const messages = rejects
       ? withRejects(orders)
       : orders.map((o) => ({ key: o.order_uid, value: JSON.stringify(o) }))
-    const valid = rejects ? orders.filter((_, i) => i % 50 !== 49) : orders
+    const valid = rejects ? orders.filter((_, i) => !isReject(i)) : orders
     const items = valid.reduce((s, o) => s + o.items.length, 0)
     await produceAll(env.kafka.bootstrapServers, topic, messages)
     const url = await freshDatabase(env)
     const port = await freePort()
-    const service = startService({
-      DATABASE_URL: url,
+    const service = startOnTopic(url, port, topic, {
       KAFKA_BROKERS: env.kafka.bootstrapServers,
-      KAFKA_TOPIC: topic,
-      KAFKA_DLQ_TOPIC: `${topic}.dlq`,
-      KAFKA_GROUP_ID: topic,
-      HTTP_PORT: String(port),
-      CACHE_WARM_COUNT: "0",
       INGEST_TRANSACTION: mode
     })
     try {
       // Progress from the service's own counters: polling count(*) ten times a second would
       // cost PostgreSQL a table scan each time, on the cores the service needs.
       const base = `http://127.0.0.1:${port}`
-      const settled = async () =>
-        (await metric(base, "ingest_orders_stored_total")) +
-        (await metric(base, "ingest_messages_dead_lettered_total"))
+      const settled = () => settledCount(base)
       await waitUntil("the first message is settled", async () => (await settled()) > 0, 120_000)
       const started = Date.now()
       await waitUntil("every message is stored or parked", async () => (await settled()) >= n, 1_800_000)
@@ -249,19 +260,11 @@ const latency = async (env: Env) => {
   const n = LATENCY_RATE * LATENCY_SECONDS
   const orders = generateOrders(n, 17)
   const messages = withRejects(orders)
-  const valid = new Set(orders.filter((_, i) => i % 50 !== 49).map((o) => o.order_uid))
+  const valid = new Set(orders.filter((_, i) => !isReject(i)).map((o) => o.order_uid))
   await produceAll(env.kafka.bootstrapServers, topic, []) // the topics, nothing in them
   const url = await freshDatabase(env)
   const port = await freePort()
-  const service = startService({
-    DATABASE_URL: url,
-    KAFKA_BROKERS: env.kafka.bootstrapServers,
-    KAFKA_TOPIC: topic,
-    KAFKA_DLQ_TOPIC: `${topic}.dlq`,
-    KAFKA_GROUP_ID: topic,
-    HTTP_PORT: String(port),
-    CACHE_WARM_COUNT: "0"
-  })
+  const service = startOnTopic(url, port, topic, { KAFKA_BROKERS: env.kafka.bootstrapServers })
   try {
     const base = `http://127.0.0.1:${port}`
     await waitUntil("ready", async () => (await fetch(`${base}/readyz`)).status === 200, 120_000)
@@ -287,9 +290,7 @@ const latency = async (env: Env) => {
     }
     const producedS = (Date.now() - t0) / 1000
     await producer.disconnect()
-    const settled = async () =>
-      (await metric(base, "ingest_orders_stored_total")) +
-      (await metric(base, "ingest_messages_dead_lettered_total"))
+    const settled = () => settledCount(base)
     await waitUntil("every message is stored or parked", async () => (await settled()) >= n, 300_000)
 
     const client = new pg.Client({ connectionString: url })
