@@ -260,7 +260,6 @@ export const makeBatchHandler = Effect.gen(function* () {
   return { handle } as const
 })
 
-/** Ingest status for `/readyz`. */
 /** Ingestion stopped by itself (not for a shutdown): the service can no longer do its job. */
 export class IngestStopped extends Data.TaggedError("IngestStopped")<{
   readonly message: string
@@ -272,6 +271,7 @@ const reason = (cause: Cause.Cause<unknown>): string => {
   return error instanceof Error ? error.message : String(error)
 }
 
+/** Ingest status, for `/readyz` and for the process to exit when ingestion cannot go on. */
 export class IngestStatus extends Effect.Service<IngestStatus>()("IngestStatus", {
   effect: Effect.gen(function* () {
     const running = yield* Ref.make(false)
