@@ -25,9 +25,16 @@ export interface ConsumedBatch {
   readonly member: number
   /** The offset to commit once every message of the batch is stored or dead-lettered. */
   readonly nextOffset: string
-  /** Tell the group coordinator we are alive while a batch takes long (retries). */
+  /**
+   * Tell the group coordinator we are alive (at most every heartbeat interval). If it answers that
+   * this consumer is no longer a member of the group, the batch becomes stale.
+   */
   readonly heartbeat: Effect.Effect<void>
-  /** True once a rebalance gave this partition to another member: its work is not ours to commit. */
+  /**
+   * True once the batch is not ours to commit: the consumer stops, the partition was sought, or the
+   * group has dropped this consumer (it was silent longer than the session timeout — paused, or cut
+   * off — and its partitions went to others) until it has joined again.
+   */
   readonly isStale: Effect.Effect<boolean>
   /**
    * Commit the batch's offset with the group coordinator, outside any transaction: for a batch
@@ -39,6 +46,25 @@ export interface ConsumedBatch {
   /** The batch was not committed: kafkajs fetches it again. */
   readonly abandon: Effect.Effect<void>
 }
+
+/**
+ * The coordinator's answers meaning "you are not (or no longer) a member of this generation": the
+ * group moved on without this consumer. kafkajs rejoins once its batches in flight return.
+ */
+const NOT_A_MEMBER = new Set(["UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID"])
+
+const errorType = (error: unknown): string | undefined => {
+  let e: unknown = error
+  while (e !== null && typeof e === "object") {
+    const type = (e as { type?: unknown }).type
+    if (typeof type === "string") return type
+    e = (e as { cause?: unknown }).cause
+  }
+  return undefined
+}
+
+/** Whether `error`, from a heartbeat or an offset commit, says the consumer left the group. */
+export const isNotAMember = (error: unknown): boolean => NOT_A_MEMBER.has(errorType(error) ?? "")
 
 interface Pending {
   readonly member: number
@@ -75,6 +101,8 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       Effect.runPromiseExit(Effect.provide(effect, runtime))
 
     const instanceId = options.instanceId ?? newInstanceId()
+    /** Per consumer: dropped by the group and not joined again since. */
+    const dropped: Array<boolean> = Array.from({ length: options.members ?? 1 }, () => false)
     const consumers: ReadonlyArray<Consumer> = Array.from({ length: options.members ?? 1 }, () =>
       client.kafka.consumer({
         groupId: client.groupId,
@@ -91,6 +119,12 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
     // Listening before `run`: kafkajs joins the group inside `run` and reports a failed join as a
     // crash before `run` returns.
     const crashed = yield* Deferred.make<never, KafkaError>()
+    consumers.forEach((consumer, member) => {
+      // A new generation: whatever this consumer is handed from now on is its own again.
+      consumer.on(consumer.events.GROUP_JOIN, () => {
+        dropped[member] = false
+      })
+    })
     for (const consumer of consumers) {
       consumer.on(consumer.events.CRASH, (event) => {
         // kafkajs restarts itself on retriable errors; only a crash it gives up on ends the stream.
@@ -121,7 +155,11 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
         messages: payload.batch.messages,
         member,
         nextOffset,
-        heartbeat: Effect.promise(() => payload.heartbeat().catch(() => undefined)),
+        heartbeat: Effect.promise(() =>
+          payload.heartbeat().catch((error: unknown) => {
+            if (isNotAMember(error)) dropped[member] = true
+          })
+        ),
         // The payload's own commit: the consumer's `commitOffsets` silently skips it while stopping.
         commit: Effect.tryPromise({
           try: () =>
@@ -133,9 +171,12 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
                 }
               ]
             }),
-          catch: kafkaError("Could not commit offsets")
+          catch: (error) => {
+            if (isNotAMember(error)) dropped[member] = true
+            return kafkaError("Could not commit offsets")(error)
+          }
         }),
-        isStale: Effect.sync(() => payload.isStale() || !payload.isRunning()),
+        isStale: Effect.sync(() => dropped[member]! || payload.isStale() || !payload.isRunning()),
         done: Deferred.succeed(settled, "done").pipe(Effect.asVoid),
         abandon: Deferred.succeed(settled, "abandoned").pipe(Effect.asVoid)
       }

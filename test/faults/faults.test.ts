@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
 import { LocalKafka } from "../../src/local/LocalKafka.ts"
 import {
+  groupMemberPids,
   isRunning,
   kill,
   killAll,
@@ -108,6 +109,7 @@ const POSTGRES_N = 50_000
 const TWO_N = 50_000
 const STORM_N = 50_000
 const HOSTILE_N = 10_000
+const PAUSE_N = 50_000
 
 describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)", () => {
   it(`the service SIGKILLed 3 times at random moments and started again: ${fmt(KILLS_N)} orders`, async () => {
@@ -230,6 +232,39 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
     expectAccounted(s, await settle(s, production))
     // The survivor did the rest, the messages on the dead one's partitions included.
     expect(await metric(b.url, "ingest_messages_consumed_total")).toBeGreaterThan(bBefore)
+    expect(await stop(b.process)).toBe(0)
+  }, 900_000)
+
+  it(`an instance paused past its session timeout while another takes over, then resumed: ${fmt(PAUSE_N)} orders`, async () => {
+    const s = await scenario(
+      cluster,
+      onSharedServer,
+      plan(PAUSE_N, { parkedShare: 0.05, redeliveryShare: 0.01, seed: seed + 6 })
+    )
+    cases.push(s)
+    const faults = gate()
+    const production = produce(s, 1_000, { share: 0.1, until: faults.opened })
+    const a = await startInstance(s)
+    await waitFor(s, "the first instance commits a batch", () => hasCommitted(a.url))
+    // At a random moment, most likely with a batch in hand; the group drops it after the session
+    // timeout (30 s) and gives its partitions to the second instance.
+    await sleep(Math.floor(rand() * 2_000))
+    console.info(`${s.name}: SIGSTOP the first instance at ${fmt(production.produced())} produced`)
+    a.process.child.kill("SIGSTOP")
+    const b = await startInstance(s)
+    await waitFor(s, "the second instance takes over and commits", () => hasCommitted(b.url))
+    await sleep(5_000)
+    // Back from the pause, its batch in hand belongs to the other instance now: it must neither
+    // commit it nor park its rejects a second time, and it must find its way back into the group.
+    console.info(`${s.name}: SIGCONT the first instance at ${fmt(production.produced())} produced`)
+    a.process.child.kill("SIGCONT")
+    faults.open()
+    expectAccounted(s, await settle(s, production))
+    await waitFor(s, "both instances are in the group again", async () => {
+      const pids = await groupMemberPids(s)
+      return pids.has(a.process.child.pid!) && pids.has(b.process.child.pid!)
+    })
+    expect(await stop(a.process)).toBe(0)
     expect(await stop(b.process)).toBe(0)
   }, 900_000)
 

@@ -10,7 +10,7 @@
  */
 import { createWriteStream, mkdirSync } from "node:fs"
 import path from "node:path"
-import { Kafka, logLevel, Partitioners, type IHeaders } from "kafkajs"
+import { AssignerProtocol, Kafka, logLevel, Partitioners, type IHeaders } from "kafkajs"
 import pg from "pg"
 import { freePort } from "../../src/local/freePort.ts"
 import type { LocalKafka } from "../../src/local/LocalKafka.ts"
@@ -370,6 +370,28 @@ export const waitFor = async (
   throw new Error(
     `timed out waiting until ${what} (database: ${lastQueryError === "" ? "readable" : `last query failed with ${lastQueryError}`}); logs in ${logDir}\n${outputs}`
   )
+}
+
+/**
+ * The process ids of the service instances with consumers in the case's group, once the group is
+ * stable (each member names its process in its metadata: `host/pid/…`); empty while rebalancing.
+ */
+export const groupMemberPids = async (s: Scenario): Promise<Set<number>> => {
+  const admin = kafkaOf(s.cluster).admin()
+  await admin.connect()
+  try {
+    const { groups } = await admin.describeGroups([s.groupId])
+    const group = groups[0]
+    if (group === undefined || group.state !== "Stable") return new Set()
+    return new Set(
+      group.members.map((m) => {
+        const userData = AssignerProtocol.MemberMetadata.decode(m.memberMetadata)?.userData
+        return Number(userData?.toString("utf8").split("/")[1])
+      })
+    )
+  } finally {
+    await admin.disconnect()
+  }
 }
 
 /** The partition leader of partition 0 of the case's topic, as a broker index (node id = index). */
