@@ -694,6 +694,10 @@ document.addEventListener("keydown", (event) => {
   ui.input.select()
 })
 
+// The search box has the focus from the start: `autofocus` alone is applied at the browser's next
+// rendering step, which can come after keys typed right away went nowhere.
+if (document.activeElement === null || document.activeElement === document.body) ui.input.focus()
+
 const initialUid = uidInLocation()
 if (initialUid !== null) open(initialUid, { push: false })
 loadRecent({ reset: true })
