@@ -131,26 +131,32 @@ describe("two processes' consumers in one group on a real broker", () => {
               )
             )
           })
-        const fibers = [yield* consume("a"), yield* consume("b")]
+        // Both processes start together, as a deployment's instances do: one rebalance, not several.
+        const fibers = yield* Effect.all([consume("a"), consume("b")], { concurrency: 2 })
 
         // The group settles on our protocol with all six consumers before anything is produced.
         const admin = kafkaFor(topics.brokers).admin()
         yield* Effect.acquireRelease(
           Effect.promise(() => admin.connect()),
-          () => Effect.promise(() => admin.disconnect())
+          () => Effect.promise(() => admin.disconnect()).pipe(Effect.timeout("10 seconds"), Effect.ignore)
         )
+        // Bounded, so that a broker slow to answer fails the test with a reason instead of hanging it.
         const describeGroup = Effect.promise(() => admin.describeGroups([topics.groupId])).pipe(
+          Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("describeGroups hung") }),
+          Effect.orDie,
           Effect.map(({ groups }) => groups[0]!)
         )
+        yield* Effect.logInfo("consumers started; waiting for the group to settle")
         yield* eventually(
           "six consumers share a stable assignment",
           Effect.map(
             describeGroup,
             (g) => g.state === "Stable" && g.members.length === 6 && g.protocol === PROTOCOL_NAME
           ),
-          60_000
+          90_000
         )
         const group = yield* describeGroup
+        yield* Effect.logInfo("group stable with six consumers; producing")
         const owned = { a: [] as Array<number>, b: [] as Array<number> }
         for (const member of group.members) {
           const { userData } = AssignerProtocol.MemberMetadata.decode(member.memberMetadata)!
@@ -163,8 +169,12 @@ describe("two processes' consumers in one group on a real broker", () => {
           Array.from({ length: 100 }, (_, i) => ({ key: `${partition}-${i}`, value: `{"n":${i}}` }))
         )
         for (const [partition, batch] of messages.entries()) {
-          yield* produce(topics.brokers, topics.topic, batch, partition)
+          yield* produce(topics.brokers, topics.topic, batch, partition).pipe(
+            Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error("producing hung") }),
+            Effect.orDie
+          )
         }
+        yield* Effect.logInfo("produced 300 messages; waiting for them to be consumed")
         const total = () => [...seen.a.values(), ...seen.b.values()].reduce((a, b) => a + b, 0)
         yield* eventually(
           "all 300 messages are consumed",
@@ -178,6 +188,6 @@ describe("two processes' consumers in one group on a real broker", () => {
         for (const fiber of fibers) yield* Fiber.interrupt(fiber)
       }).pipe(Effect.scoped, Effect.provide(KafkaClient.Default), Effect.provide(testConfig(topics)))
     },
-    120_000
+    240_000
   )
 })
