@@ -210,14 +210,19 @@ export const makeBatchHandler = Effect.gen(function* () {
 
       // Rejects and offsets move together in one Kafka transaction; with nothing to park, a plain
       // offset commit does the same in one round trip. The coordinator checks a plain commit's
-      // group generation, but kafkajs' transactional offset commit carries none: before one, a
-      // consumer that was silent past its session timeout (paused, cut off) finds out from a
-      // heartbeat that its partitions went to others, and leaves the batch to them.
-      if (letters.length > 0) yield* batch.heartbeat
+      // group generation, but kafkajs' transactional offset commit carries none: before committing
+      // one, a consumer that was silent past its session timeout (paused, cut off) finds out from
+      // a heartbeat that its partitions went to others, and leaves the batch to them.
+      const stillOurs = Effect.zipRight(
+        batch.heartbeat,
+        Effect.map(batch.isStale, (stale) => !stale)
+      )
       const settled = yield* retryInPlace(
         batch,
         letters.length === 0 ? "commit" : "dead-letter and commit",
-        letters.length === 0 ? batch.commit : deadLetters.settle(letters, [batch], batch.member)
+        letters.length === 0
+          ? batch.commit
+          : deadLetters.settle(letters, [batch], { lane: batch.member, stillOurs })
       )
       if (Option.isNone(settled)) {
         yield* batch.abandon

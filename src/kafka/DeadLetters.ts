@@ -5,7 +5,7 @@
  * twice (for `read_committed` readers of the dead-letter topic) or lose it.
  */
 import { hostname } from "node:os"
-import { Effect } from "effect"
+import { Effect, Runtime } from "effect"
 import { CompressionTypes, Partitioners, type IHeaders, type Producer } from "kafkajs"
 import { IngestConfig } from "../config/AppConfig.ts"
 import { KafkaClient, kafkaError } from "./KafkaClient.ts"
@@ -149,13 +149,26 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
       () => Effect.promise(() => Promise.all([...lanes.keys()].map(discard)))
     )
 
+    const runtime = yield* Effect.runtime<never>()
+
     /**
      * Send `letters` to the dead-letter topic and commit `offsets` for the consumer group, in one
      * transaction (`acks: -1`), on `lane`'s producer. Fails without effect on Kafka if anything
      * goes wrong.
+     *
+     * `stillOurs` is asked once the transaction is open on the coordinator and just before it is
+     * committed; if it says no, the transaction is aborted. kafkajs' transactional offset commit
+     * carries no group generation, so this is where a consumer the group has dropped (silent past
+     * its session timeout) is kept from parking what its partitions' new owner parks too. A pause
+     * after the question leaves an open transaction, which the coordinator aborts on its timeout.
      */
-    const settle = (letters: ReadonlyArray<DeadLetter>, offsets: ReadonlyArray<Settle>, lane = 0) =>
-      laneOf(lane)
+    const settle = (
+      letters: ReadonlyArray<DeadLetter>,
+      offsets: ReadonlyArray<Settle>,
+      options: { readonly lane?: number; readonly stillOurs?: Effect.Effect<boolean> } = {}
+    ) => {
+      const lane = options.lane ?? 0
+      return laneOf(lane)
         .lock.withPermits(1)(
           Effect.tryPromise({
             try: async () => {
@@ -180,6 +193,9 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
                       }))
                     })
                   }
+                  if (options.stillOurs && !(await Runtime.runPromise(runtime)(options.stillOurs))) {
+                    throw new Error("the group has given this consumer's partition to another member")
+                  }
                   await transaction.commit()
                 } catch (error) {
                   if (transaction.isActive()) await transaction.abort().catch(() => undefined)
@@ -194,6 +210,7 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
           })
         )
         .pipe(Effect.withSpan("DeadLetters.settle", { attributes: { letters: letters.length } }))
+    }
 
     return { settle, topic: client.topics.deadLetters } as const
   }),
