@@ -101,9 +101,10 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       Effect.runPromiseExit(Effect.provide(effect, runtime))
 
     const instanceId = options.instanceId ?? newInstanceId()
+    const members = options.members ?? 1
     /** Per consumer: dropped by the group and not joined again since. */
-    const dropped: Array<boolean> = Array.from({ length: options.members ?? 1 }, () => false)
-    const consumers: ReadonlyArray<Consumer> = Array.from({ length: options.members ?? 1 }, () =>
+    const dropped: Array<boolean> = Array.from({ length: members }, () => false)
+    const consumers: ReadonlyArray<Consumer> = Array.from({ length: members }, () =>
       client.kafka.consumer({
         groupId: client.groupId,
         partitionAssigners: partitionAssigners(instanceId),
@@ -124,8 +125,6 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       consumer.on(consumer.events.GROUP_JOIN, () => {
         dropped[member] = false
       })
-    })
-    for (const consumer of consumers) {
       consumer.on(consumer.events.CRASH, (event) => {
         // kafkajs restarts itself on retriable errors; only a crash it gives up on ends the stream.
         if (!event.payload.restart) {
@@ -134,7 +133,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
           )
         }
       })
-    }
+    })
 
     const eachBatch = (member: number) => async (payload: EachBatchPayload) => {
       if (payload.batch.isEmpty()) return
