@@ -35,9 +35,10 @@ export interface LruCache<K, V> {
   /**
    * `get` as a plain call, on the same state and clock, for a path where running an
    * Effect per call costs too much (the HTTP fast path). Its counts reach the metrics with the next
-   * operation or `flushMetrics`.
+   * operation or `flushMetrics`. With `countMiss: false` a miss is left uncounted, for a caller
+   * that answers a miss by going through `get`, which counts it: one lookup, one miss.
    */
-  readonly unsafeGet: (key: K) => Option.Option<V>
+  readonly unsafeGet: (key: K, options?: { readonly countMiss?: boolean }) => Option.Option<V>
   /** Bring the metrics up to date with `unsafeGet`'s counts (call before a scrape). */
   readonly flushMetrics: Effect.Effect<void>
   /**
@@ -226,17 +227,20 @@ export const make = <K, V>(options: LruCacheOptions): Effect.Effect<LruCache<K, 
           )
         )
 
-      const lookup = (state: State<K, V>, key: K, now: number, delta: Delta): Option.Option<V> => {
+      const lookup = (
+        state: State<K, V>,
+        key: K,
+        now: number,
+        delta: Delta,
+        countMiss = true
+      ): Option.Option<V> => {
         const entry = state.entries.get(key)
-        if (entry === undefined) {
-          state.misses++
-          delta.misses++
-          return Option.none()
-        }
-        if (entry.expiresAt <= now) {
-          evict(state, key, entry, "ttl", delta)
-          state.misses++
-          delta.misses++
+        if (entry !== undefined && entry.expiresAt <= now) evict(state, key, entry, "ttl", delta)
+        if (entry === undefined || entry.expiresAt <= now) {
+          if (countMiss) {
+            state.misses++
+            delta.misses++
+          }
           return Option.none()
         }
         // Re-inserting moves the key to the most recently used end.
@@ -249,8 +253,8 @@ export const make = <K, V>(options: LruCacheOptions): Effect.Effect<LruCache<K, 
 
       const get = (key: K) => update((state, now, delta) => lookup(state, key, now, delta))
 
-      const unsafeGet = (key: K): Option.Option<V> =>
-        lookup(state, key, clock.unsafeCurrentTimeMillis(), pending)
+      const unsafeGet = (key: K, options?: { readonly countMiss?: boolean }): Option.Option<V> =>
+        lookup(state, key, clock.unsafeCurrentTimeMillis(), pending, options?.countMiss ?? true)
 
       const flushMetrics = update(() => undefined)
 

@@ -45,8 +45,9 @@ const make = (options: OrderCacheOptions) =>
       get: Effect.fn("OrderCache.get")((uid: string): Effect.Effect<Option.Option<CachedOrder>> =>
         cache.get(uid)
       ),
-      /** `get` without an Effect per call, for the HTTP fast path. */
-      unsafeGet: (uid: string): Option.Option<CachedOrder> => cache.unsafeGet(uid),
+      /** `get` without an Effect per call, for the HTTP fast path (see `LruCache.unsafeGet`). */
+      unsafeGet: (uid: string, options?: { readonly countMiss?: boolean }): Option.Option<CachedOrder> =>
+        cache.unsafeGet(uid, options),
       flushMetrics: cache.flushMetrics,
       put: Effect.fn("OrderCache.put")(
         (order: CachedOrder, ttl?: Duration.DurationInput): Effect.Effect<boolean> =>

@@ -116,8 +116,9 @@ export const HttpServerLive = Layer.scoped(
         })
         return true
       }
-      // Only valid ids are ever cached, so a hit needs no further check.
-      const hit = cache.unsafeGet(uid)
+      // Only valid ids are ever cached, so a hit needs no further check. A miss goes on to the API,
+      // whose lookup counts it: counted here too, every miss would count twice.
+      const hit = cache.unsafeGet(uid, { countMiss: false })
       if (Option.isNone(hit)) {
         const problem = orderUidProblem(uid)
         if (Option.isNone(problem)) return false

@@ -5,6 +5,25 @@ import * as LruCache from "../../src/cache/LruCache.ts"
 const make = (options: Partial<LruCache.LruCacheOptions> = {}) =>
   LruCache.make<string, string>({ name: "test", maxEntries: 100, ttl: "10 minutes", ...options })
 
+/**
+ * The counters of the cache named `name` in the process's metric registry, which every cache of the
+ * process shares: tests compare readings before and after.
+ */
+const counts = (name: string) => {
+  const tagged = <M extends Metric.Metric<any, any, any>>(metric: M): M =>
+    Metric.tagged(metric, "cache", name) as M
+  const count = (metric: Metric.Metric.Counter<number>) => Effect.map(Metric.value(metric), (s) => s.count)
+  const evictions = (reason: LruCache.EvictionReason) =>
+    count(Metric.tagged(tagged(LruCache.metrics.evictions), "reason", reason))
+  return Effect.all({
+    hits: count(tagged(LruCache.metrics.hits)),
+    misses: count(tagged(LruCache.metrics.misses)),
+    capacity: evictions("capacity"),
+    bytes: evictions("bytes"),
+    ttl: evictions("ttl")
+  })
+}
+
 /** Which of `keys` the cache still serves (each lookup counts as a get). */
 const present = (cache: LruCache.LruCache<string, string>, keys: ReadonlyArray<string>) =>
   Effect.filter(keys, (key) => Effect.map(cache.get(key), Option.isSome))
@@ -196,6 +215,8 @@ describe("LruCache", () => {
     it.effect("the same counts are published as metrics tagged with the cache name", () =>
       Effect.gen(function* () {
         const name = "metrics-under-test"
+        const counters = counts(name)
+        const before = yield* counters
         const cache = yield* make({ name, maxEntries: 1 })
         yield* cache.put("a", "A", 3)
         yield* cache.get("a")
@@ -203,14 +224,15 @@ describe("LruCache", () => {
         yield* cache.get("x")
         yield* cache.put("b", "B", 5)
 
+        const after = yield* counters
+        expect(after.hits - before.hits).toBe(2)
+        expect(after.misses - before.misses).toBe(1)
+        expect(after.capacity - before.capacity).toBe(1)
+        expect(after.bytes - before.bytes).toBe(0)
+        expect(after.ttl - before.ttl).toBe(0)
+        // The gauges are the cache's state, not a count.
         const tagged = <M extends Metric.Metric<any, any, any>>(metric: M) =>
           Metric.tagged(metric, "cache", name)
-        expect((yield* Metric.value(tagged(LruCache.metrics.hits))).count).toBe(2)
-        expect((yield* Metric.value(tagged(LruCache.metrics.misses))).count).toBe(1)
-        const evictions = (reason: LruCache.EvictionReason) =>
-          Metric.value(Metric.tagged(tagged(LruCache.metrics.evictions), "reason", reason))
-        expect((yield* evictions("capacity")).count).toBe(1)
-        expect((yield* evictions("bytes")).count).toBe(0)
         expect((yield* Metric.value(tagged(LruCache.metrics.entries))).value).toBe(1)
         expect((yield* Metric.value(tagged(LruCache.metrics.bytes))).value).toBe(5)
       })
@@ -223,22 +245,49 @@ describe("LruCache", () => {
       () =>
         Effect.gen(function* () {
           const name = "unsafe-under-test"
+          const counters = counts(name)
           const cache = yield* make({ name, maxEntries: 2 })
           yield* cache.put("a", "A", 1)
           yield* cache.put("b", "B", 1)
+          const before = yield* counters
           expect(cache.unsafeGet("a")).toEqual(Option.some("A"))
           expect(cache.unsafeGet("zz")).toEqual(Option.none())
+          yield* cache.flushMetrics
+          const after = yield* counters
+          expect(after.hits - before.hits).toBe(1)
+          expect(after.misses - before.misses).toBe(1)
+          expect(yield* cache.stats).toMatchObject({ hits: 1, misses: 1 })
           // "a" was used last, so "b" is the one evicted.
           yield* cache.put("c", "C", 1)
           expect(yield* present(cache, ["a", "b", "c"])).toEqual(["a", "c"])
-          const hits = Metric.tagged(LruCache.metrics.hits, "cache", name)
-          const misses = Metric.tagged(LruCache.metrics.misses, "cache", name)
+        })
+    )
+
+    it.effect(
+      "unsafeGet without counting misses counts its hits, and a miss only once the caller's get counts it",
+      () =>
+        Effect.gen(function* () {
+          const name = "unsafe-uncounted-under-test"
+          const counters = counts(name)
+          const cache = yield* make({ name, ttl: "1 minute" })
+          yield* cache.put("a", "A", 1)
+          yield* cache.put("old", "O", 1, "1 second")
+          yield* TestClock.adjust("2 seconds")
+          const before = yield* counters
+          const quiet = { countMiss: false }
+          expect(cache.unsafeGet("a", quiet)).toEqual(Option.some("A"))
+          expect(cache.unsafeGet("zz", quiet)).toEqual(Option.none())
+          // Expired: gone (an eviction), but still not a miss.
+          expect(cache.unsafeGet("old", quiet)).toEqual(Option.none())
           yield* cache.flushMetrics
-          const stats = yield* cache.stats
-          expect((yield* Metric.value(hits)).count).toBe(stats.hits)
-          expect((yield* Metric.value(misses)).count).toBe(stats.misses)
-          expect(stats.hits).toBeGreaterThanOrEqual(1)
-          expect(stats.misses).toBeGreaterThanOrEqual(1)
+          const after = yield* counters
+          expect(after.hits - before.hits).toBe(1)
+          expect(after.misses - before.misses).toBe(0)
+          expect(after.ttl - before.ttl).toBe(1)
+          // The caller answers the miss with get: one miss in all.
+          expect(yield* cache.get("zz")).toEqual(Option.none())
+          expect((yield* counters).misses - before.misses).toBe(1)
+          expect(yield* cache.stats).toMatchObject({ hits: 1, misses: 1, entries: 1 })
         })
     )
   })

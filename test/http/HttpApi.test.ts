@@ -7,6 +7,7 @@ import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
 import { get, httpStack } from "../support/app.ts"
+import { deltaOf, metricValue, parseMetrics, scrapeMetrics } from "../support/metrics.ts"
 import { TestDatabase } from "../support/database.ts"
 import { readFixtureJson } from "../support/fixtures.ts"
 
@@ -40,8 +41,13 @@ describe("the HTTP API on a real PostgreSQL", () => {
           expect(response.headers.get("content-security-policy"), attempt).toContain("default-src 'self'")
           expect(yield* json(response), attempt).toStrictEqual(model)
         }
+        // One lookup that missed and went to the database, one that the cache answered.
         const stats = yield* Effect.flatMap(OrderCache, (c) => c.stats)
-        expect(stats.hits).toBeGreaterThanOrEqual(1)
+        expect({ hits: stats.hits, misses: stats.misses, entries: stats.entries }).toEqual({
+          hits: 1,
+          misses: 1,
+          entries: 1
+        })
         const unicodeResponse = yield* get(`/order/${unicode.order_uid}`)
         expect(yield* json(unicodeResponse)).toStrictEqual(unicode)
       }).pipe(Effect.provide(stack))
@@ -138,30 +144,59 @@ describe("the HTTP API on a real PostgreSQL", () => {
     }).pipe(Effect.provide(stack))
   )
 
-  it.live("/metrics is Prometheus text that counts requests by route and status, and cache hits", () =>
+  it.live("/metrics is Prometheus text that counts each request by method, route and status", () =>
     Effect.gen(function* () {
       yield* seed
-      for (let i = 0; i < 3; i++) yield* get(`/order/${model.order_uid}`)
-      yield* get("/order/nope")
+      const before = yield* scrapeMetrics
+      for (let i = 0; i < 3; i++) expect((yield* get(`/order/${model.order_uid}`)).status).toBe(200)
+      expect((yield* get("/order/nope")).status).toBe(404)
+      expect((yield* get("/orders?limit=0")).status).toBe(400)
       const response = yield* get("/metrics")
       expect(response.status).toBe(200)
       expect(response.headers.get("content-type")).toMatch(/^text\/plain/)
       const text = yield* Effect.promise(() => response.text())
-      const sample = (name: string, labels: string) => {
-        const line = text
-          .split("\n")
-          .find((l) => l.startsWith(name) && labels.split(",").every((p) => l.includes(p)))
-        return line === undefined ? undefined : Number(line.split(" ").at(-1))
-      }
-      expect(
-        sample("http_request_duration_seconds_count", 'route="/order/{order_uid}",status="200"')
-      ).toBeGreaterThanOrEqual(3)
-      expect(
-        sample("http_request_duration_seconds_count", 'route="/order/{order_uid}",status="404"')
-      ).toBeGreaterThanOrEqual(1)
-      expect(sample("cache_hits_total", 'cache="orders"')).toBeGreaterThanOrEqual(2)
+      const delta = deltaOf(before.samples, parseMetrics(text))
+      const requests = (route: string, status: string) =>
+        delta("http_request_duration_seconds_count", { method: "GET", route, status })
+      // The first of the three is read from the database, the other two from the cache: both count.
+      expect(requests("/order/{order_uid}", "200")).toBe(3)
+      expect(requests("/order/{order_uid}", "404")).toBe(1)
+      expect(requests("/orders", "400")).toBe(1)
+      expect(requests("/orders", "200")).toBe(0)
+      // The scrape taken before is counted once it has been answered.
+      expect(requests("/metrics", "200")).toBe(1)
       expect(text).toContain("# TYPE http_request_duration_seconds histogram")
     }).pipe(Effect.provide(stack))
+  )
+
+  it.live(
+    "the cache's metrics move by exactly the hits, misses, evictions and size a few requests cause",
+    () =>
+      Effect.gen(function* () {
+        yield* seed
+        const [a, b, c] = [model, unicode, awkward].map((o) => `/order/${encodeURIComponent(o.order_uid)}`)
+        const before = yield* scrapeMetrics
+        // Two entries fit: a and b are read from the database; c evicts a; c is a hit; a is read again
+        // and evicts b. An unknown id is a miss that stores nothing.
+        const bodyBytes = new Map<string, number>()
+        for (const path of [a, b, c, c, a]) {
+          const response = yield* get(path)
+          expect(response.status, path).toBe(200)
+          bodyBytes.set(path, Buffer.byteLength(yield* Effect.promise(() => response.text())))
+        }
+        expect((yield* get("/order/no-such-order")).status).toBe(404)
+        const after = (yield* scrapeMetrics).samples
+        const delta = deltaOf(before.samples, after)
+        const orders = { cache: "orders" }
+        expect(delta("cache_hits_total", orders)).toBe(1)
+        expect(delta("cache_misses_total", orders)).toBe(5)
+        expect(delta("cache_evictions_total", { ...orders, reason: "capacity" })).toBe(2)
+        expect(delta("cache_evictions_total", { ...orders, reason: "bytes" })).toBe(0)
+        expect(delta("cache_evictions_total", { ...orders, reason: "ttl" })).toBe(0)
+        // The gauges are the cache's state now: awkward and model.
+        expect(metricValue(after, "cache_entries", orders)).toBe(2)
+        expect(metricValue(after, "cache_bytes", orders)).toBe(bodyBytes.get(c)! + bodyBytes.get(a)!)
+      }).pipe(Effect.provide(httpStack(TestDatabase, { cache: { max_entries: 2, warm_count: 0 } })))
   )
 
   it.live(
