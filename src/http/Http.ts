@@ -4,7 +4,7 @@
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Duration, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
 import { OrderCache } from "../cache/OrderCache.ts"
-import { IngestStatus } from "../ingest/IngestPipeline.ts"
+import { IngestStatus } from "../ingest/IngestStatus.ts"
 import { OrderUid } from "../orders/Order.ts"
 import { OrderRepository } from "../orders/OrderRepository.ts"
 import { Orders } from "../orders/Orders.ts"

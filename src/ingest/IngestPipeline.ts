@@ -8,8 +8,7 @@
 import type { SqlError } from "@effect/sql/SqlError"
 import {
   Cause,
-  Data,
-  Deferred,
+  Clock,
   Duration,
   Effect,
   Either,
@@ -18,7 +17,6 @@ import {
   Metric,
   MetricBoundaries,
   Option,
-  Ref,
   Schedule,
   Stream
 } from "effect"
@@ -30,7 +28,17 @@ import { KafkaClient } from "../kafka/KafkaClient.ts"
 import { KafkaConsumer, type ConsumedBatch } from "../kafka/KafkaConsumer.ts"
 import type { Order } from "../orders/Order.ts"
 import { decodeOrderBytes, orderToJsonString } from "../orders/OrderDecoder.ts"
-import { OrderRepository, type InsertOutcome } from "../orders/OrderRepository.ts"
+import { OrderRepository } from "../orders/OrderRepository.ts"
+import { boundDetail, describeFailure } from "../orders/Rejection.ts"
+import {
+  fromInsert,
+  parked,
+  summarize,
+  type BatchSummary,
+  type MessageOutcome,
+  type ParkedMessage
+} from "./BatchOutcome.ts"
+import { IngestStatus, IngestStopped } from "./IngestStatus.ts"
 
 export const IngestMetrics = {
   consumed: Metric.counter("ingest_messages_consumed_total", {
@@ -61,25 +69,23 @@ export const IngestMetrics = {
   )
 }
 
-/** PostgreSQL said no to the data itself (SQLSTATE classes 22 and 23): retrying will not help. */
+/**
+ * PostgreSQL said no to the order itself, so retrying will not help: SQLSTATE classes 22 (data
+ * exception) and 23 (integrity constraint), and 54 (a program limit, e.g. an index row too big).
+ */
 export const isDataError = (error: SqlError): boolean => {
   const code = (error.cause as { code?: unknown } | undefined)?.code
-  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"))
+  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23") || code.startsWith("54"))
 }
 
 /** PostgreSQL's own words (e.g. which constraint), rather than the client's generic message. */
 const databaseReason = (error: SqlError): string => {
   const cause = error.cause as { message?: unknown; detail?: unknown } | undefined
   const message = typeof cause?.message === "string" ? cause.message : error.message
-  return typeof cause?.detail === "string" ? `${message} (${cause.detail})` : message
+  return boundDetail(typeof cause?.detail === "string" ? `${message} (${cause.detail})` : message)
 }
 
-const keyOf = (message: KafkaMessage): string | undefined => message.key?.toString("utf8")
-
-interface Decoded {
-  readonly message: KafkaMessage
-  readonly order: Order
-}
+const keyOf = (message: KafkaMessage): string | null => message.key?.toString("utf8") ?? null
 
 export interface BatchResult {
   readonly stored: number
@@ -89,48 +95,58 @@ export interface BatchResult {
   readonly abandoned: boolean
 }
 
+const abandoned: BatchResult = { stored: 0, duplicates: 0, deadLettered: 0, abandoned: true }
+
+/**
+ * A batch goes through three steps: `judge` decides what becomes of each message (decode, store
+ * the valid ones), `settle` parks the rejects and commits the offsets, `publish` caches, counts and
+ * logs. Whatever fails while judging one message is contained to that message: it is parked as
+ * `unprocessable` with the reason and the others go on. Only failures that may pass (PostgreSQL or
+ * Kafka unreachable) are retried in place, holding the partition.
+ */
 export const makeBatchHandler = Effect.gen(function* () {
   const config = yield* IngestConfig
   const repository = yield* OrderRepository
   const deadLetters = yield* DeadLetters
   const cache = yield* OrderCache
 
-  const letter = (
-    batch: ConsumedBatch,
-    message: KafkaMessage,
-    kind: DeadLetter["kind"],
-    detail: string
-  ): DeadLetter => ({
-    kind,
-    detail,
-    key: message.key ?? null,
-    value: message.value ?? null,
-    headers: message.headers,
-    source: { topic: batch.topic, partition: batch.partition, offset: message.offset }
-  })
-
-  /** One order in its own transaction; PostgreSQL refusing it as data sets it aside with the reason. */
-  const storeOne = (d: Decoded) =>
-    repository.insertBatch([d.order]).pipe(
-      Effect.map(([outcome]): Either.Either<InsertOutcome, string> => Either.right(outcome!)),
+  /** One order in its own transaction: PostgreSQL refusing it, or anything dying on it, parks it. */
+  const storeOne = (order: Order) =>
+    repository.insertBatch([order]).pipe(
+      Effect.flatMap(([outcome]) =>
+        outcome === undefined
+          ? Effect.dieMessage("the repository gave no outcome for the order")
+          : Effect.succeed(fromInsert(order, outcome))
+      ),
       Effect.catchIf(isDataError, (e) =>
-        Effect.succeed(Either.left(`the database refused the order: ${databaseReason(e)}`))
-      )
+        Effect.succeed(parked("schema", `the database refused the order: ${databaseReason(e)}`))
+      ),
+      Effect.catchAllDefect((defect) => Effect.succeed(parked("unprocessable", describeFailure(defect))))
     )
 
   /**
-   * Store the batch in one transaction; if PostgreSQL refuses the data itself, store the orders
-   * one by one so that only the ones it refuses are set aside (a poison message must not stall
-   * its partition). With `ingest.transaction: message` every order gets its own transaction.
+   * Store the orders in one transaction. If PostgreSQL refuses the data itself, or storing them
+   * dies, store them one by one so that only the culprit is set aside (a poison message must not
+   * stall its partition). With `ingest.transaction: message` every order gets its own transaction.
    */
-  const store = (orders: ReadonlyArray<Decoded>) =>
+  const store = (orders: ReadonlyArray<Order>): Effect.Effect<Array<MessageOutcome>, SqlError> =>
     config.transaction === "message"
       ? Effect.forEach(orders, storeOne)
-      : repository.insertBatch(orders.map((d) => d.order)).pipe(
-          Effect.map((outcomes) =>
-            outcomes.map((o): Either.Either<InsertOutcome, string> => Either.right(o))
+      : repository.insertBatch(orders).pipe(
+          Effect.flatMap((outcomes) =>
+            outcomes.length === orders.length
+              ? Effect.succeed(outcomes.map((o, i) => fromInsert(orders[i]!, o)))
+              : Effect.dieMessage(
+                  `the repository gave ${outcomes.length} outcomes for ${orders.length} orders`
+                )
           ),
-          Effect.catchIf(isDataError, () => Effect.forEach(orders, storeOne))
+          Effect.catchIf(isDataError, () => Effect.forEach(orders, storeOne)),
+          Effect.catchAllDefect((defect) =>
+            Effect.logWarning("Storing a batch failed; storing its orders one by one").pipe(
+              Effect.annotateLogs({ error: describeFailure(defect) }),
+              Effect.zipRight(Effect.forEach(orders, storeOne))
+            )
+          )
         )
 
   /**
@@ -145,7 +161,10 @@ export const makeBatchHandler = Effect.gen(function* () {
     const attempt = Effect.gen(function* () {
       if (yield* batch.isStale) return Option.none<A>()
       return Option.some(yield* effect)
-    })
+    }).pipe(
+      // Nothing here is specific to one message any more: whatever dies is retried like an outage.
+      Effect.catchAllDefect((defect) => Effect.fail({ message: describeFailure(defect) }))
+    )
     return attempt.pipe(
       Effect.tapError((e) =>
         Effect.all([
@@ -167,134 +186,158 @@ export const makeBatchHandler = Effect.gen(function* () {
     )
   }
 
-  const handle = (batch: ConsumedBatch): Effect.Effect<BatchResult> =>
+  /**
+   * What becomes of each of `messages`, in order: decoded and stored, or parked with its reason.
+   * `None` if the batch stopped being ours while an outage was being waited out.
+   */
+  const judge = (batch: ConsumedBatch, messages: ReadonlyArray<KafkaMessage>) =>
     Effect.gen(function* () {
-      const started = Date.now()
-      const letters: Array<DeadLetter> = []
-      const valid: Array<Decoded> = []
-      for (const message of batch.messages) {
+      const outcomes: Array<MessageOutcome> = new Array(messages.length)
+      const valid: Array<{ readonly index: number; readonly order: Order }> = []
+      messages.forEach((message, index) => {
         const decoded = decodeOrderBytes(message.value, config.maxMessageBytes)
-        if (Either.isRight(decoded)) valid.push({ message, order: decoded.right })
-        else letters.push(letter(batch, message, decoded.left.kind, decoded.left.detail))
-      }
-
-      const outcomes =
-        valid.length === 0 ? Option.some([]) : yield* retryInPlace(batch, "store", store(valid))
-      if (Option.isNone(outcomes)) {
-        yield* batch.abandon
-        return { stored: 0, duplicates: 0, deadLettered: 0, abandoned: true }
-      }
-      const fresh: Array<Order> = []
-      let duplicates = 0
-      let conflicts = 0
-      outcomes.value.forEach((outcome, i) => {
-        const { message, order } = valid[i]!
-        if (Either.isLeft(outcome)) {
-          letters.push(letter(batch, message, "schema", outcome.left))
-        } else if (outcome.right === "inserted") {
-          fresh.push(order)
-        } else if (outcome.right === "duplicate") {
-          duplicates++
-        } else {
-          conflicts++
-          letters.push(
-            letter(
-              batch,
-              message,
-              "conflict",
-              `a different order is already stored under order_uid ${JSON.stringify(order.order_uid)}; the stored one was kept`
-            )
-          )
-        }
+        if (Either.isRight(decoded)) valid.push({ index, order: decoded.right })
+        else outcomes[index] = parked(decoded.left.kind, decoded.left.detail)
       })
-
-      // Rejects and offsets move together in one Kafka transaction; with nothing to park, a plain
-      // offset commit does the same in one round trip. The coordinator checks a plain commit's
-      // group generation, but kafkajs' transactional offset commit carries none: before committing
-      // one, a consumer that was silent past its session timeout (paused, cut off) finds out from
-      // a heartbeat that its partitions went to others, and leaves the batch to them.
-      const stillOurs = Effect.zipRight(
-        batch.heartbeat,
-        Effect.map(batch.isStale, (stale) => !stale)
-      )
-      const settled = yield* retryInPlace(
-        batch,
-        letters.length === 0 ? "commit" : "dead-letter and commit",
-        letters.length === 0
-          ? batch.commit
-          : deadLetters.settle(letters, [batch], { lane: batch.member, stillOurs })
-      )
-      if (Option.isNone(settled)) {
-        yield* batch.abandon
-        return { stored: fresh.length, duplicates, deadLettered: 0, abandoned: true }
+      if (valid.length > 0) {
+        const stored = yield* retryInPlace(batch, "store", store(valid.map((v) => v.order)))
+        if (Option.isNone(stored)) return Option.none<Array<MessageOutcome>>()
+        stored.value.forEach((outcome, i) => {
+          outcomes[valid[i]!.index] = outcome
+        })
       }
-      yield* batch.done
+      return Option.some(outcomes)
+    })
 
+  /**
+   * `judge`, contained: if judging the batch dies, its messages are judged one at a time, and the
+   * one whose judging dies on its own is parked as `unprocessable` with the reason.
+   */
+  const judgeContained = (batch: ConsumedBatch) =>
+    judge(batch, batch.messages).pipe(
+      Effect.catchAllDefect((defect) =>
+        Effect.logWarning("Handling a batch failed; handling its messages one at a time").pipe(
+          Effect.annotateLogs({ partition: batch.partition, error: describeFailure(defect) }),
+          Effect.zipRight(
+            Effect.forEach(batch.messages, (message) =>
+              judge(batch, [message]).pipe(
+                Effect.map(Option.map(([outcome]) => outcome!)),
+                Effect.catchAllDefect((d) =>
+                  Effect.succeed(Option.some(parked("unprocessable", describeFailure(d))))
+                )
+              )
+            )
+          ),
+          Effect.map(Option.all)
+        )
+      )
+    )
+
+  const letterOf = (batch: ConsumedBatch, p: ParkedMessage): DeadLetter => ({
+    kind: p.kind,
+    detail: p.detail,
+    key: p.message.key ?? null,
+    value: p.message.value ?? null,
+    headers: p.message.headers,
+    source: { topic: batch.topic, partition: batch.partition, offset: p.message.offset }
+  })
+
+  /**
+   * Rejects and offsets move together in one Kafka transaction; with nothing to park, a plain
+   * offset commit does the same in one round trip. The coordinator checks a plain commit's group
+   * generation, but kafkajs' transactional offset commit carries none: before committing one, a
+   * consumer that was silent past its session timeout (paused, cut off) finds out from a heartbeat
+   * that its partitions went to others, and leaves the batch to them.
+   */
+  const settle = (batch: ConsumedBatch, letters: ReadonlyArray<DeadLetter>) => {
+    const stillOurs = Effect.zipRight(
+      batch.heartbeat,
+      Effect.map(batch.isStale, (stale) => !stale)
+    )
+    return retryInPlace(
+      batch,
+      letters.length === 0 ? "commit" : "dead-letter and commit",
+      letters.length === 0
+        ? batch.commit
+        : deadLetters.settle(letters, [batch], { lane: batch.member, stillOurs })
+    )
+  }
+
+  /** After the commit: cache what was stored, count and log. Nothing here can undo the batch. */
+  const publish = (batch: ConsumedBatch, summary: BatchSummary, startedMillis: number) =>
+    Effect.gen(function* () {
       // One atomic step for the whole batch, oldest first (the order they arrived in).
       yield* cache.putAll(
-        fresh.map((order) => CachedOrder.fromJson(order.order_uid, orderToJsonString(order)))
+        summary.stored.map((order) => CachedOrder.fromJson(order.order_uid, orderToJsonString(order)))
       )
-      for (const l of letters) {
-        yield* Metric.increment(Metric.tagged(IngestMetrics.deadLettered, "kind", l.kind))
+      for (const p of summary.parked) {
+        yield* Metric.increment(Metric.tagged(IngestMetrics.deadLettered, "kind", p.kind))
         yield* Effect.logInfo("Message parked on the dead-letter topic").pipe(
           Effect.annotateLogs({
-            kind: l.kind,
-            detail: l.detail,
-            order_uid: l.key?.toString("utf8") ?? null,
-            partition: l.source.partition,
-            offset: l.source.offset
+            kind: p.kind,
+            detail: p.detail,
+            order_uid: keyOf(p.message),
+            partition: batch.partition,
+            offset: p.message.offset
           })
         )
       }
+      const conflicts = summary.parked.filter((p) => p.kind === "conflict").length
       yield* Metric.incrementBy(IngestMetrics.consumed, batch.messages.length)
-      yield* Metric.incrementBy(IngestMetrics.stored, fresh.length)
-      yield* Metric.incrementBy(IngestMetrics.duplicates, duplicates)
+      yield* Metric.incrementBy(IngestMetrics.stored, summary.stored.length)
+      yield* Metric.incrementBy(IngestMetrics.duplicates, summary.duplicates)
       yield* Metric.incrementBy(IngestMetrics.conflicts, conflicts)
       yield* Metric.update(IngestMetrics.batchSize, batch.messages.length)
-      yield* Metric.update(IngestMetrics.batchDuration, (Date.now() - started) / 1000)
+      const now = yield* Clock.currentTimeMillis
+      yield* Metric.update(IngestMetrics.batchDuration, (now - startedMillis) / 1000)
       yield* Effect.logDebug("Batch committed").pipe(
         Effect.annotateLogs({
           partition: batch.partition,
           batch_size: batch.messages.length,
           next_offset: batch.nextOffset,
-          stored: fresh.length,
-          duplicates,
-          dead_lettered: letters.length,
-          first_key: batch.messages[0] ? (keyOf(batch.messages[0]) ?? null) : null
+          stored: summary.stored.length,
+          duplicates: summary.duplicates,
+          dead_lettered: summary.parked.length,
+          first_key: batch.messages[0] ? keyOf(batch.messages[0]) : null
         })
       )
-      return { stored: fresh.length, duplicates, deadLettered: letters.length, abandoned: false }
+    }).pipe(
+      Effect.catchAllDefect((defect) =>
+        Effect.logError("After committing a batch, caching or counting it failed").pipe(
+          Effect.annotateLogs({ partition: batch.partition, error: describeFailure(defect) })
+        )
+      )
+    )
+
+  const handle = (batch: ConsumedBatch): Effect.Effect<BatchResult> =>
+    Effect.gen(function* () {
+      const started = yield* Clock.currentTimeMillis
+      const outcomes = yield* judgeContained(batch)
+      if (Option.isNone(outcomes)) {
+        yield* batch.abandon
+        return abandoned
+      }
+      const summary = summarize(batch.messages, outcomes.value)
+      const settled = yield* settle(
+        batch,
+        summary.parked.map((p) => letterOf(batch, p))
+      )
+      if (Option.isNone(settled)) {
+        yield* batch.abandon
+        return { ...abandoned, stored: summary.stored.length }
+      }
+      yield* batch.done
+      yield* publish(batch, summary, started)
+      return {
+        stored: summary.stored.length,
+        duplicates: summary.duplicates,
+        deadLettered: summary.parked.length,
+        abandoned: false
+      }
     }).pipe(Effect.withSpan("IngestPipeline.batch", { attributes: { partition: batch.partition } }))
 
   return { handle } as const
 })
-
-/** Ingestion stopped by itself (not for a shutdown): the service can no longer do its job. */
-export class IngestStopped extends Data.TaggedError("IngestStopped")<{
-  readonly message: string
-  readonly cause: Cause.Cause<unknown>
-}> {}
-
-const reason = (cause: Cause.Cause<unknown>): string => {
-  const error = Cause.squash(cause)
-  return error instanceof Error ? error.message : String(error)
-}
-
-/** Ingest status, for `/readyz` and for the process to exit when ingestion cannot go on. */
-export class IngestStatus extends Effect.Service<IngestStatus>()("IngestStatus", {
-  effect: Effect.gen(function* () {
-    const running = yield* Ref.make(false)
-    const stopped = yield* Deferred.make<never, IngestStopped>()
-    return {
-      /** Consuming: `/readyz` reports it. */
-      running: Ref.get(running),
-      set: (value: boolean) => Ref.set(running, value),
-      /** Never succeeds; fails once ingestion has stopped by itself. The process waits on it to exit. */
-      stoppedByItself: Deferred.await(stopped),
-      stop: (error: IngestStopped) => Deferred.fail(stopped, error).pipe(Effect.asVoid)
-    }
-  })
-}) {}
 
 /**
  * Runs the pipeline for as long as the layer lives. On shutdown it stops fetching first and lets
@@ -320,14 +363,7 @@ export const IngestPipeline = Layer.scopedDiscard(
           // so that whatever supervises it starts a new one.
           Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
             ? Effect.logError("The ingest pipeline stopped", exit.cause).pipe(
-                Effect.zipRight(
-                  status.stop(
-                    new IngestStopped({
-                      message: `Ingestion stopped: ${reason(exit.cause)}`,
-                      cause: exit.cause
-                    })
-                  )
-                )
+                Effect.zipRight(status.stop(IngestStopped.fromCause(exit.cause)))
               )
             : Effect.void
         )
@@ -340,7 +376,7 @@ export const IngestPipeline = Layer.scopedDiscard(
     )
     yield* Effect.addFinalizer(() =>
       Effect.logInfo("Stopping ingestion: finishing the batches in flight").pipe(
-        Effect.zipRight(consumer.stop.pipe(Effect.timeout(Duration.seconds(30)), Effect.ignore))
+        Effect.zipRight(consumer.stop.pipe(Effect.timeout(Duration.seconds(10)), Effect.ignore))
       )
     )
   })

@@ -8,9 +8,10 @@ import { hostname } from "node:os"
 import { Effect, Runtime } from "effect"
 import { CompressionTypes, Partitioners, type IHeaders, type Producer } from "kafkajs"
 import { IngestConfig } from "../config/AppConfig.ts"
+import type { RejectionKind } from "../orders/Rejection.ts"
 import { KafkaClient, kafkaError } from "./KafkaClient.ts"
 
-export type DeadLetterKind = "invalid_json" | "schema" | "business_rule" | "conflict" | "too_large"
+export type DeadLetterKind = RejectionKind
 
 /** Header names on a dead letter. */
 export const DeadLetterHeaders = {

@@ -4,12 +4,13 @@
  */
 import { Data, Either, Option, ParseResult, Schema } from "effect"
 import { compileDecoder } from "./CompiledDecoder.ts"
+import { exceedsJsonBounds, ORDER_JSON_BOUNDS } from "./JsonBounds.ts"
 import { Order, orderFieldsSchema, type OrderJson } from "./Order.ts"
-
-export type RejectionKind = "invalid_json" | "schema" | "business_rule" | "too_large"
+import { boundDetail, describeFailure, type DecodeRejectionKind } from "./Rejection.ts"
 
 export class OrderRejected extends Data.TaggedError("OrderRejected")<{
-  readonly kind: RejectionKind
+  /** `unprocessable` when decoding itself failed: the message is set aside, not judged. */
+  readonly kind: DecodeRejectionKind | "unprocessable"
   /** Human-readable reason; bounded so it fits a Kafka header. */
   readonly detail: string
 }> {
@@ -20,7 +21,6 @@ export class OrderRejected extends Data.TaggedError("OrderRejected")<{
 
 /** At most this many problems are listed in one rejection; the rest are counted. */
 const MAX_LISTED_PROBLEMS = 10
-const MAX_DETAIL_LENGTH = 2000
 
 const decodeOrder = Schema.decodeUnknownEither(Order, { errors: "all", onExcessProperty: "ignore" })
 const decodeFields = Schema.decodeUnknownEither(orderFieldsSchema, { onExcessProperty: "ignore" })
@@ -42,11 +42,11 @@ const describe = (error: ParseResult.ParseError): string => {
     .map((i) => (i.path.length === 0 ? i.message : `${formatPath(i.path)}: ${i.message}`))
   const more =
     issues.length > MAX_LISTED_PROBLEMS ? [`… and ${issues.length - MAX_LISTED_PROBLEMS} more`] : []
-  const text = [...listed, ...more].join("; ")
-  return text.length > MAX_DETAIL_LENGTH ? `${text.slice(0, MAX_DETAIL_LENGTH - 1)}…` : text
+  return boundDetail([...listed, ...more].join("; "))
 }
 
-const reject = (kind: RejectionKind, detail: string) => Either.left(new OrderRejected({ kind, detail }))
+const reject = (kind: OrderRejected["kind"], detail: string) =>
+  Either.left(new OrderRejected({ kind, detail }))
 
 /** Decode an already-parsed JSON value. */
 export const decodeOrderValue = (value: unknown): Either.Either<Order, OrderRejected> => {
@@ -55,17 +55,30 @@ export const decodeOrderValue = (value: unknown): Either.Either<Order, OrderReje
   const decoded = decodeOrder(value)
   if (Either.isRight(decoded)) return Either.right(decoded.right)
   // Only on the failure path: a value whose fields are well-typed broke a business rule.
-  const kind: RejectionKind = Either.isRight(decodeFields(value)) ? "business_rule" : "schema"
+  const kind: DecodeRejectionKind = Either.isRight(decodeFields(value)) ? "business_rule" : "schema"
   return reject(kind, describe(decoded.left))
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
 /**
- * Decode a message value. `maxBytes` bounds the work one message can cause; a larger message is
- * rejected before it is parsed.
+ * Decode a message value. The work one message can cause is bounded before it is done: a message
+ * larger than `maxBytes` is refused unread, and one whose JSON nests deeper, or has longer arrays,
+ * strings or more keys than an order can (`ORDER_JSON_BOUNDS`), is refused before it is parsed.
+ * Never throws: whatever goes wrong while decoding is an `unprocessable` rejection.
  */
 export const decodeOrderBytes = (
+  bytes: Uint8Array | null | undefined,
+  maxBytes: number
+): Either.Either<Order, OrderRejected> => {
+  try {
+    return decodeBounded(bytes, maxBytes)
+  } catch (thrown) {
+    return reject("unprocessable", describeFailure(thrown))
+  }
+}
+
+const decodeBounded = (
   bytes: Uint8Array | null | undefined,
   maxBytes: number
 ): Either.Either<Order, OrderRejected> => {
@@ -79,6 +92,8 @@ export const decodeOrderBytes = (
   } catch {
     return reject("invalid_json", "the message is not valid UTF-8")
   }
+  const beyond = exceedsJsonBounds(text, ORDER_JSON_BOUNDS)
+  if (beyond !== undefined) return reject("schema", `no order looks like this: ${beyond}`)
   let value: unknown
   try {
     value = JSON.parse(text)

@@ -4,17 +4,11 @@
  */
 import { base, en, Faker, faker as defaultFaker } from "@faker-js/faker"
 import { discountedPrice, type OrderJson } from "../orders/Order.ts"
-import type { RejectionKind } from "../orders/OrderDecoder.ts"
-
-export const REJECTION_KINDS: ReadonlyArray<RejectionKind> = [
-  "invalid_json",
-  "schema",
-  "business_rule",
-  "too_large"
-]
+import type { DecodeRejectionKind } from "../orders/Rejection.ts"
 
 /** The service's default `max_message_bytes`; `too_large` messages are padded just beyond it. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+const PADDING_CHUNK = 10_000
 
 const CURRENCIES = ["USD", "EUR", "RUB", "GBP", "KZT", "AMD"] as const
 const PROVIDERS = ["wbpay", "stripe", "paypal", "applepay"] as const
@@ -150,7 +144,7 @@ const businessRuleBreakers: ReadonlyArray<(o: OrderJson) => OrderJson> = [
  */
 export const makeInvalid = (
   order: OrderJson,
-  kind: RejectionKind,
+  kind: DecodeRejectionKind,
   n: number,
   maxBytes: number = DEFAULT_MAX_MESSAGE_BYTES
 ): Uint8Array => {
@@ -166,9 +160,24 @@ export const makeInvalid = (
     case "business_rule":
       return toBytes(pick(businessRuleBreakers)(order))
     case "too_large": {
-      // Excess properties are ignored by the decoder, so only the size makes this one invalid.
-      const base = toBytes({ ...order, padding: "" }).byteLength
-      return toBytes({ ...order, padding: "x".repeat(Math.max(0, maxBytes + 1 - base)) })
+      // Excess properties are ignored by the decoder, so only the size makes this one invalid. The
+      // padding is an array of strings, each within the decoder's bound on string length.
+      const padding = [""]
+      let missing = maxBytes + 1 - toBytes({ ...order, padding }).byteLength
+      while (missing > 0) {
+        const last = padding.length - 1
+        const room = PADDING_CHUNK - padding[last]!.length
+        // A further element costs a comma and two quotes: the last few bytes go to the last one.
+        const add = room > 0 ? Math.min(room, missing) : missing <= 3 ? missing : 0
+        if (add > 0) {
+          padding[last] += "x".repeat(add)
+          missing -= add
+        } else {
+          padding.push("")
+          missing -= 3
+        }
+      }
+      return toBytes({ ...order, padding })
     }
   }
 }

@@ -12,14 +12,9 @@ import path from "node:path"
 import { pathToFileURL } from "node:url"
 import { projectRoot } from "../projectRoot.ts"
 import { parseArgs } from "node:util"
-import { decodeOrderBytes, type RejectionKind } from "../orders/OrderDecoder.ts"
-import {
-  DEFAULT_MAX_MESSAGE_BYTES,
-  generateOrder,
-  makeFaker,
-  makeInvalid,
-  REJECTION_KINDS
-} from "./OrderGenerator.ts"
+import { decodeOrderBytes, type OrderRejected } from "../orders/OrderDecoder.ts"
+import { DecodeRejectionKinds } from "../orders/Rejection.ts"
+import { DEFAULT_MAX_MESSAGE_BYTES, generateOrder, makeFaker, makeInvalid } from "./OrderGenerator.ts"
 
 export const USAGE = `Usage: npm run produce -- [options] [files…]
 
@@ -191,7 +186,7 @@ const resolveBrokers = (flag: string | undefined): Effect.Effect<Brokers, Config
   )
 
 /** What a message is, as the service will judge it. */
-type Kind = "valid" | "duplicate" | RejectionKind
+type Kind = "valid" | "duplicate" | OrderRejected["kind"]
 
 interface Outgoing {
   readonly key: string | null
@@ -290,7 +285,7 @@ function* generated(options: Options, pool: Array<Outgoing>): Generator<Outgoing
     }
     const order = generateOrder(f)
     if (slot === 1) {
-      const kind = REJECTION_KINDS[invalidSoFar++ % REJECTION_KINDS.length]!
+      const kind = DecodeRejectionKinds[invalidSoFar++ % DecodeRejectionKinds.length]!
       const value = toBuffer(
         makeInvalid(order, kind, f.number.int({ min: 0, max: 1_000_000 }), options.maxMessageBytes)
       )
@@ -360,7 +355,7 @@ interface Summary {
   sent: number
   valid: number
   duplicates: number
-  invalid: Record<RejectionKind, number>
+  invalid: Record<OrderRejected["kind"], number>
   /** too_large messages the broker refused because they exceed the topic's limit. */
   refusedByBroker: number
   startedAt: number
@@ -371,7 +366,7 @@ const newSummary = (): Summary => ({
   sent: 0,
   valid: 0,
   duplicates: 0,
-  invalid: { invalid_json: 0, schema: 0, business_rule: 0, too_large: 0 },
+  invalid: { invalid_json: 0, schema: 0, business_rule: 0, too_large: 0, unprocessable: 0 },
   refusedByBroker: 0,
   startedAt: performance.now(),
   elapsedMs: 0
@@ -389,11 +384,16 @@ const count = (summary: Summary, message: Outgoing) => {
 const formatSummary = (s: Summary, topic: string, seed: number): string => {
   const seconds = s.elapsedMs / 1000
   const rate = seconds > 0 ? Math.round(s.sent / seconds) : s.sent
-  const invalid = REJECTION_KINDS.reduce((n, k) => n + s.invalid[k], 0)
+  // `unprocessable` (the decoder itself failed) is listed only when it happened.
+  const kinds = [
+    ...DecodeRejectionKinds,
+    ...(s.invalid.unprocessable > 0 ? (["unprocessable"] as const) : [])
+  ]
+  const invalid = kinds.reduce((n, k) => n + s.invalid[k], 0)
   const lines = [
     `sent       ${s.sent} messages to ${topic} in ${seconds.toFixed(2)} s (${rate} msgs/s, seed ${seed})`,
     `valid      ${s.valid}, of which ${s.duplicates} duplicates`,
-    `invalid    ${invalid}: ${REJECTION_KINDS.map((k) => `${k} ${s.invalid[k]}`).join(", ")}`
+    `invalid    ${invalid}: ${kinds.map((k) => `${k} ${s.invalid[k]}`).join(", ")}`
   ]
   if (s.refusedByBroker > 0) {
     lines.push(

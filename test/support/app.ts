@@ -4,7 +4,7 @@ import { ConfigProvider, Effect, Layer } from "effect"
 import { CacheWarmup, HttpLive } from "../../src/App.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
-import { IngestStatus } from "../../src/ingest/IngestPipeline.ts"
+import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { Orders } from "../../src/orders/Orders.ts"
 

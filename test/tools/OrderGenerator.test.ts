@@ -6,9 +6,9 @@ import {
   generateOrder,
   generateOrders,
   makeFaker,
-  makeInvalid,
-  REJECTION_KINDS
+  makeInvalid
 } from "../../src/tools/OrderGenerator.ts"
+import { DecodeRejectionKinds } from "../../src/orders/Rejection.ts"
 
 const SEEDS = Array.from({ length: 300 }, (_, i) => i)
 // Small enough that padding hundreds of orders past it stays fast.
@@ -59,7 +59,7 @@ describe("generated orders", () => {
 })
 
 describe("invalid messages", () => {
-  it.each(REJECTION_KINDS)("every %s message is rejected with that kind", (kind) => {
+  it.each(DecodeRejectionKinds)("every %s message is rejected with that kind", (kind) => {
     const details = new Set<string>()
     for (const seed of SEEDS) {
       const [order] = generateOrders(1, seed)
