@@ -130,7 +130,7 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
       console.info(
         `${s.name}: SIGKILL ${k} at ${fmt(production.produced())} produced, ${fmt(await storedCount(s))} stored (${delay} ms after its first commit)`
       )
-      await kill(s, instance.process)
+      await kill(instance.process)
     }
     faults.open()
     const last = await startInstance(s)
@@ -160,7 +160,6 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
       `${s.name}: stopping ${await fault.name()} for 10 s at ${fmt(production.produced())} produced`
     )
     await fault.down()
-    s.lastFaultAt = Date.now()
     await sleep(10_000)
     await fault.up()
     faults.open()
@@ -227,7 +226,7 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
     )
     const bBefore = await metric(b.url, "ingest_messages_consumed_total")
     console.info(`${s.name}: SIGKILL one instance at ${fmt(production.produced())} produced`)
-    await kill(s, a.process)
+    await kill(a.process)
     faults.open()
     expectAccounted(s, await settle(s, production))
     // The survivor did the rest, the messages on the dead one's partitions included.

@@ -15,8 +15,13 @@ import pg from "pg"
 import { freePort } from "../../src/local/freePort.ts"
 import type { LocalKafka } from "../../src/local/LocalKafka.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
-import type { RejectionKind } from "../../src/orders/OrderDecoder.ts"
+import {
+  DecodeRejectionKinds,
+  type DecodeRejectionKind,
+  type RejectionKind
+} from "../../src/orders/Rejection.ts"
 import { generateOrders, makeInvalid } from "../../src/tools/OrderGenerator.ts"
+import { readToEnd } from "../support/kafka.ts"
 import { startService, type ServiceProcess } from "../support/service.ts"
 
 /** Below Kafka's 1 MiB message limit, so `too_large` messages can be produced at all. */
@@ -37,14 +42,14 @@ export const random = (seed: number) => {
   }
 }
 
-export type ParkedKind = RejectionKind | "conflict"
+export type ParkedKind = RejectionKind
 /** What a message must become: stored (first time or again), or parked with this kind. */
 export type Expectation = "stored" | "redelivery" | ParkedKind
 const EXPECT_HEADER = "fault.expect"
 /** The message's place in the plan: tells which acknowledged messages the topic does not hold. */
 const SEQ_HEADER = "fault.seq"
 
-const INVALID_KINDS: ReadonlyArray<RejectionKind> = ["invalid_json", "schema", "business_rule", "too_large"]
+const INVALID_KINDS: ReadonlyArray<DecodeRejectionKind> = DecodeRejectionKinds
 
 export interface Outgoing {
   readonly key: string
@@ -74,7 +79,7 @@ export interface PlanOptions {
 export const plan = (count: number, options: PlanOptions): Plan => {
   const orders = generateOrders(count, options.seed)
   const next = random(options.seed)
-  const kinds: ReadonlyArray<ParkedKind> = [...INVALID_KINDS, "conflict"]
+  const kinds: ReadonlyArray<DecodeRejectionKind | "conflict"> = [...INVALID_KINDS, "conflict"]
   const sent: Array<OrderJson> = []
   const stored = new Map<string, OrderJson>()
   const messages: Array<Outgoing> = []
@@ -128,8 +133,6 @@ export interface Scenario {
   readonly plan: Plan
   /** Every service process started for this case, killed ones included (for diagnosis). */
   readonly services: Array<ServiceProcess>
-  /** When the last fault that may leave a dead-letter transaction open happened. */
-  lastFaultAt: number
 }
 
 let scenarios = 0
@@ -164,8 +167,7 @@ export const scenario = async (
     databaseUrl: await databaseUrl(name),
     cluster,
     plan: thePlan,
-    services: [],
-    lastFaultAt: 0
+    services: []
   }
 }
 
@@ -296,10 +298,9 @@ export const startInstance = async (s: Scenario, extra: Record<string, string> =
 
 export const isRunning = (p: ServiceProcess) => p.child.exitCode === null && p.child.signalCode === null
 
-export const kill = async (s: Scenario, p: ServiceProcess) => {
+export const kill = async (p: ServiceProcess) => {
   p.child.kill("SIGKILL")
   await p.exited
-  s.lastFaultAt = Date.now()
 }
 
 /** SIGTERM, and the exit code of a clean shutdown. */
@@ -422,40 +423,13 @@ const text = (value: IHeaders[string]): string =>
         ? value.map(String).join(",")
         : String(value)
 
-/**
- * Every committed record of `topic` (kafkajs consumers read committed only), read until `enough`
- * says so, then `quietMs` longer so that anything beyond shows too.
- */
-const readAll = async (
-  s: Scenario,
-  topic: string,
-  enough: (seen: ReadonlyArray<Received>) => boolean,
-  timeoutMs: number,
-  quietMs: number
-): Promise<Array<Received>> => {
-  const consumer = kafkaOf(s.cluster).consumer({
-    groupId: `${topic}-reader-${Date.now()}`,
-    maxBytesPerPartition: 8 * 1024 * 1024
+/** Every committed record of `topic`, read to its end offsets (see `readToEnd`). */
+const readAll = async (s: Scenario, topic: string, timeoutMs: number): Promise<Array<Received>> =>
+  (await readToEnd(kafkaOf(s.cluster), topic, timeoutMs)).map((m) => {
+    const headers: Record<string, string> = {}
+    for (const [k, v] of Object.entries(m.headers ?? {})) headers[k] = text(v)
+    return { partition: m.partition, offset: m.offset, key: m.key?.toString("utf8") ?? "", headers }
   })
-  const seen: Array<Received> = []
-  await consumer.connect()
-  try {
-    await consumer.subscribe({ topics: [topic], fromBeginning: true })
-    await consumer.run({
-      eachMessage: async ({ partition, message }) => {
-        const headers: Record<string, string> = {}
-        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = text(v)
-        seen.push({ partition, offset: message.offset, key: message.key?.toString("utf8") ?? "", headers })
-      }
-    })
-    const deadline = Date.now() + timeoutMs
-    while (!enough(seen) && Date.now() < deadline) await sleep(250)
-    await sleep(quietMs)
-  } finally {
-    await consumer.disconnect()
-  }
-  return seen
-}
 
 const offsetsOf = async (s: Scenario) => {
   const admin = kafkaOf(s.cluster).admin()
@@ -539,9 +513,8 @@ const itemsFingerprint = (o: OrderJson) =>
  */
 export const settle = async (s: Scenario, production: Production): Promise<Outcome> => {
   await production.done
-  const sent = s.plan.messages.length
   // Ground truth: what the cluster holds (a producer retry may have written a message twice).
-  const input = await readAll(s, s.topic, (seen) => seen.length >= sent, 120_000, 1_000)
+  const input = await readAll(s, s.topic, 120_000)
   const inTopic = new Set(input.map((m) => Number(m.headers[SEQ_HEADER])))
   const notInTopic = ranges(s.plan.messages.map((_, i) => i).filter((i) => !inTopic.has(i)))
   const topicCounts: Record<number, number> = {}
@@ -583,16 +556,9 @@ export const settle = async (s: Scenario, production: Production): Promise<Outco
     if (order !== undefined && itemsFingerprint(order) !== fingerprint) mismatched.push(uid)
   }
 
-  // A transaction left open by a killed instance hides what follows it until the broker aborts it
-  // (the 15 s transaction timeout): read on until that has surely happened.
-  const openUntil = s.lastFaultAt + 20_000
-  const letters = await readAll(
-    s,
-    s.dlqTopic,
-    (seen) => seen.length >= toPark.size && Date.now() > openUntil,
-    120_000,
-    3_000
-  )
+  // A transaction left open by a killed instance holds the reader up (it reads to the end offsets,
+  // committed records only) until the broker aborts it, after the 15 s transaction timeout.
+  const letters = await readAll(s, s.dlqTopic, 120_000)
   const bySource = new Map<string, number>()
   const parkedByKind: Record<string, number> = {}
   const wrongKind: Array<string> = []
