@@ -3,6 +3,7 @@ import { Duration, Effect, Schedule } from "effect"
 import { Kafka, logLevel, Partitioners, type Admin, type Consumer, type Producer } from "kafkajs"
 import { LocalKafka } from "../src/local/LocalKafka.ts"
 import { readFixture, readFixtureJson, validFixtureNames } from "./support/fixtures.ts"
+import { retryRetriable } from "./support/kafka.ts"
 
 interface Received {
   readonly partition: number
@@ -115,7 +116,11 @@ describe("a local Kafka started from Maven Central jars", () => {
           adminClient.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true })
         )
         expect(created).toBe(true)
-        const empty = yield* step("read offsets", () => adminClient.fetchTopicOffsets(topic))
+        // The metadata names each partition's leader (what `waitForLeaders` waits for) a moment
+        // before that broker serves it, and kafkajs' admin does not retry NOT_LEADER_FOR_PARTITION.
+        const empty = yield* step("read offsets", () =>
+          retryRetriable("read offsets", () => adminClient.fetchTopicOffsets(topic))
+        )
         expect(empty.map((p) => p.high)).toEqual(["0", "0", "0"])
 
         const producerClient = yield* producer
@@ -130,7 +135,9 @@ describe("a local Kafka started from Maven Central jars", () => {
             }))
           })
         )
-        const written = yield* step("read offsets", () => adminClient.fetchTopicOffsets(topic))
+        const written = yield* step("read offsets", () =>
+          retryRetriable("read offsets", () => adminClient.fetchTopicOffsets(topic))
+        )
         expect(written.reduce((n, p) => n + Number(p.high), 0)).toBe(orders.length)
 
         const received = yield* consumer("order-service", topic)
