@@ -25,7 +25,8 @@ order_uid when that can be read.
 
 Options:
   --brokers host:port,…   Kafka bootstrap servers (default: $KAFKA_BROKERS, else the
-                          local broker that \`npm start\` runs, from .data/kafka/bootstrap)
+                          local broker that \`npm start\` runs, from .data/kafka/bootstrap,
+                          or bootstrap in $KAFKA_LOCAL_DATA_DIR when that is set)
   --topic name            topic to send to (default: orders)
   --count N               messages to generate (default: 10 without files, 0 with files)
   --rate R                messages per second, 0 = as fast as possible (default: 0)
@@ -151,10 +152,18 @@ const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<Options, Usage
 interface Brokers {
   readonly list: ReadonlyArray<string>
   readonly source: string
+  /** Read from the file a running service leaves: if nothing answers, the service may be down. */
+  readonly fromFile?: boolean
 }
 
-/** The service writes the address of the local broker it starts here. */
-export const BOOTSTRAP_FILE = path.join(projectRoot, ".data", "kafka", "bootstrap")
+/**
+ * Where the service writes the address of the local broker it starts: in its local Kafka data
+ * directory, `.data/kafka` under `npm start` unless KAFKA_LOCAL_DATA_DIR says otherwise.
+ */
+export const bootstrapFile = (): string => {
+  const dataDir = process.env["KAFKA_LOCAL_DATA_DIR"]?.trim() || path.join(".data", "kafka")
+  return path.resolve(projectRoot, dataDir, "bootstrap")
+}
 
 const splitBrokers = (s: string) =>
   s
@@ -167,12 +176,13 @@ const resolveBrokers = (flag: string | undefined): Effect.Effect<Brokers, Config
     if (flag !== undefined) return { list: splitBrokers(flag), source: "--brokers" }
     const env = process.env["KAFKA_BROKERS"]
     if (env !== undefined && env.trim() !== "") return { list: splitBrokers(env), source: "KAFKA_BROKERS" }
-    if (existsSync(BOOTSTRAP_FILE)) {
+    const file = bootstrapFile()
+    if (existsSync(file)) {
       const text = yield* Effect.tryPromise({
-        try: () => readFile(BOOTSTRAP_FILE, "utf8"),
-        catch: (e) => new ConfigError({ message: `cannot read ${BOOTSTRAP_FILE}: ${(e as Error).message}` })
+        try: () => readFile(file, "utf8"),
+        catch: (e) => new ConfigError({ message: `cannot read ${file}: ${(e as Error).message}` })
       })
-      return { list: splitBrokers(text), source: ".data/kafka/bootstrap (the service's local broker)" }
+      return { list: splitBrokers(text), source: `${file} (the service's local broker)`, fromFile: true }
     }
     return yield* new ConfigError({
       message:
@@ -446,7 +456,7 @@ const acquireProducer = (brokers: Brokers) =>
       catch: (e) =>
         new KafkaError({
           message: `cannot connect to Kafka at ${brokers.list.join(",")} (from ${brokers.source}): ${describeKafkaError(e)}${
-            brokers.source.startsWith(".data") ? " — is the service running (`npm start`)?" : ""
+            brokers.fromFile === true ? " — is the service running (`npm start`)?" : ""
           }`
         })
     }),

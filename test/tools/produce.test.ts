@@ -1,21 +1,28 @@
-import { describe, expect, it, layer } from "@effect/vitest"
-import { Context, Duration, Effect, Either, Layer, Schedule } from "effect"
-import { Kafka, logLevel, type Consumer, type KafkaMessage } from "kafkajs"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Either } from "effect"
 import { spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
-import { existsSync } from "node:fs"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
-import { LocalKafka } from "../../src/local/LocalKafka.ts"
+import { inject } from "vitest"
 import { decodeOrderBytes } from "../../src/orders/OrderDecoder.ts"
 import { DEFAULT_MAX_MESSAGE_BYTES, generateOrders } from "../../src/tools/OrderGenerator.ts"
-import { BOOTSTRAP_FILE } from "../../src/tools/produce.ts"
 import { fixturesDir, readFixture } from "../support/fixtures.ts"
+import { kafkaFor, readToEnd, topicEnds } from "../support/kafka.ts"
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url))
+
+/** The run's broker. */
+const brokers = inject("kafkaBrokers")
+
+/**
+ * A local Kafka data directory that does not exist: the CLI finds no bootstrap file there, so a
+ * developer's running service (which leaves one in .data/kafka) is never sent test orders.
+ */
+const noLocalBroker = path.join(tmpdir(), `produce-test-${randomUUID()}`)
 
 interface CliResult {
   readonly code: number | null
@@ -23,14 +30,17 @@ interface CliResult {
   readonly stderr: string
 }
 
-/** Runs the CLI the way a person would, with no broker configured in the environment. */
-const runCli = (args: ReadonlyArray<string>) =>
+/**
+ * Runs the CLI the way a person would. By default it has no broker at all (no KAFKA_BROKERS, no
+ * local broker's bootstrap file); `env` gives it one.
+ */
+const runCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   Effect.promise(
     () =>
       new Promise<CliResult>((resolve, reject) => {
         const child = spawn("npx", ["tsx", "src/tools/produce.ts", ...args], {
           cwd: repoRoot,
-          env: { ...process.env, KAFKA_BROKERS: "" }
+          env: { ...process.env, KAFKA_BROKERS: "", KAFKA_LOCAL_DATA_DIR: noLocalBroker, ...env }
         })
         let stdout = ""
         let stderr = ""
@@ -44,63 +54,36 @@ const runCli = (args: ReadonlyArray<string>) =>
       })
   )
 
-class Cluster extends Context.Tag("Cluster")<Cluster, LocalKafka>() {}
-const ClusterLive = Layer.scoped(Cluster, LocalKafka.scoped({ brokers: 1 }))
+/**
+ * A fresh topic on the run's broker whose size limit lets too_large messages through, as the
+ * service's input topic must; returned once its leader serves it.
+ */
+const createTopic = () =>
+  Effect.promise(async () => {
+    const topic = `produce-${randomUUID().slice(0, 8)}`
+    const kafka = kafkaFor(brokers)
+    const admin = kafka.admin()
+    await admin.connect()
+    try {
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: [
+          {
+            topic,
+            numPartitions: 3,
+            configEntries: [{ name: "max.message.bytes", value: String(4 * 1024 * 1024) }]
+          }
+        ]
+      })
+    } finally {
+      await admin.disconnect()
+    }
+    await topicEnds(kafka, topic)
+    return topic
+  })
 
-const kafkaFor = (cluster: LocalKafka) =>
-  new Kafka({ clientId: "produce-test", brokers: [...cluster.brokers], logLevel: logLevel.NOTHING })
-
-/** A topic whose size limit lets too_large messages through, as the service's input topic must. */
-const createTopic = (cluster: LocalKafka, topic: string) =>
-  Effect.acquireUseRelease(
-    Effect.promise(async () => {
-      const admin = kafkaFor(cluster).admin()
-      await admin.connect()
-      return admin
-    }),
-    (admin) =>
-      Effect.promise(() =>
-        admin.createTopics({
-          waitForLeaders: true,
-          topics: [
-            {
-              topic,
-              numPartitions: 3,
-              configEntries: [{ name: "max.message.bytes", value: String(4 * 1024 * 1024) }]
-            }
-          ]
-        })
-      ),
-    (admin) => Effect.promise(() => admin.disconnect())
-  )
-
-/** Everything on `topic`, read by a fresh consumer group until `expected` messages arrived. */
-const consumeAll = (cluster: LocalKafka, topic: string, expected: number) =>
-  Effect.gen(function* () {
-    const received: Array<KafkaMessage> = []
-    yield* Effect.acquireRelease(
-      Effect.promise(async () => {
-        const consumer: Consumer = kafkaFor(cluster).consumer({
-          groupId: `produce-test-${randomUUID()}`,
-          maxBytesPerPartition: 8 * 1024 * 1024
-        })
-        await consumer.connect()
-        await consumer.subscribe({ topic, fromBeginning: true })
-        await consumer.run({ eachMessage: async ({ message }) => void received.push(message) })
-        return consumer
-      }),
-      (consumer) => Effect.promise(() => consumer.disconnect())
-    )
-    yield* Effect.try(() => {
-      if (received.length < expected) throw new Error(`${received.length} of ${expected} messages so far`)
-    }).pipe(
-      Effect.retry(Schedule.spaced("250 millis").pipe(Schedule.upTo(Duration.seconds(60)))),
-      Effect.orDie
-    )
-    // Nothing beyond what was expected trickles in.
-    yield* Effect.sleep("1 second")
-    return received
-  }).pipe(Effect.scoped)
+/** Everything on `topic`, read to its end offsets. */
+const consumeAll = (topic: string) => Effect.promise(() => readToEnd(kafkaFor(brokers), topic))
 
 const uidOf = (value: Buffer): unknown => {
   try {
@@ -122,18 +105,16 @@ const freePort = () =>
   )
 
 describe("the producer CLI", () => {
-  layer(ClusterLive, { excludeTestServices: true, timeout: "3 minutes" })("against a real broker", (it) => {
-    it.effect(
+  describe("against the run's broker", () => {
+    it.live(
       "sends generated orders with invalid and duplicate ones mixed in, plus a file, keyed by order_uid",
       () =>
         Effect.gen(function* () {
-          const cluster = yield* Cluster
-          const topic = "orders"
-          yield* createTopic(cluster, topic)
+          const topic = yield* createTopic()
           const file = path.join(fixturesDir, "valid", "model.json")
-          const result = yield* runCli([
-            "--brokers",
-            cluster.bootstrapServers,
+          const args = [
+            "--topic",
+            topic,
             "--count",
             "300",
             "--invalid-ratio",
@@ -143,17 +124,21 @@ describe("the producer CLI", () => {
             "--seed",
             "1",
             file
-          ])
+          ]
+          // The broker from the environment, as when KAFKA_BROKERS is exported.
+          const result = yield* runCli(args, { KAFKA_BROKERS: brokers })
           expect(result.stderr).toBe("")
           expect(result.code).toBe(0)
           // 30 invalid (all four kinds in turn), 30 re-sends, 240 new orders and the file's.
-          expect(result.stdout).toMatch(/^sent +301 messages to orders in [\d.]+ s \(\d+ msgs\/s, seed 1\)$/m)
+          expect(result.stdout).toMatch(
+            new RegExp(`^sent +301 messages to ${topic} in [\\d.]+ s \\(\\d+ msgs/s, seed 1\\)$`, "m")
+          )
           expect(result.stdout).toMatch(/^valid +271, of which 30 duplicates$/m)
           expect(result.stdout).toMatch(
             /^invalid +30: invalid_json 8, schema 8, business_rule 7, too_large 7$/m
           )
 
-          const received = yield* consumeAll(cluster, topic, 301)
+          const received = yield* consumeAll(topic)
           expect(received).toHaveLength(301)
 
           const valid: Array<{ key: string | undefined; uid: string }> = []
@@ -184,13 +169,11 @@ describe("the producer CLI", () => {
       { timeout: 180_000 }
     )
 
-    it.effect(
+    it.live(
       "an .ndjson file is one message per non-empty line, sent as its exact bytes",
       () =>
         Effect.gen(function* () {
-          const cluster = yield* Cluster
-          const topic = "orders.ndjson"
-          yield* createTopic(cluster, topic)
+          const topic = yield* createTopic()
           const orders = generateOrders(2, 99)
           const lines = [JSON.stringify(orders[0]), "", "not json at all", `${JSON.stringify(orders[1])}\r`]
           const dir = yield* Effect.acquireRelease(
@@ -200,12 +183,12 @@ describe("the producer CLI", () => {
           const file = path.join(dir, "orders.ndjson")
           yield* Effect.promise(() => writeFile(file, `${lines.join("\n")}\n`))
 
-          const result = yield* runCli(["--brokers", cluster.bootstrapServers, "--topic", topic, file])
+          const result = yield* runCli(["--brokers", brokers, "--topic", topic, file])
           expect(result.code).toBe(0)
           expect(result.stdout).toMatch(/^sent +3 messages/m)
           expect(result.stdout).toMatch(/^invalid +1: invalid_json 1,/m)
 
-          const received = yield* consumeAll(cluster, topic, 3)
+          const received = yield* consumeAll(topic)
           const byValue = received
             .map((m) => ({ key: m.key?.toString("utf8"), value: m.value!.toString("utf8") }))
             .sort((a, b) => a.value.localeCompare(b.value))
@@ -216,6 +199,27 @@ describe("the producer CLI", () => {
               { key: orders[1]!.order_uid, value: JSON.stringify(orders[1]) }
             ].sort((a, b) => a.value.localeCompare(b.value))
           )
+        }).pipe(Effect.scoped),
+      { timeout: 120_000 }
+    )
+
+    it.live(
+      "without KAFKA_BROKERS it sends to the local broker whose address a running service left",
+      () =>
+        Effect.gen(function* () {
+          const topic = yield* createTopic()
+          const dataDir = yield* Effect.acquireRelease(
+            Effect.promise(() => mkdtemp(path.join(tmpdir(), "produce-test-data-"))),
+            (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
+          )
+          yield* Effect.promise(() => writeFile(path.join(dataDir, "bootstrap"), `${brokers}\n`))
+          const result = yield* runCli(["--topic", topic, "--count", "5", "--seed", "3"], {
+            KAFKA_LOCAL_DATA_DIR: dataDir
+          })
+          expect(result.stderr).toBe("")
+          expect(result.code).toBe(0)
+          expect(result.stdout).toMatch(/^sent +5 messages/m)
+          expect(yield* consumeAll(topic)).toHaveLength(5)
         }).pipe(Effect.scoped),
       { timeout: 120_000 }
     )
@@ -238,8 +242,7 @@ describe("the producer CLI", () => {
     { timeout: 60_000 }
   )
 
-  // A bootstrap file means a developer's service is running: never send it test orders.
-  it.live.skipIf(existsSync(BOOTSTRAP_FILE))(
+  it.live(
     "without a broker anywhere it says how to get one",
     () =>
       Effect.gen(function* () {
