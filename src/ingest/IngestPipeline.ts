@@ -354,6 +354,8 @@ export const IngestPipeline = Layer.scopedDiscard(
         concurrency: consumer.concurrency,
         unordered: true
       }),
+      // Kafka gave up: stop, and give back the batches in flight.
+      Stream.interruptWhen(consumer.crashed),
       Stream.runDrain,
       Effect.onExit((exit) =>
         Effect.zipRight(

@@ -213,11 +213,13 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
     )
 
     return {
-      /** Batches in the order kafkajs hands them over; the stream fails if the consumer gives up. */
-      batches: Stream.fromQueue(queue).pipe(
-        Stream.map(toBatch),
-        Stream.interruptWhen(Deferred.await(crashed))
-      ) as Stream.Stream<ConsumedBatch, KafkaError>,
+      /** Batches in the order kafkajs hands them over. */
+      batches: Stream.fromQueue(queue).pipe(Stream.map(toBatch)) as Stream.Stream<ConsumedBatch>,
+      /**
+       * Fails once kafkajs gives up on a consumer. Whoever handles the batches stops on it, batches
+       * in flight included: they may be waiting out an outage that will never end for them.
+       */
+      crashed: Deferred.await(crashed),
       /** Stop fetching; waits for the batches in flight to be settled. */
       stop: Effect.promise(() =>
         Promise.all(consumers.map((consumer) => consumer.stop().catch(() => undefined)))

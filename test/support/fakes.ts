@@ -1,0 +1,278 @@
+/**
+ * In-memory stand-ins for the ingest pipeline's dependencies, so that the real `IngestPipeline`
+ * runs thousands of messages in milliseconds. Each keeps the one contract the pipeline relies on,
+ * and records what a test needs to check that the pipeline kept its own:
+ *
+ * - `FakeKafka`: partitions of messages handed over as batches, one batch per partition at a time,
+ *   in offset order; a settled batch moves the fetch position past it, an abandoned one is handed
+ *   over again (kafkajs' `resolveOffset`). Batches can be made stale (a rebalance took them).
+ * - `FakeDeadLetters`: a Kafka transaction — the letters and the offsets land together, or nothing.
+ * - `FakeRepository`: `order_uid` as primary key; the same content again is a duplicate, other
+ *   content a conflict; the first under a uid in a batch wins.
+ *
+ * Faults are injected on purpose: transient failures (an outage that passes) and, keyed by marks in
+ * the order, a refusal of the data (SQLSTATE 23514) or a defect while storing it.
+ */
+import { SqlError } from "@effect/sql/SqlError"
+import { Context, Deferred, Effect, Layer, Option, Queue, Ref, Stream } from "effect"
+import type { KafkaMessage } from "kafkajs"
+import { DeadLetters, type DeadLetter, type Settle } from "../../src/kafka/DeadLetters.ts"
+import { KafkaError } from "../../src/kafka/KafkaClient.ts"
+import { KafkaConsumer, type ConsumedBatch } from "../../src/kafka/KafkaConsumer.ts"
+import type { Order } from "../../src/orders/Order.ts"
+import { orderToJsonString } from "../../src/orders/OrderDecoder.ts"
+import { OrderRepository, type InsertOutcome } from "../../src/orders/OrderRepository.ts"
+
+/** Marks in an order's `customer_id` that make the fake database misbehave on that order alone. */
+export const REFUSED_BY_DATABASE = "fake-db-refuses-this-order"
+export const DIES_IN_STORE = "fake-db-dies-on-this-order"
+
+export interface Incoming {
+  readonly key: string | null
+  readonly value: Buffer | null
+}
+
+/** Coin flips the fakes use to inject faults; deterministic per test run. */
+export type Chance = () => boolean
+
+export const never: Chance = () => false
+
+export const seededChance = (seed: number, probability: number): Chance => {
+  let t = seed >>> 0
+  return () => {
+    // mulberry32
+    t = (t + 0x6d2b79f5) >>> 0
+    let r = Math.imul(t ^ (t >>> 15), 1 | t)
+    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r
+    return ((r ^ (r >>> 14)) >>> 0) / 4294967296 < probability
+  }
+}
+
+export interface Ledger {
+  /** Messages by partition, in offset order (offset = index). */
+  readonly partitions: Array<Array<KafkaMessage>>
+  /** Committed offset by partition (the next offset to read). */
+  readonly committed: Array<number>
+  /** Every letter parked, in the order the transactions committed. */
+  readonly parked: Array<DeadLetter>
+  /** Stored orders by uid: their canonical JSON. */
+  readonly stored: Map<string, string>
+  /** Broken promises found while the pipeline ran (a commit past an unsettled message, say). */
+  readonly violations: Array<string>
+}
+
+export const makeLedger = (partitions: number): Ledger => ({
+  partitions: Array.from({ length: partitions }, () => []),
+  committed: Array.from({ length: partitions }, () => 0),
+  parked: [],
+  stored: new Map(),
+  violations: []
+})
+
+const TOPIC = "orders"
+
+/** Append messages to a partition, as a producer would. */
+export const append = (ledger: Ledger, partition: number, messages: ReadonlyArray<Incoming>) => {
+  const log = ledger.partitions[partition]!
+  for (const m of messages) {
+    log.push({
+      key: m.key === null ? null : Buffer.from(m.key),
+      value: m.value,
+      offset: String(log.length),
+      timestamp: String(Date.now()),
+      attributes: 0,
+      headers: {},
+      size: m.value?.byteLength ?? 0
+    } as KafkaMessage)
+  }
+}
+
+/** Parked letters of one message, by its coordinates. */
+export const lettersOf = (ledger: Ledger, partition: number, offset: number) =>
+  ledger.parked.filter((l) => l.source.partition === partition && l.source.offset === String(offset))
+
+/**
+ * Whether a message is settled: parked, or its order is stored (now or before) with the same
+ * content. Used when offsets are committed: nothing may be committed past a message that is not.
+ */
+const isSettled = (
+  ledger: Ledger,
+  partition: number,
+  offset: number,
+  parse: (m: KafkaMessage) => Option.Option<Order>
+) => {
+  if (lettersOf(ledger, partition, offset).length > 0) return true
+  const message = ledger.partitions[partition]![offset]!
+  return Option.match(parse(message), {
+    onNone: () => false,
+    onSome: (order) => ledger.stored.get(order.order_uid) === orderToJsonString(order)
+  })
+}
+
+const commitOffset = (
+  ledger: Ledger,
+  partition: number,
+  next: number,
+  parse: (m: KafkaMessage) => Option.Option<Order>
+) => {
+  for (let offset = ledger.committed[partition]!; offset < next; offset++) {
+    if (!isSettled(ledger, partition, offset, parse)) {
+      ledger.violations.push(
+        `offset ${next} committed on partition ${partition} past unsettled offset ${offset}`
+      )
+    }
+  }
+  if (next < ledger.committed[partition]!) {
+    ledger.violations.push(`partition ${partition}'s committed offset went back to ${next}`)
+  }
+  ledger.committed[partition] = next
+}
+
+export interface FakeKafkaOptions {
+  readonly batchSize: number
+  /** A handed-over batch is taken away (a rebalance) before it is settled. */
+  readonly stale: Chance
+  /** A commit or a dead-letter transaction fails without effect (the broker is away). */
+  readonly transientFailure: Chance
+  /** Decode a message for the settledness check (the real decoder: tests never change it). */
+  readonly parse: (m: KafkaMessage) => Option.Option<Order>
+  /** Make the batch stream fail: kafkajs gave up on the consumer. */
+  readonly crash?: Deferred.Deferred<never, KafkaError>
+}
+
+/** The consumer side of a Kafka topic kept in `ledger`, and the dead-letter side committing to it. */
+export const fakeKafka = (ledger: Ledger, options: FakeKafkaOptions) =>
+  Layer.scopedContext(
+    Effect.gen(function* () {
+      const queue = yield* Queue.bounded<ConsumedBatch>(ledger.partitions.length)
+      const running = yield* Ref.make(true)
+      // Fetch position by partition: where the next batch starts.
+      const position = ledger.partitions.map(() => 0)
+      const inFlight = ledger.partitions.map(() => false)
+      const stale = ledger.partitions.map(() => false)
+
+      const makeBatch = (partition: number): ConsumedBatch => {
+        const from = position[partition]!
+        const messages = ledger.partitions[partition]!.slice(from, from + options.batchSize)
+        const nextOffset = from + messages.length
+        stale[partition] = options.stale()
+        const fail = (what: string) => Effect.fail(new KafkaError({ message: `fake broker: ${what}` }))
+        return {
+          topic: TOPIC,
+          partition,
+          messages,
+          member: 0,
+          nextOffset: String(nextOffset),
+          heartbeat: Effect.void,
+          isStale: Effect.sync(() => stale[partition]!),
+          commit: Effect.suspend(() => {
+            if (stale[partition]) return fail("not a member of this generation")
+            if (options.transientFailure()) return fail("commit failed, broker away")
+            commitOffset(ledger, partition, nextOffset, options.parse)
+            return Effect.void
+          }),
+          done: Effect.sync(() => {
+            position[partition] = nextOffset
+            inFlight[partition] = false
+          }),
+          abandon: Effect.sync(() => {
+            inFlight[partition] = false
+            stale[partition] = false
+          })
+        }
+      }
+
+      /** Hand over a batch for each partition with messages past its position and none in flight. */
+      const feed = Effect.gen(function* () {
+        for (let p = 0; p < ledger.partitions.length; p++) {
+          if (!inFlight[p] && position[p]! < ledger.partitions[p]!.length) {
+            inFlight[p] = true
+            yield* Queue.offer(queue, makeBatch(p))
+          }
+        }
+      })
+      yield* feed.pipe(Effect.zipRight(Effect.sleep("1 millis")), Effect.forever, Effect.forkScoped)
+
+      const consumer = KafkaConsumer.make({
+        batches: Stream.fromQueue(queue),
+        crashed: options.crash ? Deferred.await(options.crash) : Effect.never,
+        stop: Ref.set(running, false).pipe(Effect.as([])),
+        isRunning: Ref.get(running),
+        concurrency: ledger.partitions.length,
+        groupId: "fake-group",
+        instanceId: "fake-instance"
+      })
+
+      const settle = (
+        letters: ReadonlyArray<DeadLetter>,
+        offsets: ReadonlyArray<Settle>,
+        settleOptions: { readonly lane?: number; readonly stillOurs?: Effect.Effect<boolean> } = {}
+      ): Effect.Effect<void, KafkaError> =>
+        Effect.gen(function* () {
+          if (options.transientFailure()) {
+            return yield* Effect.fail(new KafkaError({ message: "fake broker: transaction failed" }))
+          }
+          if (settleOptions.stillOurs && !(yield* settleOptions.stillOurs)) {
+            return yield* Effect.fail(new KafkaError({ message: "fake broker: partition given to another" }))
+          }
+          // Committed: the letters and the offsets together.
+          ledger.parked.push(...letters)
+          for (const o of offsets) commitOffset(ledger, o.partition, Number(o.nextOffset), options.parse)
+        })
+      const deadLetters = DeadLetters.make({ settle, topic: `${TOPIC}.dlq` })
+      // Both services from one scope: they share the ledger and the fetch positions.
+      return Context.make(KafkaConsumer, consumer).pipe(Context.add(DeadLetters, deadLetters))
+    })
+  )
+
+export interface FakeRepositoryOptions {
+  /** A batch fails without effect (PostgreSQL away). */
+  readonly transientFailure: Chance
+}
+
+const notInThisFake = (what: string) => Effect.dieMessage(`${what} is not part of the fake repository`)
+
+/** `OrderRepository.insertBatch` over a Map, with the real one's outcomes. */
+export const fakeRepository = (ledger: Ledger, options: FakeRepositoryOptions) =>
+  Layer.succeed(
+    OrderRepository,
+    OrderRepository.make({
+      insertBatch: (orders: ReadonlyArray<Order>) =>
+        Effect.suspend((): Effect.Effect<Array<InsertOutcome>, SqlError> => {
+          if (options.transientFailure()) {
+            return Effect.fail(
+              new SqlError({ cause: new Error("connect ECONNREFUSED"), message: "fake: away" })
+            )
+          }
+          if (orders.some((o) => o.customer_id === DIES_IN_STORE)) {
+            return Effect.dieMessage("the fake database broke on this order")
+          }
+          if (orders.some((o) => o.customer_id === REFUSED_BY_DATABASE)) {
+            const cause = Object.assign(new Error('new row violates check constraint "fake"'), {
+              code: "23514"
+            })
+            return Effect.fail(new SqlError({ cause, message: "fake: refused" }))
+          }
+          // One transaction: compute everything, then apply.
+          const fresh = new Map<string, string>()
+          const outcomes = orders.map((order): InsertOutcome => {
+            const json = orderToJsonString(order)
+            const existing = ledger.stored.get(order.order_uid) ?? fresh.get(order.order_uid)
+            if (existing === undefined) {
+              fresh.set(order.order_uid, json)
+              return "inserted"
+            }
+            return existing === json ? "duplicate" : "conflict"
+          })
+          for (const [uid, json] of fresh) ledger.stored.set(uid, json)
+          return Effect.succeed(outcomes)
+        }),
+      findByUid: () => notInThisFake("findByUid"),
+      findJsonByUid: () => notInThisFake("findJsonByUid"),
+      mostRecent: () => notInThisFake("mostRecent"),
+      mostRecentJson: () => notInThisFake("mostRecentJson"),
+      listRecent: () => notInThisFake("listRecent"),
+      count: notInThisFake("count"),
+      ping: Effect.void
+    })
+  )
