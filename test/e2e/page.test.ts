@@ -27,20 +27,88 @@ const tid = (id: string) => `[data-testid="${id}"]`
 
 mkdirSync("test-results", { recursive: true })
 
-/** A page that records console errors and uncaught exceptions (CSP violations included). */
-const openPage = (browser: Browser, width = 1280) =>
+/** A failure the test causes on purpose: an exact URL and the status the server answers it with. */
+interface ExpectedFailure {
+  readonly url: string
+  readonly status: number
+}
+
+/**
+ * A page that records console errors, uncaught exceptions (CSP violations included), failed
+ * requests and error responses. Only the failures in `expected` are let through — the browser's
+ * "Failed to load resource" note for them included — and `unseen` lists those that did not happen.
+ */
+const openPage = (
+  browser: Browser,
+  options: { width?: number; expected?: ReadonlyArray<ExpectedFailure> } = {}
+) =>
   Effect.acquireRelease(
     Effect.promise(async () => {
-      const page = await browser.newPage({ viewport: { width, height: 900 } })
+      const page = await browser.newPage({ viewport: { width: options.width ?? 1280, height: 900 } })
+      const expected = options.expected ?? []
+      const isExpected = (url: string, status: number) =>
+        expected.some((f) => f.url === url && f.status === status)
+      const seen = new Set<ExpectedFailure>()
       const errors: Array<string> = []
       page.on("console", (m) => {
-        // The browser's own note for a deliberate 404 is not a page error.
-        if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) errors.push(m.text())
+        if (m.type() !== "error") return
+        const status = /^Failed to load resource: the server responded with a status of (\d+) /.exec(m.text())
+        if (status !== null && isExpected(m.location().url, Number(status[1]))) return
+        errors.push(`console: ${m.text()} (${m.location().url})`)
       })
-      page.on("pageerror", (e) => errors.push(e.message))
-      return { page, errors }
+      page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`))
+      page.on("requestfailed", (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`))
+      page.on("response", (r) => {
+        if (r.status() < 400) return
+        const failure = expected.find((f) => f.url === r.url() && f.status === r.status())
+        if (failure === undefined) errors.push(`response: ${r.status()} ${r.url()}`)
+        else seen.add(failure)
+      })
+      return { page, errors, unseen: () => expected.filter((f) => !seen.has(f)) }
     }),
     ({ page }) => Effect.promise(() => page.close())
+  )
+
+/**
+ * What a person at this width would notice: the page scrolling sideways, or a part of the order
+ * hidden, cut off at the edge, or in type too small to read.
+ */
+const layoutProblems = (page: Page) =>
+  Effect.promise(() =>
+    page.evaluate(() => {
+      const problems: Array<string> = []
+      const width = window.innerWidth
+      const scrollWidth = document.documentElement.scrollWidth
+      if (scrollWidth > width) problems.push(`the page is ${scrollWidth} px wide in a ${width} px window`)
+      const parts = [
+        "order-uid",
+        "track-number",
+        "delivery",
+        "delivery-name",
+        "delivery-address",
+        "payment",
+        "amount",
+        "goods-total",
+        "items-table",
+        "item-name",
+        "item-total-price",
+        "raw-json"
+      ]
+      for (const id of parts) {
+        const elements = Array.from(document.querySelectorAll(`[data-testid="${id}"]`))
+        if (elements.length === 0) problems.push(`${id}: not on the page`)
+        for (const element of elements) {
+          const box = element.getBoundingClientRect()
+          const style = getComputedStyle(element)
+          if (box.width === 0 || box.height === 0 || style.visibility === "hidden")
+            problems.push(`${id}: not visible`)
+          else if (box.left < 0 || box.right > width)
+            problems.push(`${id}: spans ${Math.round(box.left)}..${Math.round(box.right)} of ${width} px`)
+          if (parseFloat(style.fontSize) < 12) problems.push(`${id}: ${style.fontSize} type`)
+        }
+      }
+      return problems
+    })
   )
 
 const search = (page: Page, uid: string) =>
@@ -61,7 +129,7 @@ const seeded = Effect.gen(function* () {
 
 describe("the web page in Chromium", () => {
   it.live(
-    "typing the canonical order's id shows the whole order; a phone-width view works too",
+    "typing the canonical order's id shows the whole order; on a phone-width screen it fits without sideways scrolling",
     () =>
       Effect.gen(function* () {
         const url = yield* seeded
@@ -78,10 +146,16 @@ describe("the web page in Chromium", () => {
         expect(yield* text(page, tid("order-view"))).toContain("WBILMTESTTRACK")
         expect(new URL(page.url()).searchParams.get("uid")).toBe(model.order_uid)
         yield* Effect.promise(() => page.screenshot({ path: "test-results/order-view.png", fullPage: true }))
+        expect(yield* layoutProblems(page)).toEqual([])
+        // A phone held upright: the same order, each part within the screen, no sideways scrolling.
         yield* Effect.promise(() => page.setViewportSize({ width: 360, height: 800 }))
         yield* Effect.promise(() =>
           page.screenshot({ path: "test-results/order-view-phone.png", fullPage: true })
         )
+        expect(yield* layoutProblems(page)).toEqual([])
+        expect(yield* text(page, tid("order-uid"))).toContain(model.order_uid)
+        expect(yield* text(page, tid("items-table"))).toContain("Mascaras")
+        expect(yield* text(page, tid("amount"))).toContain("1,817")
         expect(errors).toEqual([])
       }).pipe(Effect.scoped, Effect.provide(stack)),
     60_000
@@ -93,7 +167,10 @@ describe("the web page in Chromium", () => {
       Effect.gen(function* () {
         const url = yield* seeded
         const browser = yield* scopedBrowser()
-        const { page, errors } = yield* openPage(browser)
+        // The lookup of the unknown id is the one request that may fail, with exactly a 404.
+        const { page, errors, unseen } = yield* openPage(browser, {
+          expected: [{ url: `${url}/order/no-such-order`, status: 404 }]
+        })
         yield* Effect.promise(() => page.goto(`${url}/`))
         yield* search(page, "no-such-order")
         yield* Effect.promise(() => page.locator(tid("state-not-found")).waitFor({ state: "visible" }))
@@ -102,6 +179,7 @@ describe("the web page in Chromium", () => {
         yield* Effect.promise(() => page.locator(tid("state-bad-id")).waitFor({ state: "visible" }))
         expect(yield* text(page, tid("bad-id-message"))).toMatch(/128/)
         expect(errors).toEqual([])
+        expect(unseen()).toEqual([])
       }).pipe(Effect.scoped, Effect.provide(stack)),
     60_000
   )
@@ -157,7 +235,7 @@ describe("the web page in Chromium", () => {
       Effect.gen(function* () {
         const url = yield* seeded
         const browser = yield* scopedBrowser()
-        const { page } = yield* openPage(browser)
+        const { page, errors } = yield* openPage(browser)
         yield* Effect.promise(() => page.goto(`${url}/`))
         // The search box has the focus on load; typing and Enter are all it takes.
         yield* Effect.promise(() => page.keyboard.type(model.order_uid))
@@ -172,6 +250,7 @@ describe("the web page in Chromium", () => {
           return seen
         })
         expect(focusable).toContain("recent-order")
+        expect(errors).toEqual([])
       }).pipe(Effect.scoped, Effect.provide(stack)),
     60_000
   )
