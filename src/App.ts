@@ -54,9 +54,18 @@ export const AppLive = ServicesLive.pipe(Layer.provide(Database.layer))
 /**
  * Runs the service until interrupted (SIGINT/SIGTERM: succeeds) or until ingestion stops by itself
  * (fails with `IngestStopped`, so the process exits non-zero and its supervisor restarts it). Either
- * way the layers close in reverse order: HTTP drains, clients and pools close.
+ * way the layers close in reverse order: HTTP drains, clients and pools close. `onShutdown` runs as
+ * closing begins, whatever the reason.
  */
-export const launch = <E, R>(app: Layer.Layer<IngestStatus, E, R>) =>
+export const launch = <E, R>(
+  app: Layer.Layer<IngestStatus, E, R>,
+  onShutdown: Effect.Effect<void> = Effect.void
+) =>
   Effect.scoped(
-    Effect.flatMap(Layer.build(app), (context) => Context.get(context, IngestStatus).stoppedByItself)
+    Effect.gen(function* () {
+      const context = yield* Layer.build(app)
+      // The last finalizer added is the first to run.
+      yield* Effect.addFinalizer(() => onShutdown)
+      return yield* Context.get(context, IngestStatus).stoppedByItself
+    })
   )

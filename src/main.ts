@@ -5,7 +5,7 @@
  * gives up), the layers close the same way and the process exits with status 1.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Cause, Duration, Effect, Exit, Layer } from "effect"
 import { AppLive, launch } from "./App.ts"
 import * as AppConfig from "./config/AppConfig.ts"
 import * as Logging from "./observability/Logging.ts"
@@ -28,11 +28,36 @@ const main = Effect.gen(function* () {
   const app = process.argv.includes("--demo")
     ? Layer.merge(AppLive, (yield* Effect.promise(() => import("./tools/DemoOrders.ts"))).DemoOrders(200))
     : AppLive
-  return yield* launch(app).pipe(
+  return yield* launch(
+    app,
+    armShutdownDeadline(Duration.sum(config.http.shutdownTimeout, SHUTDOWN_GRACE))
+  ).pipe(
     Effect.onInterrupt(() => Effect.logInfo("Order service stopped")),
     Effect.provide(Layer.merge(configLayer, logging))
   )
 })
+
+/**
+ * Past `http.shutdown_timeout`, closing gets this much longer (ingestion's batch in flight, Kafka
+ * and PostgreSQL clients, local servers: each has its own, shorter, limit) before the process exits
+ * regardless.
+ */
+const SHUTDOWN_GRACE = Duration.seconds(30)
+
+/**
+ * Whatever closing waits on — a broker that stopped answering, a finalizer that hangs — the process
+ * ends by `limit` after closing began, exiting 1 with one line saying so. The timer does not itself
+ * keep the process alive.
+ */
+const armShutdownDeadline = (limit: Duration.Duration) =>
+  Effect.sync(() => {
+    setTimeout(() => {
+      process.stderr.write(
+        `order-service: closing down took longer than ${Duration.format(limit)}; exiting without waiting further\n`
+      )
+      process.exit(1)
+    }, Duration.toMillis(limit)).unref()
+  })
 
 NodeRuntime.runMain(
   main.pipe(
@@ -44,6 +69,16 @@ NodeRuntime.runMain(
       })
     )
   ),
-  // Our own logger (JSON lines or pretty, by config) replaces the default one.
-  { disablePrettyLogger: true }
+  {
+    // Our own logger (JSON lines or pretty, by config) replaces the default one.
+    disablePrettyLogger: true,
+    // Exit once the service has closed down, with its status, rather than when nothing is left on
+    // the event loop: a client library's stray timer or socket must not keep a stopped process alive.
+    teardown: (exit, onExit) => {
+      const code =
+        Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? 1 : Number(process.exitCode ?? 0)
+      onExit(code)
+      process.exit(code)
+    }
+  }
 )

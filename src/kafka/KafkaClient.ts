@@ -44,12 +44,20 @@ export interface Topics {
   readonly deadLetters: string
 }
 
-/** Create the topics that are missing; existing topics are left as they are. */
+/**
+ * A dead letter is a whole message of the orders topic plus the headers saying why (a few KB at
+ * most): the dead-letter topic takes records up to twice Kafka's default limit, so that any message
+ * the orders topic accepted can be parked whole.
+ */
+export const DEAD_LETTER_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+
+/** Create the topics that are missing, with `extraConfig` by topic; existing topics are left as they are. */
 export const ensureTopics = (
   admin: Admin,
   topics: ReadonlyArray<string>,
   partitions: number,
-  replicationFactor: number
+  replicationFactor: number,
+  extraConfig: Readonly<Record<string, Readonly<Record<string, string>>>> = {}
 ) =>
   Effect.tryPromise({
     try: async () => {
@@ -62,10 +70,12 @@ export const ensureTopics = (
             topic,
             numPartitions: partitions,
             replicationFactor,
-            configEntries:
-              replicationFactor > 1
+            configEntries: [
+              ...(replicationFactor > 1
                 ? [{ name: "min.insync.replicas", value: String(Math.min(2, replicationFactor)) }]
-                : []
+                : []),
+              ...Object.entries(extraConfig[topic] ?? {}).map(([name, value]) => ({ name, value }))
+            ]
           }))
         })
       }
@@ -136,7 +146,8 @@ export class KafkaClient extends Effect.Service<KafkaClient>()("KafkaClient", {
       admin,
       [topics.orders, topics.deadLetters],
       config.partitions,
-      config.replicationFactor
+      config.replicationFactor,
+      { [topics.deadLetters]: { "max.message.bytes": String(DEAD_LETTER_MAX_MESSAGE_BYTES) } }
     )
     if (created.length > 0)
       yield* Effect.logInfo("Created topics").pipe(Effect.annotateLogs({ topics: created }))

@@ -224,6 +224,15 @@ export class LocalKafka {
     await running.exited
   }
 
+  /**
+   * Freeze broker `i` (SIGSTOP) or let it go on (SIGCONT): it keeps its connections open and answers
+   * nothing, like a broker that hangs. Returns whether it was running.
+   */
+  freezeBroker(i: number, frozen: boolean): boolean {
+    const running = this.running[this.index(i)]
+    return running?.child.kill(frozen ? "SIGSTOP" : "SIGCONT") ?? false
+  }
+
   /** Stop broker `i` if it runs (gracefully) and start it again on the same ports and data. */
   async restartBroker(i: number): Promise<void> {
     if (this.stopped) {
