@@ -63,15 +63,17 @@ const writeJson = (
   status: number,
   body: unknown,
   headers: Record<string, string> = {}
-) => {
+): number => {
   const text = JSON.stringify(body)
+  const bytes = Buffer.byteLength(text)
   res.writeHead(status, {
     ...SECURITY_HEADERS,
     "content-type": "application/json",
-    "content-length": Buffer.byteLength(text),
+    "content-length": bytes,
     ...headers
   })
   res.end(text)
+  return bytes
 }
 
 export const HttpServerLive = Layer.scoped(
@@ -87,7 +89,14 @@ export const HttpServerLive = Layer.scoped(
     let inFlight = 0
     const idle = yield* Deferred.make<void>()
 
-    const accessLog = (req: IncomingMessage, res: ServerResponse, pathname: string, ms: number) =>
+    /** `bytes`: the body's size; headers given to `writeHead` as a list are not read back. */
+    const accessLog = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      pathname: string,
+      ms: number,
+      bytes: number = Number(res.getHeader("content-length") ?? 0)
+    ) =>
       runSync(
         Effect.logInfo("http request").pipe(
           Effect.annotateLogs({
@@ -95,56 +104,59 @@ export const HttpServerLive = Layer.scoped(
             path: pathname,
             status: res.statusCode,
             ms: Math.round(ms * 100) / 100,
-            bytes: Number(res.getHeader("content-length") ?? 0)
+            bytes
           })
         )
       )
 
     /**
-     * `GET /order/{uid}`: answer a bad id (400) or a cache hit here; false means the app must
-     * answer. Bad ids are judged here too because the router does not match very long ids.
+     * `GET /order/{uid}`: answer a bad id (400) or a cache hit here, returning the body's size;
+     * undefined means the app must answer. Bad ids are judged here too because the router does
+     * not match very long ids.
      */
-    const orderFastPath = (req: IncomingMessage, res: ServerResponse, pathname: string): boolean => {
-      if (req.method !== "GET" || !pathname.startsWith(ORDER_PREFIX)) return false
+    const orderFastPath = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      pathname: string
+    ): number | undefined => {
+      if (req.method !== "GET" || !pathname.startsWith(ORDER_PREFIX)) return undefined
       let uid: string
       try {
         uid = decodeURIComponent(pathname.slice(ORDER_PREFIX.length))
       } catch {
-        writeJson(res, 400, {
+        return writeJson(res, 400, {
           error: "invalid_order_uid",
           message: "order_uid is not valid percent-encoded UTF-8"
         })
-        return true
       }
       // Only valid ids are ever cached, so a hit needs no further check. A miss goes on to the API,
       // whose lookup counts it: counted here too, every miss would count twice.
       const hit = cache.unsafeGet(uid, { countMiss: false })
       if (Option.isNone(hit)) {
         const problem = orderUidProblem(uid)
-        if (Option.isNone(problem)) return false
-        writeJson(res, 400, { error: "invalid_order_uid", message: problem.value })
-        return true
+        if (Option.isNone(problem)) return undefined
+        return writeJson(res, 400, { error: "invalid_order_uid", message: problem.value })
       }
       // The headers as one flat list: Node writes it as it is, without a per-header pass.
       const etag = hit.value.etag
       if (req.headers["if-none-match"] === etag) {
         res.writeHead(304, [...SECURITY_HEADER_LIST, "etag", etag, "cache-control", ORDER_CACHE_CONTROL])
         res.end()
-      } else {
-        res.writeHead(200, [
-          ...SECURITY_HEADER_LIST,
-          "content-type",
-          "application/json",
-          "content-length",
-          String(hit.value.bytes),
-          "etag",
-          etag,
-          "cache-control",
-          ORDER_CACHE_CONTROL
-        ])
-        res.end(hit.value.json)
+        return 0
       }
-      return true
+      res.writeHead(200, [
+        ...SECURITY_HEADER_LIST,
+        "content-type",
+        "application/json",
+        "content-length",
+        String(hit.value.bytes),
+        "etag",
+        etag,
+        "cache-control",
+        ORDER_CACHE_CONTROL
+      ])
+      res.end(hit.value.json)
+      return hit.value.bytes
     }
 
     const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
@@ -152,11 +164,12 @@ export const HttpServerLive = Layer.scoped(
       const url = req.url ?? "/"
       const q = url.indexOf("?")
       const pathname = q === -1 ? url : url.slice(0, q)
-      if (!draining && orderFastPath(req, res, pathname)) {
+      const fastBytes = draining ? undefined : orderFastPath(req, res, pathname)
+      if (fastBytes !== undefined) {
         // Answered at once and in full: nothing for a shutdown to wait for.
         const ms = performance.now() - started
         observeHttpRequest("GET", "/order/{order_uid}", res.statusCode, ms / 1000)
-        if (config.accessLog) accessLog(req, res, pathname, ms)
+        if (config.accessLog) accessLog(req, res, pathname, ms, fastBytes)
         return
       }
       inFlight++

@@ -1,12 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Redacted, Schema } from "effect"
+import { Effect, LogLevel, Redacted, Schema } from "effect"
 import * as Database from "../../src/db/Database.ts"
 import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
-import { get, httpStack } from "../support/app.ts"
+import * as Logging from "../../src/observability/Logging.ts"
+import { baseUrl, get, httpStack } from "../support/app.ts"
 import { deltaOf, metricValue, parseMetrics, scrapeMetrics } from "../support/metrics.ts"
 import { TestDatabase } from "../support/database.ts"
 import { readFixtureJson } from "../support/fixtures.ts"
@@ -199,6 +200,57 @@ describe("the HTTP API on a real PostgreSQL", () => {
       }).pipe(Effect.provide(httpStack(TestDatabase, { cache: { max_entries: 2, warm_count: 0 } })))
   )
 
+  it.live("every request is one JSON access-log line with its method, path, status and bytes", () =>
+    Effect.gen(function* () {
+      yield* seed
+      const captured = yield* capturingStdout
+      const sent = yield* sendAll(accessLogRequests(model.order_uid))
+      expect(sent.map((r) => r.status)).toEqual([200, 200, 304, 404, 400, 200, 200, 200, 404, 404])
+      // A line is written when its response is done, which may be just after the client has it.
+      const deadline = Date.now() + 5_000
+      while (accessLines(captured.lines).length < sent.length && Date.now() < deadline) {
+        yield* Effect.sleep("20 millis")
+      }
+      yield* Effect.sleep("200 millis")
+      const logged = accessLines(captured.lines)
+      const key = (r: { method: string; path: string; status: number }) => `${r.method} ${r.path} ${r.status}`
+      expect(logged.map(key).sort()).toEqual(sent.map(key).sort())
+      for (const line of logged) {
+        expect(line.level).toBe("info")
+        expect(new Date(line.time).toISOString()).toBe(line.time)
+        expect(line.ms).toBeGreaterThanOrEqual(0)
+      }
+      // The bytes of each body as sent, fast path or not.
+      const bytes = (r: { method: string; path: string; status: number; bytes: number }) =>
+        `${key(r)} ${r.bytes}`
+      expect(logged.map(bytes).sort()).toEqual(sent.map(bytes).sort())
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        httpStack(TestDatabase, {
+          http: { host: "127.0.0.1", port: 0, access_log: true, shutdown_timeout: "5 seconds" },
+          cache: { max_entries: 1000, warm_count: 0 }
+        })
+      ),
+      Effect.provide(Logging.layer({ format: "json", level: LogLevel.Info }))
+    )
+  )
+
+  it.live("with http.access_log false, requests write no access-log line", () =>
+    Effect.gen(function* () {
+      yield* seed
+      const captured = yield* capturingStdout
+      const sent = yield* sendAll(accessLogRequests(model.order_uid))
+      yield* Effect.sleep("200 millis")
+      expect(sent).toHaveLength(10)
+      expect(accessLines(captured.lines)).toEqual([])
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(stack),
+      Effect.provide(Logging.layer({ format: "json", level: LogLevel.Info }))
+    )
+  )
+
   it.live(
     "/healthz is 200; /readyz turns 503 naming the database while it is down, and ready again after",
     () =>
@@ -227,6 +279,68 @@ describe("the HTTP API on a real PostgreSQL", () => {
       }).pipe(Effect.scoped)
   )
 })
+
+/**
+ * The service's JSON log lines written while `effect` runs (the real logger, writing to stdout),
+ * instead of printing them.
+ */
+const capturingStdout = Effect.acquireRelease(
+  Effect.sync(() => {
+    const write = process.stdout.write
+    const lines: Array<string> = []
+    let partial = ""
+    process.stdout.write = ((chunk: string | Uint8Array) => {
+      partial += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8")
+      const complete = partial.split("\n")
+      partial = complete.pop()!
+      lines.push(...complete)
+      return true
+    }) as typeof process.stdout.write
+    return { lines, restore: () => (process.stdout.write = write) }
+  }),
+  (captured) => Effect.sync(() => captured.restore())
+)
+
+/** Requests of every kind: app and fast path, hits and misses, errors, static files, a POST. */
+const accessLogRequests = (uid: string) => [
+  { method: "GET", path: `/order/${uid}` },
+  { method: "GET", path: `/order/${uid}` },
+  { method: "GET", path: `/order/${uid}`, etag: true },
+  { method: "GET", path: "/order/no-such-order" },
+  { method: "GET", path: "/order/a%01b" },
+  { method: "GET", path: "/orders?limit=2" },
+  { method: "GET", path: "/healthz" },
+  { method: "GET", path: "/style.css" },
+  { method: "GET", path: "/no-such-page" },
+  { method: "POST", path: "/orders" }
+]
+
+const sendAll = (requests: ReadonlyArray<{ method: string; path: string; etag?: boolean }>) =>
+  Effect.gen(function* () {
+    const url = yield* baseUrl
+    const sent: Array<{ method: string; path: string; status: number; bytes: number }> = []
+    let etag = ""
+    for (const r of requests) {
+      const response = yield* Effect.promise(() =>
+        fetch(`${url}${r.path}`, { method: r.method, headers: r.etag ? { "if-none-match": etag } : {} })
+      )
+      etag = response.headers.get("etag") ?? etag
+      const body = yield* Effect.promise(() => response.arrayBuffer())
+      sent.push({
+        method: r.method,
+        path: r.path.split("?")[0]!,
+        status: response.status,
+        bytes: body.byteLength
+      })
+    }
+    return sent
+  })
+
+const accessLines = (lines: ReadonlyArray<string>) =>
+  lines
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l))
+    .filter((l) => l.message === "http request")
 
 const waitForReady = (status: number) =>
   Effect.gen(function* () {
