@@ -373,6 +373,21 @@ export const waitFor = async (
   )
 }
 
+/** The JSON log lines `p` printed from `from` (an offset into its output) on. */
+export const logLinesSince = (p: ServiceProcess, from: number): Array<Record<string, unknown>> =>
+  p
+    .output()
+    .slice(from)
+    .split("\n")
+    .flatMap((line) => {
+      try {
+        const value: unknown = JSON.parse(line)
+        return typeof value === "object" && value !== null ? [value as Record<string, unknown>] : []
+      } catch {
+        return [] // a line cut at `from`, or not ours
+      }
+    })
+
 /**
  * The process ids of the service instances with consumers in the case's group, once the group is
  * stable (each member names its process in its metadata: `host/pid/…`); empty while rebalancing.
@@ -468,8 +483,9 @@ export interface Outcome {
   readonly lag: ReadonlyArray<{ partition: number; end: string; committed: string }>
   /** Sent and acknowledged, yet not in the orders topic: ranges of plan positions. */
   readonly notInTopic: ReadonlyArray<string>
-  /** Messages the topic holds, by partition, and the producer's failed sends. */
+  /** Messages the topic holds, and the plan's messages, by partition; the producer's failed sends. */
   readonly topicCounts: Readonly<Record<number, number>>
+  readonly plannedCounts: Readonly<Record<number, number>>
   readonly producerFailures: ReadonlyArray<string>
 }
 
@@ -519,6 +535,11 @@ export const settle = async (s: Scenario, production: Production): Promise<Outco
   const notInTopic = ranges(s.plan.messages.map((_, i) => i).filter((i) => !inTopic.has(i)))
   const topicCounts: Record<number, number> = {}
   for (const m of input) topicCounts[m.partition] = (topicCounts[m.partition] ?? 0) + 1
+  const plannedCounts: Record<number, number> = {}
+  for (const m of s.plan.messages) {
+    const partition = partitionOf(m.key)
+    plannedCounts[partition] = (plannedCounts[partition] ?? 0) + 1
+  }
   const storedUids = new Set(input.filter((m) => m.headers[EXPECT_HEADER] === "stored").map((m) => m.key))
   const toPark = new Map(
     input
@@ -592,6 +613,7 @@ export const settle = async (s: Scenario, production: Production): Promise<Outco
     lag,
     notInTopic: notInTopic.slice(0, 20),
     topicCounts,
+    plannedCounts,
     producerFailures: production.failures.slice(0, 20)
   }
 }
