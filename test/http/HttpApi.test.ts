@@ -1,5 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, LogLevel, Redacted, Schema } from "effect"
+import { Effect, Layer, LogLevel, Redacted, Schema } from "effect"
+import { PartitionAssigners, type PartitionAssigner } from "kafkajs"
+import pg from "pg"
+import { ServicesLive } from "../../src/App.ts"
+import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import * as Database from "../../src/db/Database.ts"
 import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
@@ -8,9 +12,20 @@ import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
 import * as Logging from "../../src/observability/Logging.ts"
 import { baseUrl, get, httpStack } from "../support/app.ts"
-import { deltaOf, metricValue, parseMetrics, scrapeMetrics } from "../support/metrics.ts"
-import { TestDatabase } from "../support/database.ts"
-import { readFixtureJson } from "../support/fixtures.ts"
+import { createTestDatabase, TestDatabase } from "../support/database.ts"
+import { readFixture, readFixtureJson } from "../support/fixtures.ts"
+import {
+  createTopics,
+  eventually,
+  freshTopics,
+  kafkaFor,
+  offsets,
+  produce,
+  testConfig,
+  type Outgoing,
+  type TestTopics
+} from "../support/kafka.ts"
+import { deltaOf, metricValue, parseMetrics, scrapeMetrics, type Series } from "../support/metrics.ts"
 
 const toOrder = Schema.decodeUnknownSync(Order)
 const model = readFixtureJson("valid/model.json") as OrderJson
@@ -278,6 +293,190 @@ describe("the HTTP API on a real PostgreSQL", () => {
         }).pipe(Effect.provide(httpStack(database)))
       }).pipe(Effect.scoped)
   )
+
+  it.live("/readyz is 503 naming the cache while its warm-up has not finished, and ready once it has", () =>
+    Effect.gen(function* () {
+      const url = yield* createTestDatabase
+      const database = Database.layerWith({ url: Redacted.make(url), maxConnections: 4 })
+      yield* seed.pipe(Effect.provide(OrderRepository.Default.pipe(Layer.provide(database))))
+      // The warm-up reads the orders table: locked, it waits until the test lets go.
+      const locker = new pg.Client({ connectionString: url })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => locker.connect()),
+        () => Effect.promise(() => locker.end())
+      )
+      yield* Effect.promise(() => locker.query("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"))
+      yield* Effect.gen(function* () {
+        const warming = {
+          status: "not_ready",
+          checks: { database: "ok", consumer: "ok", cache: "warming" }
+        }
+        for (const attempt of ["at once", "a moment later"]) {
+          const response = yield* get("/readyz")
+          expect(response.status, attempt).toBe(503)
+          expect(yield* json(response), attempt).toStrictEqual(warming)
+          yield* Effect.sleep("500 millis")
+        }
+        expect((yield* Effect.flatMap(OrderCache, (c) => c.stats)).entries).toBe(0)
+        yield* Effect.promise(() => locker.query("COMMIT"))
+        yield* waitForReady(200)
+        expect(yield* json(yield* get("/readyz"))).toStrictEqual({
+          status: "ready",
+          checks: { database: "ok", consumer: "ok", cache: "ok" }
+        })
+        expect((yield* Effect.flatMap(OrderCache, (c) => c.stats)).entries).toBe(48)
+      }).pipe(Effect.provide(httpStack(database, { cache: { max_entries: 1000, warm_count: 100 } })))
+    }).pipe(Effect.scoped)
+  )
+})
+
+/** An order as a Kafka message, keyed by its uid. */
+const asMessage = (order: OrderJson): Outgoing => ({ key: order.order_uid, value: JSON.stringify(order) })
+
+/** The whole service (HTTP, ingestion, warm-up) on its own topics and database. */
+const serviceStack = (topics: TestTopics) =>
+  ServicesLive.pipe(
+    Layer.provide(TestDatabase),
+    Layer.provide(
+      testConfig(topics, {
+        http: { host: "127.0.0.1", port: 0, access_log: false, shutdown_timeout: "5 seconds" }
+      })
+    )
+  )
+
+describe("the service with ingestion from a real Kafka broker", () => {
+  it.live(
+    "/metrics counts exactly the messages ingestion consumed, stored, found redelivered or conflicting, and dead-lettered by kind",
+    () => {
+      const topics = freshTopics()
+      const valid = sampleOrders(6, 61, "metrics")
+      const invalid = [
+        "invalid/not-json.txt",
+        "invalid/amount-as-string.json",
+        "invalid/amount-mismatch.json"
+      ]
+      const messages: Array<Outgoing> = [
+        ...valid.map(asMessage),
+        ...invalid.map((name, i) => ({ key: `bad-${i}`, value: readFixture(name) })),
+        { key: "too-large", value: JSON.stringify({ ...valid[0], padding: "x".repeat(70_000) }) },
+        // The same order again (a redelivery), and a different order under a stored uid.
+        asMessage(valid[1]!),
+        asMessage({ ...valid[2]!, customer_id: "someone-else" })
+      ]
+      return Effect.gen(function* () {
+        yield* waitForReady(200)
+        const before = (yield* scrapeMetrics).samples
+        yield* produce(topics.brokers, topics.topic, messages, 0)
+        yield* eventually(
+          "every offset is committed",
+          Effect.map(offsets(topics.brokers, topics.topic, topics.groupId), ({ committed, ends }) =>
+            Object.entries(ends).every(([p, end]) => end === 0 || committed[Number(p)] === end)
+          )
+        )
+        const expected = {
+          consumed: messages.length,
+          stored: 6,
+          duplicate: 1,
+          conflict: 1,
+          invalid_json: 1,
+          schema: 1,
+          business_rule: 1,
+          too_large: 1,
+          conflict_letters: 1
+        }
+        const counts = (after: ReadonlyArray<Series>) => {
+          const delta = deltaOf(before, after)
+          const parked = (kind: string) => delta("ingest_messages_dead_lettered_total", { kind })
+          return {
+            consumed: delta("ingest_messages_consumed_total"),
+            stored: delta("ingest_orders_stored_total"),
+            duplicate: delta("ingest_orders_duplicate_total"),
+            conflict: delta("ingest_orders_conflict_total"),
+            invalid_json: parked("invalid_json"),
+            schema: parked("schema"),
+            business_rule: parked("business_rule"),
+            too_large: parked("too_large"),
+            conflict_letters: parked("conflict")
+          }
+        }
+        // The counters move just after a batch is committed: wait for them, then check that
+        // nothing more arrives.
+        let latest = counts((yield* scrapeMetrics).samples)
+        const deadline = Date.now() + 10_000
+        while (JSON.stringify(latest) !== JSON.stringify(expected) && Date.now() < deadline) {
+          yield* Effect.sleep("100 millis")
+          latest = counts((yield* scrapeMetrics).samples)
+        }
+        yield* Effect.sleep("500 millis")
+        const after = (yield* scrapeMetrics).samples
+        expect(counts(after)).toEqual(expected)
+        // Every message consumed went through a batch.
+        expect(deltaOf(before, after)("ingest_batch_size_sum")).toBe(messages.length)
+      }).pipe(Effect.provide(serviceStack(topics)))
+    },
+    90_000
+  )
+
+  it.live(
+    "/readyz is 503 naming the consumer once ingestion has stopped for good, while HTTP still answers",
+    () => {
+      const topics = freshTopics()
+      return Effect.gen(function* () {
+        yield* createTopics(topics)
+        // Another application's consumer holds the group with a protocol ours does not speak.
+        const foreign = kafkaFor(topics.brokers).consumer({
+          groupId: topics.groupId,
+          partitionAssigners: [foreignAssigner]
+        })
+        yield* Effect.acquireRelease(
+          Effect.promise(async () => {
+            await foreign.connect()
+            await foreign.subscribe({ topics: [topics.topic] })
+            await foreign.run({ autoCommit: false, eachBatch: async () => new Promise(() => undefined) })
+          }),
+          () => Effect.promise(() => foreign.disconnect())
+        )
+        const admin = kafkaFor(topics.brokers).admin()
+        yield* Effect.acquireRelease(
+          Effect.promise(() => admin.connect()),
+          () => Effect.promise(() => admin.disconnect())
+        )
+        yield* eventually(
+          "the other application's consumer holds the group",
+          Effect.promise(() => admin.describeGroups([topics.groupId])).pipe(
+            Effect.map(({ groups }) => groups[0]?.state === "Stable")
+          ),
+          60_000
+        )
+        yield* Effect.gen(function* () {
+          const status = yield* IngestStatus
+          const stopped = yield* status.stoppedByItself.pipe(
+            Effect.flip,
+            Effect.timeoutFail({
+              duration: "90 seconds",
+              onTimeout: () => new Error("ingestion never gave up on the group")
+            })
+          )
+          expect(stopped.message).toMatch(/^Ingestion stopped: /)
+          const response = yield* get("/readyz")
+          expect(response.status).toBe(503)
+          expect(yield* json(response)).toStrictEqual({
+            status: "not_ready",
+            checks: { database: "ok", consumer: "stopped", cache: "ok" }
+          })
+          expect((yield* get("/healthz")).status).toBe(200)
+          expect((yield* get("/order/no-such-order")).status).toBe(404)
+        }).pipe(Effect.provide(serviceStack(topics)))
+      }).pipe(Effect.scoped)
+    },
+    180_000
+  )
+})
+
+/** Round-robin under another name: a consumer of some other application's making. */
+const foreignAssigner: PartitionAssigner = (config) => ({
+  ...PartitionAssigners.roundRobin(config),
+  name: "AnotherApplicationsAssigner"
 })
 
 /**

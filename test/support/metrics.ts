@@ -48,14 +48,6 @@ export const metricValue = (
   return matching[0]?.value ?? 0
 }
 
-/** Whether a series named `name` with these labels is exposed at all. */
-export const hasSeries = (
-  samples: ReadonlyArray<Series>,
-  name: string,
-  labels: Readonly<Record<string, string>> = {}
-): boolean =>
-  samples.some((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-
 /** `GET /metrics` of the server under test, parsed; the raw text too, for `# TYPE` lines. */
 export const scrapeMetrics = Effect.gen(function* () {
   const response = yield* get("/metrics")
