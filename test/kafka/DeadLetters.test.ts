@@ -1,5 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
-import { chunksByBytes, type DeadLetter } from "../../src/kafka/DeadLetters.ts"
+import { Effect, Layer } from "effect"
+import { OrderCache } from "../../src/cache/OrderCache.ts"
+import { IngestLive } from "../../src/ingest/IngestPipeline.ts"
+import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
+import { chunksByBytes, DeadLetterHeaders, type DeadLetter } from "../../src/kafka/DeadLetters.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { TestDatabase } from "../support/database.ts"
+import { readFixture } from "../support/fixtures.ts"
+import { eventually, freshTopics, header, offsets, produce, readTopic, testConfig } from "../support/kafka.ts"
 
 const letter = (bytes: number): DeadLetter => ({
   kind: "too_large",
@@ -20,4 +28,52 @@ describe("dead letters are sent in requests the broker accepts", () => {
   it("no letters, no requests", () => {
     expect(chunksByBytes([], 1024)).toEqual([])
   })
+})
+
+/** A date and time in ISO 8601's extended format, with its offset from UTC. */
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/
+
+describe("a dead letter on a real Kafka broker", () => {
+  it.live(
+    "says when it was parked: dlq.failed.at is ISO 8601, after the message was sent and before its offset was seen committed",
+    () => {
+      const topics = freshTopics()
+      const rejects = ["invalid/not-json.txt", "invalid/amount-mismatch.json"]
+      return Effect.gen(function* () {
+        const before = Date.now()
+        yield* produce(
+          topics.brokers,
+          topics.topic,
+          rejects.map((name) => ({ key: name, value: readFixture(name) })),
+          0
+        )
+        yield* eventually(
+          "every offset is committed",
+          Effect.map(offsets(topics.brokers, topics.topic, topics.groupId), ({ committed, ends }) =>
+            Object.entries(ends).every(([p, end]) => end === 0 || committed[Number(p)] === end)
+          )
+        )
+        const after = Date.now()
+        const letters = yield* readTopic(topics.brokers, topics.dlqTopic)
+        expect(letters.map((l) => l.key!.toString()).sort()).toEqual([...rejects].sort())
+        for (const l of letters) {
+          const failedAt = header(l, DeadLetterHeaders.failedAt)
+          expect(failedAt, l.key!.toString()).toMatch(ISO_8601)
+          const at = Date.parse(failedAt!)
+          expect(at).toBeGreaterThanOrEqual(before)
+          expect(at).toBeLessThanOrEqual(after)
+        }
+      }).pipe(
+        Effect.provide(
+          IngestLive.pipe(
+            Layer.provideMerge(IngestStatus.Default),
+            Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+            Layer.provideMerge(TestDatabase),
+            Layer.provide(testConfig(topics))
+          )
+        )
+      )
+    },
+    90_000
+  )
 })
