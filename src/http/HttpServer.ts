@@ -219,7 +219,9 @@ export const HttpServerLive = Layer.scoped(
         server.closeIdleConnections()
         if (inFlight > 0) {
           yield* Effect.logInfo("Draining HTTP requests").pipe(Effect.annotateLogs({ in_flight: inFlight }))
+          // A finalizer runs uninterruptibly: the wait must be made interruptible for the timeout to end it.
           const drained = yield* Deferred.await(idle).pipe(
+            Effect.interruptible,
             Effect.timeout(config.shutdownTimeout),
             Effect.option
           )

@@ -57,6 +57,10 @@ export const IngestMetrics = {
   retries: Metric.counter("ingest_batch_retries_total", {
     description: "Batch attempts that failed and were retried"
   }),
+  abandoned: Metric.counter("ingest_batches_abandoned_total", {
+    description:
+      "Batches given back uncommitted because they stopped being ours (rebalance, dropped from the group)"
+  }),
   batchDuration: Metric.histogram(
     "ingest_batch_duration_seconds",
     MetricBoundaries.exponential({ start: 0.005, factor: 2, count: 12 }),
@@ -309,12 +313,22 @@ export const makeBatchHandler = Effect.gen(function* () {
       )
     )
 
+  /** The batch stopped being ours while it was handled: nothing committed, its new owner reads it. */
+  const giveBack = (batch: ConsumedBatch, step: string) =>
+    Effect.all([
+      batch.abandon,
+      Metric.increment(IngestMetrics.abandoned),
+      Effect.logInfo("Batch given back uncommitted: its partition is no longer ours").pipe(
+        Effect.annotateLogs({ partition: batch.partition, step, batch_size: batch.messages.length })
+      )
+    ])
+
   const handle = (batch: ConsumedBatch): Effect.Effect<BatchResult> =>
     Effect.gen(function* () {
       const started = yield* Clock.currentTimeMillis
       const outcomes = yield* judgeContained(batch)
       if (Option.isNone(outcomes)) {
-        yield* batch.abandon
+        yield* giveBack(batch, "store")
         return abandoned
       }
       const summary = summarize(batch.messages, outcomes.value)
@@ -323,7 +337,7 @@ export const makeBatchHandler = Effect.gen(function* () {
         summary.parked.map((p) => letterOf(batch, p))
       )
       if (Option.isNone(settled)) {
-        yield* batch.abandon
+        yield* giveBack(batch, "settle")
         return { ...abandoned, stored: summary.stored.length }
       }
       yield* batch.done
@@ -378,7 +392,10 @@ export const IngestPipeline = Layer.scopedDiscard(
     )
     yield* Effect.addFinalizer(() =>
       Effect.logInfo("Stopping ingestion: finishing the batches in flight").pipe(
-        Effect.zipRight(consumer.stop.pipe(Effect.timeout(Duration.seconds(10)), Effect.ignore))
+        // Finalizers run uninterruptibly: without `interruptible` the timeout could not end the wait.
+        Effect.zipRight(
+          consumer.stop.pipe(Effect.interruptible, Effect.timeout(Duration.seconds(10)), Effect.ignore)
+        )
       )
     )
   })

@@ -206,9 +206,11 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
           const queued = yield* Queue.takeAll(queue)
           for (const pending of queued) yield* Deferred.succeed(pending.settled, "abandoned")
           yield* Queue.shutdown(queue)
+          // kafkajs may not return from a disconnect during a rebalance; a release runs
+          // uninterruptibly, so the wait is made interruptible for the timeout to end it.
           yield* Effect.promise(() =>
             Promise.all(consumers.map((consumer) => consumer.disconnect().catch(() => undefined)))
-          ).pipe(Effect.timeout("30 seconds"), Effect.ignore)
+          ).pipe(Effect.interruptible, Effect.timeout("10 seconds"), Effect.ignore)
         })
     )
 
