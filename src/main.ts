@@ -59,6 +59,27 @@ const armShutdownDeadline = (limit: Duration.Duration) =>
     }, Duration.toMillis(limit)).unref()
   })
 
+/**
+ * A repeated signal ends the process at once — but not one that arrives within a second of the
+ * first: a single Ctrl-C can reach the service twice (from the terminal and from npm forwarding
+ * it), and must still close down gracefully. Effect's runtime handles the first signal and then
+ * stops listening; this listener outlives it so that Node never kills the process unasked.
+ */
+const REPEAT_SIGNAL_GRACE_MS = 1_000
+let firstSignalAt: number | undefined
+const onSignal = (signal: NodeJS.Signals) => {
+  const now = Date.now()
+  if (firstSignalAt === undefined) {
+    firstSignalAt = now
+    return
+  }
+  if (now - firstSignalAt < REPEAT_SIGNAL_GRACE_MS) return
+  process.stderr.write(`order-service: ${signal} again while closing down; exiting now\n`)
+  process.exit(1)
+}
+process.on("SIGINT", onSignal)
+process.on("SIGTERM", onSignal)
+
 NodeRuntime.runMain(
   main.pipe(
     // Expected start-up failures get one clear line, not a stack trace.
