@@ -1,7 +1,7 @@
-import { createHash } from "node:crypto"
 import { Config, Duration, Effect, Layer, Option } from "effect"
 import { CacheConfig } from "../config/AppConfig.ts"
 import * as LruCache from "./LruCache.ts"
+import { strongEtag } from "../http/Etag.ts"
 
 /** An order ready to be served: the encoded body and its validators, so a hit does not re-encode. */
 export interface CachedOrder {
@@ -18,8 +18,7 @@ export const CachedOrder = {
   fromJson: (uid: string, json: string): CachedOrder => ({
     uid,
     json,
-    // SHA-1 is 20 bytes, 27 base64url characters: a content hash, not a security boundary.
-    etag: `"${createHash("sha1").update(json).digest("base64url").slice(0, 27)}"`,
+    etag: strongEtag(json),
     bytes: Buffer.byteLength(json)
   })
 }

@@ -52,20 +52,22 @@ const positiveDuration = (name: string) =>
     Config.nested(name)
   )
 
-/** `host:port[,host:port…]` */
+/** `host:port[,host:port…]`: the brokers in `kafka.brokers`, and wherever else a list is given. */
 const BROKER = /^[A-Za-z0-9.-]+:\d{1,5}$/
+export const BROKER_LIST_EXPECTED =
+  "expected a comma-separated list of host:port, such as kafka1:9092,kafka2:9092"
+export const splitBrokerList = (s: string): ReadonlyArray<string> =>
+  s
+    .split(",")
+    .map((b) => b.trim())
+    .filter((b) => b !== "")
+export const isBrokerList = (list: ReadonlyArray<string>): boolean =>
+  list.length > 0 && list.every((b) => BROKER.test(b))
+
 const brokerList = (name: string) =>
   Config.string().pipe(
-    Config.map((s) =>
-      s
-        .split(",")
-        .map((b) => b.trim())
-        .filter((b) => b !== "")
-    ),
-    Config.validate({
-      message: "expected a comma-separated list of host:port, such as kafka1:9092,kafka2:9092",
-      validation: (list) => list.length > 0 && list.every((b) => BROKER.test(b))
-    }),
+    Config.map(splitBrokerList),
+    Config.validate({ message: BROKER_LIST_EXPECTED, validation: isBrokerList }),
     Config.nested(name)
   )
 

@@ -1,11 +1,11 @@
 /**
  * The web page's files, read once at start-up and served from memory with strong ETags.
  */
-import { createHash } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
 import path from "node:path"
 import { projectRoot } from "../projectRoot.ts"
 import { Effect } from "effect"
+import { strongEtag } from "./Etag.ts"
 
 export interface StaticFile {
   readonly body: Uint8Array
@@ -35,7 +35,7 @@ export const loadStaticFiles = (directory: string): ReadonlyMap<string, StaticFi
     const file: StaticFile = {
       body,
       contentType,
-      etag: `"${createHash("sha1").update(body).digest("base64url").slice(0, 27)}"`
+      etag: strongEtag(body)
     }
     routes.set(`/${name}`, file)
     if (name === "index.html") routes.set("/", file)

@@ -9,7 +9,8 @@ import { Effect, Runtime } from "effect"
 import { CompressionTypes, Partitioners, type IHeaders, type Producer } from "kafkajs"
 import { IngestConfig } from "../config/AppConfig.ts"
 import type { RejectionKind } from "../orders/Rejection.ts"
-import { KafkaClient, kafkaError } from "./KafkaClient.ts"
+import { KafkaClient } from "./KafkaClient.ts"
+import { kafkaError } from "./KafkaError.ts"
 
 export type DeadLetterKind = RejectionKind
 

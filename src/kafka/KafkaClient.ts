@@ -4,18 +4,12 @@
  */
 import { mkdir, rm, writeFile } from "node:fs/promises"
 import path from "node:path"
-import { Data, Effect, Option, Runtime, Schedule } from "effect"
+import { Effect, Option, Runtime, Schedule } from "effect"
 import { Kafka, logLevel, type Admin } from "kafkajs"
 import { KafkaConfig } from "../config/AppConfig.ts"
 import { LocalKafka } from "../local/LocalKafka.ts"
 
-export class KafkaError extends Data.TaggedError("KafkaError")<{
-  readonly message: string
-  readonly cause?: unknown
-}> {}
-
-export const kafkaError = (what: string) => (cause: unknown) =>
-  new KafkaError({ message: `${what}: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
+import { kafkaError } from "./KafkaError.ts"
 
 /** kafkajs' text for Kafka's CONCURRENT_TRANSACTIONS error. */
 const CONCURRENT_TRANSACTIONS = "another concurrent operation on the same transaction was ongoing"

@@ -8,7 +8,8 @@ import { Deferred, Effect, FiberId, Queue, Ref, Stream } from "effect"
 import type { Consumer, EachBatchPayload, KafkaMessage } from "kafkajs"
 import { IngestConfig } from "../config/AppConfig.ts"
 import { newInstanceId, partitionAssigners } from "./InstanceSpreadAssigner.ts"
-import { KafkaClient, kafkaError, type KafkaError } from "./KafkaClient.ts"
+import { KafkaClient } from "./KafkaClient.ts"
+import { errorType, kafkaError, type KafkaError } from "./KafkaError.ts"
 
 /** How a batch ended for the pipeline. */
 type Settlement =
@@ -52,16 +53,6 @@ export interface ConsumedBatch {
  * group moved on without this consumer. kafkajs rejoins once its batches in flight return.
  */
 const NOT_A_MEMBER = new Set(["UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID"])
-
-const errorType = (error: unknown): string | undefined => {
-  let e: unknown = error
-  while (e !== null && typeof e === "object") {
-    const type = (e as { type?: unknown }).type
-    if (typeof type === "string") return type
-    e = (e as { cause?: unknown }).cause
-  }
-  return undefined
-}
 
 /** Whether `error`, from a heartbeat or an offset commit, says the consumer left the group. */
 export const isNotAMember = (error: unknown): boolean => NOT_A_MEMBER.has(errorType(error) ?? "")

@@ -53,8 +53,6 @@ interface Prepared {
   readonly hash: string
 }
 
-const decodeOrderJson = Schema.decodeUnknownSync(Order)
-
 const RECORD_SEPARATOR = "\u001e"
 
 /** Rows per query when reading many orders (cache warm-up): small pages leave less garbage behind. */
@@ -121,9 +119,6 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         onNone: () => sql``,
         onSome: ([at, uid]) => sql`WHERE (created_at, order_uid) < (${at}::timestamptz, ${uid})`
       })
-
-    /** `json` is already canonical (see `canonical` below): it is decoded, not re-serialised. */
-    const toStored = (json: string): StoredOrder => ({ order: decodeOrderJson(JSON.parse(json)), json })
 
     const insertParts = (orders: ReadonlyArray<Prepared>) =>
       Effect.gen(function* () {
@@ -255,10 +250,6 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       return Option.map(Option.fromNullable(rows[0]), canonical)
     })
 
-    /** The order, decoded, with its canonical JSON. */
-    const findByUid = (uid: string) =>
-      Effect.map(findJsonByUid(uid), Option.map(toStored)).pipe(Effect.withSpan("OrderRepository.findByUid"))
-
     /**
      * The `limit` most recent orders (by `date_created`) as canonical JSON, oldest first, e.g. to
      * warm a cache. Read in pages, and not decoded: they were checked on the way in.
@@ -288,10 +279,6 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       }
       return newestFirst.reverse()
     })
-
-    /** The same, decoded. */
-    const mostRecent = (limit: number) =>
-      Effect.map(mostRecentJson(limit), (rows) => rows.map((r) => toStored(r.json)))
 
     const listRecent = Effect.fn("OrderRepository.listRecent")(function* (
       limit: number,
@@ -341,22 +328,14 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       return result
     })
 
-    const count = sql<{ n: string }>`SELECT count(*) AS n FROM orders`.pipe(
-      Effect.map((rows) => Number(rows[0]?.n ?? 0)),
-      Effect.withSpan("OrderRepository.count")
-    )
-
     /** Cheap round trip for readiness checks. */
     const ping: Effect.Effect<void, SqlError> = sql`SELECT 1`.pipe(Effect.asVoid)
 
     return {
       insertBatch,
-      findByUid,
       findJsonByUid,
-      mostRecent,
       mostRecentJson,
       listRecent,
-      count,
       ping
     } as const
   })

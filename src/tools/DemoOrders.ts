@@ -4,7 +4,8 @@
  */
 import { Effect, Layer } from "effect"
 import { Partitioners } from "kafkajs"
-import { KafkaClient, kafkaError } from "../kafka/KafkaClient.ts"
+import { KafkaClient } from "../kafka/KafkaClient.ts"
+import { kafkaError } from "../kafka/KafkaError.ts"
 import { generateOrders } from "./OrderGenerator.ts"
 
 export const DemoOrders = (count: number) =>

@@ -14,6 +14,8 @@ import { projectRoot } from "../projectRoot.ts"
 import { parseArgs } from "node:util"
 import { decodeOrderBytes, type OrderRejected } from "../orders/OrderDecoder.ts"
 import { DecodeRejectionKinds } from "../orders/Rejection.ts"
+import { BROKER_LIST_EXPECTED, isBrokerList, splitBrokerList } from "../config/AppConfig.ts"
+import { describeKafkaError, hasErrorType, KafkaError } from "../kafka/KafkaError.ts"
 import { DEFAULT_MAX_MESSAGE_BYTES, generateOrder, makeFaker, makeInvalid } from "./OrderGenerator.ts"
 
 export const USAGE = `Usage: npm run produce -- [options] [files…]
@@ -49,11 +51,11 @@ Exit status: 0 when every message was acknowledged or, for a too_large one, refu
 the broker as too large (the summary says how many); 1 on an error; 2 on a usage error.`
 
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
-class ConfigError extends Data.TaggedError("ConfigError")<{ readonly message: string }> {}
+/** No usable broker list: none given, unreadable, or not host:port. */
+class BrokerListError extends Data.TaggedError("BrokerListError")<{ readonly message: string }> {}
 class FileError extends Data.TaggedError("FileError")<{ readonly message: string }> {}
-class KafkaError extends Data.TaggedError("KafkaError")<{ readonly message: string }> {}
 
-type ProduceError = UsageError | ConfigError | FileError | KafkaError
+type ProduceError = UsageError | BrokerListError | FileError | KafkaError
 
 interface Options {
   readonly brokers: string | undefined
@@ -165,33 +167,33 @@ export const bootstrapFile = (): string => {
   return path.resolve(projectRoot, dataDir, "bootstrap")
 }
 
-const splitBrokers = (s: string) =>
-  s
-    .split(",")
-    .map((b) => b.trim())
-    .filter((b) => b !== "")
-
-const resolveBrokers = (flag: string | undefined): Effect.Effect<Brokers, ConfigError> =>
+const resolveBrokers = (flag: string | undefined): Effect.Effect<Brokers, BrokerListError> =>
   Effect.gen(function* () {
-    if (flag !== undefined) return { list: splitBrokers(flag), source: "--brokers" }
+    if (flag !== undefined) return { list: splitBrokerList(flag), source: "--brokers" }
     const env = process.env["KAFKA_BROKERS"]
-    if (env !== undefined && env.trim() !== "") return { list: splitBrokers(env), source: "KAFKA_BROKERS" }
+    if (env !== undefined && env.trim() !== "") return { list: splitBrokerList(env), source: "KAFKA_BROKERS" }
     const file = bootstrapFile()
     if (existsSync(file)) {
       const text = yield* Effect.tryPromise({
         try: () => readFile(file, "utf8"),
-        catch: (e) => new ConfigError({ message: `cannot read ${file}: ${(e as Error).message}` })
+        catch: (e) => new BrokerListError({ message: `cannot read ${file}: ${(e as Error).message}` })
       })
-      return { list: splitBrokers(text), source: `${file} (the service's local broker)`, fromFile: true }
+      return { list: splitBrokerList(text), source: `${file} (the service's local broker)`, fromFile: true }
     }
-    return yield* new ConfigError({
+    return yield* new BrokerListError({
       message:
         "no Kafka broker to send to: start the service with `npm start` (it runs a local broker), set KAFKA_BROKERS, or pass --brokers host:port"
     })
   }).pipe(
     Effect.filterOrFail(
-      (b) => b.list.length > 0,
-      (b) => new ConfigError({ message: `the broker list from ${b.source} is empty` })
+      (b) => isBrokerList(b.list),
+      (b) =>
+        new BrokerListError({
+          message:
+            b.list.length === 0
+              ? `the broker list from ${b.source} is empty`
+              : `the broker list from ${b.source} (${b.list.join(",")}): ${BROKER_LIST_EXPECTED}`
+        })
     )
   )
 
@@ -413,25 +415,6 @@ const formatSummary = (s: Summary, topic: string, seed: number): string => {
   return lines.join("\n")
 }
 
-const errorChain = (e: unknown): Array<{ readonly type?: unknown; readonly message?: unknown }> => {
-  const out = []
-  let current: unknown = e
-  for (let depth = 0; current !== null && typeof current === "object" && depth < 5; depth++) {
-    out.push(current as { type?: unknown; message?: unknown })
-    current = (current as { cause?: unknown }).cause
-  }
-  return out
-}
-
-const hasType = (e: unknown, type: string) => errorChain(e).some((c) => c.type === type)
-
-const describeKafkaError = (e: unknown) => {
-  const messages = errorChain(e)
-    .map((c) => String(c.message ?? ""))
-    .filter((m, i, all) => m !== "" && all.indexOf(m) === i)
-  return messages.join(": ") || String(e)
-}
-
 const acquireProducer = (brokers: Brokers) =>
   Effect.acquireRelease(
     Effect.tryPromise({
@@ -480,7 +463,7 @@ const send = (producer: Producer, topic: string, batch: Batch, summary: Summary)
         return true
       },
       onFailure: (e) => {
-        if (batch.oversized && hasType(e, "MESSAGE_TOO_LARGE")) {
+        if (batch.oversized && hasErrorType(e, "MESSAGE_TOO_LARGE")) {
           summary.refusedByBroker++
           return true
         }
@@ -492,7 +475,7 @@ const send = (producer: Producer, topic: string, batch: Batch, summary: Summary)
         ? Effect.void
         : Effect.fail(
             new KafkaError({
-              message: hasType(r, "UNKNOWN_TOPIC_OR_PARTITION")
+              message: hasErrorType(r, "UNKNOWN_TOPIC_OR_PARTITION")
                 ? `topic ${topic} does not exist: start the service once (it creates its topics) or create it`
                 : `sending to ${topic} failed: ${describeKafkaError(r)}`
             })

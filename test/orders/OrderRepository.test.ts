@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
+import { findStored, mostRecentStored, storedCount } from "../support/orders.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { orderToJson, orderToJsonString } from "../../src/orders/OrderDecoder.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
@@ -79,8 +80,8 @@ describe("OrderRepository on a real PostgreSQL", () => {
         const fresh = orders(3, "next")
         const outcomes = yield* repo.insertBatch([fresh[0]!, changed, fresh[1]!, original, fresh[2]!])
         expect(outcomes).toEqual(["inserted", "conflict", "inserted", "duplicate", "inserted"])
-        const stored = yield* repo.findByUid(original.order_uid)
-        expect(Option.getOrThrow(stored).order.delivery.city).toBe("Kiryat Mozkin")
+        const stored = yield* findStored(original.order_uid)
+        expect(Option.getOrThrow(stored).delivery.city).toBe("Kiryat Mozkin")
       })
     )
   )
@@ -119,7 +120,7 @@ describe("OrderRepository on a real PostgreSQL", () => {
     )
   )
 
-  it.live("findByUid returns exactly what was inserted, int64 values and unicode included", () =>
+  it.live("a stored order reads back exactly as inserted, int64 values and unicode included", () =>
     withRepository(
       Effect.gen(function* () {
         const repo = yield* OrderRepository
@@ -134,11 +135,11 @@ describe("OrderRepository on a real PostgreSQL", () => {
         yield* repo.insertBatch(all.map((o) => toOrder(o)))
         for (const json of all) {
           const uid = (json as OrderJson).order_uid
-          const found = Option.getOrThrow(yield* repo.findByUid(uid))
-          expect(orderToJson(found.order)).toStrictEqual(json)
-          expect(JSON.parse(found.json)).toStrictEqual(json)
+          const found = Option.getOrThrow(yield* repo.findJsonByUid(uid))
+          expect(JSON.parse(found)).toStrictEqual(json)
+          expect(orderToJson(Option.getOrThrow(yield* findStored(uid)))).toStrictEqual(json)
         }
-        expect(Option.isNone(yield* repo.findByUid("no-such-order"))).toBe(true)
+        expect(Option.isNone(yield* repo.findJsonByUid("no-such-order"))).toBe(true)
       })
     )
   )
@@ -177,7 +178,7 @@ describe("OrderRepository on a real PostgreSQL", () => {
           )
           .map((o) => o.order_uid)
         expect(seen).toEqual(expected)
-        expect(yield* repo.count).toBe(137)
+        expect(yield* storedCount).toBe(137)
         const bad = yield* Effect.either(repo.listRecent(10, Option.some("not-a-cursor")))
         expect(bad._tag === "Left" && bad.left._tag).toBe("InvalidCursor")
       })
@@ -204,7 +205,7 @@ describe("OrderRepository on a real PostgreSQL", () => {
     )
   )
 
-  it.live("mostRecent returns the newest orders, oldest of them first", () =>
+  it.live("the most recent orders come back newest of all, oldest of them first, in pages", () =>
     withRepository(
       Effect.gen(function* () {
         const repo = yield* OrderRepository
@@ -215,8 +216,8 @@ describe("OrderRepository on a real PostgreSQL", () => {
           })
         )
         yield* repo.insertBatch(batch)
-        const recent = yield* repo.mostRecent(5)
-        expect(recent.map((r) => r.order.order_uid)).toEqual(batch.slice(25).map((o) => o.order_uid))
+        const recent = yield* mostRecentStored(5)
+        expect(recent.map((o) => o.order_uid)).toEqual(batch.slice(25).map((o) => o.order_uid))
         // Read in pages: several pages must come back whole and in order.
         const all = yield* repo.mostRecentJson(30, 7)
         expect(all.map((r) => r.uid)).toEqual(batch.map((o) => o.order_uid))

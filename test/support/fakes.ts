@@ -17,7 +17,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import { Context, Deferred, Effect, Layer, Option, Queue, Ref, Stream } from "effect"
 import type { KafkaMessage } from "kafkajs"
 import { DeadLetters, type DeadLetter, type Settle } from "../../src/kafka/DeadLetters.ts"
-import { KafkaError } from "../../src/kafka/KafkaClient.ts"
+import { KafkaError } from "../../src/kafka/KafkaError.ts"
 import { KafkaConsumer, type ConsumedBatch } from "../../src/kafka/KafkaConsumer.ts"
 import type { Order } from "../../src/orders/Order.ts"
 import { orderToJsonString } from "../../src/orders/OrderDecoder.ts"
@@ -267,12 +267,9 @@ export const fakeRepository = (ledger: Ledger, options: FakeRepositoryOptions) =
           for (const [uid, json] of fresh) ledger.stored.set(uid, json)
           return Effect.succeed(outcomes)
         }),
-      findByUid: () => notInThisFake("findByUid"),
       findJsonByUid: () => notInThisFake("findJsonByUid"),
-      mostRecent: () => notInThisFake("mostRecent"),
       mostRecentJson: () => notInThisFake("mostRecentJson"),
       listRecent: () => notInThisFake("listRecent"),
-      count: notInThisFake("count"),
       ping: Effect.void
     })
   )

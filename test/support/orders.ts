@@ -1,0 +1,24 @@
+/** Reading back what the service stored, for tests: decoded orders and counts. */
+import { SqlClient } from "@effect/sql"
+import { Effect, Option, Schema } from "effect"
+import { Order } from "../../src/orders/Order.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+
+const decodeOrder = Schema.decodeUnknownSync(Order)
+
+/** The stored order, decoded, or none. */
+export const findStored = (uid: string) =>
+  Effect.flatMap(OrderRepository, (r) => r.findJsonByUid(uid)).pipe(
+    Effect.map(Option.map((json) => decodeOrder(JSON.parse(json))))
+  )
+
+/** The `limit` most recent orders, decoded, oldest of them first (as warm-up reads them). */
+export const mostRecentStored = (limit: number) =>
+  Effect.flatMap(OrderRepository, (r) => r.mostRecentJson(limit)).pipe(
+    Effect.map((rows) => rows.map((row) => decodeOrder(JSON.parse(row.json))))
+  )
+
+/** How many orders are stored. */
+export const storedCount = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql<{ n: string }>`SELECT count(*) AS n FROM orders`.pipe(Effect.map((rows) => Number(rows[0]?.n ?? 0)))
+)
