@@ -16,7 +16,8 @@ const main = Effect.gen(function* () {
     env["CONFIG_FILE"] = "config/config.local.yaml"
   const configLayer = yield* Effect.try({
     try: () => AppConfig.layerFromFileAndEnv(env),
-    catch: (e) => e as Error
+    catch: (e) =>
+      e instanceof AppConfig.ConfigFileError ? e : new AppConfig.ConfigFileError({ message: String(e) })
   })
   const config = yield* AppConfig.validate.pipe(Effect.provide(configLayer))
   const logging = Logging.layer(config.log)

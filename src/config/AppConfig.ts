@@ -10,6 +10,7 @@ import path from "node:path"
 import {
   Config,
   ConfigError,
+  Data,
   ConfigProvider,
   ConfigProviderPathPatch as PathPatch,
   Duration,
@@ -165,9 +166,8 @@ export const AllConfig = Config.all({
 
 export const DEFAULT_CONFIG_FILE = "config/config.yaml"
 
-export class ConfigFileError extends Error {
-  override readonly name = "ConfigFileError"
-}
+/** The configuration cannot be used: the file is unreadable or not YAML, or a key is wrong. */
+export class ConfigFileError extends Data.TaggedError("ConfigFileError")<{ readonly message: string }> {}
 
 /** Parse a YAML config file into a plain object; a file that is not a mapping is an error. */
 export const readConfigFile = (file: string): unknown => {
@@ -175,17 +175,19 @@ export const readConfigFile = (file: string): unknown => {
   try {
     text = readFileSync(file, "utf8")
   } catch (e) {
-    throw new ConfigFileError(`Cannot read the config file ${file}: ${(e as Error).message}`)
+    throw new ConfigFileError({ message: `Cannot read the config file ${file}: ${(e as Error).message}` })
   }
   let value: unknown
   try {
     value = parseYaml(text)
   } catch (e) {
-    throw new ConfigFileError(`The config file ${file} is not valid YAML: ${(e as Error).message}`)
+    throw new ConfigFileError({
+      message: `The config file ${file} is not valid YAML: ${(e as Error).message}`
+    })
   }
   if (value == null) return {}
   if (typeof value !== "object" || Array.isArray(value)) {
-    throw new ConfigFileError(`The config file ${file} must hold a mapping of keys`)
+    throw new ConfigFileError({ message: `The config file ${file} must hold a mapping of keys` })
   }
   return value
 }
@@ -233,7 +235,7 @@ export const validate = Effect.gen(function* () {
   const result = yield* Effect.either(AllConfig)
   if (Either.isLeft(result)) {
     return yield* Effect.fail(
-      new ConfigFileError(`Invalid configuration:\n${formatConfigError(result.left)}`)
+      new ConfigFileError({ message: `Invalid configuration:\n${formatConfigError(result.left)}` })
     )
   }
   return result.right

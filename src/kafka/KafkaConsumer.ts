@@ -4,7 +4,7 @@
  * Kafka never runs ahead of us. Offsets move only when the pipeline says so: `eachBatchAutoResolve`
  * and `autoCommit` are off.
  */
-import { Deferred, Effect, FiberId, Queue, Ref, Stream } from "effect"
+import { Deferred, Effect, FiberId, Queue, Ref, Runtime, Stream } from "effect"
 import type { Consumer, EachBatchPayload, KafkaMessage } from "kafkajs"
 import { IngestConfig } from "../config/AppConfig.ts"
 import { newInstanceId, partitionAssigners } from "./InstanceSpreadAssigner.ts"
@@ -87,9 +87,10 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
     // Room for one batch per concurrently consumed partition; eachBatch waits on it when full.
     const queue = yield* Queue.bounded<Pending>(options.concurrency)
     const running = yield* Ref.make(false)
+    // kafkajs calls us back from its own promises: run our effects there with this layer's
+    // runtime, so they keep the service's logger and configuration.
     const runtime = yield* Effect.runtime<never>()
-    const runPromise = <A, E>(effect: Effect.Effect<A, E>) =>
-      Effect.runPromiseExit(Effect.provide(effect, runtime))
+    const runPromiseExit = Runtime.runPromiseExit(runtime)
 
     const instanceId = options.instanceId ?? newInstanceId()
     const members = options.members ?? 1
@@ -119,7 +120,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       consumer.on(consumer.events.CRASH, (event) => {
         // kafkajs restarts itself on retriable errors; only a crash it gives up on ends the stream.
         if (!event.payload.restart) {
-          Effect.runFork(
+          Runtime.runFork(runtime)(
             Deferred.fail(crashed, kafkaError("The Kafka consumer crashed")(event.payload.error))
           )
         }
@@ -129,9 +130,9 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
     const eachBatch = (member: number) => async (payload: EachBatchPayload) => {
       if (payload.batch.isEmpty()) return
       const settled = Deferred.unsafeMake<Settlement>(FiberId.none)
-      const offered = await runPromise(Queue.offer(queue, { member, payload, settled }))
+      const offered = await runPromiseExit(Queue.offer(queue, { member, payload, settled }))
       if (offered._tag === "Failure") return // shutting down: nothing resolved, fetched again later
-      const outcome = await runPromise(Deferred.await(settled))
+      const outcome = await runPromiseExit(Deferred.await(settled))
       if (outcome._tag === "Success" && outcome.value === "done") {
         payload.resolveOffset(payload.batch.lastOffset())
       }
