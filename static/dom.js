@@ -1,4 +1,4 @@
-// DOM building shared by the pages. Text is only ever appended as text nodes, never parsed as HTML.
+// DOM building for the page. Text is only ever appended as text nodes, never parsed as HTML.
 
 /** Builds an element; attributes are set with setAttribute, children appended as nodes or text. */
 export function h(tag, attributes = {}, ...children) {

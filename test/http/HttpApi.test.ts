@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, LogLevel, Redacted, Schema } from "effect"
 import { PartitionAssigners, type PartitionAssigner } from "kafkajs"
@@ -147,9 +148,36 @@ describe("the HTTP API on a real PostgreSQL", () => {
       expect(page.headers.get("content-type")).toMatch(/^text\/html/)
       expect(page.headers.get("content-security-policy")).toContain("script-src 'self'")
       expect(page.headers.get("referrer-policy")).toBe("no-referrer")
+      // The page runs and styles only files of its own: no inline code, no other origin.
+      expect(page.headers.get("content-security-policy")).toMatch(/script-src 'self';/)
+      expect(page.headers.get("content-security-policy")).toMatch(/style-src 'self';/)
       expect((yield* get("/script.js")).headers.get("content-type")).toMatch(/^text\/javascript/)
       expect((yield* get("/style.css")).headers.get("content-type")).toMatch(/^text\/css/)
-      expect((yield* get("/docs")).status).toBe(200)
+
+      // Swagger UI, its code inline: the docs' policy allows that code by hash and nothing else.
+      const docs = yield* get("/docs")
+      expect(docs.status).toBe(200)
+      expect(docs.headers.get("content-type")).toMatch(/^text\/html/)
+      const html = yield* Effect.promise(() => docs.text())
+      expect(html).toContain("SwaggerUIBundle")
+      expect(html).toContain("/order/{order_uid}")
+      const hash = (code: string) => `'sha256-${createHash("sha256").update(code).digest("base64")}'`
+      const inline = (pattern: RegExp) => Array.from(html.matchAll(pattern), (m) => hash(m[1]!))
+      const scripts = inline(/<script>([\s\S]*?)<\/script>/g)
+      const styles = inline(/<style>([\s\S]*?)<\/style>/g)
+      expect(scripts).toHaveLength(1)
+      expect(styles).toHaveLength(1)
+      const policy = docs.headers.get("content-security-policy")!
+      expect(policy).toContain(`script-src 'self' ${scripts.join(" ")};`)
+      expect(policy).toContain(`style-src 'self' ${styles.join(" ")};`)
+      expect(policy).not.toMatch(/'unsafe-|\*|https?:/)
+      expect(policy).toContain("frame-ancestors 'none'")
+      // A revalidation updates the headers the browser keeps: the 304 carries the same policy.
+      const again = yield* get("/docs", { "if-none-match": docs.headers.get("etag")! })
+      expect(again.status).toBe(304)
+      expect(again.headers.get("content-security-policy")).toBe(policy)
+      expect((yield* get("/")).headers.get("content-security-policy")).not.toContain("sha256")
+
       const spec = yield* json(yield* get("/openapi.json"))
       expect(Object.keys(spec.paths)).toEqual(
         expect.arrayContaining(["/order/{order_uid}", "/orders", "/healthz", "/readyz"])
