@@ -146,23 +146,33 @@ describe("the HTTP API on a real PostgreSQL", () => {
       const page = yield* get("/")
       expect(page.status).toBe(200)
       expect(page.headers.get("content-type")).toMatch(/^text\/html/)
-      expect(page.headers.get("content-security-policy")).toContain("script-src 'self'")
       expect(page.headers.get("referrer-policy")).toBe("no-referrer")
       // The page runs and styles only files of its own: no inline code, no other origin.
       expect(page.headers.get("content-security-policy")).toMatch(/script-src 'self';/)
       expect(page.headers.get("content-security-policy")).toMatch(/style-src 'self';/)
-      expect((yield* get("/script.js")).headers.get("content-type")).toMatch(/^text\/javascript/)
-      expect((yield* get("/style.css")).headers.get("content-type")).toMatch(/^text\/css/)
+      // Every stylesheet and script the page links, with its type and revalidated by ETag.
+      const pageHtml = yield* Effect.promise(() => page.text())
+      const linked = Array.from(pageHtml.matchAll(/(?:href|src)="(\/[\w.-]+\.(?:css|js))"/g), (m) => m[1]!)
+      expect(linked).toEqual(expect.arrayContaining(["/base.css", "/recent.css", "/script.js"]))
+      for (const path of linked) {
+        const file = yield* get(path)
+        expect(file.status, path).toBe(200)
+        expect(file.headers.get("content-type"), path).toMatch(
+          path.endsWith(".css") ? /^text\/css/ : /^text\/javascript/
+        )
+        expect(file.headers.get("cache-control"), path).toBe("no-cache")
+        expect((yield* get(path, { "if-none-match": file.headers.get("etag")! })).status, path).toBe(304)
+      }
 
       // Swagger UI, its code inline: the docs' policy allows that code by hash and nothing else.
       const docs = yield* get("/docs")
       expect(docs.status).toBe(200)
       expect(docs.headers.get("content-type")).toMatch(/^text\/html/)
-      const html = yield* Effect.promise(() => docs.text())
-      expect(html).toContain("SwaggerUIBundle")
-      expect(html).toContain("/order/{order_uid}")
+      const docsHtml = yield* Effect.promise(() => docs.text())
+      expect(docsHtml).toContain("SwaggerUIBundle")
+      expect(docsHtml).toContain("/order/{order_uid}")
       const hash = (code: string) => `'sha256-${createHash("sha256").update(code).digest("base64")}'`
-      const inline = (pattern: RegExp) => Array.from(html.matchAll(pattern), (m) => hash(m[1]!))
+      const inline = (pattern: RegExp) => Array.from(docsHtml.matchAll(pattern), (m) => hash(m[1]!))
       const scripts = inline(/<script>([\s\S]*?)<\/script>/g)
       const styles = inline(/<style>([\s\S]*?)<\/style>/g)
       expect(scripts).toHaveLength(1)
@@ -537,7 +547,7 @@ const accessLogRequests = (uid: string) => [
   { method: "GET", path: "/order/a%01b" },
   { method: "GET", path: "/orders?limit=2" },
   { method: "GET", path: "/healthz" },
-  { method: "GET", path: "/style.css" },
+  { method: "GET", path: "/base.css" },
   { method: "GET", path: "/no-such-page" },
   { method: "POST", path: "/orders" }
 ]
