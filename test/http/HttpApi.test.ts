@@ -150,11 +150,13 @@ describe("the HTTP API on a real PostgreSQL", () => {
       // The page runs and styles only files of its own: no inline code, no other origin.
       expect(page.headers.get("content-security-policy")).toMatch(/script-src 'self';/)
       expect(page.headers.get("content-security-policy")).toMatch(/style-src 'self';/)
-      // Every stylesheet and script the page links, with its type and revalidated by ETag.
+      // Every stylesheet and script the page links, and every module those import (preloaded
+      // too), with its type and revalidated by ETag.
       const pageHtml = yield* Effect.promise(() => page.text())
       const linked = Array.from(pageHtml.matchAll(/(?:href|src)="(\/[\w.-]+\.(?:css|js))"/g), (m) => m[1]!)
-      expect(linked).toEqual(expect.arrayContaining(["/base.css", "/recent.css", "/script.js"]))
-      for (const path of linked) {
+      expect(linked).toEqual(expect.arrayContaining(["/base.css", "/recent.css", "/script.js", "/lookup.js"]))
+      const files = new Set(linked)
+      for (const path of files) {
         const file = yield* get(path)
         expect(file.status, path).toBe(200)
         expect(file.headers.get("content-type"), path).toMatch(
@@ -162,7 +164,14 @@ describe("the HTTP API on a real PostgreSQL", () => {
         )
         expect(file.headers.get("cache-control"), path).toBe("no-cache")
         expect((yield* get(path, { "if-none-match": file.headers.get("etag")! })).status, path).toBe(304)
+        if (!path.endsWith(".js")) continue
+        const code = yield* Effect.promise(() => file.text())
+        for (const [, name] of code.matchAll(/^import .* from "\.\/([\w.-]+\.js)"$/gm)) {
+          expect(linked, `${path} imports ${name}`).toContain(`/${name}`)
+          files.add(`/${name}`)
+        }
       }
+      expect(files.size).toBeGreaterThan(8)
 
       // Swagger UI, its code inline: the docs' policy allows that code by hash and nothing else.
       const docs = yield* get("/docs")
