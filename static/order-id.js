@@ -1,9 +1,15 @@
 // Order ids: which text can be one, and the URLs an id maps to.
 
-// The same rules the server applies before answering 400, so the agent learns about a bad paste at once.
+// The server's rule (`OrderUid` in src/orders/Order.ts: 1–128 characters, no control characters),
+// applied here too so the agent learns about a bad paste at once. This is the page's one copy, and
+// test/http/pageOrderIdRule.test.ts checks that it accepts exactly the ids `OrderUid` accepts.
+// A copy rather than the rule read from /openapi.json at run time: the document does not state
+// "no control characters" (the model declares that as a filter), and the page would need one more
+// request on every load, with a moment after it when an id arriving by a link could not be judged.
 const MAX_UID_LENGTH = 128
 const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/
 
+/** What the agent typed or pasted, trimmed, and whether it can be an order id (if not, why). */
 export function checkUid(raw) {
   const uid = String(raw ?? "").trim()
   if (uid === "") return { ok: false, uid, message: "Type or paste an order id first." }
