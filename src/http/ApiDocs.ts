@@ -3,14 +3,14 @@
  * ships it — its bundle inline in the page, nothing fetched from a CDN.
  *
  * That page runs one inline script and one inline style, which the site's policy forbids. Rather
- * than loosen the policy, the page is rendered once at start-up and served here with one that
+ * than loosen the policy, the page is rendered once and served from here with one that
  * also allows exactly those two, by their SHA-256; every other route keeps the strict one. Swagger
  * UI needs nothing more (in Chromium: no violation, no request but to the service itself).
  * `HttpApiScalar`, the library's other viewer, would need `'unsafe-inline'` styles (it sets style
  * attributes as it runs) and `'wasm-unsafe-eval'`, and fetches its fonts from fonts.scalar.com.
  */
 import { createHash } from "node:crypto"
-import { HttpApiBuilder, HttpApiSwagger, HttpServerRequest } from "@effect/platform"
+import { HttpApi, HttpApiBuilder, HttpApiSwagger, HttpServerRequest } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { contentSecurityPolicy } from "./SecurityHeaders.ts"
@@ -65,20 +65,30 @@ const renderSwaggerUi = Effect.gen(function* () {
       NodeHttpServer.layerContext
     )
   ),
-  // Only a change in the library could make it fail: a defect, found at start-up.
+  // Only a change in the library could make it fail: a defect.
   Effect.orDie
 )
 
-/** Serves `/docs`; needs the API (`HttpApiBuilder.api`) like `HttpApiSwagger.layer` does. */
+/** The page with the site's icon, and the policy that lets its inline code run. */
+const docsPage = Effect.gen(function* () {
+  // Without an icon the browser asks for /favicon.ico, which does not exist.
+  const html = new TextDecoder()
+    .decode(yield* renderSwaggerUi)
+    .replace("</head>", '<link rel="icon" href="/favicon.svg" type="image/svg+xml" />\n</head>')
+  return staticFile(new TextEncoder().encode(html), CONTENT_TYPES[".html"]!, {
+    "content-security-policy": contentSecurityPolicy(inlineHashes(html))
+  })
+})
+
+/**
+ * Serves `/docs`; needs the API (`HttpApiBuilder.api`) like `HttpApiSwagger.layer` does. The page
+ * is built on its first request: it takes about 100 ms, which start-up need not wait for.
+ */
 export const ApiDocsLive = HttpApiBuilder.Router.use((router) =>
   Effect.gen(function* () {
-    // The site's icon: without one the browser asks for /favicon.ico, which does not exist.
-    const html = new TextDecoder()
-      .decode(yield* renderSwaggerUi)
-      .replace("</head>", '<link rel="icon" href="/favicon.svg" type="image/svg+xml" />\n</head>')
-    const page = staticFile(new TextEncoder().encode(html), CONTENT_TYPES[".html"]!, {
-      "content-security-policy": contentSecurityPolicy(inlineHashes(html))
-    })
-    yield* router.get(DOCS_PATH, serveStaticFile(page))
+    const api = yield* Effect.context<HttpApi.Api>()
+    // Uninterruptible: a first request given up halfway must not leave an interruption cached.
+    const page = yield* Effect.cached(Effect.uninterruptible(Effect.provide(docsPage, api)))
+    yield* router.get(DOCS_PATH, Effect.flatMap(page, serveStaticFile))
   })
 )
