@@ -1,4 +1,5 @@
-// DOM building shared by the pages. Text is only ever appended as text nodes, never parsed as HTML.
+// DOM building for the page. Text is only ever appended as text nodes, never parsed as HTML.
+// Announcements go to the page's live region (#announcer) for screen readers.
 
 /** Builds an element; attributes are set with setAttribute, children appended as nodes or text. */
 export function h(tag, attributes = {}, ...children) {
@@ -16,3 +17,12 @@ export function h(tag, attributes = {}, ...children) {
 }
 
 export const isRecord = (value) => typeof value === "object" && value !== null && !Array.isArray(value)
+
+// Re-setting identical text would not be re-announced, so clear first and write on the next frame.
+export function announce(message) {
+  const announcer = document.getElementById("announcer")
+  announcer.textContent = ""
+  requestAnimationFrame(() => {
+    announcer.textContent = message
+  })
+}

@@ -107,5 +107,5 @@ export class OrderServiceApi extends HttpApi.make("order-service")
   .annotate(OpenApi.Version, "1.0.0")
   .annotate(
     OpenApi.Description,
-    "Orders received from Kafka, as stored. Also served: `GET /metrics` (Prometheus text), `GET /openapi.json`, `GET /docs`, and the web page at `/`."
+    "Orders received from Kafka, as stored. Also served: `GET /metrics` (Prometheus text), `GET /openapi.json`, `GET /docs`, and the web page at [`/`](/)."
   ) {}

@@ -18,7 +18,8 @@ import {
   Ready,
   Unavailable
 } from "./Api.ts"
-import { StaticFiles } from "./StaticFiles.ts"
+import { ApiDocsLive } from "./ApiDocs.ts"
+import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
 const decodeUid = Schema.decodeUnknownEither(OrderUid)
 
@@ -135,25 +136,14 @@ export const ExtraRoutesLive = HttpApiBuilder.Router.use((router) =>
         Effect.map((text) => HttpServerResponse.text(text, { contentType: prometheus.contentType }))
       )
     )
-    for (const [route, file] of files.routes) {
-      yield* router.get(
-        route as `/${string}`,
-        Effect.map(HttpServerRequest.HttpServerRequest, (request) =>
-          request.headers["if-none-match"] === file.etag
-            ? HttpServerResponse.empty({ status: 304, headers: { etag: file.etag } })
-            : HttpServerResponse.uint8Array(file.body, {
-                contentType: file.contentType,
-                headers: { etag: file.etag, "cache-control": "no-cache" }
-              })
-        )
-      )
-    }
+    for (const [route, file] of files.routes) yield* router.get(route as `/${string}`, serveStaticFile(file))
   })
 )
 
-/** The whole API with its handlers, the OpenAPI document and the extra routes. */
+/** The whole API with its handlers, the OpenAPI document, its docs page and the extra routes. */
 export const HttpAppLive = Layer.mergeAll(
   HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" }),
+  ApiDocsLive,
   ExtraRoutesLive
 ).pipe(
   Layer.provideMerge(

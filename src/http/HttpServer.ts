@@ -17,17 +17,9 @@ import { OrderCache } from "../cache/OrderCache.ts"
 import { HttpConfig } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
 import { ORDER_CACHE_CONTROL, orderUidProblem } from "./Http.ts"
+import { SECURITY_HEADERS } from "./SecurityHeaders.ts"
 
-export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
-  "content-security-policy":
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
-  "x-content-type-options": "nosniff",
-  "referrer-policy": "no-referrer",
-  "x-frame-options": "DENY",
-  "cross-origin-opener-policy": "same-origin"
-}
-
-/** The same, as a flat name/value list for `writeHead`. */
+/** The security headers as a flat name/value list for `writeHead`. */
 const SECURITY_HEADER_LIST: ReadonlyArray<string> = Object.entries(SECURITY_HEADERS).flat()
 
 const ORDER_PREFIX = "/order/"

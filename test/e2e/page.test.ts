@@ -254,4 +254,34 @@ describe("the web page in Chromium", () => {
       }).pipe(Effect.scoped, Effect.provide(stack)),
     60_000
   )
+
+  it.live(
+    "the API docs list every operation and try one out against the service, with no console errors",
+    () =>
+      Effect.gen(function* () {
+        const url = yield* seeded
+        const browser = yield* scopedBrowser()
+        // Any script or style the docs' policy did not allow would show up here as a console error.
+        const { page, errors } = yield* openPage(browser)
+        yield* Effect.promise(() => page.goto(`${url}/docs`))
+        const summaries = page.locator(".opblock-summary")
+        yield* Effect.promise(() => summaries.first().waitFor())
+        const paths = yield* Effect.promise(() => page.locator(".opblock-summary-path").allTextContents())
+        expect(paths).toEqual(["/order/{order_uid}", "/orders", "/healthz", "/readyz"])
+        const getOrder = page.locator(".opblock", { has: page.locator('[data-path="/order/{order_uid}"]') })
+        yield* Effect.promise(async () => {
+          await getOrder.locator(".opblock-summary").click()
+          await getOrder.locator(".try-out__btn").click()
+          await getOrder.locator('input[placeholder="order_uid"]').fill(model.order_uid)
+          await getOrder.locator(".execute").click()
+          await getOrder.locator(".live-responses-table .response-col_status", { hasText: "200" }).waitFor()
+        })
+        expect(
+          yield* text(page, ".live-responses-table .response-col_description:not(.col_header)")
+        ).toContain(model.track_number)
+        yield* Effect.promise(() => page.screenshot({ path: "test-results/api-docs.png", fullPage: true }))
+        expect(errors).toEqual([])
+      }).pipe(Effect.scoped, Effect.provide(stack)),
+    60_000
+  )
 })

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, LogLevel, Redacted, Schema } from "effect"
 import { PartitionAssigners, type PartitionAssigner } from "kafkajs"
@@ -145,11 +146,57 @@ describe("the HTTP API on a real PostgreSQL", () => {
       const page = yield* get("/")
       expect(page.status).toBe(200)
       expect(page.headers.get("content-type")).toMatch(/^text\/html/)
-      expect(page.headers.get("content-security-policy")).toContain("script-src 'self'")
       expect(page.headers.get("referrer-policy")).toBe("no-referrer")
-      expect((yield* get("/script.js")).headers.get("content-type")).toMatch(/^text\/javascript/)
-      expect((yield* get("/style.css")).headers.get("content-type")).toMatch(/^text\/css/)
-      expect((yield* get("/docs")).status).toBe(200)
+      // The page runs and styles only files of its own: no inline code, no other origin.
+      expect(page.headers.get("content-security-policy")).toMatch(/script-src 'self';/)
+      expect(page.headers.get("content-security-policy")).toMatch(/style-src 'self';/)
+      // Every stylesheet and script the page links, and every module those import (preloaded
+      // too), with its type and revalidated by ETag.
+      const pageHtml = yield* Effect.promise(() => page.text())
+      const linked = Array.from(pageHtml.matchAll(/(?:href|src)="(\/[\w.-]+\.(?:css|js))"/g), (m) => m[1]!)
+      expect(linked).toEqual(expect.arrayContaining(["/base.css", "/recent.css", "/script.js", "/lookup.js"]))
+      const files = new Set(linked)
+      for (const path of files) {
+        const file = yield* get(path)
+        expect(file.status, path).toBe(200)
+        expect(file.headers.get("content-type"), path).toMatch(
+          path.endsWith(".css") ? /^text\/css/ : /^text\/javascript/
+        )
+        expect(file.headers.get("cache-control"), path).toBe("no-cache")
+        expect((yield* get(path, { "if-none-match": file.headers.get("etag")! })).status, path).toBe(304)
+        if (!path.endsWith(".js")) continue
+        const code = yield* Effect.promise(() => file.text())
+        for (const [, name] of code.matchAll(/^import .* from "\.\/([\w.-]+\.js)"$/gm)) {
+          expect(linked, `${path} imports ${name}`).toContain(`/${name}`)
+          files.add(`/${name}`)
+        }
+      }
+      expect(files.size).toBeGreaterThan(8)
+
+      // Swagger UI, its code inline: the docs' policy allows that code by hash and nothing else.
+      const docs = yield* get("/docs")
+      expect(docs.status).toBe(200)
+      expect(docs.headers.get("content-type")).toMatch(/^text\/html/)
+      const docsHtml = yield* Effect.promise(() => docs.text())
+      expect(docsHtml).toContain("SwaggerUIBundle")
+      expect(docsHtml).toContain("/order/{order_uid}")
+      const hash = (code: string) => `'sha256-${createHash("sha256").update(code).digest("base64")}'`
+      const inline = (pattern: RegExp) => Array.from(docsHtml.matchAll(pattern), (m) => hash(m[1]!))
+      const scripts = inline(/<script>([\s\S]*?)<\/script>/g)
+      const styles = inline(/<style>([\s\S]*?)<\/style>/g)
+      expect(scripts).toHaveLength(1)
+      expect(styles).toHaveLength(1)
+      const policy = docs.headers.get("content-security-policy")!
+      expect(policy).toContain(`script-src 'self' ${scripts.join(" ")};`)
+      expect(policy).toContain(`style-src 'self' ${styles.join(" ")};`)
+      expect(policy).not.toMatch(/'unsafe-|\*|https?:/)
+      expect(policy).toContain("frame-ancestors 'none'")
+      // A revalidation updates the headers the browser keeps: the 304 carries the same policy.
+      const again = yield* get("/docs", { "if-none-match": docs.headers.get("etag")! })
+      expect(again.status).toBe(304)
+      expect(again.headers.get("content-security-policy")).toBe(policy)
+      expect((yield* get("/")).headers.get("content-security-policy")).not.toContain("sha256")
+
       const spec = yield* json(yield* get("/openapi.json"))
       expect(Object.keys(spec.paths)).toEqual(
         expect.arrayContaining(["/order/{order_uid}", "/orders", "/healthz", "/readyz"])
@@ -509,7 +556,7 @@ const accessLogRequests = (uid: string) => [
   { method: "GET", path: "/order/a%01b" },
   { method: "GET", path: "/orders?limit=2" },
   { method: "GET", path: "/healthz" },
-  { method: "GET", path: "/style.css" },
+  { method: "GET", path: "/base.css" },
   { method: "GET", path: "/no-such-page" },
   { method: "POST", path: "/orders" }
 ]
