@@ -8,11 +8,11 @@ import { spawn, type ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { createWriteStream, existsSync, readFileSync, rmSync, statSync } from "node:fs"
 import { mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import path from "node:path"
 import { projectRoot } from "../projectRoot.ts"
-import { Config, type ConfigError, Data, Effect, Option, type Scope } from "effect"
+import { Data, Effect, type Scope } from "effect"
+import { distinctFreePorts, isFree } from "./freePort.ts"
 
 export const DEFAULT_KAFKA_VERSION = "4.1.1"
 
@@ -195,23 +195,6 @@ export class LocalKafka {
       }),
       (kafka) => Effect.promise(() => kafka.stop())
     ).pipe(Effect.withSpan("LocalKafka.scoped"))
-  }
-
-  /**
-   * The bootstrap list from `KAFKA_BROKERS` when it is set, otherwise that of a local cluster
-   * started for the life of the scope.
-   */
-  static resolveBootstrap(
-    options: LocalKafkaOptions = {}
-  ): Effect.Effect<string, LocalKafkaError | ConfigError.ConfigError, Scope.Scope> {
-    return Config.option(Config.nonEmptyString("KAFKA_BROKERS")).pipe(
-      Effect.flatMap(
-        Option.match({
-          onSome: Effect.succeed,
-          onNone: () => Effect.map(LocalKafka.scoped(options), (kafka) => kafka.bootstrapServers)
-        })
-      )
-    )
   }
 
   /** SIGKILL one broker, as a crash would. */
@@ -660,45 +643,13 @@ async function loadOrCreateState(
       ? list
       : undefined
   const fixed = [...(options.ports ?? []), ...(options.controllerPorts ?? [])]
-  const fresh = await freePorts(2 * brokers, new Set(fixed))
+  const fresh = await distinctFreePorts(2 * brokers, new Set(fixed))
   const ports = options.ports ?? (await reusable(previous?.ports)) ?? fresh.slice(0, brokers)
   const controllerPorts =
     options.controllerPorts ?? (await reusable(previous?.controllerPorts)) ?? fresh.slice(brokers)
   const state: ClusterState = { clusterId, brokers, ports, controllerPorts }
   await writeFile(file, JSON.stringify(state, null, 2) + "\n")
   return state
-}
-
-/** `count` distinct ports that are free right now, none of them in `avoid`. */
-async function freePorts(count: number, avoid: ReadonlySet<number>): Promise<Array<number>> {
-  // Hold every socket open until all are bound, so the kernel hands out distinct ports.
-  const servers: Array<ReturnType<typeof createServer>> = []
-  const ports: Array<number> = []
-  try {
-    while (ports.length < count) {
-      const server = createServer()
-      servers.push(server)
-      const port = await new Promise<number>((resolve, reject) => {
-        server.once("error", reject)
-        server.listen(0, HOST, () => {
-          const address = server.address()
-          resolve(typeof address === "object" && address !== null ? address.port : 0)
-        })
-      })
-      if (!avoid.has(port)) ports.push(port)
-    }
-    return ports
-  } finally {
-    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))))
-  }
-}
-
-function isFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer()
-    server.once("error", () => resolve(false))
-    server.listen(port, HOST, () => server.close(() => resolve(true)))
-  })
 }
 
 function lastLines(text: string, n: number): string {
