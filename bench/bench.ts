@@ -19,9 +19,10 @@ import { Kafka, logLevel, Partitioners } from "kafkajs"
 import pg from "pg"
 import { EmbeddedPostgres } from "../src/local/EmbeddedPostgres.ts"
 import { freePort } from "../src/local/freePort.ts"
-import { LocalKafka } from "../src/local/LocalKafka.ts"
+import * as LocalKafka from "../src/local/LocalKafka.ts"
 import type { OrderJson } from "../src/orders/Order.ts"
 import { generateOrders } from "../src/tools/OrderGenerator.ts"
+import { acquire } from "../test/support/scoped.ts"
 
 const INGEST_N = Number(process.env["BENCH_INGEST_N"] ?? 200_000)
 const INGEST_PER_MESSAGE_N = Number(process.env["BENCH_INGEST_PER_MESSAGE_N"] ?? 20_000)
@@ -51,7 +52,7 @@ const table = (title: string, rows: Array<Record<string, string | number>>) => {
 
 interface Env {
   readonly pg: EmbeddedPostgres
-  readonly kafka: LocalKafka
+  readonly kafka: LocalKafka.LocalKafka
 }
 
 let databases = 0
@@ -475,10 +476,8 @@ const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof ty
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 
 execFileSync("npm", ["run", "--silent", "build"], { stdio: "inherit" })
-const env: Env = {
-  pg: await EmbeddedPostgres.start(),
-  kafka: await LocalKafka.start({ brokers: 1, numPartitions: 3 })
-}
+const kafka = await acquire(LocalKafka.make({ brokers: 1, numPartitions: 3 }))
+const env: Env = { pg: await EmbeddedPostgres.start(), kafka: kafka.value }
 const figures: Record<string, number> = {}
 const tables: Record<string, unknown> = {}
 try {
@@ -488,7 +487,7 @@ try {
     Object.assign(figures, result)
   }
 } finally {
-  await env.kafka.stop()
+  await kafka.release()
   await env.pg.stop()
 }
 const pkg = (name: string) =>

@@ -7,7 +7,7 @@ import path from "node:path"
 import { Data, Effect, Option, Runtime, Schedule } from "effect"
 import { Kafka, logLevel, type Admin } from "kafkajs"
 import { KafkaConfig } from "../config/AppConfig.ts"
-import { LocalKafka } from "../local/LocalKafka.ts"
+import * as LocalKafka from "../local/LocalKafka.ts"
 
 export class KafkaError extends Data.TaggedError("KafkaError")<{
   readonly message: string
@@ -98,7 +98,7 @@ export class KafkaClient extends Effect.Service<KafkaClient>()("KafkaClient", {
           yield* Effect.logInfo("Starting a local Kafka broker (KAFKA_BROKERS is not set)")
           // Added first, so it runs after the broker has stopped.
           yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the local Kafka broker"))
-          const local = yield* LocalKafka.scoped(dataDir === undefined ? {} : { dataDir })
+          const local = yield* LocalKafka.make(dataDir === undefined ? {} : { dataDir })
           yield* Effect.logInfo("Local Kafka broker started").pipe(
             Effect.annotateLogs({ brokers: local.bootstrapServers, data_dir: local.dataDir })
           )

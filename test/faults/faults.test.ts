@@ -7,9 +7,11 @@
  * One file, so the cluster starts once and the leader-kill case can reach its brokers.
  * FAULT_SEED repeats a run's random choices (printed at the start).
  */
+import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
-import { LocalKafka } from "../../src/local/LocalKafka.ts"
+import * as LocalKafka from "../../src/local/LocalKafka.ts"
+import { acquire } from "../support/scoped.ts"
 import {
   groupMemberPids,
   isRunning,
@@ -36,18 +38,28 @@ import { hostileRequests } from "./hostile.ts"
 const seed = Number(process.env["FAULT_SEED"] ?? Math.floor(Math.random() * 1_000_000))
 const rand = random(seed)
 
-let cluster: LocalKafka
+let cluster: LocalKafka.LocalKafka
 let postgres: EmbeddedPostgres
+let stopServers = async () => {}
 const cases: Array<Scenario> = []
 
 beforeAll(async () => {
   console.info(`fault suite seed: ${seed} (FAULT_SEED=${seed} repeats it)`)
-  ;[cluster, postgres] = await Promise.all([LocalKafka.start({ brokers: 3 }), EmbeddedPostgres.start()])
+  const servers = await acquire(
+    Effect.all([LocalKafka.make({ brokers: 3 }), Effect.promise(() => EmbeddedPostgres.start())], {
+      concurrency: "unbounded"
+    })
+  )
+  ;[cluster, postgres] = servers.value
+  stopServers = async () => {
+    await servers.release()
+    await postgres.stop()
+  }
 }, 300_000)
 
 afterAll(async () => {
   for (const s of cases) await killAll(s)
-  await Promise.all([cluster?.stop(), postgres?.stop()])
+  await stopServers()
 }, 120_000)
 
 const onSharedServer = async (name: string) => {
@@ -198,8 +210,8 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
         leader = await leaderOfPartition0(s)
         return `broker ${leader} (leader of partition 0)`
       },
-      down: () => cluster.killBroker(leader),
-      up: () => cluster.restartBroker(leader),
+      down: () => Effect.runPromise(cluster.killBroker(leader)),
+      up: () => Effect.runPromise(cluster.restartBroker(leader)),
       brokerDown: true
     })
   }, 900_000)

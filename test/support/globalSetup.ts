@@ -3,9 +3,11 @@
  * broker (unless KAFKA_BROKERS is set). Each test file makes its own database and its own topics
  * on them, so files never share state.
  */
+import { Effect } from "effect"
 import type { TestProject } from "vitest/node"
-import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
-import { LocalKafka } from "../../src/local/LocalKafka.ts"
+import { embeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
+import * as LocalKafka from "../../src/local/LocalKafka.ts"
+import { acquire } from "./scoped.ts"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -16,35 +18,38 @@ declare module "vitest" {
   }
 }
 
-export default async function setup(project: TestProject) {
-  const stops: Array<() => Promise<void>> = []
-  const stopAll = async () => {
-    for (const stop of stops.reverse()) await stop()
-  }
-  try {
-    await startServers(project, stops)
-  } catch (error) {
-    await stopAll()
-    throw error
-  }
-  return stopAll
+const configured = (name: string) => {
+  const value = process.env[name]
+  return value === undefined || value === "" ? undefined : value
 }
 
-async function startServers(project: TestProject, stops: Array<() => Promise<void>>) {
-  const url = process.env["DATABASE_URL"]
-  if (url !== undefined && url !== "") {
-    project.provide("adminDatabaseUrl", url)
-  } else {
-    const pg = await EmbeddedPostgres.start()
-    stops.push(() => pg.stop())
-    project.provide("adminDatabaseUrl", pg.url())
-  }
-  const brokers = process.env["KAFKA_BROKERS"]
-  if (brokers !== undefined && brokers !== "") {
-    project.provide("kafkaBrokers", brokers)
-  } else {
-    const kafka = await LocalKafka.start({ brokers: 1 })
-    stops.push(() => kafka.stop())
-    project.provide("kafkaBrokers", kafka.bootstrapServers)
-  }
+const servers = Effect.gen(function* () {
+  const databaseUrl = configured("DATABASE_URL")
+  const kafkaBrokers = configured("KAFKA_BROKERS")
+  const [adminDatabaseUrl, brokers] = yield* Effect.all(
+    [
+      databaseUrl === undefined
+        ? Effect.map(embeddedPostgres(), (pg) => pg.url())
+        : Effect.succeed(databaseUrl),
+      kafkaBrokers === undefined
+        ? Effect.map(LocalKafka.make({ brokers: 1 }), (kafka) => kafka.bootstrapServers)
+        : Effect.succeed(kafkaBrokers)
+    ],
+    { concurrency: "unbounded" }
+  )
+  return { adminDatabaseUrl, kafkaBrokers: brokers }
+})
+
+export default async function setup(project: TestProject) {
+  const started = await acquire(servers).catch((error: unknown) => {
+    // One line saying what could not start and why: vitest prints an error's stack as it is.
+    const failure = new Error(
+      `Could not start the test run's servers: ${error instanceof Error ? error.message : String(error)}`
+    )
+    failure.stack = failure.message
+    throw failure
+  })
+  project.provide("adminDatabaseUrl", started.value.adminDatabaseUrl)
+  project.provide("kafkaBrokers", started.value.kafkaBrokers)
+  return started.release
 }
