@@ -15,9 +15,10 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { cpus } from "node:os"
 import path from "node:path"
 import autocannon from "autocannon"
+import { Effect } from "effect"
 import { Kafka, logLevel, Partitioners } from "kafkajs"
 import pg from "pg"
-import { EmbeddedPostgres } from "../src/local/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../src/local/EmbeddedPostgres.ts"
 import { freePort } from "../src/local/freePort.ts"
 import * as LocalKafka from "../src/local/LocalKafka.ts"
 import type { OrderJson } from "../src/orders/Order.ts"
@@ -51,14 +52,16 @@ const table = (title: string, rows: Array<Record<string, string | number>>) => {
 }
 
 interface Env {
-  readonly pg: EmbeddedPostgres
+  readonly pg: EmbeddedPostgres.EmbeddedPostgres
   readonly kafka: LocalKafka.LocalKafka
 }
 
 let databases = 0
 const freshDatabase = async (env: Env): Promise<string> => {
   const name = `bench_${process.pid}_${databases++}`
-  await env.pg.createDatabase(name)
+  const admin = new pg.Client({ connectionString: env.pg.url() })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`).finally(() => admin.end())
   return env.pg.url(name)
 }
 
@@ -476,8 +479,12 @@ const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof ty
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 
 execFileSync("npm", ["run", "--silent", "build"], { stdio: "inherit" })
-const kafka = await acquire(LocalKafka.make({ brokers: 1, numPartitions: 3 }))
-const env: Env = { pg: await EmbeddedPostgres.start(), kafka: kafka.value }
+const servers = await acquire(
+  Effect.all([EmbeddedPostgres.make(), LocalKafka.make({ brokers: 1, numPartitions: 3 })], {
+    concurrency: "unbounded"
+  })
+)
+const env: Env = { pg: servers.value[0], kafka: servers.value[1] }
 const figures: Record<string, number> = {}
 const tables: Record<string, unknown> = {}
 try {
@@ -487,8 +494,7 @@ try {
     Object.assign(figures, result)
   }
 } finally {
-  await kafka.release()
-  await env.pg.stop()
+  await servers.release()
 }
 const pkg = (name: string) =>
   JSON.parse(readFileSync(`node_modules/${name}/package.json`, "utf8")).version as string

@@ -8,7 +8,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import { DatabaseConfig } from "../config/AppConfig.ts"
-import { embeddedPostgres } from "../local/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../local/EmbeddedPostgres.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
 
@@ -62,7 +62,7 @@ export const layer = Layer.unwrapScoped(
         Effect.gen(function* () {
           // Added first, so it runs after the server has stopped.
           yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the embedded PostgreSQL server"))
-          const server = yield* embeddedPostgres({
+          const server = yield* EmbeddedPostgres.make({
             ...Option.match(config.embeddedDataDir, {
               onNone: () => ({}),
               onSome: (dataDir) => ({ dataDir })

@@ -9,8 +9,9 @@
  */
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
 import * as LocalKafka from "../../src/local/LocalKafka.ts"
+import { createDatabaseOn } from "../support/database.ts"
 import { acquire } from "../support/scoped.ts"
 import {
   groupMemberPids,
@@ -39,22 +40,17 @@ const seed = Number(process.env["FAULT_SEED"] ?? Math.floor(Math.random() * 1_00
 const rand = random(seed)
 
 let cluster: LocalKafka.LocalKafka
-let postgres: EmbeddedPostgres
+let postgres: EmbeddedPostgres.EmbeddedPostgres
 let stopServers = async () => {}
 const cases: Array<Scenario> = []
 
 beforeAll(async () => {
   console.info(`fault suite seed: ${seed} (FAULT_SEED=${seed} repeats it)`)
   const servers = await acquire(
-    Effect.all([LocalKafka.make({ brokers: 3 }), Effect.promise(() => EmbeddedPostgres.start())], {
-      concurrency: "unbounded"
-    })
+    Effect.all([LocalKafka.make({ brokers: 3 }), EmbeddedPostgres.make()], { concurrency: "unbounded" })
   )
   ;[cluster, postgres] = servers.value
-  stopServers = async () => {
-    await servers.release()
-    await postgres.stop()
-  }
+  stopServers = servers.release
 }, 300_000)
 
 afterAll(async () => {
@@ -62,10 +58,7 @@ afterAll(async () => {
   await stopServers()
 }, 120_000)
 
-const onSharedServer = async (name: string) => {
-  await postgres.createDatabase(name)
-  return postgres.url(name)
-}
+const onSharedServer = (name: string) => createDatabaseOn(postgres.url(), name)
 
 const fmt = (n: number) => n.toLocaleString("en-US")
 
@@ -217,12 +210,9 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
   }, 900_000)
 
   it(`PostgreSQL stopped for 10 s mid-ingest and started again: ${fmt(POSTGRES_N)} orders`, async () => {
-    const own = await EmbeddedPostgres.start()
+    const { value: own, release } = await acquire(EmbeddedPostgres.make())
     try {
-      const onOwnServer = async (name: string) => {
-        await own.createDatabase(name)
-        return own.url(name)
-      }
+      const onOwnServer = (name: string) => createDatabaseOn(own.url(), name)
       const s = await scenario(
         cluster,
         onOwnServer,
@@ -230,12 +220,12 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
       )
       await outageMidIngest(s, POSTGRES_N, {
         name: async () => "PostgreSQL",
-        down: () => own.pause(),
-        up: () => own.resume(),
+        down: () => Effect.runPromise(own.pause),
+        up: () => Effect.runPromise(own.resume),
         brokerDown: false
       })
     } finally {
-      await own.stop()
+      await release()
     }
   }, 900_000)
 

@@ -5,7 +5,7 @@
  */
 import { Effect } from "effect"
 import type { TestProject } from "vitest/node"
-import { embeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
 import * as LocalKafka from "../../src/local/LocalKafka.ts"
 import { acquire } from "./scoped.ts"
 
@@ -29,7 +29,7 @@ const servers = Effect.gen(function* () {
   const [adminDatabaseUrl, brokers] = yield* Effect.all(
     [
       databaseUrl === undefined
-        ? Effect.map(embeddedPostgres(), (pg) => pg.url())
+        ? Effect.map(EmbeddedPostgres.make(), (pg) => pg.url())
         : Effect.succeed(databaseUrl),
       kafkaBrokers === undefined
         ? Effect.map(LocalKafka.make({ brokers: 1 }), (kafka) => kafka.bootstrapServers)
