@@ -168,9 +168,7 @@ const seedDatabase = async (url: string, orders: ReadonlyArray<OrderJson>) => {
       yield* repo.insertBatch(orders.slice(i, i + 1000).map((o) => decode(o)))
     }
   }).pipe(
-    Effect.provide(
-      OrderRepository.Default.pipe(Layer.provide(Database.layerWith({ url: Redacted.make(url) })))
-    )
+    Effect.provide(OrderRepository.Default.pipe(Layer.provide(Database.layer({ url: Redacted.make(url) }))))
   )
   await Effect.runPromise(program)
 }

@@ -271,7 +271,7 @@ describe("the HTTP API on a real PostgreSQL", () => {
     () =>
       Effect.gen(function* () {
         const pg = yield* EmbeddedPostgres.make()
-        const database = Database.layerWith({ url: Redacted.make(pg.url()), maxConnections: 2 })
+        const database = Database.layer({ url: Redacted.make(pg.url()), maxConnections: 2 })
         yield* Effect.gen(function* () {
           expect((yield* get("/healthz")).status).toBe(200)
           yield* waitForReady(200)
@@ -294,7 +294,7 @@ describe("the HTTP API on a real PostgreSQL", () => {
   it.live("/readyz is 503 naming the cache while its warm-up has not finished, and ready once it has", () =>
     Effect.gen(function* () {
       const url = yield* createTestDatabase
-      const database = Database.layerWith({ url: Redacted.make(url), maxConnections: 4 })
+      const database = Database.layer({ url: Redacted.make(url), maxConnections: 4 })
       yield* seed.pipe(Effect.provide(OrderRepository.Default.pipe(Layer.provide(database))))
       // The warm-up reads the orders table: locked, it waits until the test lets go.
       const locker = new pg.Client({ connectionString: url })

@@ -7,6 +7,7 @@ import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import * as Database from "../../src/db/Database.ts"
 
 import { DeadLetterHeaders } from "../../src/kafka/DeadLetters.ts"
+import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
 import { orderToJson } from "../../src/orders/OrderDecoder.ts"
@@ -34,6 +35,7 @@ import {
 /** The ingest side of the service on its own topics and database. */
 const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
   IngestLive.pipe(
+    Layer.provide(KafkaClient.layerConfig),
     Layer.provideMerge(IngestStatus.Default),
     Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
     Layer.provideMerge(database),
@@ -186,7 +188,7 @@ describe("ingestion from a real Kafka broker into a real PostgreSQL", () => {
       const second = sampleOrders(600, 22, "during")
       return Effect.gen(function* () {
         const pg = yield* EmbeddedPostgres.make()
-        const database = Database.layerWith({ url: Redacted.make(pg.url()), maxConnections: 4 })
+        const database = Database.layer({ url: Redacted.make(pg.url()), maxConnections: 4 })
         yield* Effect.gen(function* () {
           yield* produce(topics.brokers, topics.topic, first.map(asMessage))
           yield* eventually(

@@ -44,5 +44,5 @@ export const createTestDatabase = Effect.acquireRelease(
 
 /** `Database` on a fresh, migrated database of its own. */
 export const TestDatabase = Layer.unwrapScoped(
-  Effect.map(createTestDatabase, (url) => Database.layerWith({ url: Redacted.make(url), maxConnections: 4 }))
+  Effect.map(createTestDatabase, (url) => Database.layer({ url: Redacted.make(url), maxConnections: 4 }))
 )
