@@ -1,10 +1,16 @@
 /**
- * Real servers for the whole run: a PostgreSQL server (unless DATABASE_URL is set) and a Kafka
- * broker (unless KAFKA_BROKERS is set). Each test file makes its own database and its own topics
- * on them, so files never share state.
+ * Real servers for the whole run: the PostgreSQL of DATABASE_URL and the Kafka of KAFKA_BROKERS,
+ * or, for what is not set, servers started here as the service starts them (src/local/). Each test
+ * file makes its own database and its own topics on them, so files never share state.
  */
-import { Effect } from "effect"
+import { Config, Effect, Option, Redacted } from "effect"
 import type { TestProject } from "vitest/node"
+import {
+  DatabaseUrl,
+  formatConfigError,
+  KafkaBrokers,
+  makeConfigProvider
+} from "../../src/config/AppConfig.ts"
 import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
 import * as LocalKafka from "../../src/local/LocalKafka.ts"
 import { acquire } from "./scoped.ts"
@@ -18,22 +24,22 @@ declare module "vitest" {
   }
 }
 
-const configured = (name: string) => {
-  const value = process.env[name]
-  return value === undefined || value === "" ? undefined : value
-}
-
 const servers = Effect.gen(function* () {
-  const databaseUrl = configured("DATABASE_URL")
-  const kafkaBrokers = configured("KAFKA_BROKERS")
+  // The service's own keys, read from the environment as the service reads them.
+  const [databaseUrl, kafkaBrokers] = yield* Effect.withConfigProvider(
+    Config.all([Config.option(DatabaseUrl), Config.option(KafkaBrokers)]),
+    makeConfigProvider({}, process.env)
+  ).pipe(Effect.mapError((e) => new Error(formatConfigError(e))))
   const [adminDatabaseUrl, brokers] = yield* Effect.all(
     [
-      databaseUrl === undefined
-        ? Effect.map(EmbeddedPostgres.make(), (pg) => pg.url())
-        : Effect.succeed(databaseUrl),
-      kafkaBrokers === undefined
-        ? Effect.map(LocalKafka.make({ brokers: 1 }), (kafka) => kafka.bootstrapServers)
-        : Effect.succeed(kafkaBrokers)
+      Option.match(databaseUrl, {
+        onSome: (url) => Effect.succeed(Redacted.value(url)),
+        onNone: () => Effect.map(EmbeddedPostgres.make(), (pg) => pg.url())
+      }),
+      Option.match(kafkaBrokers, {
+        onSome: (list) => Effect.succeed(list.join(",")),
+        onNone: () => Effect.map(LocalKafka.make({ brokers: 1 }), (kafka) => kafka.bootstrapServers)
+      })
     ],
     { concurrency: "unbounded" }
   )
