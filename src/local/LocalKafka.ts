@@ -176,6 +176,11 @@ export const make = (
 
     // All nodes at once: none can finish starting before a quorum of voters is up.
     yield* Effect.forEach(state.ports, (_, i) => startNode(i), { concurrency: "unbounded", discard: true })
+    // And all stop at once, as they started: one by one, closing a three-node cluster took 16 s
+    // here, at once 6 s.
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach(state.ports, (_, i) => stopNode(i), { concurrency: "unbounded", discard: true })
+    )
 
     const cluster: LocalKafka = {
       brokers: state.ports.map((port) => `${HOST}:${port}`),
