@@ -15,13 +15,15 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { cpus } from "node:os"
 import path from "node:path"
 import autocannon from "autocannon"
+import { Effect } from "effect"
 import { Kafka, logLevel, Partitioners } from "kafkajs"
 import pg from "pg"
-import { EmbeddedPostgres } from "../src/local/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../src/local/EmbeddedPostgres.ts"
 import { freePort } from "../src/local/freePort.ts"
-import { LocalKafka } from "../src/local/LocalKafka.ts"
+import * as LocalKafka from "../src/local/LocalKafka.ts"
 import type { OrderJson } from "../src/orders/Order.ts"
 import { generateOrders } from "../src/tools/OrderGenerator.ts"
+import { acquire } from "../test/support/scoped.ts"
 
 const INGEST_N = Number(process.env["BENCH_INGEST_N"] ?? 200_000)
 const INGEST_PER_MESSAGE_N = Number(process.env["BENCH_INGEST_PER_MESSAGE_N"] ?? 20_000)
@@ -50,14 +52,16 @@ const table = (title: string, rows: Array<Record<string, string | number>>) => {
 }
 
 interface Env {
-  readonly pg: EmbeddedPostgres
-  readonly kafka: LocalKafka
+  readonly pg: EmbeddedPostgres.EmbeddedPostgres
+  readonly kafka: LocalKafka.LocalKafka
 }
 
 let databases = 0
 const freshDatabase = async (env: Env): Promise<string> => {
   const name = `bench_${process.pid}_${databases++}`
-  await env.pg.createDatabase(name)
+  const admin = new pg.Client({ connectionString: env.pg.url() })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`).finally(() => admin.end())
   return env.pg.url(name)
 }
 
@@ -164,9 +168,7 @@ const seedDatabase = async (url: string, orders: ReadonlyArray<OrderJson>) => {
       yield* repo.insertBatch(orders.slice(i, i + 1000).map((o) => decode(o)))
     }
   }).pipe(
-    Effect.provide(
-      OrderRepository.Default.pipe(Layer.provide(Database.layerWith({ url: Redacted.make(url) })))
-    )
+    Effect.provide(OrderRepository.Default.pipe(Layer.provide(Database.layer({ url: Redacted.make(url) }))))
   )
   await Effect.runPromise(program)
 }
@@ -475,10 +477,12 @@ const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof ty
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 
 execFileSync("npm", ["run", "--silent", "build"], { stdio: "inherit" })
-const env: Env = {
-  pg: await EmbeddedPostgres.start(),
-  kafka: await LocalKafka.start({ brokers: 1, numPartitions: 3 })
-}
+const servers = await acquire(
+  Effect.all([EmbeddedPostgres.make(), LocalKafka.make({ brokers: 1, numPartitions: 3 })], {
+    concurrency: "unbounded"
+  })
+)
+const env: Env = { pg: servers.value[0], kafka: servers.value[1] }
 const figures: Record<string, number> = {}
 const tables: Record<string, unknown> = {}
 try {
@@ -488,8 +492,7 @@ try {
     Object.assign(figures, result)
   }
 } finally {
-  await env.kafka.stop()
-  await env.pg.stop()
+  await servers.release()
 }
 const pkg = (name: string) =>
   JSON.parse(readFileSync(`node_modules/${name}/package.json`, "utf8")).version as string

@@ -2,14 +2,17 @@
  * The service's layers, composed. Each comes from its own module; tests build the same graph with
  * a layer swapped where they need to.
  */
-import { Context, Effect, Layer } from "effect"
+import { Config, Context, Effect, Layer, Option } from "effect"
 import { OrderCache } from "./cache/OrderCache.ts"
+import { DatabaseConfig, KafkaConfig } from "./config/AppConfig.ts"
 import * as Database from "./db/Database.ts"
 import { HttpAppLive } from "./http/Http.ts"
 import { HttpAddress, HttpServerLive } from "./http/HttpServer.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
 import { IngestLive } from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
+import { KafkaClient } from "./kafka/KafkaClient.ts"
+import * as Local from "./local/Local.ts"
 import { Prometheus } from "./observability/Prometheus.ts"
 import { OrderRepository } from "./orders/OrderRepository.ts"
 import { Orders } from "./orders/Orders.ts"
@@ -43,13 +46,37 @@ export const HttpLive = Layer.effectDiscard(
   Layer.provide([StaticFiles.Default, Prometheus.Default])
 )
 
-// Ingestion is built beside the HTTP server, so the API answers while Kafka is still coming up.
-export const ServicesLive = Layer.mergeAll(HttpLive, IngestLive, CacheWarmup).pipe(
-  Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default)),
-  Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default))
-)
+/**
+ * HTTP, ingestion and the cache's warm-up, ingesting through `kafka`; the database comes from
+ * outside. Kafka is given to ingestion alone, which is built beside the HTTP server: the API
+ * answers while Kafka is still coming up.
+ */
+export const servicesWith = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
+  Layer.mergeAll(HttpLive, IngestLive.pipe(Layer.provide(kafka)), CacheWarmup).pipe(
+    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default)),
+    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default))
+  )
 
-export const AppLive = ServicesLive.pipe(Layer.provide(Database.layer))
+/** The services on the configured brokers (`kafka.brokers`). */
+export const ServicesLive = servicesWith(KafkaClient.layerConfig)
+
+/**
+ * The whole service, with `extra` layers that use its Kafka client (the demo's producer). PostgreSQL
+ * and Kafka are the configured ones (`database.url`, `kafka.brokers`); for what the configuration
+ * leaves out, as under `npm start`, servers are started on this machine (src/local/) for the life
+ * of the layer. Chosen here and nowhere else: the layers of src/db and src/kafka only connect.
+ */
+export const layer = <E = never>(extra: Layer.Layer<never, E, KafkaClient> = Layer.empty) =>
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const [database, kafka] = yield* Config.all([DatabaseConfig, KafkaConfig])
+      const kafkaLayer = Option.isSome(kafka.brokers) ? KafkaClient.layerConfig : Local.layerKafka
+      const databaseLayer = Option.isSome(database.url) ? Database.layerConfig : Local.layerDatabase
+      return Layer.merge(servicesWith(kafkaLayer), extra.pipe(Layer.provide(kafkaLayer))).pipe(
+        Layer.provide(databaseLayer)
+      )
+    })
+  )
 
 /**
  * Runs the service until interrupted (SIGINT/SIGTERM: succeeds) or until ingestion stops by itself

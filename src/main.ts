@@ -6,7 +6,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Duration, Effect, Exit, Layer } from "effect"
-import { AppLive, launch } from "./App.ts"
+import * as App from "./App.ts"
 import * as AppConfig from "./config/AppConfig.ts"
 import * as Logging from "./observability/Logging.ts"
 
@@ -27,9 +27,9 @@ const main = Effect.gen(function* () {
   )
   // The demo's fake-data generator is loaded only when asked for: it costs memory and start-up time.
   const app = process.argv.includes("--demo")
-    ? Layer.merge(AppLive, (yield* Effect.promise(() => import("./tools/DemoOrders.ts"))).DemoOrders(200))
-    : AppLive
-  return yield* launch(
+    ? App.layer((yield* Effect.promise(() => import("./tools/DemoOrders.ts"))).DemoOrders(200))
+    : App.layer()
+  return yield* App.launch(
     app,
     armShutdownDeadline(Duration.sum(config.http.shutdownTimeout, SHUTDOWN_GRACE))
   ).pipe(

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Schedule } from "effect"
 import { Kafka, logLevel, Partitioners, type Admin, type Consumer, type Producer } from "kafkajs"
-import { LocalKafka } from "../src/local/LocalKafka.ts"
+import * as LocalKafka from "../src/local/LocalKafka.ts"
 import { readFixture, readFixtureJson, validFixtureNames } from "./support/fixtures.ts"
 import { retryRetriable } from "./support/kafka.ts"
 
@@ -106,7 +106,7 @@ describe("a local Kafka started from Maven Central jars", () => {
     "one broker takes orders with headers and hands them to a consumer group that commits",
     () =>
       Effect.gen(function* () {
-        const kafka = yield* LocalKafka.scoped({ brokers: 1 })
+        const kafka = yield* LocalKafka.make({ brokers: 1 })
         expect(kafka.bootstrapServers).toMatch(/^127\.0\.0\.1:\d+$/)
         const { admin, producer, consumer } = clients(kafka.bootstrapServers)
         const topic = "orders"
@@ -169,7 +169,7 @@ describe("a local Kafka started from Maven Central jars", () => {
     "three brokers keep taking and delivering acks=all writes while the partition leader is down",
     () =>
       Effect.gen(function* () {
-        const kafka = yield* LocalKafka.scoped({ brokers: 3 })
+        const kafka = yield* LocalKafka.make({ brokers: 3 })
         expect(kafka.brokers).toHaveLength(3)
         const { admin, producer, consumer } = clients(kafka.bootstrapServers)
         const topic = "orders"
@@ -218,8 +218,8 @@ describe("a local Kafka started from Maven Central jars", () => {
         yield* committedToTheEnd
 
         const leader = before.leader
-        yield* step("kill the leader", () => kafka.killBroker(leader))
-        expect(kafka.isRunning(leader)).toBe(false)
+        yield* kafka.killBroker(leader)
+        expect(yield* kafka.isRunning(leader)).toBe(false)
         // Once fenced (broker.session.timeout.ms), the killed broker's partition moves to a replica in sync.
         yield* eventually("30 seconds", async () => {
           const metadata = await adminClient.fetchTopicMetadata({ topics: [topic] })
@@ -235,8 +235,8 @@ describe("a local Kafka started from Maven Central jars", () => {
         )
         yield* committedToTheEnd
 
-        yield* step("restart the old leader", () => kafka.restartBroker(leader))
-        expect(kafka.isRunning(leader)).toBe(true)
+        yield* kafka.restartBroker(leader)
+        expect(yield* kafka.isRunning(leader)).toBe(true)
         yield* eventually("30 seconds", async () => {
           const metadata = await adminClient.fetchTopicMetadata({ topics: [topic] })
           expect([...metadata.topics[0]!.partitions[0]!.isr].sort()).toEqual([0, 1, 2])

@@ -82,7 +82,7 @@ export const HttpConfig = Config.all({
 }).pipe(Config.nested("http"))
 
 export const DatabaseConfig = Config.all({
-  /** Unset: start the embedded PostgreSQL. */
+  /** Unset: the service starts the embedded PostgreSQL (see src/App.ts). */
   url: Config.option(Config.redacted("url")),
   poolMax: positiveInt("pool_max").pipe(Config.withDefault(10)),
   connectTimeout: positiveDuration("connect_timeout").pipe(Config.withDefault(Duration.seconds(5))),
@@ -90,8 +90,11 @@ export const DatabaseConfig = Config.all({
   embeddedPort: Config.option(port("embedded_port"))
 }).pipe(Config.nested("database"))
 
+/** `database.url`, where it must be set: the pool connects to nothing else. */
+export const DatabaseUrl = Config.redacted("url").pipe(Config.nested("database"))
+
 export const KafkaConfig = Config.all({
-  /** Unset: start a local Kafka broker. */
+  /** Unset: the service starts a local Kafka broker (see src/App.ts). */
   brokers: Config.option(brokerList("brokers")),
   clientId: Config.string("client_id").pipe(Config.withDefault("order-service")),
   groupId: Config.string("group_id").pipe(Config.withDefault("order-service")),
@@ -101,6 +104,9 @@ export const KafkaConfig = Config.all({
   replicationFactor: positiveInt("replication_factor").pipe(Config.withDefault(1)),
   localDataDir: Config.option(Config.string("local_data_dir"))
 }).pipe(Config.nested("kafka"))
+
+/** `kafka.brokers`, where they must be set: the client connects to nothing else. */
+export const KafkaBrokers = brokerList("brokers").pipe(Config.nested("kafka"))
 
 export const IngestConfig = Config.all({
   /** A message larger than this goes to the dead-letter topic as `too_large`. */

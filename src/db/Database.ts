@@ -1,14 +1,13 @@
 /**
- * The PostgreSQL connection pool (`@effect/sql-pg`), with migrations run at start-up. Without a
- * configured `database.url` (`DATABASE_URL`) it starts the embedded PostgreSQL server first and
- * stops it after the pool is closed.
+ * The PostgreSQL connection pool (`@effect/sql-pg`), with migrations run at start-up. It connects
+ * to the database it is given and starts nothing: where no `database.url` is configured, the
+ * composition (src/App.ts) gives it the URL of a local server.
  */
 import { NodeContext } from "@effect/platform-node"
 import { SqlError } from "@effect/sql/SqlError"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
-import { DatabaseConfig } from "../config/AppConfig.ts"
-import { embeddedPostgres } from "../local/EmbeddedPostgres.ts"
+import { Duration, Effect, Layer, type Redacted, Schedule } from "effect"
+import { DatabaseConfig, DatabaseUrl } from "../config/AppConfig.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
 
@@ -30,7 +29,7 @@ export interface PoolOptions {
 }
 
 /** A pool on `url`, migrated. Connecting is retried for a while, so the database may start after us. */
-export const layerWith = (options: PoolOptions) =>
+export const layer = (options: PoolOptions) =>
   Layer.effectDiscard(migrate).pipe(
     Layer.provideMerge(
       PgClient.layer({
@@ -52,29 +51,11 @@ export const layerWith = (options: PoolOptions) =>
     )
   )
 
-/** The pool from configuration; the embedded server when no URL is configured. */
-export const layer = Layer.unwrapScoped(
+/** The pool on the configured database: `database.url` must be set. */
+export const layerConfig = Layer.unwrapEffect(
   Effect.gen(function* () {
+    const url = yield* DatabaseUrl
     const config = yield* DatabaseConfig
-    const url = yield* Option.match(config.url, {
-      onSome: Effect.succeed,
-      onNone: () =>
-        Effect.gen(function* () {
-          // Added first, so it runs after the server has stopped.
-          yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the embedded PostgreSQL server"))
-          const server = yield* embeddedPostgres({
-            ...Option.match(config.embeddedDataDir, {
-              onNone: () => ({}),
-              onSome: (dataDir) => ({ dataDir })
-            }),
-            ...Option.match(config.embeddedPort, { onNone: () => ({}), onSome: (port) => ({ port }) })
-          })
-          yield* Effect.logInfo("Started the embedded PostgreSQL server").pipe(
-            Effect.annotateLogs({ port: server.port, data_dir: server.dataDir })
-          )
-          return Redacted.make(server.url())
-        })
-    })
-    return layerWith({ url, maxConnections: config.poolMax, connectTimeout: config.connectTimeout })
+    return layer({ url, maxConnections: config.poolMax, connectTimeout: config.connectTimeout })
   })
 )

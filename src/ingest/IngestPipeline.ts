@@ -24,7 +24,6 @@ import type { KafkaMessage } from "kafkajs"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { IngestConfig } from "../config/AppConfig.ts"
 import { DeadLetters, type DeadLetter } from "../kafka/DeadLetters.ts"
-import { KafkaClient } from "../kafka/KafkaClient.ts"
 import { KafkaConsumer, type ConsumedBatch } from "../kafka/KafkaConsumer.ts"
 import type { Order } from "../orders/Order.ts"
 import { decodeOrderBytes, orderToJsonString } from "../orders/OrderDecoder.ts"
@@ -401,8 +400,7 @@ export const IngestPipeline = Layer.scopedDiscard(
   })
 )
 
-/** Kafka → PostgreSQL, with its Kafka clients. */
+/** Kafka → PostgreSQL, with its consumers and dead-letter producers on the `KafkaClient` it is given. */
 export const IngestLive = IngestPipeline.pipe(
-  Layer.provide(Layer.mergeAll(KafkaConsumer.Default, DeadLetters.Default)),
-  Layer.provide(KafkaClient.Default)
+  Layer.provide(Layer.mergeAll(KafkaConsumer.Default, DeadLetters.Default))
 )

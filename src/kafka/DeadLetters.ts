@@ -215,6 +215,5 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
     }
 
     return { settle, topic: client.topics.deadLetters } as const
-  }),
-  dependencies: [KafkaClient.Default]
+  })
 }) {}

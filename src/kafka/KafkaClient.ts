@@ -1,14 +1,11 @@
 /**
- * The kafkajs client, and the topics the service needs. Without configured brokers
- * (`kafka.brokers` / `KAFKA_BROKERS`) it starts a local Kafka broker first and stops it last.
+ * The kafkajs client, and the topics the service needs. It connects to the brokers it is given
+ * and starts nothing: where no `kafka.brokers` are configured, the composition (src/App.ts) gives
+ * it those of a local broker.
  */
-import { mkdir, rm, writeFile } from "node:fs/promises"
-import path from "node:path"
-import { Effect, Option, Runtime, Schedule } from "effect"
+import { Effect, Layer, Runtime, Schedule } from "effect"
 import { Kafka, logLevel, type Admin } from "kafkajs"
-import { KafkaConfig } from "../config/AppConfig.ts"
-import { LocalKafka } from "../local/LocalKafka.ts"
-
+import { KafkaBrokers, KafkaConfig } from "../config/AppConfig.ts"
 import { kafkaError } from "./KafkaError.ts"
 
 /** kafkajs' text for Kafka's CONCURRENT_TRANSACTIONS error. */
@@ -78,74 +75,75 @@ export const ensureTopics = (
     catch: kafkaError("Could not create the topics")
   })
 
-/** Where `npm start` leaves the local broker's address for the producer CLI. */
-export const bootstrapFileOf = (dataDir: string) => path.join(dataDir, "bootstrap")
+/** What the client needs: where the brokers are, and the service's names and topic settings. */
+export interface KafkaClientOptions {
+  readonly brokers: ReadonlyArray<string>
+  readonly clientId: string
+  readonly groupId: string
+  readonly topic: string
+  readonly dlqTopic: string
+  /** Partitions and replication factor of the topics the client creates. */
+  readonly partitions: number
+  readonly replicationFactor: number
+}
 
 export class KafkaClient extends Effect.Service<KafkaClient>()("KafkaClient", {
-  scoped: Effect.gen(function* () {
-    const config = yield* KafkaConfig
-    const brokers = yield* Option.match(config.brokers, {
-      onSome: Effect.succeed,
-      onNone: () =>
-        Effect.gen(function* () {
-          const dataDir = Option.getOrUndefined(config.localDataDir)
-          yield* Effect.logInfo("Starting a local Kafka broker (KAFKA_BROKERS is not set)")
-          // Added first, so it runs after the broker has stopped.
-          yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the local Kafka broker"))
-          const local = yield* LocalKafka.scoped(dataDir === undefined ? {} : { dataDir })
-          yield* Effect.logInfo("Local Kafka broker started").pipe(
-            Effect.annotateLogs({ brokers: local.bootstrapServers, data_dir: local.dataDir })
-          )
-          if (dataDir !== undefined) {
-            // Present exactly while the broker runs, so `npm run produce` finds it or says it is not there.
-            yield* Effect.acquireRelease(
-              Effect.promise(async () => {
-                await mkdir(dataDir, { recursive: true })
-                await writeFile(bootstrapFileOf(dataDir), `${local.bootstrapServers}\n`)
-              }),
-              () => Effect.promise(() => rm(bootstrapFileOf(dataDir), { force: true }))
+  scoped: (options: KafkaClientOptions) =>
+    Effect.gen(function* () {
+      const brokers = options.brokers
+      const kafka = new Kafka({
+        clientId: options.clientId,
+        brokers: [...brokers],
+        logCreator: kafkajsLogCreator(yield* Effect.runtime<never>()),
+        logLevel: logLevel.WARN,
+        // Our own retries (with backoff, holding the partition) handle outages; keep kafkajs' short.
+        retry: { initialRetryTime: 200, retries: 5 }
+      })
+      const topics: Topics = { orders: options.topic, deadLetters: options.dlqTopic }
+
+      const admin = kafka.admin()
+      // Kafka may come up after us (compose starts everything at once): keep trying for a while.
+      yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: () => admin.connect(),
+          catch: kafkaError(`Could not connect to Kafka at ${brokers.join(",")}`)
+        }).pipe(
+          Effect.tapError((e) => Effect.logWarning(`${e.message}; retrying`)),
+          Effect.retry(
+            Schedule.exponential("500 millis").pipe(
+              Schedule.union(Schedule.spaced("5 seconds")),
+              Schedule.upTo("2 minutes")
             )
-          }
-          return local.brokers
-        })
-    })
-    const kafka = new Kafka({
-      clientId: config.clientId,
-      brokers: [...brokers],
-      logCreator: kafkajsLogCreator(yield* Effect.runtime<never>()),
-      logLevel: logLevel.WARN,
-      // Our own retries (with backoff, holding the partition) handle outages; keep kafkajs' short.
-      retry: { initialRetryTime: 200, retries: 5 }
-    })
-    const topics: Topics = { orders: config.topic, deadLetters: config.dlqTopic }
-
-    const admin = kafka.admin()
-    // Kafka may come up after us (compose starts everything at once): keep trying for a while.
-    yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: () => admin.connect(),
-        catch: kafkaError(`Could not connect to Kafka at ${brokers.join(",")}`)
-      }).pipe(
-        Effect.tapError((e) => Effect.logWarning(`${e.message}; retrying`)),
-        Effect.retry(
-          Schedule.exponential("500 millis").pipe(
-            Schedule.union(Schedule.spaced("5 seconds")),
-            Schedule.upTo("2 minutes")
           )
-        )
-      ),
-      () => Effect.promise(() => admin.disconnect())
-    )
-    const created = yield* ensureTopics(
-      admin,
-      [topics.orders, topics.deadLetters],
-      config.partitions,
-      config.replicationFactor,
-      { [topics.deadLetters]: { "max.message.bytes": String(DEAD_LETTER_MAX_MESSAGE_BYTES) } }
-    )
-    if (created.length > 0)
-      yield* Effect.logInfo("Created topics").pipe(Effect.annotateLogs({ topics: created }))
+        ),
+        () => Effect.promise(() => admin.disconnect())
+      )
+      const created = yield* ensureTopics(
+        admin,
+        [topics.orders, topics.deadLetters],
+        options.partitions,
+        options.replicationFactor,
+        { [topics.deadLetters]: { "max.message.bytes": String(DEAD_LETTER_MAX_MESSAGE_BYTES) } }
+      )
+      if (created.length > 0)
+        yield* Effect.logInfo("Created topics").pipe(Effect.annotateLogs({ topics: created }))
 
-    return { kafka, admin, brokers, topics, groupId: config.groupId, clientId: config.clientId } as const
-  })
-}) {}
+      return {
+        kafka,
+        admin,
+        brokers,
+        topics,
+        groupId: options.groupId,
+        clientId: options.clientId
+      } as const
+    })
+}) {
+  /** A client of `brokers`, with the rest of its settings from the configuration (`kafka.*`). */
+  static readonly layer = (brokers: ReadonlyArray<string>) =>
+    Layer.unwrapEffect(Effect.map(KafkaConfig, (config) => KafkaClient.Default({ ...config, brokers })))
+
+  /** A client of the configured brokers: `kafka.brokers` must be set. */
+  static readonly layerConfig = Layer.unwrapEffect(
+    Effect.map(KafkaBrokers, (brokers) => KafkaClient.layer(brokers))
+  )
+}

@@ -228,6 +228,5 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
 export class KafkaConsumer extends Effect.Service<KafkaConsumer>()("KafkaConsumer", {
   scoped: Effect.flatMap(IngestConfig, ({ consumers }) =>
     makeKafkaConsumer({ concurrency: Math.max(3, consumers), members: consumers })
-  ),
-  dependencies: [KafkaClient.Default]
+  )
 }) {}

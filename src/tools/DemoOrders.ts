@@ -33,4 +33,4 @@ export const DemoOrders = (count: number) =>
         Effect.annotateLogs({ count, try_order_uid: orders[0]?.order_uid ?? "" })
       )
     })
-  ).pipe(Layer.provide(KafkaClient.Default))
+  )

@@ -10,6 +10,7 @@ import { existsSync } from "node:fs"
 import { readFile } from "node:fs/promises"
 import path from "node:path"
 import { pathToFileURL } from "node:url"
+import { bootstrapFileOf } from "../local/bootstrapFile.ts"
 import { projectRoot } from "../projectRoot.ts"
 import { parseArgs } from "node:util"
 import { decodeOrderBytes, type OrderRejected } from "../orders/OrderDecoder.ts"
@@ -164,7 +165,7 @@ interface Brokers {
  */
 export const bootstrapFile = (): string => {
   const dataDir = process.env["KAFKA_LOCAL_DATA_DIR"]?.trim() || path.join(".data", "kafka")
-  return path.resolve(projectRoot, dataDir, "bootstrap")
+  return bootstrapFileOf(path.resolve(projectRoot, dataDir))
 }
 
 const resolveBrokers = (flag: string | undefined): Effect.Effect<Brokers, BrokerListError> =>

@@ -7,9 +7,12 @@
  * One file, so the cluster starts once and the leader-kill case can reach its brokers.
  * FAULT_SEED repeats a run's random choices (printed at the start).
  */
+import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
-import { LocalKafka } from "../../src/local/LocalKafka.ts"
+import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
+import * as LocalKafka from "../../src/local/LocalKafka.ts"
+import { createDatabaseOn } from "../support/database.ts"
+import { acquire } from "../support/scoped.ts"
 import {
   groupMemberPids,
   isRunning,
@@ -36,24 +39,26 @@ import { hostileRequests } from "./hostile.ts"
 const seed = Number(process.env["FAULT_SEED"] ?? Math.floor(Math.random() * 1_000_000))
 const rand = random(seed)
 
-let cluster: LocalKafka
-let postgres: EmbeddedPostgres
+let cluster: LocalKafka.LocalKafka
+let postgres: EmbeddedPostgres.EmbeddedPostgres
+let stopServers = async () => {}
 const cases: Array<Scenario> = []
 
 beforeAll(async () => {
   console.info(`fault suite seed: ${seed} (FAULT_SEED=${seed} repeats it)`)
-  ;[cluster, postgres] = await Promise.all([LocalKafka.start({ brokers: 3 }), EmbeddedPostgres.start()])
+  const servers = await acquire(
+    Effect.all([LocalKafka.make({ brokers: 3 }), EmbeddedPostgres.make()], { concurrency: "unbounded" })
+  )
+  ;[cluster, postgres] = servers.value
+  stopServers = servers.release
 }, 300_000)
 
 afterAll(async () => {
   for (const s of cases) await killAll(s)
-  await Promise.all([cluster?.stop(), postgres?.stop()])
+  await stopServers()
 }, 120_000)
 
-const onSharedServer = async (name: string) => {
-  await postgres.createDatabase(name)
-  return postgres.url(name)
-}
+const onSharedServer = (name: string) => createDatabaseOn(postgres.url(), name)
 
 const fmt = (n: number) => n.toLocaleString("en-US")
 
@@ -205,19 +210,16 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
         leader = await leaderOfPartition0(s)
         return `broker ${leader} (leader of partition 0)`
       },
-      down: () => cluster.killBroker(leader),
-      up: () => cluster.restartBroker(leader),
+      down: () => Effect.runPromise(cluster.killBroker(leader)),
+      up: () => Effect.runPromise(cluster.restartBroker(leader)),
       brokerDown: true
     })
   }, 900_000)
 
   it(`PostgreSQL stopped for 10 s mid-ingest and started again: ${fmt(POSTGRES_N)} orders`, async () => {
-    const own = await EmbeddedPostgres.start()
+    const { value: own, release } = await acquire(EmbeddedPostgres.make())
     try {
-      const onOwnServer = async (name: string) => {
-        await own.createDatabase(name)
-        return own.url(name)
-      }
+      const onOwnServer = (name: string) => createDatabaseOn(own.url(), name)
       const s = await scenario(
         cluster,
         onOwnServer,
@@ -225,12 +227,12 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
       )
       await outageMidIngest(s, POSTGRES_N, {
         name: async () => "PostgreSQL",
-        down: () => own.pause(),
-        up: () => own.resume(),
+        down: () => Effect.runPromise(own.pause),
+        up: () => Effect.runPromise(own.resume),
         brokerDown: false
       })
     } finally {
-      await own.stop()
+      await release()
     }
   }, 900_000)
 

@@ -6,7 +6,7 @@ import pg from "pg"
 import { ServicesLive } from "../../src/App.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import * as Database from "../../src/db/Database.ts"
-import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
@@ -317,15 +317,12 @@ describe("the HTTP API on a real PostgreSQL", () => {
     "/healthz is 200; /readyz turns 503 naming the database while it is down, and ready again after",
     () =>
       Effect.gen(function* () {
-        const pg = yield* Effect.acquireRelease(
-          Effect.promise(() => EmbeddedPostgres.start()),
-          (s) => Effect.promise(() => s.stop())
-        )
-        const database = Database.layerWith({ url: Redacted.make(pg.url()), maxConnections: 2 })
+        const pg = yield* EmbeddedPostgres.make()
+        const database = Database.layer({ url: Redacted.make(pg.url()), maxConnections: 2 })
         yield* Effect.gen(function* () {
           expect((yield* get("/healthz")).status).toBe(200)
           yield* waitForReady(200)
-          yield* Effect.promise(() => pg.pause())
+          yield* pg.pause
           const down = yield* get("/readyz")
           expect(down.status).toBe(503)
           expect(yield* json(down)).toStrictEqual({
@@ -335,7 +332,7 @@ describe("the HTTP API on a real PostgreSQL", () => {
           expect((yield* get("/healthz")).status).toBe(200)
           const unavailable = yield* get("/order/not-cached")
           expect(unavailable.status).toBe(503)
-          yield* Effect.promise(() => pg.resume())
+          yield* pg.resume
           yield* waitForReady(200)
         }).pipe(Effect.provide(httpStack(database)))
       }).pipe(Effect.scoped)
@@ -344,7 +341,7 @@ describe("the HTTP API on a real PostgreSQL", () => {
   it.live("/readyz is 503 naming the cache while its warm-up has not finished, and ready once it has", () =>
     Effect.gen(function* () {
       const url = yield* createTestDatabase
-      const database = Database.layerWith({ url: Redacted.make(url), maxConnections: 4 })
+      const database = Database.layer({ url: Redacted.make(url), maxConnections: 4 })
       yield* seed.pipe(Effect.provide(OrderRepository.Default.pipe(Layer.provide(database))))
       // The warm-up reads the orders table: locked, it waits until the test lets go.
       const locker = new pg.Client({ connectionString: url })

@@ -8,7 +8,8 @@ import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import * as Database from "../../src/db/Database.ts"
 
 import { DeadLetterHeaders } from "../../src/kafka/DeadLetters.ts"
-import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
+import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
+import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
 import { orderToJson } from "../../src/orders/OrderDecoder.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
@@ -35,6 +36,7 @@ import {
 /** The ingest side of the service on its own topics and database. */
 const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
   IngestLive.pipe(
+    Layer.provide(KafkaClient.layerConfig),
     Layer.provideMerge(IngestStatus.Default),
     Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
     Layer.provideMerge(database),
@@ -180,11 +182,8 @@ describe("ingestion from a real Kafka broker into a real PostgreSQL", () => {
       const first = sampleOrders(400, 21, "before")
       const second = sampleOrders(600, 22, "during")
       return Effect.gen(function* () {
-        const pg = yield* Effect.acquireRelease(
-          Effect.promise(() => EmbeddedPostgres.start()),
-          (s) => Effect.promise(() => s.stop())
-        )
-        const database = Database.layerWith({ url: Redacted.make(pg.url()), maxConnections: 4 })
+        const pg = yield* EmbeddedPostgres.make()
+        const database = Database.layer({ url: Redacted.make(pg.url()), maxConnections: 4 })
         yield* Effect.gen(function* () {
           yield* produce(topics.brokers, topics.topic, first.map(asMessage))
           yield* eventually(
@@ -195,7 +194,7 @@ describe("ingestion from a real Kafka broker into a real PostgreSQL", () => {
           const before = yield* offsets(topics.brokers, topics.topic, topics.groupId)
 
           const failedBefore = yield* failedAttempts
-          yield* Effect.promise(() => pg.pause())
+          yield* pg.pause
           yield* produce(topics.brokers, topics.topic, second.map(asMessage))
           // Evidence that it met the outage: attempts to store the new orders failed, and were
           // tried again (in place, holding the partitions) rather than given up or skipped.
@@ -208,7 +207,7 @@ describe("ingestion from a real Kafka broker into a real PostgreSQL", () => {
           expect(during.committed).toEqual(before.committed)
           expect(Object.values(during.ends).reduce((a, b) => a + b, 0)).toBe(1000)
 
-          yield* Effect.promise(() => pg.resume())
+          yield* pg.resume
           yield* eventually(
             "every order is stored",
             Effect.map(storedCount, (n) => n === 1000),

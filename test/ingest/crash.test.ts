@@ -15,7 +15,7 @@ describe("a crash in the middle of a backlog", () => {
       Effect.gen(function* () {
         const databaseUrl = yield* createTestDatabase
         yield* crashAndRestart(databaseUrl).pipe(
-          Effect.provide(Database.layerWith({ url: Redacted.make(databaseUrl), maxConnections: 2 }))
+          Effect.provide(Database.layer({ url: Redacted.make(databaseUrl), maxConnections: 2 }))
         )
       }).pipe(Effect.scoped),
     300_000

@@ -4,6 +4,7 @@ import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { IngestLive } from "../../src/ingest/IngestPipeline.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import { chunksByBytes, DeadLetterHeaders, type DeadLetter } from "../../src/kafka/DeadLetters.ts"
+import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { TestDatabase } from "../support/database.ts"
 import { readFixture } from "../support/fixtures.ts"
@@ -66,6 +67,7 @@ describe("a dead letter on a real Kafka broker", () => {
       }).pipe(
         Effect.provide(
           IngestLive.pipe(
+            Layer.provide(KafkaClient.layerConfig),
             Layer.provideMerge(IngestStatus.Default),
             Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
             Layer.provideMerge(TestDatabase),

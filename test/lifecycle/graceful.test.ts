@@ -119,7 +119,7 @@ describe("graceful shutdown", () => {
       Effect.gen(function* () {
         const databaseUrl = yield* createTestDatabase
         yield* inFlightScenario(databaseUrl).pipe(
-          Effect.provide(Database.layerWith({ url: Redacted.make(databaseUrl), maxConnections: 1 }))
+          Effect.provide(Database.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 }))
         )
       }).pipe(Effect.scoped),
     180_000
@@ -131,7 +131,7 @@ describe("graceful shutdown", () => {
       Effect.gen(function* () {
         const databaseUrl = yield* createTestDatabase
         yield* scenario(databaseUrl).pipe(
-          Effect.provide(Database.layerWith({ url: Redacted.make(databaseUrl), maxConnections: 2 }))
+          Effect.provide(Database.layer({ url: Redacted.make(databaseUrl), maxConnections: 2 }))
         )
       }).pipe(Effect.scoped),
     300_000

@@ -16,6 +16,7 @@ import {
 import { tmpdir } from "node:os"
 import path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
+import { dataDirFor } from "../../src/local/EmbeddedPostgres.ts"
 import { freePort } from "../../src/local/freePort.ts"
 import { fixturesDir } from "../support/fixtures.ts"
 import { metricValue, parseMetrics } from "../support/metrics.ts"
@@ -32,12 +33,15 @@ symlinkSync(path.join(repo, "node_modules"), path.join(copy, "node_modules"))
 mkdirSync(path.join(repo, ".cache"), { recursive: true })
 symlinkSync(path.join(repo, ".cache"), path.join(copy, ".cache"))
 
-/** Where the embedded PostgreSQL kept its data, as it logged: outside the copy when run as root. */
-const postgresDataDirs = new Set<string>()
+/**
+ * Where the embedded PostgreSQL keeps the copy's data when run as root: the copy is private
+ * (mkdtemp makes it 0700), out of the `postgres` user's reach, so the data lives outside it.
+ */
+const outsideDataDir = dataDirFor(path.join(copy, ".data", "postgres"))
 
 afterAll(() => {
   rmSync(copy, { recursive: true, force: true })
-  for (const dir of postgresDataDirs) rmSync(dir, { recursive: true, force: true })
+  rmSync(outsideDataDir, { recursive: true, force: true })
 })
 
 interface Started {
@@ -92,16 +96,14 @@ const exitWithin = async (started: Started, ms: number, after: string): Promise<
   throw new Error(`still running ${ms / 1000} s after ${after}:\n${started.output().slice(-4000)}`)
 }
 
-/** Processes whose command line mentions the copy (its java and postgres), ours excepted. */
+/** Processes whose command line mentions the copy or its data (its java and postgres), ours excepted. */
 const leftovers = (): Array<string> =>
   readdirSync("/proc")
     .filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid)
     .flatMap((p) => {
       try {
         const cmd = readFileSync(`/proc/${p}/cmdline`, "utf8").replace(/\0/g, " ")
-        return cmd.includes(copy) || cmd.includes("order-service-postgres")
-          ? [`${p}: ${cmd.slice(0, 120)}`]
-          : []
+        return cmd.includes(copy) || cmd.includes(outsideDataDir) ? [`${p}: ${cmd.slice(0, 120)}`] : []
       } catch {
         return []
       }
@@ -126,7 +128,7 @@ const startAndServe = async (label: "cold" | "warm") => {
     const dataDir = /"message":"Started the embedded PostgreSQL server".*"data_dir":"([^"]+)"/.exec(
       started.output()
     )?.[1]
-    if (dataDir !== undefined) postgresDataDirs.add(dataDir)
+    expect([path.join(copy, ".data", "postgres"), outsideDataDir]).toContain(dataDir)
     if (label === "cold") {
       expect((await fetch(`${url}/order/${UID}`)).status).toBe(404)
       const produced = execFileSync(

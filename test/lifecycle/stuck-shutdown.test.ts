@@ -6,7 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { freePort } from "../../src/local/freePort.ts"
-import { LocalKafka } from "../../src/local/LocalKafka.ts"
+import * as LocalKafka from "../../src/local/LocalKafka.ts"
 import { createTestDatabase } from "../support/database.ts"
 import { scopedService, serviceUrl, withServiceOutput } from "../support/service.ts"
 
@@ -19,9 +19,9 @@ describe("closing down while Kafka hangs", () => {
     () =>
       Effect.gen(function* () {
         const databaseUrl = yield* createTestDatabase
-        const kafka = yield* LocalKafka.scoped({ brokers: 1 })
+        const kafka = yield* LocalKafka.make({ brokers: 1 })
         // Unfrozen before the broker is stopped, whatever happens here.
-        yield* Effect.addFinalizer(() => Effect.sync(() => kafka.freezeBroker(0, false)))
+        yield* Effect.addFinalizer(() => kafka.freezeBroker(0, false))
         const service = yield* scopedService({
           CONFIG_FILE: "config/config.yaml",
           DATABASE_URL: databaseUrl,
@@ -41,7 +41,7 @@ describe("closing down while Kafka hangs", () => {
             yield* Effect.sleep("200 millis")
           }
 
-          expect(kafka.freezeBroker(0, true)).toBe(true)
+          expect(yield* kafka.freezeBroker(0, true)).toBe(true)
           const signalled = Date.now()
           service.child.kill("SIGTERM")
           const limitMs = (SHUTDOWN_TIMEOUT_S + GRACE_S) * 1000

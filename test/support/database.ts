@@ -5,8 +5,8 @@ import pg from "pg"
 import { inject } from "vitest"
 import * as Database from "../../src/db/Database.ts"
 
-const withAdmin = async <A>(f: (client: pg.Client) => Promise<A>): Promise<A> => {
-  const client = new pg.Client({ connectionString: inject("adminDatabaseUrl") })
+const withClient = async <A>(url: string, f: (client: pg.Client) => Promise<A>): Promise<A> => {
+  const client = new pg.Client({ connectionString: url })
   await client.connect()
   try {
     return await f(client)
@@ -15,10 +15,21 @@ const withAdmin = async <A>(f: (client: pg.Client) => Promise<A>): Promise<A> =>
   }
 }
 
-export const databaseUrlFor = (name: string): string => {
-  const url = new URL(inject("adminDatabaseUrl"))
+const withAdmin = <A>(f: (client: pg.Client) => Promise<A>): Promise<A> =>
+  withClient(inject("adminDatabaseUrl"), f)
+
+const urlOf = (serverUrl: string, name: string): string => {
+  const url = new URL(serverUrl)
   url.pathname = `/${name}`
   return url.toString()
+}
+
+export const databaseUrlFor = (name: string): string => urlOf(inject("adminDatabaseUrl"), name)
+
+/** Creates database `name` (a plain identifier) on the server of `adminUrl`; returns its URL. */
+export const createDatabaseOn = async (adminUrl: string, name: string): Promise<string> => {
+  await withClient(adminUrl, (c) => c.query(`CREATE DATABASE ${name}`))
+  return urlOf(adminUrl, name)
 }
 
 /** Create an empty database; returns its URL. */
@@ -33,5 +44,5 @@ export const createTestDatabase = Effect.acquireRelease(
 
 /** `Database` on a fresh, migrated database of its own. */
 export const TestDatabase = Layer.unwrapScoped(
-  Effect.map(createTestDatabase, (url) => Database.layerWith({ url: Redacted.make(url), maxConnections: 4 }))
+  Effect.map(createTestDatabase, (url) => Database.layer({ url: Redacted.make(url), maxConnections: 4 }))
 )

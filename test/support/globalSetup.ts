@@ -1,11 +1,19 @@
 /**
- * Real servers for the whole run: a PostgreSQL server (unless DATABASE_URL is set) and a Kafka
- * broker (unless KAFKA_BROKERS is set). Each test file makes its own database and its own topics
- * on them, so files never share state.
+ * Real servers for the whole run: the PostgreSQL of DATABASE_URL and the Kafka of KAFKA_BROKERS,
+ * or, for what is not set, servers started here as the service starts them (src/local/). Each test
+ * file makes its own database and its own topics on them, so files never share state.
  */
+import { Config, Effect, Option, Redacted } from "effect"
 import type { TestProject } from "vitest/node"
-import { EmbeddedPostgres } from "../../src/local/EmbeddedPostgres.ts"
-import { LocalKafka } from "../../src/local/LocalKafka.ts"
+import {
+  DatabaseUrl,
+  formatConfigError,
+  KafkaBrokers,
+  makeConfigProvider
+} from "../../src/config/AppConfig.ts"
+import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
+import * as LocalKafka from "../../src/local/LocalKafka.ts"
+import { acquire } from "./scoped.ts"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -16,35 +24,38 @@ declare module "vitest" {
   }
 }
 
-export default async function setup(project: TestProject) {
-  const stops: Array<() => Promise<void>> = []
-  const stopAll = async () => {
-    for (const stop of stops.reverse()) await stop()
-  }
-  try {
-    await startServers(project, stops)
-  } catch (error) {
-    await stopAll()
-    throw error
-  }
-  return stopAll
-}
+const servers = Effect.gen(function* () {
+  // The service's own keys, read from the environment as the service reads them.
+  const [databaseUrl, kafkaBrokers] = yield* Effect.withConfigProvider(
+    Config.all([Config.option(DatabaseUrl), Config.option(KafkaBrokers)]),
+    makeConfigProvider({}, process.env)
+  ).pipe(Effect.mapError((e) => new Error(formatConfigError(e))))
+  const [adminDatabaseUrl, brokers] = yield* Effect.all(
+    [
+      Option.match(databaseUrl, {
+        onSome: (url) => Effect.succeed(Redacted.value(url)),
+        onNone: () => Effect.map(EmbeddedPostgres.make(), (pg) => pg.url())
+      }),
+      Option.match(kafkaBrokers, {
+        onSome: (list) => Effect.succeed(list.join(",")),
+        onNone: () => Effect.map(LocalKafka.make({ brokers: 1 }), (kafka) => kafka.bootstrapServers)
+      })
+    ],
+    { concurrency: "unbounded" }
+  )
+  return { adminDatabaseUrl, kafkaBrokers: brokers }
+})
 
-async function startServers(project: TestProject, stops: Array<() => Promise<void>>) {
-  const url = process.env["DATABASE_URL"]
-  if (url !== undefined && url !== "") {
-    project.provide("adminDatabaseUrl", url)
-  } else {
-    const pg = await EmbeddedPostgres.start()
-    stops.push(() => pg.stop())
-    project.provide("adminDatabaseUrl", pg.url())
-  }
-  const brokers = process.env["KAFKA_BROKERS"]
-  if (brokers !== undefined && brokers !== "") {
-    project.provide("kafkaBrokers", brokers)
-  } else {
-    const kafka = await LocalKafka.start({ brokers: 1 })
-    stops.push(() => kafka.stop())
-    project.provide("kafkaBrokers", kafka.bootstrapServers)
-  }
+export default async function setup(project: TestProject) {
+  const started = await acquire(servers).catch((error: unknown) => {
+    // One line saying what could not start and why: vitest prints an error's stack as it is.
+    const failure = new Error(
+      `Could not start the test run's servers: ${error instanceof Error ? error.message : String(error)}`
+    )
+    failure.stack = failure.message
+    throw failure
+  })
+  project.provide("adminDatabaseUrl", started.value.adminDatabaseUrl)
+  project.provide("kafkaBrokers", started.value.kafkaBrokers)
+  return started.release
 }

@@ -1,0 +1,69 @@
+/**
+ * Servers on this machine in place of configured ones: the service's `Database` on the embedded
+ * PostgreSQL, its `KafkaClient` on a local Kafka broker. Each server runs for the life of its
+ * layer and stops after the clients on it have closed. The composition (src/App.ts) uses them for
+ * what the configuration leaves out.
+ */
+import { mkdir, rm, writeFile } from "node:fs/promises"
+import { Effect, Layer, Option, Redacted } from "effect"
+import { DatabaseConfig, KafkaConfig } from "../config/AppConfig.ts"
+import * as Database from "../db/Database.ts"
+import { KafkaClient } from "../kafka/KafkaClient.ts"
+import { bootstrapFileOf } from "./bootstrapFile.ts"
+import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
+import * as LocalKafka from "./LocalKafka.ts"
+
+/** `Database` on the embedded PostgreSQL server (`database.embedded_data_dir`, `database.embedded_port`). */
+export const layerDatabase = Layer.unwrapScoped(
+  Effect.gen(function* () {
+    const config = yield* DatabaseConfig
+    // Added first, so it runs after the server has stopped.
+    yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the embedded PostgreSQL server"))
+    const server = yield* EmbeddedPostgres.make({
+      ...Option.match(config.embeddedDataDir, { onNone: () => ({}), onSome: (dataDir) => ({ dataDir }) }),
+      ...Option.match(config.embeddedPort, { onNone: () => ({}), onSome: (port) => ({ port }) })
+    })
+    yield* Effect.logInfo("Started the embedded PostgreSQL server").pipe(
+      Effect.annotateLogs({ port: server.port, data_dir: server.dataDir })
+    )
+    return Database.layer({
+      url: Redacted.make(server.url()),
+      maxConnections: config.poolMax,
+      connectTimeout: config.connectTimeout
+    })
+  })
+)
+
+/** `KafkaClient` on a local Kafka broker (`kafka.local_data_dir`). */
+export const layerKafka = Layer.unwrapScoped(
+  Effect.gen(function* () {
+    const dataDir = Option.getOrUndefined((yield* KafkaConfig).localDataDir)
+    yield* Effect.logInfo("Starting a local Kafka broker (KAFKA_BROKERS is not set)")
+    // Added first, so it runs after the broker has stopped.
+    yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the local Kafka broker"))
+    const local = yield* LocalKafka.make(dataDir === undefined ? {} : { dataDir }).pipe(
+      Effect.mapError(
+        (e) =>
+          new LocalKafka.LocalKafkaError({
+            reason: e.reason,
+            message: `Could not start a local Kafka broker: ${e.message}`,
+            cause: e
+          })
+      )
+    )
+    yield* Effect.logInfo("Local Kafka broker started").pipe(
+      Effect.annotateLogs({ brokers: local.bootstrapServers, data_dir: local.dataDir })
+    )
+    if (dataDir !== undefined) {
+      // Present exactly while the broker runs, so `npm run produce` finds it or says it is not there.
+      yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          await mkdir(dataDir, { recursive: true })
+          await writeFile(bootstrapFileOf(dataDir), `${local.bootstrapServers}\n`)
+        }),
+        () => Effect.promise(() => rm(bootstrapFileOf(dataDir), { force: true }))
+      )
+    }
+    return KafkaClient.layer(local.brokers)
+  })
+)
