@@ -7,6 +7,7 @@ import path from "node:path"
 import { Data, Effect, Option, Runtime, Schedule } from "effect"
 import { Kafka, logLevel, type Admin } from "kafkajs"
 import { KafkaConfig } from "../config/AppConfig.ts"
+import "./kafkajsRequestQueue.ts"
 import { LocalKafka } from "../local/LocalKafka.ts"
 
 export class KafkaError extends Data.TaggedError("KafkaError")<{
