@@ -3,7 +3,7 @@
  * ms ahead: a negative delay whenever no broker is throttling the client. Node has always run such
  * a timer after 1 ms, and since Node 23 also prints a TimeoutNegativeWarning on stderr for it
  * (kafkajs#1751). Here is the same method with that delay written as the 1 ms it always was: the
- * same timing, no warning. Every module that makes a kafkajs client imports this one first.
+ * same timing, no warning. Each module that makes kafkajs clients imports this one.
  */
 import { createRequire } from "node:module"
 
