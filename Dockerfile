@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1
-# The order service: Node 20, TypeScript bundled by esbuild, run as a non-root user.
+# The order service: Node 24 (LTS), TypeScript bundled by esbuild, run as a non-root user.
 
-FROM node:20-bookworm-slim AS deps
+FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-# Production dependencies only; PostgreSQL and Kafka come from the compose stack.
+# Production dependencies only; PostgreSQL and Kafka come from the compose stack. Node 24's npm (11)
+# runs install scripts as package.json's allowScripts says: esbuild's, which the build needs, runs.
 RUN npm ci --omit=dev --no-audit --no-fund
 
 FROM deps AS build
@@ -12,7 +13,7 @@ COPY scripts/build.mjs ./scripts/
 COPY src ./src
 RUN npm run build
 
-FROM node:20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     CONFIG_FILE=config/config.docker.yaml
 WORKDIR /app

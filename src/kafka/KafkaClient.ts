@@ -7,6 +7,7 @@ import { Effect, Layer, Runtime, Schedule } from "effect"
 import { Kafka, logLevel, type Admin } from "kafkajs"
 import { KafkaBrokers, KafkaConfig } from "../config/AppConfig.ts"
 import { kafkaError } from "./KafkaError.ts"
+import "./kafkajsRequestQueue.ts"
 
 /** kafkajs' text for Kafka's CONCURRENT_TRANSACTIONS error. */
 const CONCURRENT_TRANSACTIONS = "another concurrent operation on the same transaction was ongoing"

@@ -89,4 +89,15 @@ describe("docker-compose.yml agrees with the code", () => {
     expect(dockerfile).toMatch(/^USER node$/m)
     expect(dockerfile).toMatch(/CONFIG_FILE=config\/config\.docker\.yaml/)
   })
+
+  it("the image builds and runs on Node 24, a release package.json's engines names", () => {
+    const dockerfile = readFileSync("Dockerfile", "utf8")
+    expect([...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) => m[1])).toEqual([
+      "node:24-bookworm-slim",
+      "deps",
+      "node:24-bookworm-slim"
+    ])
+    const pkg = JSON.parse(readFileSync("package.json", "utf8")) as { engines: { node: string } }
+    expect(pkg.engines.node.split(" || ")).toContain("^24.0.0")
+  })
 })

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto"
 import { ConfigProvider, Effect, Layer } from "effect"
 import { Kafka, logLevel, Partitioners, type IHeaders, type KafkaMessage } from "kafkajs"
 import { inject } from "vitest"
+import "../../src/kafka/kafkajsRequestQueue.ts"
 
 export interface TestTopics {
   readonly brokers: string
