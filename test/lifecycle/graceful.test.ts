@@ -90,12 +90,14 @@ const isNormalAnswer = (o: Outcome): boolean => {
 const runLoad = (url: string, paths: ReadonlyArray<string>, connections: number, outcomes: Array<Outcome>) =>
   Effect.promise(async () => {
     const agent = new Agent({ keepAlive: true, maxSockets: connections })
-    let running = true
+    // Each connection goes on until its own request fails (the server no longer accepts), so that
+    // every one of them meets the end; a shared stop flag let some end on a 503 instead. Bounded.
+    const deadline = Date.now() + 120_000
     const worker = async (w: number) => {
-      for (let i = w; running; i += connections) {
+      for (let i = w; Date.now() < deadline; i += connections) {
         const outcome = await send(url, paths[i % paths.length]!, agent)
         outcomes.push(outcome)
-        if (outcome.error !== undefined) running = false
+        if (outcome.error !== undefined) return
       }
     }
     await Promise.all(Array.from({ length: connections }, (_, w) => worker(w)))
