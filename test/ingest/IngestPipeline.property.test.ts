@@ -27,7 +27,8 @@ import {
   never,
   REFUSED_BY_DATABASE,
   seededChance,
-  type Chance,
+  type FakeKafkaOptions,
+  type FakeRepositoryOptions,
   type Incoming,
   type Ledger
 } from "../support/fakes.ts"
@@ -285,16 +286,12 @@ const config = Layer.setConfigProvider(
   })
 )
 
-const pipeline = (
-  ledger: Ledger,
-  faults: { readonly kafka: Chance; readonly db: Chance; readonly stale: Chance }
-) =>
+/** The real pipeline on the fakes, quiet. */
+const pipeline = (ledger: Ledger, kafka: FakeKafkaOptions, repository: FakeRepositoryOptions) =>
   IngestPipeline.pipe(
     Layer.provideMerge(IngestStatus.Default),
-    Layer.provide(
-      fakeKafka(ledger, { batchSize: 25, stale: faults.stale, transientFailure: faults.kafka, parse })
-    ),
-    Layer.provide(fakeRepository(ledger, { transientFailure: faults.db })),
+    Layer.provide(fakeKafka(ledger, kafka)),
+    Layer.provide(fakeRepository(ledger, repository)),
     Layer.provide(OrderCache.Default),
     Layer.provide(config),
     Layer.provide(quiet)
@@ -386,7 +383,17 @@ describe("the ingest pipeline on in-memory fakes", () => {
                   progress
                 )
                 expect(yield* Effect.flatMap(IngestStatus, (s) => s.running)).toBe(true)
-              }).pipe(Effect.provide(pipeline(ledger, faults)), Effect.scoped, Effect.runPromise)
+              }).pipe(
+                Effect.provide(
+                  pipeline(
+                    ledger,
+                    { batchSize: 25, stale: faults.stale, transientFailure: faults.kafka, parse },
+                    { transientFailure: faults.db }
+                  )
+                ),
+                Effect.scoped,
+                Effect.runPromise
+              )
 
               if (ledger.violations.length > 0)
                 expect.fail(`broken promises:\n${ledger.violations.join("\n")}`)
@@ -426,14 +433,10 @@ describe("the ingest pipeline on in-memory fakes", () => {
       const crash = yield* Deferred.make<never, KafkaError>()
       const order = fc.sample(arbitraryOrder, { seed: 7, numRuns: 1 })[0]!
       // PostgreSQL is away for good: the batch is being retried in place when Kafka gives up.
-      const app = IngestPipeline.pipe(
-        Layer.provideMerge(IngestStatus.Default),
-        Layer.provide(
-          fakeKafka(ledger, { batchSize: 10, stale: never, transientFailure: never, parse, crash })
-        ),
-        Layer.provide(fakeRepository(ledger, { transientFailure: () => true })),
-        Layer.provide(OrderCache.Default),
-        Layer.provide(config)
+      const app = pipeline(
+        ledger,
+        { batchSize: 10, stale: never, transientFailure: never, parse, crash },
+        { transientFailure: () => true }
       )
       append(ledger, 0, [{ key: order.order_uid, value: Buffer.from(JSON.stringify(order)) }])
       const running = yield* Effect.fork(launch(app))

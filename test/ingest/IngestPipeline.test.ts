@@ -1,18 +1,15 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Metric, Option, Redacted } from "effect"
+import { Effect, Metric, Option, Redacted } from "effect"
 import { findStored, storedCount } from "../support/orders.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
-import { IngestLive, IngestMetrics } from "../../src/ingest/IngestPipeline.ts"
-import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
+import { IngestMetrics } from "../../src/ingest/IngestPipeline.ts"
 import * as Database from "../../src/db/Database.ts"
 
 import { DeadLetterHeaders } from "../../src/kafka/DeadLetters.ts"
-import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
 import { orderToJson } from "../../src/orders/OrderDecoder.ts"
-import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
 import { TestDatabase } from "../support/database.ts"
 import {
@@ -28,20 +25,11 @@ import {
   offsets,
   produce,
   readTopic,
-  testConfig,
   type Outgoing,
   type TestTopics
 } from "../support/kafka.ts"
 
-/** The ingest side of the service on its own topics and database. */
-const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
-  IngestLive.pipe(
-    Layer.provide(KafkaClient.layerConfig),
-    Layer.provideMerge(IngestStatus.Default),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
-    Layer.provideMerge(database),
-    Layer.provide(testConfig(topics))
-  )
+import { ingestStack } from "../support/app.ts"
 
 /** Batch attempts that failed and were retried, in this process so far. */
 const failedAttempts = Effect.map(Metric.value(IngestMetrics.retries), (state) => state.count)

@@ -1,14 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
-import { OrderCache } from "../../src/cache/OrderCache.ts"
-import { IngestLive } from "../../src/ingest/IngestPipeline.ts"
-import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
+import { Effect } from "effect"
 import { chunksByBytes, DeadLetterHeaders, type DeadLetter } from "../../src/kafka/DeadLetters.ts"
-import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
-import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { ingestStack } from "../support/app.ts"
 import { TestDatabase } from "../support/database.ts"
 import { readFixture } from "../support/fixtures.ts"
-import { eventually, freshTopics, header, offsets, produce, readTopic, testConfig } from "../support/kafka.ts"
+import { eventually, freshTopics, header, offsets, produce, readTopic } from "../support/kafka.ts"
 
 const letter = (bytes: number): DeadLetter => ({
   kind: "too_large",
@@ -64,17 +60,7 @@ describe("a dead letter on a real Kafka broker", () => {
           expect(at).toBeGreaterThanOrEqual(before)
           expect(at).toBeLessThanOrEqual(after)
         }
-      }).pipe(
-        Effect.provide(
-          IngestLive.pipe(
-            Layer.provide(KafkaClient.layerConfig),
-            Layer.provideMerge(IngestStatus.Default),
-            Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
-            Layer.provideMerge(TestDatabase),
-            Layer.provide(testConfig(topics))
-          )
-        )
-      )
+      }).pipe(Effect.provide(ingestStack(topics, TestDatabase)))
     },
     90_000
   )

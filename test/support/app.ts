@@ -4,9 +4,22 @@ import { ConfigProvider, Effect, Layer } from "effect"
 import { CacheWarmup, HttpLive } from "../../src/App.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
+import { IngestLive } from "../../src/ingest/IngestPipeline.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
+import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { Orders } from "../../src/orders/Orders.ts"
+import { testConfig, type TestTopics } from "./kafka.ts"
+
+/** The ingest side of the service on its own topics and database. */
+export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
+  IngestLive.pipe(
+    Layer.provide(KafkaClient.layerConfig),
+    Layer.provideMerge(IngestStatus.Default),
+    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+    Layer.provideMerge(database),
+    Layer.provide(testConfig(topics))
+  )
 
 /** HTTP, Orders, the cache and the repository; ingestion is reported as running. */
 export const httpStack = <E>(
