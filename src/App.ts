@@ -7,11 +7,13 @@ import { OrderCache } from "./cache/OrderCache.ts"
 import { DatabaseConfig, KafkaConfig } from "./config/AppConfig.ts"
 import * as Database from "./db/Database.ts"
 import { HttpAppLive } from "./http/Http.ts"
+import { HttpDrain } from "./http/HttpDrain.ts"
 import { HttpAddress, HttpServerLive } from "./http/HttpServer.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
 import { IngestLive } from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
 import { KafkaClient } from "./kafka/KafkaClient.ts"
+import { LiveFeed } from "./live/LiveFeed.ts"
 import * as Local from "./local/Local.ts"
 import { Prometheus } from "./observability/Prometheus.ts"
 import { OrderRepository } from "./orders/OrderRepository.ts"
@@ -43,7 +45,7 @@ export const HttpLive = Layer.effectDiscard(
 ).pipe(
   Layer.provideMerge(HttpServerLive),
   Layer.provide(HttpAppLive),
-  Layer.provide([StaticFiles.Default, Prometheus.Default])
+  Layer.provide([StaticFiles.Default, Prometheus.Default, HttpDrain.Default])
 )
 
 /**
@@ -53,7 +55,7 @@ export const HttpLive = Layer.effectDiscard(
  */
 export const servicesWith = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
   Layer.mergeAll(HttpLive, IngestLive.pipe(Layer.provide(kafka)), CacheWarmup).pipe(
-    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default)),
+    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default, LiveFeed.Default)),
     Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default))
   )
 

@@ -127,6 +127,12 @@ export const CacheConfig = Config.all({
   warmCount: nonNegativeInt("warm_count").pipe(Config.withDefault(10_000))
 }).pipe(Config.nested("cache"))
 
+export const LiveConfig = Config.all({
+  heartbeat: positiveDuration("heartbeat").pipe(Config.withDefault(Duration.seconds(15))),
+  clientBuffer: positiveInt("client_buffer").pipe(Config.withDefault(256)),
+  resumeWindow: positiveInt("resume_window").pipe(Config.withDefault(5_000))
+}).pipe(Config.nested("live"))
+
 const LOG_LEVELS: Record<string, LogLevel.LogLevel> = {
   all: LogLevel.All,
   trace: LogLevel.Trace,
@@ -167,6 +173,7 @@ export const AllConfig = Config.all({
   kafka: KafkaConfig,
   ingest: IngestConfig,
   cache: CacheConfig,
+  live: LiveConfig,
   log: LogConfig
 })
 

@@ -2,10 +2,12 @@
  * Handlers of the HTTP API, the extra routes (metrics, static files) and the app built from them.
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Duration, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
+import { NodeHttpServerRequest } from "@effect/platform-node"
+import { Duration, Effect, Either, Layer, Option, ParseResult, Schema, Stream } from "effect"
 import { OrderCache } from "../cache/OrderCache.ts"
 import { IngestStatus } from "../ingest/IngestStatus.ts"
-import { OrderUid } from "../orders/Order.ts"
+import { LiveFeed } from "../live/LiveFeed.ts"
+import { OrderUid, Timestamp } from "../orders/Order.ts"
 import { OrderRepository } from "../orders/OrderRepository.ts"
 import { Orders } from "../orders/Orders.ts"
 import { Prometheus } from "../observability/Prometheus.ts"
@@ -16,9 +18,11 @@ import {
   OrderNotFound,
   OrderServiceApi,
   Ready,
+  SEARCH_QUERY_MAX_LENGTH,
   Unavailable
 } from "./Api.ts"
 import { ApiDocsLive } from "./ApiDocs.ts"
+import { HttpDrain } from "./HttpDrain.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
 const decodeUid = Schema.decodeUnknownEither(OrderUid)
@@ -39,9 +43,74 @@ export const orderHeaders = (etag: string) => ({ etag, "cache-control": ORDER_CA
 
 const unavailable = (message: string) => new Unavailable({ error: "unavailable", message })
 
+const invalidQuery = (message: string) => new InvalidQuery({ error: "invalid_query", message })
+
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/
+
+const pageLimit = (raw: string | undefined) => {
+  const limit = raw === undefined ? 20 : Number(raw)
+  return Number.isInteger(limit) && limit >= 1 && limit <= 100
+    ? Effect.succeed(limit)
+    : Effect.fail(invalidQuery("limit must be a whole number from 1 to 100"))
+}
+
+const isTimestamp = Schema.is(Timestamp)
+
+/** An RFC 3339 bound, or a 400 naming the parameter. */
+const dateBound = (name: string, raw: string | undefined) =>
+  raw === undefined || raw.trim() === ""
+    ? Effect.succeed(Option.none<string>())
+    : isTimestamp(raw.trim())
+      ? Effect.succeed(Option.some(raw.trim()))
+      : Effect.fail(
+          invalidQuery(
+            `${name} must be an RFC 3339 timestamp with a zone, such as 2021-11-26T06:22:19Z; got ${JSON.stringify(raw.slice(0, 64))}`
+          )
+        )
+
+/** What the search looks for: blank means not given; at least one of q, from, to. */
+export const searchQueryOf = (params: {
+  readonly q?: string | undefined
+  readonly from?: string | undefined
+  readonly to?: string | undefined
+  readonly limit?: string | undefined
+  readonly cursor?: string | undefined
+}) =>
+  Effect.gen(function* () {
+    const q = (params.q ?? "").trim()
+    if (q.length > SEARCH_QUERY_MAX_LENGTH) {
+      return yield* Effect.fail(
+        invalidQuery(`q must be at most ${SEARCH_QUERY_MAX_LENGTH} characters; it has ${q.length}`)
+      )
+    }
+    if (CONTROL_CHARACTERS.test(q)) {
+      return yield* Effect.fail(
+        invalidQuery("q must not contain control characters (a tab, line break or similar)")
+      )
+    }
+    const from = yield* dateBound("from", params.from)
+    const to = yield* dateBound("to", params.to)
+    if (Option.isSome(from) && Option.isSome(to) && Date.parse(from.value) >= Date.parse(to.value)) {
+      return yield* Effect.fail(invalidQuery("from must be before to"))
+    }
+    if (q === "" && Option.isNone(from) && Option.isNone(to)) {
+      return yield* Effect.fail(invalidQuery("give q (what to look for), from or to"))
+    }
+    return {
+      q: q === "" ? Option.none<string>() : Option.some(q),
+      from,
+      to,
+      limit: yield* pageLimit(params.limit),
+      cursor: Option.fromNullable(params.cursor)
+    }
+  })
+
 export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =>
   Effect.gen(function* () {
     const orders = yield* Orders
+    const live = yield* LiveFeed
+    const drain = yield* HttpDrain
     return handlers
       .handle("getOrder", ({ path }) =>
         Effect.gen(function* () {
@@ -70,15 +139,7 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
       )
       .handle("listOrders", ({ urlParams }) =>
         Effect.gen(function* () {
-          const limit = urlParams.limit === undefined ? 20 : Number(urlParams.limit)
-          if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
-            return yield* Effect.fail(
-              new InvalidQuery({
-                error: "invalid_query",
-                message: "limit must be a whole number from 1 to 100"
-              })
-            )
-          }
+          const limit = yield* pageLimit(urlParams.limit)
           const page = yield* orders.listRecent(limit, Option.fromNullable(urlParams.cursor)).pipe(
             Effect.catchTags({
               InvalidCursor: (e) =>
@@ -87,6 +148,35 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
             })
           )
           return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
+        })
+      )
+      .handle("searchOrders", ({ urlParams }) =>
+        Effect.gen(function* () {
+          const query = yield* searchQueryOf(urlParams)
+          const page = yield* orders.search(query).pipe(
+            Effect.catchTags({
+              InvalidCursor: (e) => Effect.fail(invalidQuery(`cursor: ${e.message}`)),
+              SqlError: () => Effect.fail(unavailable("the database cannot be reached"))
+            })
+          )
+          return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
+        })
+      )
+      .handle("liveOrders", () =>
+        Effect.gen(function* () {
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const response = NodeHttpServerRequest.toServerResponse(request)
+          const events = live
+            .connect(
+              Option.fromNullable(request.headers["last-event-id"]),
+              Effect.sync(() => response.destroy())
+            )
+            // On shutdown the stream ends at once: the browser reconnects, to another instance.
+            .pipe(Stream.interruptWhen(drain.begun))
+          return HttpServerResponse.stream(events, {
+            contentType: "text/event-stream",
+            headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+          })
         })
       )
   })

@@ -17,6 +17,7 @@ import { OrderCache } from "../cache/OrderCache.ts"
 import { HttpConfig } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
 import { ORDER_CACHE_CONTROL, orderUidProblem } from "./Http.ts"
+import { HttpDrain } from "./HttpDrain.ts"
 import { SECURITY_HEADERS } from "./SecurityHeaders.ts"
 
 /** The security headers as a flat name/value list for `writeHead`. */
@@ -32,6 +33,8 @@ export const routeOf = (pathname: string): string => {
   if (pathname.startsWith(ORDER_PREFIX)) return "/order/{order_uid}"
   switch (pathname) {
     case "/orders":
+    case "/orders/search":
+    case "/orders/live":
     case "/healthz":
     case "/readyz":
     case "/metrics":
@@ -73,6 +76,7 @@ export const HttpServerLive = Layer.scoped(
   Effect.gen(function* () {
     const config = yield* HttpConfig
     const cache = yield* OrderCache
+    const drain = yield* HttpDrain
     const app = yield* HttpApiBuilder.httpApp
     const handleWithApp = yield* NodeHttpServer.makeHandler(app)
     const runSync = Runtime.runSync(yield* Effect.runtime<never>())
@@ -200,6 +204,8 @@ export const HttpServerLive = Layer.scoped(
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         draining = true
+        // Streams that would never finish by themselves (the live feed) end now.
+        yield* drain.begin
         // For a moment every request, on any connection, is answered 503 with `Connection: close`:
         // a request already on the wire of a keep-alive connection gets an answer instead of a
         // reset. Then stop accepting; idle connections close now, busy ones after their response.

@@ -1,5 +1,6 @@
 /** The service's serving side on a test database, listening on a free port. */
 import type { SqlClient } from "@effect/sql"
+import type { PgClient } from "@effect/sql-pg"
 import { ConfigProvider, Effect, Layer } from "effect"
 import { CacheWarmup, HttpLive } from "../../src/App.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
@@ -7,6 +8,7 @@ import { HttpAddress } from "../../src/http/HttpServer.ts"
 import { IngestLive } from "../../src/ingest/IngestPipeline.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
+import { LiveFeed } from "../../src/live/LiveFeed.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { Orders } from "../../src/orders/Orders.ts"
 import { testConfig, type TestTopics } from "./kafka.ts"
@@ -23,12 +25,12 @@ export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClie
 
 /** HTTP, Orders, the cache and the repository; ingestion is reported as running. */
 export const httpStack = <E>(
-  database: Layer.Layer<SqlClient.SqlClient, E>,
+  database: Layer.Layer<SqlClient.SqlClient | PgClient.PgClient, E>,
   config: Record<string, unknown> = {}
 ) =>
   Layer.mergeAll(HttpLive, CacheWarmup).pipe(
     Layer.provideMerge(Layer.effectDiscard(Effect.flatMap(IngestStatus, (s) => s.set(true)))),
-    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default)),
+    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default, LiveFeed.Default)),
     Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
     Layer.provideMerge(database),
     Layer.provide(

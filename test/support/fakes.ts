@@ -270,6 +270,8 @@ export const fakeRepository = (ledger: Ledger, options: FakeRepositoryOptions) =
       findJsonByUid: () => notInThisFake("findJsonByUid"),
       mostRecentJson: () => notInThisFake("mostRecentJson"),
       listRecent: () => notInThisFake("listRecent"),
+      search: () => notInThisFake("search"),
+      feedEntries: () => notInThisFake("feedEntries"),
       ping: Effect.void
     })
   )

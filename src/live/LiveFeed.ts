@@ -1,0 +1,167 @@
+/**
+ * The live feed: every newly stored order, as server-sent events, on every instance.
+ *
+ * The transaction that stores a batch notifies `orders_stored` with the new uids (see
+ * OrderRepository). PostgreSQL delivers notifications at commit, in commit order, to every
+ * listener: each instance listens, reads the summaries, and so sees the same events in the same
+ * order whichever instance stored them. An event's id is the order's `feed_seq`, assigned by the
+ * database, so a browser may resume on any instance.
+ *
+ * Ingestion never waits for a client: each client has a bounded queue that events are offered to
+ * without blocking; a client whose queue is full is sent a `dropped` event and let go.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Deferred, Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
+import { LiveConfig } from "../config/AppConfig.ts"
+import { ORDERS_STORED_CHANNEL, OrderRepository, type FeedEntry } from "../orders/OrderRepository.ts"
+
+const encoder = new TextEncoder()
+
+/** How long a dropped client has to read its `dropped` event before its connection is closed. */
+const DROPPED_GRACE = Duration.seconds(2)
+
+/** An event ready to write: encoded once, shared by every client. */
+interface Event {
+  readonly seq: string
+  /** Place in this instance's stream, which is commit order: the same on every instance. */
+  readonly position: number
+  readonly bytes: Uint8Array
+}
+
+interface Client {
+  readonly queue: Queue.Queue<Uint8Array>
+  readonly dropped: Deferred.Deferred<void>
+}
+
+/** How soon a browser should reconnect after the stream ends. */
+const RETRY = encoder.encode("retry: 2000\n\n")
+const HEARTBEAT = encoder.encode(": heartbeat\n\n")
+
+const event = (name: string, data: unknown, id?: string): Uint8Array =>
+  encoder.encode(`${id === undefined ? "" : `id: ${id}\n`}event: ${name}\ndata: ${JSON.stringify(data)}\n\n`)
+
+/** The uids of one notification; anything else on the channel is ignored. */
+const uidsOf = (payload: string): ReadonlyArray<string> => {
+  try {
+    const value: unknown = JSON.parse(payload)
+    return Array.isArray(value) ? value.filter((v): v is string => typeof v === "string") : []
+  } catch {
+    return []
+  }
+}
+
+export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
+  scoped: Effect.gen(function* () {
+    const config = yield* LiveConfig
+    const pg = yield* PgClient.PgClient
+    const repository = yield* OrderRepository
+
+    /** The last `resumeWindow` events, oldest first, for clients that reconnect. */
+    const recent: Array<Event> = []
+    const positionOf = new Map<string, number>()
+    let position = 0
+    const clients = new Set<Client>()
+
+    const publish = (entry: FeedEntry) => {
+      const e: Event = {
+        seq: entry.seq,
+        position: ++position,
+        bytes: event("order", entry.summary, entry.seq)
+      }
+      recent.push(e)
+      positionOf.set(e.seq, e.position)
+      if (recent.length > config.resumeWindow) positionOf.delete(recent.shift()!.seq)
+      for (const client of clients) {
+        // Never waits: a client that cannot take the event is dropped.
+        if (!client.queue.unsafeOffer(e.bytes)) {
+          clients.delete(client)
+          Deferred.unsafeDone(client.dropped, Effect.void)
+        }
+      }
+    }
+
+    yield* pg.listen(ORDERS_STORED_CHANNEL).pipe(
+      // One notification at a time, so events keep the commit order.
+      Stream.mapEffect((payload) =>
+        repository.feedEntries(uidsOf(payload)).pipe(
+          Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.upTo("5 seconds"))),
+          Effect.catchAll((error) =>
+            Effect.logWarning("Live feed: could not read the stored orders; clients miss them", error).pipe(
+              Effect.as([])
+            )
+          )
+        )
+      ),
+      Stream.runForEach((entries) => Effect.sync(() => entries.forEach(publish))),
+      Effect.catchAllCause((cause) => Effect.logError("Live feed stopped listening", cause)),
+      Effect.forkScoped
+    )
+
+    /**
+     * One client's stream of encoded events, after `lastEventId` if given: the events since then
+     * when they are still kept, else a `gap` event first. Ends after a `dropped` event if the client
+     * falls more than `client_buffer` events behind; a client that has not read even that
+     * `DROPPED_GRACE` later (its connection is full) is cut off with `disconnect`.
+     */
+    const connect = (
+      lastEventId: Option.Option<string>,
+      disconnect: Effect.Effect<void> = Effect.void
+    ): Stream.Stream<Uint8Array> =>
+      Stream.unwrapScoped(
+        Effect.gen(function* () {
+          const client: Client = {
+            queue: yield* Queue.dropping<Uint8Array>(config.clientBuffer),
+            dropped: yield* Deferred.make<void>()
+          }
+          // Registering and reading the backlog in one synchronous step: no event falls between.
+          const backlog = yield* Effect.acquireRelease(
+            Effect.sync(() => {
+              clients.add(client)
+              return Option.match(lastEventId, {
+                onNone: () => [],
+                onSome: (id) => {
+                  const after = positionOf.get(id)
+                  return after === undefined
+                    ? [event("gap", { last_event_id: id, message: "events after this id are not kept" })]
+                    : recent.filter((e) => e.position > after).map((e) => e.bytes)
+                }
+              })
+            }),
+            () => Effect.sync(() => clients.delete(client))
+          )
+          yield* Deferred.await(client.dropped).pipe(
+            Effect.zipRight(Effect.sleep(DROPPED_GRACE)),
+            Effect.zipRight(disconnect),
+            Effect.forkScoped
+          )
+          const heartbeat = Stream.repeatEffectWithSchedule(
+            Effect.succeed(HEARTBEAT),
+            Schedule.spaced(config.heartbeat)
+          ).pipe(Stream.drop(1))
+          const farewell = Stream.unwrap(
+            Effect.map(Deferred.isDone(client.dropped), (dropped) =>
+              dropped
+                ? Stream.make(
+                    event("dropped", {
+                      message: `this client fell more than ${config.clientBuffer} events behind and was disconnected; reconnect and reload`
+                    })
+                  )
+                : Stream.empty
+            )
+          )
+          return Stream.make(RETRY, ...backlog).pipe(
+            Stream.concat(Stream.fromQueue(client.queue)),
+            Stream.merge(heartbeat, { haltStrategy: "left" }),
+            Stream.interruptWhen(Deferred.await(client.dropped)),
+            Stream.concat(farewell)
+          )
+        })
+      )
+
+    return {
+      connect,
+      /** Connected clients, for tests and metrics. */
+      clients: Effect.sync(() => clients.size)
+    } as const
+  })
+}) {}
