@@ -18,7 +18,7 @@ import {
   Ready,
   Unavailable
 } from "./Api.ts"
-import { ApiDocsLive } from "./ApiDocs.ts"
+import * as ApiDocs from "./ApiDocs.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
 const decodeUid = Schema.decodeUnknownEither(OrderUid)
@@ -31,15 +31,19 @@ export const orderUidProblem = (uid: string): Option.Option<string> =>
     onRight: () => Option.none()
   })
 
+/** The 400 body for an id that cannot be an order id, as the API encodes it (the fast path's too). */
+export const invalidOrderUidBody = (message: string) =>
+  Schema.encodeSync(InvalidOrderUid)(new InvalidOrderUid({ message }))
+
 /** Headers of an order response; shared with the server's fast path so both answer alike. */
 /** Orders do not change once stored; a client may reuse one briefly and revalidate with the ETag. */
 export const ORDER_CACHE_CONTROL = "private, max-age=60"
 
 export const orderHeaders = (etag: string) => ({ etag, "cache-control": ORDER_CACHE_CONTROL })
 
-const unavailable = (message: string) => new Unavailable({ error: "unavailable", message })
+const unavailable = (message: string) => new Unavailable({ message })
 
-export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =>
+const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =>
   Effect.gen(function* () {
     const orders = yield* Orders
     return handlers
@@ -48,9 +52,7 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
           const uid = path.order_uid
           const problem = orderUidProblem(uid)
           if (Option.isSome(problem)) {
-            return yield* Effect.fail(
-              new InvalidOrderUid({ error: "invalid_order_uid", message: problem.value })
-            )
+            return yield* Effect.fail(new InvalidOrderUid({ message: problem.value }))
           }
           const found = yield* orders
             .get(uid)
@@ -58,7 +60,7 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
               Effect.catchTag("SqlError", () => Effect.fail(unavailable("the database cannot be reached")))
             )
           if (Option.isNone(found)) {
-            return yield* Effect.fail(new OrderNotFound({ error: "order_not_found", order_uid: uid }))
+            return yield* Effect.fail(new OrderNotFound({ order_uid: uid }))
           }
           const request = yield* HttpServerRequest.HttpServerRequest
           const headers = orderHeaders(found.value.etag)
@@ -73,16 +75,12 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
           const limit = urlParams.limit === undefined ? 20 : Number(urlParams.limit)
           if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
             return yield* Effect.fail(
-              new InvalidQuery({
-                error: "invalid_query",
-                message: "limit must be a whole number from 1 to 100"
-              })
+              new InvalidQuery({ message: "limit must be a whole number from 1 to 100" })
             )
           }
           const page = yield* orders.listRecent(limit, Option.fromNullable(urlParams.cursor)).pipe(
             Effect.catchTags({
-              InvalidCursor: (e) =>
-                Effect.fail(new InvalidQuery({ error: "invalid_query", message: e.message })),
+              InvalidCursor: (e) => Effect.fail(new InvalidQuery({ message: e.message })),
               SqlError: () => Effect.fail(unavailable("the database cannot be reached"))
             })
           )
@@ -92,7 +90,7 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
   })
 )
 
-export const HealthHttpLive = HttpApiBuilder.group(OrderServiceApi, "health", (handlers) =>
+const healthGroup = HttpApiBuilder.group(OrderServiceApi, "health", (handlers) =>
   Effect.gen(function* () {
     const repository = yield* OrderRepository
     const ingest = yield* IngestStatus
@@ -123,7 +121,7 @@ export const HealthHttpLive = HttpApiBuilder.group(OrderServiceApi, "health", (h
 )
 
 /** Routes outside the typed API: Prometheus metrics and the web page's files. */
-export const ExtraRoutesLive = HttpApiBuilder.Router.use((router) =>
+const extraRoutes = HttpApiBuilder.Router.use((router) =>
   Effect.gen(function* () {
     const prometheus = yield* Prometheus
     const files = yield* StaticFiles
@@ -141,12 +139,10 @@ export const ExtraRoutesLive = HttpApiBuilder.Router.use((router) =>
 )
 
 /** The whole API with its handlers, the OpenAPI document, its docs page and the extra routes. */
-export const HttpAppLive = Layer.mergeAll(
+export const layer = Layer.mergeAll(
   HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" }),
-  ApiDocsLive,
-  ExtraRoutesLive
+  ApiDocs.layer,
+  extraRoutes
 ).pipe(
-  Layer.provideMerge(
-    HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([OrdersHttpLive, HealthHttpLive]))
-  )
+  Layer.provideMerge(HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([ordersGroup, healthGroup])))
 )

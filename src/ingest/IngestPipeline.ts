@@ -356,7 +356,7 @@ export const makeBatchHandler = Effect.gen(function* () {
  * Runs the pipeline for as long as the layer lives. On shutdown it stops fetching first and lets
  * the batches in flight finish and commit, then closes the consumer.
  */
-export const IngestPipeline = Layer.scopedDiscard(
+export const run = Layer.scopedDiscard(
   Effect.gen(function* () {
     const consumer = yield* KafkaConsumer
     const status = yield* IngestStatus
@@ -401,6 +401,4 @@ export const IngestPipeline = Layer.scopedDiscard(
 )
 
 /** Kafka → PostgreSQL, with its consumers and dead-letter producers on the `KafkaClient` it is given. */
-export const IngestLive = IngestPipeline.pipe(
-  Layer.provide(Layer.mergeAll(KafkaConsumer.Default, DeadLetters.Default))
-)
+export const layer = run.pipe(Layer.provide(Layer.mergeAll(KafkaConsumer.Default, DeadLetters.Default)))

@@ -3,7 +3,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, LogLevel, Redacted, Schema } from "effect"
 import { PartitionAssigners, type PartitionAssigner } from "kafkajs"
 import pg from "pg"
-import { ServicesLive } from "../../src/App.ts"
+import * as App from "../../src/App.ts"
+import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import * as Database from "../../src/db/Database.ts"
 import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
@@ -74,11 +75,16 @@ describe("the HTTP API on a real PostgreSQL", () => {
     Effect.gen(function* () {
       const missing = yield* get("/order/no-such-order")
       expect(missing.status).toBe(404)
-      expect(yield* json(missing)).toStrictEqual({ error: "order_not_found", order_uid: "no-such-order" })
+      expect(yield* json(missing)).toStrictEqual({
+        _tag: "OrderNotFound",
+        error: "order_not_found",
+        order_uid: "no-such-order"
+      })
       for (const bad of ["x".repeat(129), "a%01b", "tab%09", "%7F"]) {
         const response = yield* get(`/order/${bad}`)
         expect(response.status, bad).toBe(400)
         const body = yield* json(response)
+        expect(body._tag, bad).toBe("InvalidOrderUid")
         expect(body.error, bad).toBe("invalid_order_uid")
         expect(body.message, bad).toMatch(/order_uid/)
       }
@@ -326,6 +332,7 @@ describe("the HTTP API on a real PostgreSQL", () => {
           const down = yield* get("/readyz")
           expect(down.status).toBe(503)
           expect(yield* json(down)).toStrictEqual({
+            _tag: "NotReady",
             status: "not_ready",
             checks: { database: "unreachable", consumer: "ok", cache: "ok" }
           })
@@ -352,6 +359,7 @@ describe("the HTTP API on a real PostgreSQL", () => {
       yield* Effect.promise(() => locker.query("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"))
       yield* Effect.gen(function* () {
         const warming = {
+          _tag: "NotReady",
           status: "not_ready",
           checks: { database: "ok", consumer: "ok", cache: "warming" }
         }
@@ -379,7 +387,7 @@ const asMessage = (order: OrderJson): Outgoing => ({ key: order.order_uid, value
 
 /** The whole service (HTTP, ingestion, warm-up) on its own topics and database. */
 const serviceStack = (topics: TestTopics) =>
-  ServicesLive.pipe(
+  App.layerServices(KafkaClient.Default).pipe(
     Layer.provide(TestDatabase),
     Layer.provide(
       testConfig(topics, {
@@ -505,6 +513,7 @@ describe("the service with ingestion from a real Kafka broker", () => {
           const response = yield* get("/readyz")
           expect(response.status).toBe(503)
           expect(yield* json(response)).toStrictEqual({
+            _tag: "NotReady",
             status: "not_ready",
             checks: { database: "ok", consumer: "stopped", cache: "ok" }
           })

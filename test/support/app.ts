@@ -1,22 +1,16 @@
 /** The service's serving side on a test database, listening on a free port. */
 import type { SqlClient } from "@effect/sql"
 import { ConfigProvider, Effect, Layer } from "effect"
-import { CacheWarmup, HttpLive } from "../../src/App.ts"
-import { OrderCache } from "../../src/cache/OrderCache.ts"
+import * as App from "../../src/App.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
-import { IngestLive } from "../../src/ingest/IngestPipeline.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
-import { OrderRepository } from "../../src/orders/OrderRepository.ts"
-import { Orders } from "../../src/orders/Orders.ts"
 import { testConfig, type TestTopics } from "./kafka.ts"
 
 /** The ingest side of the service on its own topics and database. */
 export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
-  IngestLive.pipe(
-    Layer.provide(KafkaClient.layerConfig),
-    Layer.provideMerge(IngestStatus.Default),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+  App.layerIngest(KafkaClient.Default).pipe(
+    Layer.provideMerge(App.layerCore),
     Layer.provideMerge(database),
     Layer.provide(testConfig(topics))
   )
@@ -26,10 +20,9 @@ export const httpStack = <E>(
   database: Layer.Layer<SqlClient.SqlClient, E>,
   config: Record<string, unknown> = {}
 ) =>
-  Layer.mergeAll(HttpLive, CacheWarmup).pipe(
+  App.layerHttp.pipe(
     Layer.provideMerge(Layer.effectDiscard(Effect.flatMap(IngestStatus, (s) => s.set(true)))),
-    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default)),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+    Layer.provideMerge(App.layerCore),
     Layer.provideMerge(database),
     Layer.provide(
       Layer.setConfigProvider(
