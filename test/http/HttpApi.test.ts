@@ -8,12 +8,13 @@ import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import * as Database from "../../src/db/Database.ts"
 import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
+import { InvalidQuery, OrderNotFound } from "../../src/http/Api.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
 import * as Logging from "../../src/observability/Logging.ts"
-import { baseUrl, get, httpStack } from "../support/app.ts"
+import { apiClient, baseUrl, get, httpStack } from "../support/app.ts"
 import { createTestDatabase, TestDatabase } from "../support/database.ts"
 import { readFixture, readFixtureJson } from "../support/fixtures.ts"
 import {
@@ -92,6 +93,36 @@ describe("the HTTP API on a real PostgreSQL", () => {
       expect(empty.status).toBe(400)
       expect((yield* json(empty)).error).toBe("invalid_order_uid")
     }).pipe(Effect.provide(stack))
+  )
+
+  it.live(
+    "the typed client derived from the API reads every answer as the API declares it: hit, miss, 404, 400, pages",
+    () =>
+      Effect.gen(function* () {
+        yield* seed
+        const client = yield* apiClient
+        // From the database, then from the cache (the server's fast path): both decode as an Order.
+        for (const attempt of ["miss", "hit"]) {
+          const order = yield* client.orders.getOrder({ path: { order_uid: unicode.order_uid } })
+          expect(order, attempt).toStrictEqual(toOrder(unicode))
+        }
+        const missing = yield* Effect.flip(client.orders.getOrder({ path: { order_uid: "no-such-order" } }))
+        expect(missing).toStrictEqual(new OrderNotFound({ order_uid: "no-such-order" }))
+        for (const bad of ["x".repeat(129), "tab\t"]) {
+          const refused = yield* Effect.flip(client.orders.getOrder({ path: { order_uid: bad } }))
+          expect(refused._tag, bad).toBe("InvalidOrderUid")
+        }
+        const first = yield* client.orders.listOrders({ urlParams: { limit: "5" } })
+        expect(first.items).toHaveLength(5)
+        const second = yield* client.orders.listOrders({
+          urlParams: { limit: "5", cursor: first.next_cursor! }
+        })
+        expect(second.items.map((o) => o.order_uid)).not.toContain(first.items[0]!.order_uid)
+        const refused = yield* Effect.flip(client.orders.listOrders({ urlParams: { limit: "0" } }))
+        expect(refused).toStrictEqual(
+          new InvalidQuery({ message: "limit must be a whole number from 1 to 100" })
+        )
+      }).pipe(Effect.provide(stack))
   )
 
   it.live("ids with characters that need URL encoding work, and the ETag gives 304 on a repeat", () =>

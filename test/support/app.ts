@@ -1,7 +1,9 @@
 /** The service's serving side on a test database, listening on a free port. */
 import type { SqlClient } from "@effect/sql"
+import { FetchHttpClient, HttpApiClient } from "@effect/platform"
 import { ConfigProvider, Effect, Layer } from "effect"
 import * as App from "../../src/App.ts"
+import { OrderServiceApi } from "../../src/http/Api.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
@@ -39,3 +41,8 @@ export const baseUrl = Effect.map(HttpAddress, (a) => a.url)
 
 export const get = (path: string, headers: Record<string, string> = {}) =>
   Effect.flatMap(baseUrl, (url) => Effect.promise(() => fetch(`${url}${path}`, { headers })))
+
+/** The typed client derived from the API, on the server under test: answers decoded as declared. */
+export const apiClient = Effect.flatMap(baseUrl, (url) =>
+  HttpApiClient.make(OrderServiceApi, { baseUrl: url })
+).pipe(Effect.provide(FetchHttpClient.layer))
