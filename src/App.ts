@@ -6,11 +6,11 @@ import { Config, Context, Effect, Layer, Option } from "effect"
 import { OrderCache } from "./cache/OrderCache.ts"
 import { DatabaseConfig, KafkaConfig } from "./config/AppConfig.ts"
 import * as Database from "./db/Database.ts"
-import { HttpAppLive } from "./http/Http.ts"
+import * as Http from "./http/Http.ts"
 import { HttpDrain } from "./http/HttpDrain.ts"
-import { HttpAddress, HttpServerLive } from "./http/HttpServer.ts"
+import * as HttpServer from "./http/HttpServer.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
-import { IngestLive } from "./ingest/IngestPipeline.ts"
+import * as IngestPipeline from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
 import { KafkaClient } from "./kafka/KafkaClient.ts"
 import { LiveFeed } from "./live/LiveFeed.ts"
@@ -19,8 +19,13 @@ import { Prometheus } from "./observability/Prometheus.ts"
 import { OrderRepository } from "./orders/OrderRepository.ts"
 import { Orders } from "./orders/Orders.ts"
 
+/** Orders (the repository behind the cache) and ingestion's status: what HTTP and ingestion share. */
+export const layerCore = Layer.mergeAll(Orders.Default, IngestStatus.Default).pipe(
+  Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default))
+)
+
 /** Loads the most recent orders into the cache in the background; `/readyz` waits for it. */
-export const CacheWarmup = Layer.scopedDiscard(
+const cacheWarmup = Layer.scopedDiscard(
   Effect.flatMap(Orders, (orders) =>
     orders.warm.pipe(
       Effect.tapErrorCause((cause) => Effect.logError("Cache warm-up failed", cause)),
@@ -29,9 +34,12 @@ export const CacheWarmup = Layer.scopedDiscard(
   )
 )
 
-/** Serves the API, the page and the metrics; says where it listens once it does. */
-export const HttpLive = Layer.effectDiscard(
-  Effect.flatMap(HttpAddress, ({ url }) =>
+/**
+ * Serves the API, the live feed, the page and the metrics, says where it listens once it does, and
+ * warms the cache.
+ */
+export const layerHttp = Layer.effectDiscard(
+  Effect.flatMap(HttpServer.HttpAddress, ({ url }) =>
     Effect.logInfo("Order service ready to serve").pipe(
       Effect.annotateLogs({
         web_page: `${url}/`,
@@ -43,24 +51,23 @@ export const HttpLive = Layer.effectDiscard(
     )
   )
 ).pipe(
-  Layer.provideMerge(HttpServerLive),
-  Layer.provide(HttpAppLive),
-  Layer.provide([StaticFiles.Default, Prometheus.Default, HttpDrain.Default])
+  Layer.provideMerge(HttpServer.layer),
+  Layer.provide(Http.layer),
+  Layer.provide([StaticFiles.Default, Prometheus.Default, HttpDrain.Default, LiveFeed.Default]),
+  Layer.merge(cacheWarmup)
 )
 
-/**
- * HTTP, ingestion and the cache's warm-up, ingesting through `kafka`; the database comes from
- * outside. Kafka is given to ingestion alone, which is built beside the HTTP server: the API
- * answers while Kafka is still coming up.
- */
-export const servicesWith = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
-  Layer.mergeAll(HttpLive, IngestLive.pipe(Layer.provide(kafka)), CacheWarmup).pipe(
-    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default, LiveFeed.Default)),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default))
-  )
+/** Ingestion (Kafka → PostgreSQL) through the Kafka client `kafka`. */
+export const layerIngest = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
+  IngestPipeline.layer.pipe(Layer.provide(kafka))
 
-/** The services on the configured brokers (`kafka.brokers`). */
-export const ServicesLive = servicesWith(KafkaClient.layerConfig)
+/**
+ * HTTP, ingestion through `kafka` and the cache's warm-up; the database comes from outside. Kafka
+ * is given to ingestion alone, which is built beside the HTTP server: the API answers while Kafka
+ * is still coming up.
+ */
+export const layerServices = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
+  Layer.merge(layerHttp, layerIngest(kafka)).pipe(Layer.provideMerge(layerCore))
 
 /**
  * The whole service, with `extra` layers that use its Kafka client (the demo's producer). PostgreSQL
@@ -72,9 +79,9 @@ export const layer = <E = never>(extra: Layer.Layer<never, E, KafkaClient> = Lay
   Layer.unwrapEffect(
     Effect.gen(function* () {
       const [database, kafka] = yield* Config.all([DatabaseConfig, KafkaConfig])
-      const kafkaLayer = Option.isSome(kafka.brokers) ? KafkaClient.layerConfig : Local.layerKafka
+      const kafkaLayer = Option.isSome(kafka.brokers) ? KafkaClient.Default : Local.layerKafka
       const databaseLayer = Option.isSome(database.url) ? Database.layerConfig : Local.layerDatabase
-      return Layer.merge(servicesWith(kafkaLayer), extra.pipe(Layer.provide(kafkaLayer))).pipe(
+      return Layer.merge(layerServices(kafkaLayer), extra.pipe(Layer.provide(kafkaLayer))).pipe(
         Layer.provide(databaseLayer)
       )
     })

@@ -6,26 +6,40 @@ import { Schema } from "effect"
 import { Order, ORDER_UID_MAX_LENGTH } from "../orders/Order.ts"
 import { OrderSummary } from "../orders/OrderRepository.ts"
 
-export class OrderNotFound extends Schema.Class<OrderNotFound>("OrderNotFound")(
-  { error: Schema.Literal("order_not_found"), order_uid: Schema.String },
+/**
+ * The `error` field every error body carries (`{"error":"order_not_found",…}`, the HTTP contract),
+ * filled in by the constructor: `new OrderNotFound({ order_uid })`.
+ */
+const errorCode = <const Code extends string>(code: Code) =>
+  Schema.Literal(code).pipe(
+    Schema.propertySignature,
+    Schema.withConstructorDefault(() => code)
+  )
+
+export class OrderNotFound extends Schema.TaggedError<OrderNotFound>()(
+  "OrderNotFound",
+  { error: errorCode("order_not_found"), order_uid: Schema.String },
   HttpApiSchema.annotations({ status: 404, description: "No order is stored under this id" })
 ) {}
 
-export class InvalidOrderUid extends Schema.Class<InvalidOrderUid>("InvalidOrderUid")(
-  { error: Schema.Literal("invalid_order_uid"), message: Schema.String },
+export class InvalidOrderUid extends Schema.TaggedError<InvalidOrderUid>()(
+  "InvalidOrderUid",
+  { error: errorCode("invalid_order_uid"), message: Schema.String },
   HttpApiSchema.annotations({
     status: 400,
     description: `The id cannot be an order id: empty, longer than ${ORDER_UID_MAX_LENGTH} characters, or with control characters`
   })
 ) {}
 
-export class InvalidQuery extends Schema.Class<InvalidQuery>("InvalidQuery")(
-  { error: Schema.Literal("invalid_query"), message: Schema.String },
+export class InvalidQuery extends Schema.TaggedError<InvalidQuery>()(
+  "InvalidQuery",
+  { error: errorCode("invalid_query"), message: Schema.String },
   HttpApiSchema.annotations({ status: 400, description: "A query parameter is out of range or malformed" })
 ) {}
 
-export class Unavailable extends Schema.Class<Unavailable>("Unavailable")(
-  { error: Schema.Literal("unavailable"), message: Schema.String },
+export class Unavailable extends Schema.TaggedError<Unavailable>()(
+  "Unavailable",
+  { error: errorCode("unavailable"), message: Schema.String },
   HttpApiSchema.annotations({
     status: 503,
     description: "The database cannot be reached right now; try again"
@@ -139,7 +153,8 @@ export class Ready extends Schema.Class<Ready>("Ready")({
   checks: ReadinessChecks
 }) {}
 
-export class NotReady extends Schema.Class<NotReady>("NotReady")(
+export class NotReady extends Schema.TaggedError<NotReady>()(
+  "NotReady",
   { status: Schema.Literal("not_ready"), checks: ReadinessChecks },
   HttpApiSchema.annotations({ status: 503, description: "Some part is not ready; `checks` says which" })
 ) {}

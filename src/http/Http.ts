@@ -21,7 +21,7 @@ import {
   SEARCH_QUERY_MAX_LENGTH,
   Unavailable
 } from "./Api.ts"
-import { ApiDocsLive } from "./ApiDocs.ts"
+import * as ApiDocs from "./ApiDocs.ts"
 import { HttpDrain } from "./HttpDrain.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
@@ -35,15 +35,19 @@ export const orderUidProblem = (uid: string): Option.Option<string> =>
     onRight: () => Option.none()
   })
 
+/** The 400 body for an id that cannot be an order id, as the API encodes it (the fast path's too). */
+export const invalidOrderUidBody = (message: string) =>
+  Schema.encodeSync(InvalidOrderUid)(new InvalidOrderUid({ message }))
+
 /** Headers of an order response; shared with the server's fast path so both answer alike. */
 /** Orders do not change once stored; a client may reuse one briefly and revalidate with the ETag. */
 export const ORDER_CACHE_CONTROL = "private, max-age=60"
 
 export const orderHeaders = (etag: string) => ({ etag, "cache-control": ORDER_CACHE_CONTROL })
 
-const unavailable = (message: string) => new Unavailable({ error: "unavailable", message })
+const unavailable = (message: string) => new Unavailable({ message })
 
-const invalidQuery = (message: string) => new InvalidQuery({ error: "invalid_query", message })
+const invalidQuery = (message: string) => new InvalidQuery({ message })
 
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/
@@ -106,7 +110,7 @@ export const searchQueryOf = (params: {
     }
   })
 
-export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =>
+const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =>
   Effect.gen(function* () {
     const orders = yield* Orders
     const live = yield* LiveFeed
@@ -117,9 +121,7 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
           const uid = path.order_uid
           const problem = orderUidProblem(uid)
           if (Option.isSome(problem)) {
-            return yield* Effect.fail(
-              new InvalidOrderUid({ error: "invalid_order_uid", message: problem.value })
-            )
+            return yield* Effect.fail(new InvalidOrderUid({ message: problem.value }))
           }
           const found = yield* orders
             .get(uid)
@@ -127,7 +129,7 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
               Effect.catchTag("SqlError", () => Effect.fail(unavailable("the database cannot be reached")))
             )
           if (Option.isNone(found)) {
-            return yield* Effect.fail(new OrderNotFound({ error: "order_not_found", order_uid: uid }))
+            return yield* Effect.fail(new OrderNotFound({ order_uid: uid }))
           }
           const request = yield* HttpServerRequest.HttpServerRequest
           const headers = orderHeaders(found.value.etag)
@@ -142,8 +144,7 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
           const limit = yield* pageLimit(urlParams.limit)
           const page = yield* orders.listRecent(limit, Option.fromNullable(urlParams.cursor)).pipe(
             Effect.catchTags({
-              InvalidCursor: (e) =>
-                Effect.fail(new InvalidQuery({ error: "invalid_query", message: e.message })),
+              InvalidCursor: (e) => Effect.fail(new InvalidQuery({ message: e.message })),
               SqlError: () => Effect.fail(unavailable("the database cannot be reached"))
             })
           )
@@ -182,7 +183,7 @@ export const OrdersHttpLive = HttpApiBuilder.group(OrderServiceApi, "orders", (h
   })
 )
 
-export const HealthHttpLive = HttpApiBuilder.group(OrderServiceApi, "health", (handlers) =>
+const healthGroup = HttpApiBuilder.group(OrderServiceApi, "health", (handlers) =>
   Effect.gen(function* () {
     const repository = yield* OrderRepository
     const ingest = yield* IngestStatus
@@ -213,7 +214,7 @@ export const HealthHttpLive = HttpApiBuilder.group(OrderServiceApi, "health", (h
 )
 
 /** Routes outside the typed API: Prometheus metrics and the web page's files. */
-export const ExtraRoutesLive = HttpApiBuilder.Router.use((router) =>
+const extraRoutes = HttpApiBuilder.Router.use((router) =>
   Effect.gen(function* () {
     const prometheus = yield* Prometheus
     const files = yield* StaticFiles
@@ -231,12 +232,10 @@ export const ExtraRoutesLive = HttpApiBuilder.Router.use((router) =>
 )
 
 /** The whole API with its handlers, the OpenAPI document, its docs page and the extra routes. */
-export const HttpAppLive = Layer.mergeAll(
+export const layer = Layer.mergeAll(
   HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" }),
-  ApiDocsLive,
-  ExtraRoutesLive
+  ApiDocs.layer,
+  extraRoutes
 ).pipe(
-  Layer.provideMerge(
-    HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([OrdersHttpLive, HealthHttpLive]))
-  )
+  Layer.provideMerge(HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([ordersGroup, healthGroup])))
 )

@@ -16,7 +16,7 @@ import { Context, Deferred, Duration, Effect, Layer, Option, Runtime } from "eff
 import { OrderCache } from "../cache/OrderCache.ts"
 import { HttpConfig } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
-import { ORDER_CACHE_CONTROL, orderUidProblem } from "./Http.ts"
+import { invalidOrderUidBody, ORDER_CACHE_CONTROL, orderUidProblem } from "./Http.ts"
 import { HttpDrain } from "./HttpDrain.ts"
 import { SECURITY_HEADERS } from "./SecurityHeaders.ts"
 
@@ -71,7 +71,7 @@ const writeJson = (
   return bytes
 }
 
-export const HttpServerLive = Layer.scoped(
+export const layer = Layer.scoped(
   HttpAddress,
   Effect.gen(function* () {
     const config = yield* HttpConfig
@@ -120,10 +120,7 @@ export const HttpServerLive = Layer.scoped(
       try {
         uid = decodeURIComponent(pathname.slice(ORDER_PREFIX.length))
       } catch {
-        return writeJson(res, 400, {
-          error: "invalid_order_uid",
-          message: "order_uid is not valid percent-encoded UTF-8"
-        })
+        return writeJson(res, 400, invalidOrderUidBody("order_uid is not valid percent-encoded UTF-8"))
       }
       // Only valid ids are ever cached, so a hit needs no further check. A miss goes on to the API,
       // whose lookup counts it: counted here too, every miss would count twice.
@@ -131,7 +128,7 @@ export const HttpServerLive = Layer.scoped(
       if (Option.isNone(hit)) {
         const problem = orderUidProblem(uid)
         if (Option.isNone(problem)) return undefined
-        return writeJson(res, 400, { error: "invalid_order_uid", message: problem.value })
+        return writeJson(res, 400, invalidOrderUidBody(problem.value))
       }
       // The headers as one flat list: Node writes it as it is, without a per-header pass.
       const etag = hit.value.etag

@@ -1,24 +1,19 @@
 /** The service's serving side on a test database, listening on a free port. */
 import type { SqlClient } from "@effect/sql"
 import type { PgClient } from "@effect/sql-pg"
+import { FetchHttpClient, HttpApiClient } from "@effect/platform"
 import { ConfigProvider, Effect, Layer } from "effect"
-import { CacheWarmup, HttpLive } from "../../src/App.ts"
-import { OrderCache } from "../../src/cache/OrderCache.ts"
+import * as App from "../../src/App.ts"
+import { OrderServiceApi } from "../../src/http/Api.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
-import { IngestLive } from "../../src/ingest/IngestPipeline.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
-import { LiveFeed } from "../../src/live/LiveFeed.ts"
-import { OrderRepository } from "../../src/orders/OrderRepository.ts"
-import { Orders } from "../../src/orders/Orders.ts"
 import { testConfig, type TestTopics } from "./kafka.ts"
 
 /** The ingest side of the service on its own topics and database. */
 export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
-  IngestLive.pipe(
-    Layer.provide(KafkaClient.layerConfig),
-    Layer.provideMerge(IngestStatus.Default),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+  App.layerIngest(KafkaClient.Default).pipe(
+    Layer.provideMerge(App.layerCore),
     Layer.provideMerge(database),
     Layer.provide(testConfig(topics))
   )
@@ -28,10 +23,9 @@ export const httpStack = <E>(
   database: Layer.Layer<SqlClient.SqlClient | PgClient.PgClient, E>,
   config: Record<string, unknown> = {}
 ) =>
-  Layer.mergeAll(HttpLive, CacheWarmup).pipe(
+  App.layerHttp.pipe(
     Layer.provideMerge(Layer.effectDiscard(Effect.flatMap(IngestStatus, (s) => s.set(true)))),
-    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default, LiveFeed.Default)),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+    Layer.provideMerge(App.layerCore),
     Layer.provideMerge(database),
     Layer.provide(
       Layer.setConfigProvider(
@@ -48,3 +42,8 @@ export const baseUrl = Effect.map(HttpAddress, (a) => a.url)
 
 export const get = (path: string, headers: Record<string, string> = {}) =>
   Effect.flatMap(baseUrl, (url) => Effect.promise(() => fetch(`${url}${path}`, { headers })))
+
+/** The typed client derived from the API, on the server under test: answers decoded as declared. */
+export const apiClient = Effect.flatMap(baseUrl, (url) =>
+  HttpApiClient.make(OrderServiceApi, { baseUrl: url })
+).pipe(Effect.provide(FetchHttpClient.layer))
