@@ -53,7 +53,8 @@ export const layerHttp = Layer.effectDiscard(
 ).pipe(
   Layer.provideMerge(HttpServer.layer),
   Layer.provide(Http.layer),
-  Layer.provide([StaticFiles.Default, Prometheus.Default, HttpDrain.Default, LiveFeed.Default]),
+  Layer.provide([StaticFiles.Default, Prometheus.Default, HttpDrain.Default]),
+  Layer.provideMerge(LiveFeed.Default),
   Layer.merge(cacheWarmup)
 )
 

@@ -18,7 +18,7 @@ import { ORDERS_STORED_CHANNEL, OrderRepository, type FeedEntry } from "../order
 const encoder = new TextEncoder()
 
 /** How long a dropped client has to read its `dropped` event before its connection is closed. */
-const DROPPED_GRACE = Duration.seconds(2)
+const DROPPED_GRACE = Duration.seconds(5)
 
 /** An event ready to write: encoded once, shared by every client. */
 interface Event {
@@ -80,10 +80,14 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       }
     }
 
+    const listening = yield* Deferred.make<void>()
     yield* pg.listen(ORDERS_STORED_CHANNEL).pipe(
+      Stream.tap(() => Deferred.succeed(listening, undefined)),
+      Stream.map(uidsOf),
+      Stream.filter((uids) => uids.length > 0),
       // One notification at a time, so events keep the commit order.
-      Stream.mapEffect((payload) =>
-        repository.feedEntries(uidsOf(payload)).pipe(
+      Stream.mapEffect((uids) =>
+        repository.feedEntries(uids).pipe(
           Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.upTo("5 seconds"))),
           Effect.catchAll((error) =>
             Effect.logWarning("Live feed: could not read the stored orders; clients miss them", error).pipe(
@@ -95,6 +99,16 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       Stream.runForEach((entries) => Effect.sync(() => entries.forEach(publish))),
       Effect.catchAllCause((cause) => Effect.logError("Live feed stopped listening", cause)),
       Effect.forkScoped
+    )
+    // Ready once the first notification comes back, so that no order stored after start-up is
+    // missed. An empty list of uids is ignored by every instance.
+    const ping = pg
+      .notify(ORDERS_STORED_CHANNEL, "[]")
+      .pipe(Effect.ignore, Effect.zipRight(Effect.sleep("100 millis")), Effect.forever)
+    yield* Deferred.await(listening).pipe(
+      Effect.race(ping),
+      Effect.timeout("10 seconds"),
+      Effect.catchAll(() => Effect.logWarning("Live feed: not listening yet; going on without waiting"))
     )
 
     /**

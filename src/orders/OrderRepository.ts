@@ -215,8 +215,8 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
     const keysetAfter = (after: Option.Option<readonly [string, string]>) =>
       Option.match(after, { onNone: () => sql``, onSome: (position) => sql`WHERE ${olderThan(position)}` })
 
-    /** A page of summaries of the orders `where` selects, newest first. */
-    const summaries = (where: ReadonlyArray<Statement.Fragment>, limit: number) =>
+    /** Summaries of the orders `where` selects, newest first, one more than a page. */
+    const summaryStatement = (where: ReadonlyArray<Statement.Fragment>, limit: number) =>
       sql<SummaryRow>`
         SELECT o.order_uid, o.date_created, o.customer_id, p.amount, p.currency,
                (SELECT count(*) FROM items i WHERE i.order_uid = o.order_uid) AS item_count,
@@ -224,7 +224,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         FROM orders o JOIN payments p USING (order_uid)
         ${where.length === 0 ? sql`` : sql`WHERE ${sql.and(where)}`}
         ORDER BY o.created_at DESC, o.order_uid DESC
-        LIMIT ${limit + 1}`.pipe(Effect.map((rows) => pageOf(rows, limit)))
+        LIMIT ${limit + 1}`
 
     /**
      * The uids of the orders `q` names, one index lookup per kind: each side of every comparison
@@ -416,21 +416,28 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       cursor: Option.Option<string>
     ) {
       const after = yield* parseCursor(cursor)
-      return yield* summaries(Option.toArray(Option.map(after, olderThan)), limit)
+      const rows = yield* summaryStatement(Option.toArray(Option.map(after, olderThan)), limit)
+      return pageOf(rows, limit)
     })
+
+    /** The statement `search` runs (tests EXPLAIN it). */
+    const searchStatement = (query: SearchQuery) =>
+      Effect.map(parseCursor(query.cursor), (after) =>
+        summaryStatement(
+          [
+            ...Option.toArray(Option.map(query.q, (q) => sql`o.order_uid IN (${matching(q)})`)),
+            ...Option.toArray(Option.map(query.from, (from) => sql`o.created_at >= ${from}::timestamptz`)),
+            ...Option.toArray(Option.map(query.to, (to) => sql`o.created_at < ${to}::timestamptz`)),
+            ...Option.toArray(Option.map(after, olderThan))
+          ],
+          query.limit
+        )
+      )
 
     /** Orders matching `query`, newest first, a page at a time (the same cursors as `listRecent`). */
     const search = Effect.fn("OrderRepository.search")(function* (query: SearchQuery) {
-      const after = yield* parseCursor(query.cursor)
-      return yield* summaries(
-        [
-          ...Option.toArray(Option.map(query.q, (q) => sql`o.order_uid IN (${matching(q)})`)),
-          ...Option.toArray(Option.map(query.from, (from) => sql`o.created_at >= ${from}::timestamptz`)),
-          ...Option.toArray(Option.map(query.to, (to) => sql`o.created_at < ${to}::timestamptz`)),
-          ...Option.toArray(Option.map(after, olderThan))
-        ],
-        query.limit
-      )
+      const rows = yield* yield* searchStatement(query)
+      return pageOf(rows, query.limit)
     })
 
     /** Summaries of the given orders with their feed sequence numbers, in the order they were stored. */
@@ -455,6 +462,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       mostRecentJson,
       listRecent,
       search,
+      searchStatement,
       feedEntries,
       ping
     } as const

@@ -271,6 +271,7 @@ export const fakeRepository = (ledger: Ledger, options: FakeRepositoryOptions) =
       mostRecentJson: () => notInThisFake("mostRecentJson"),
       listRecent: () => notInThisFake("listRecent"),
       search: () => notInThisFake("search"),
+      searchStatement: () => notInThisFake("searchStatement"),
       feedEntries: () => notInThisFake("feedEntries"),
       ping: Effect.void
     })
