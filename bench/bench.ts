@@ -8,6 +8,9 @@
  *   BENCH_INGEST_N=50000 npm run bench -- ingest
  *   BENCH_INGEST_N=0 BENCH_INGEST_PER_MESSAGE_N=0 npm run bench -- ingest   # only the run with rejects
  *   npm run bench -- latency     # produce → stored, at a steady 1,000 messages/s
+ *   npm run bench -- search      # GET /orders/search p99 per key kind, 50 connections (wrk)
+ *   BENCH_SEARCH_N=20000 npm run bench -- search
+ *   npm run bench -- live        # ingest time with 100 clients on GET /orders/live vs none
  *   BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=bench/results" npm run bench -- ingest   # profile the service
  */
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
@@ -34,6 +37,11 @@ const HTTP_SECONDS = Number(process.env["BENCH_HTTP_SECONDS"] ?? 15)
 const STARTUP_ORDERS = Number(process.env["BENCH_STARTUP_N"] ?? 100_000)
 const LATENCY_RATE = Number(process.env["BENCH_LATENCY_RATE"] ?? 1_000)
 const LATENCY_SECONDS = Number(process.env["BENCH_LATENCY_SECONDS"] ?? 30)
+const SEARCH_N = Number(process.env["BENCH_SEARCH_N"] ?? 1_000_000)
+const SEARCH_SECONDS = Number(process.env["BENCH_SEARCH_SECONDS"] ?? 10)
+const LIVE_N = Number(process.env["BENCH_LIVE_N"] ?? 100_000)
+const LIVE_CLIENTS = Number(process.env["BENCH_LIVE_CLIENTS"] ?? 100)
+const WRK = "/usr/bin/wrk"
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** digits
@@ -192,8 +200,37 @@ const withRejects = (orders: ReadonlyArray<OrderJson>): Array<Outgoing> =>
         }
   )
 
+/** The search indexes of migration 0004: dropped for the run that measures ingest without them. */
+const SEARCH_INDEXES = [
+  "orders_track_number_search_idx",
+  "orders_customer_id_search_idx",
+  "deliveries_phone_search_idx",
+  "deliveries_email_search_idx",
+  "payments_transaction_search_idx",
+  "items_rid_search_idx"
+]
+
+/** A migrated database without the search indexes (the schema before search existed). */
+const withoutSearchIndexes = async (url: string) => {
+  await seedDatabase(url, [])
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    for (const index of SEARCH_INDEXES) await client.query(`DROP INDEX ${index}`)
+  } finally {
+    await client.end()
+  }
+}
+
 const ingestModes = [
   { mode: "batch", n: INGEST_N, rejects: false, key: "ingest_orders_per_s" },
+  {
+    mode: "batch",
+    n: INGEST_N,
+    rejects: false,
+    key: "ingest_orders_per_s_without_search_indexes",
+    prepare: withoutSearchIndexes
+  },
   { mode: "message", n: INGEST_PER_MESSAGE_N, rejects: false, key: "ingest_orders_per_s_per_message_tx" },
   { mode: "batch", n: INGEST_REJECTS_N, rejects: true, key: "ingest_messages_per_s_with_2pct_rejects" }
 ] as const
@@ -201,9 +238,10 @@ const ingestModes = [
 const ingest = async (env: Env) => {
   const rows: Array<Record<string, string | number>> = []
   const result: Record<string, number> = {}
-  for (const { mode, n, rejects, key } of ingestModes) {
+  for (const { mode, n, rejects, key, ...options } of ingestModes) {
     if (n === 0) continue // BENCH_INGEST_…_N=0 skips a run
-    const label = rejects ? `${mode}, 2 % rejects` : mode
+    const prepare = "prepare" in options ? options.prepare : undefined
+    const label = `${rejects ? `${mode}, 2 % rejects` : mode}${prepare ? ", without the search indexes" : ""}`
     const topic = `bench-${mode}${rejects ? "-rejects" : ""}-${Date.now()}`
     console.log(`ingest (${label}): generating and producing ${n} messages…`)
     const orders = generateOrders(n, 7)
@@ -214,6 +252,7 @@ const ingest = async (env: Env) => {
     const items = valid.reduce((s, o) => s + o.items.length, 0)
     await produceAll(env.kafka.bootstrapServers, topic, messages)
     const url = await freshDatabase(env)
+    await prepare?.(url)
     const port = await freePort()
     const service = startOnTopic(url, port, topic, {
       KAFKA_BROKERS: env.kafka.bootstrapServers,
@@ -246,6 +285,12 @@ const ingest = async (env: Env) => {
     }
   }
   table("Ingest: from the first settled message until all are stored or parked (3 partitions)", rows)
+  const withIndexes = result["ingest_orders_per_s"]
+  const without = result["ingest_orders_per_s_without_search_indexes"]
+  if (withIndexes !== undefined && without !== undefined) {
+    result["ingest_with_search_indexes_ratio"] = round(withIndexes / without, 3)
+    console.log(`with / without the search indexes = ${result["ingest_with_search_indexes_ratio"]}`)
+  }
   return { rows, result }
 }
 
@@ -471,9 +516,256 @@ const startup = async (env: Env) => {
   }
 }
 
+/** What a support agent would type for each kind of key, per order: phones as written, e-mails in capitals. */
+const searchKeys: Record<string, (o: OrderJson) => string> = {
+  order_uid: (o) => o.order_uid,
+  track_number: (o) => o.track_number,
+  customer_id: (o) => o.customer_id,
+  phone: (o) => o.delivery.phone,
+  email: (o) => o.delivery.email.toUpperCase(),
+  transaction: (o) => o.payment.transaction,
+  rid: (o) => o.items[0]!.rid
+}
+
+/** wrk's Lua script: each request searches for a random line of $KEYS_FILE (URL-encoded keys). */
+const WRK_SCRIPT = `
+local keys = {}
+for line in io.lines(os.getenv("KEYS_FILE")) do keys[#keys + 1] = line end
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/orders/search?q=" .. keys[math.random(#keys)])
+end
+`
+
+interface LoadResult {
+  readonly rps: number
+  readonly p50: number
+  readonly p99: number
+  readonly errors: number
+}
+
+const wrkMs = (text: string, label: string) => {
+  const match = new RegExp(`^\\s*${label}\\s+([\\d.]+)(us|ms|s)\\s*$`, "m").exec(text)
+  if (match === null) return NaN
+  const value = Number(match[1])
+  return match[2] === "us" ? value / 1000 : match[2] === "s" ? value * 1000 : value
+}
+
+/** 50 connections for `seconds` on random keys: wrk when installed (it is the lighter load), else autocannon. */
+const searchLoad = async (
+  base: string,
+  keys: ReadonlyArray<string>,
+  seconds: number
+): Promise<LoadResult> => {
+  const encoded = keys.map((k) => encodeURIComponent(k))
+  let hasWrk = true
+  try {
+    readFileSync(WRK)
+  } catch {
+    hasWrk = false
+  }
+  if (hasWrk) {
+    const dir = path.resolve("bench/results")
+    mkdirSync(dir, { recursive: true })
+    const keysFile = path.join(dir, "search-keys.txt")
+    const script = path.join(dir, "search.lua")
+    writeFileSync(keysFile, `${encoded.join("\n")}\n`)
+    writeFileSync(script, WRK_SCRIPT)
+    const out = execFileSync(WRK, ["-t1", "-c50", `-d${seconds}s`, "--latency", "-s", script, base], {
+      env: { ...process.env, KEYS_FILE: keysFile },
+      encoding: "utf8"
+    })
+    const errors = /Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? "0"
+    const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out)
+    return {
+      rps: round(Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN)),
+      p50: wrkMs(out, "50%"),
+      p99: wrkMs(out, "99%"),
+      errors: Number(errors) + (socketErrors ? socketErrors.slice(1).reduce((n, x) => n + Number(x), 0) : 0)
+    }
+  }
+  const requests = encoded.map((k) => ({ method: "GET" as const, path: `/orders/search?q=${k}` }))
+  const r = await new Promise<autocannon.Result>((resolve, reject) =>
+    autocannon({ url: base, connections: 50, duration: seconds, requests }, (e, res) =>
+      e ? reject(e) : resolve(res)
+    )
+  )
+  return {
+    rps: round(r.requests.average),
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    errors: r.non2xx + r.errors
+  }
+}
+
+/**
+ * GET /orders/search with `BENCH_SEARCH_N` orders stored: for each kind of key, 50 connections
+ * searching random keys of that kind (one order each, or a few for a common customer id).
+ */
+const search = async (env: Env) => {
+  const url = await freshDatabase(env)
+  const keys: Record<string, Array<string>> = Object.fromEntries(Object.keys(searchKeys).map((k) => [k, []]))
+  const CHUNK = 50_000
+  console.log(`search: storing ${SEARCH_N} orders…`)
+  for (let stored = 0; stored < SEARCH_N; stored += CHUNK) {
+    const orders = generateOrders(Math.min(CHUNK, SEARCH_N - stored), 1_000 + stored / CHUNK)
+    await seedDatabase(url, orders)
+    // Keys from every part of the table, not only the newest rows.
+    for (const o of orders.filter((_, i) => i % Math.max(1, Math.floor(SEARCH_N / 20_000)) === 0)) {
+      for (const [kind, key] of Object.entries(searchKeys)) keys[kind]!.push(key(o))
+    }
+    if (stored % 200_000 === 0) console.log(`  ${stored + orders.length} stored`)
+  }
+  await count(url, "SELECT 1 AS n FROM (SELECT pg_catalog.pg_stat_reset()) x") // fresh statistics counters
+  const analyze = new pg.Client({ connectionString: url })
+  await analyze.connect()
+  await analyze.query("ANALYZE").finally(() => analyze.end())
+  const port = await freePort()
+  const service = startService({
+    DATABASE_URL: url,
+    KAFKA_BROKERS: env.kafka.bootstrapServers,
+    KAFKA_TOPIC: `bench-search-${port}`,
+    KAFKA_DLQ_TOPIC: `bench-search-${port}.dlq`,
+    HTTP_PORT: String(port),
+    CACHE_WARM_COUNT: "0"
+  })
+  const rows: Array<Record<string, string | number>> = []
+  const result: Record<string, number> = {}
+  try {
+    const base = `http://127.0.0.1:${port}`
+    await waitUntil("ready", async () => (await fetch(`${base}/readyz`)).status === 200, 120_000)
+    // Every key found (a wrong key would measure the empty answer).
+    for (const [kind, list] of Object.entries(keys)) {
+      const page = (await (
+        await fetch(`${base}/orders/search?q=${encodeURIComponent(list[0]!)}`)
+      ).json()) as {
+        items: Array<unknown>
+      }
+      if (page.items.length === 0) throw new Error(`search by ${kind} found nothing for ${list[0]}`)
+    }
+    await searchLoad(base, keys["order_uid"]!, 2) // warm the JIT, the pool and the cache of pages
+    for (const [kind, list] of Object.entries(keys)) {
+      const r = await searchLoad(base, list, SEARCH_SECONDS)
+      rows.push({
+        key: kind,
+        orders: SEARCH_N,
+        keys: list.length,
+        "req/s": r.rps,
+        p50_ms: r.p50,
+        p99_ms: r.p99,
+        errors_or_non2xx: r.errors
+      })
+      result[`search_${kind}_p99_ms`] = r.p99
+      result[`search_${kind}_rps`] = r.rps
+    }
+  } finally {
+    await stopService(service)
+  }
+  table(
+    `Search: GET /orders/search?q= with ${SEARCH_N} orders stored, 50 connections, ${SEARCH_SECONDS} s per kind`,
+    rows
+  )
+  return { rows, result }
+}
+
+/** `n` clients reading GET /orders/live, each counting the orders it is sent. */
+const liveClients = async (base: string, n: number) => {
+  const counts = new Array<number>(n).fill(0)
+  const controllers = Array.from({ length: n }, () => new AbortController())
+  await Promise.all(
+    controllers.map(async (controller, i) => {
+      const response = await fetch(`${base}/orders/live`, { signal: controller.signal })
+      if (response.status !== 200 || response.body === null) throw new Error(`live: HTTP ${response.status}`)
+      void (async () => {
+        const decoder = new TextDecoder()
+        let tail = ""
+        try {
+          for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+            const text = tail + decoder.decode(chunk, { stream: true })
+            counts[i]! += text.split("event: order\n").length - 1
+            tail = text.slice(-12)
+            if (tail.includes("event: order\n")) tail = ""
+          }
+        } catch {
+          // closed at the end of the run
+        }
+      })()
+    })
+  )
+  return { counts, close: () => controllers.forEach((c) => c.abort()) }
+}
+
+/**
+ * Ingest of a backlog of `BENCH_LIVE_N` orders, once with nobody on the live feed and once with
+ * `BENCH_LIVE_CLIENTS` clients connected, in one run: what the feed adds to ingest time.
+ */
+const live = async (env: Env) => {
+  const orders = generateOrders(LIVE_N, 17)
+  const rows: Array<Record<string, string | number>> = []
+  const seconds: Record<number, number> = {}
+  for (const clients of [0, LIVE_CLIENTS]) {
+    const topic = `bench-live-${clients}-${Date.now()}`
+    console.log(`live: ${LIVE_N} orders with ${clients} clients on the live feed…`)
+    await produceAll(
+      env.kafka.bootstrapServers,
+      topic,
+      orders.map((o) => ({ key: o.order_uid, value: JSON.stringify(o) }))
+    )
+    const url = await freshDatabase(env)
+    const port = await freePort()
+    // The clients connect as soon as HTTP answers, seconds before the consumer has joined its group.
+    const service = startOnTopic(url, port, topic, { KAFKA_BROKERS: env.kafka.bootstrapServers })
+    const base = `http://127.0.0.1:${port}`
+    try {
+      await waitUntil("HTTP answers", async () => (await fetch(`${base}/healthz`)).ok, 120_000)
+      const feed = clients > 0 ? await liveClients(base, clients) : undefined
+      const settled = () => settledCount(base)
+      await waitUntil("the first order is stored", async () => (await settled()) > 0, 120_000)
+      const started = Date.now()
+      await waitUntil("every order is stored", async () => (await settled()) >= LIVE_N, 1_800_000)
+      seconds[clients] = (Date.now() - started) / 1000
+      if (feed !== undefined) {
+        // A client too slow for the feed is dropped: the table shows it as fewer events.
+        await waitUntil(
+          "every client has every order",
+          async () => Math.min(...feed.counts) >= LIVE_N,
+          60_000
+        ).catch(() => undefined)
+        const least = Math.min(...feed.counts)
+        const most = Math.max(...feed.counts)
+        feed.close()
+        rows.push({
+          clients,
+          orders: LIVE_N,
+          seconds: round(seconds[clients]!, 2),
+          "orders/s": round(LIVE_N / seconds[clients]!),
+          "events per client (min–max)": `${least}–${most}`
+        })
+      } else {
+        rows.push({
+          clients,
+          orders: LIVE_N,
+          seconds: round(seconds[clients]!, 2),
+          "orders/s": round(LIVE_N / seconds[clients]!),
+          "events per client (min–max)": "—"
+        })
+      }
+    } finally {
+      await stopService(service)
+    }
+  }
+  table(
+    `Live feed: ingest of ${LIVE_N} orders, without and with ${LIVE_CLIENTS} clients on GET /orders/live`,
+    rows
+  )
+  const added = seconds[LIVE_CLIENTS]! / seconds[0]! - 1
+  console.log(`the live feed with ${LIVE_CLIENTS} clients adds ${round(added * 100, 1)} % to ingest time`)
+  return { rows, result: { live_ingest_time_added_pct: round(added * 100, 1) } }
+}
+
 // ---------------------------------------------------------------------------------------------
 
-const parts = { ingest, latency, http, startup } as const
+const parts = { ingest, latency, http, startup, search, live } as const
 const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof typeof parts>
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 
