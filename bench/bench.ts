@@ -616,7 +616,6 @@ const search = async (env: Env) => {
     }
     if (stored % 200_000 === 0) console.log(`  ${stored + orders.length} stored`)
   }
-  await count(url, "SELECT 1 AS n FROM (SELECT pg_catalog.pg_stat_reset()) x") // fresh statistics counters
   const analyze = new pg.Client({ connectionString: url })
   await analyze.connect()
   await analyze.query("ANALYZE").finally(() => analyze.end())
