@@ -8,6 +8,7 @@ import { DatabaseConfig, KafkaConfig } from "./config/AppConfig.ts"
 import * as Database from "./db/Database.ts"
 import * as Http from "./http/Http.ts"
 import * as HttpServer from "./http/HttpServer.ts"
+import { OrderRoute } from "./http/OrderRoute.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
 import * as IngestPipeline from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
@@ -48,7 +49,7 @@ export const layerHttp = Layer.effectDiscard(
 ).pipe(
   Layer.provideMerge(HttpServer.layer),
   Layer.provide(Http.layer),
-  Layer.provide([StaticFiles.Default, Prometheus.Default]),
+  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default]),
   Layer.merge(cacheWarmup)
 )
 
