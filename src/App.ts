@@ -9,6 +9,7 @@ import * as Database from "./db/Database.ts"
 import * as Http from "./http/Http.ts"
 import { HttpDrain } from "./http/HttpDrain.ts"
 import * as HttpServer from "./http/HttpServer.ts"
+import { OrderRoute } from "./http/OrderRoute.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
 import * as IngestPipeline from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
@@ -53,7 +54,7 @@ export const layerHttp = Layer.effectDiscard(
 ).pipe(
   Layer.provideMerge(HttpServer.layer),
   Layer.provide(Http.layer),
-  Layer.provide([StaticFiles.Default, Prometheus.Default, HttpDrain.Default]),
+  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default, HttpDrain.Default]),
   Layer.provideMerge(LiveFeed.Default),
   Layer.merge(cacheWarmup)
 )

@@ -3,19 +3,17 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Duration, Effect, Either, Layer, Option, ParseResult, Schema, Stream } from "effect"
+import { Duration, Effect, Layer, Option, Schema, Stream } from "effect"
 import { OrderCache } from "../cache/OrderCache.ts"
 import { IngestStatus } from "../ingest/IngestStatus.ts"
 import { LiveFeed } from "../live/LiveFeed.ts"
-import { OrderUid, Timestamp } from "../orders/Order.ts"
+import { Timestamp } from "../orders/Order.ts"
 import { OrderRepository } from "../orders/OrderRepository.ts"
 import { Orders } from "../orders/Orders.ts"
 import { Prometheus } from "../observability/Prometheus.ts"
 import {
-  InvalidOrderUid,
   InvalidQuery,
   NotReady,
-  OrderNotFound,
   OrderServiceApi,
   Ready,
   SEARCH_QUERY_MAX_LENGTH,
@@ -23,29 +21,26 @@ import {
 } from "./Api.ts"
 import * as ApiDocs from "./ApiDocs.ts"
 import { HttpDrain } from "./HttpDrain.ts"
+import { type OrderAnswer, OrderRoute } from "./OrderRoute.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
-const decodeUid = Schema.decodeUnknownEither(OrderUid)
-
-/** The reason an id cannot be an order id, or none. */
-export const orderUidProblem = (uid: string): Option.Option<string> =>
-  Either.match(decodeUid(uid), {
-    onLeft: (e) =>
-      Option.some(`order_uid ${ParseResult.ArrayFormatter.formatErrorSync(e)[0]?.message ?? "is invalid"}`),
-    onRight: () => Option.none()
-  })
-
-/** The 400 body for an id that cannot be an order id, as the API encodes it (the fast path's too). */
-export const invalidOrderUidBody = (message: string) =>
-  Schema.encodeSync(InvalidOrderUid)(new InvalidOrderUid({ message }))
-
-/** Headers of an order response; shared with the server's fast path so both answer alike. */
-/** Orders do not change once stored; a client may reuse one briefly and revalidate with the ETag. */
-export const ORDER_CACHE_CONTROL = "private, max-age=60"
-
-export const orderHeaders = (etag: string) => ({ etag, "cache-control": ORDER_CACHE_CONTROL })
-
 const unavailable = (message: string) => new Unavailable({ message })
+
+/** An answer of `OrderRoute` as the platform's response; the platform sets type and length itself. */
+const toResponse = (answer: OrderAnswer): HttpServerResponse.HttpServerResponse => {
+  const headers: Record<string, string> = {}
+  for (let i = 0; i < answer.headers.length; i += 2) {
+    const name = answer.headers[i]!
+    if (name !== "content-type" && name !== "content-length") headers[name] = answer.headers[i + 1]!
+  }
+  return answer.body === undefined
+    ? HttpServerResponse.empty({ status: answer.status, headers })
+    : HttpServerResponse.text(answer.body, {
+        status: answer.status,
+        contentType: "application/json",
+        headers
+      })
+}
 
 const invalidQuery = (message: string) => new InvalidQuery({ message })
 
@@ -113,73 +108,60 @@ export const searchQueryOf = (params: {
 const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =>
   Effect.gen(function* () {
     const orders = yield* Orders
+    const route = yield* OrderRoute
     const live = yield* LiveFeed
     const drain = yield* HttpDrain
-    return handlers
-      .handle("getOrder", ({ path }) =>
-        Effect.gen(function* () {
-          const uid = path.order_uid
-          const problem = orderUidProblem(uid)
-          if (Option.isSome(problem)) {
-            return yield* Effect.fail(new InvalidOrderUid({ message: problem.value }))
-          }
-          const found = yield* orders
-            .get(uid)
-            .pipe(
-              Effect.catchTag("SqlError", () => Effect.fail(unavailable("the database cannot be reached")))
-            )
-          if (Option.isNone(found)) {
-            return yield* Effect.fail(new OrderNotFound({ order_uid: uid }))
-          }
-          const request = yield* HttpServerRequest.HttpServerRequest
-          const headers = orderHeaders(found.value.etag)
-          if (request.headers["if-none-match"] === found.value.etag) {
-            return HttpServerResponse.empty({ status: 304, headers })
-          }
-          return HttpServerResponse.text(found.value.json, { contentType: "application/json", headers })
-        })
-      )
-      .handle("listOrders", ({ urlParams }) =>
-        Effect.gen(function* () {
-          const limit = yield* pageLimit(urlParams.limit)
-          const page = yield* orders.listRecent(limit, Option.fromNullable(urlParams.cursor)).pipe(
-            Effect.catchTags({
-              InvalidCursor: (e) => Effect.fail(new InvalidQuery({ message: e.message })),
-              SqlError: () => Effect.fail(unavailable("the database cannot be reached"))
-            })
+    return (
+      handlers
+        // The answers are those the API declares (Order, InvalidOrderUid, OrderNotFound, Unavailable),
+        // built by OrderRoute, which the server's fast path uses too.
+        .handle("getOrder", ({ path }) =>
+          Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+            Effect.map(route.answer(path.order_uid, request.headers["if-none-match"]), toResponse)
           )
-          return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
-        })
-      )
-      .handle("searchOrders", ({ urlParams }) =>
-        Effect.gen(function* () {
-          const query = yield* searchQueryOf(urlParams)
-          const page = yield* orders.search(query).pipe(
-            Effect.catchTags({
-              InvalidCursor: (e) => Effect.fail(invalidQuery(`cursor: ${e.message}`)),
-              SqlError: () => Effect.fail(unavailable("the database cannot be reached"))
-            })
-          )
-          return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
-        })
-      )
-      .handle("liveOrders", () =>
-        Effect.gen(function* () {
-          const request = yield* HttpServerRequest.HttpServerRequest
-          const response = NodeHttpServerRequest.toServerResponse(request)
-          const events = live
-            .connect(
-              Option.fromNullable(request.headers["last-event-id"]),
-              Effect.sync(() => response.destroy())
+        )
+        .handle("listOrders", ({ urlParams }) =>
+          Effect.gen(function* () {
+            const limit = yield* pageLimit(urlParams.limit)
+            const page = yield* orders.listRecent(limit, Option.fromNullable(urlParams.cursor)).pipe(
+              Effect.catchTags({
+                InvalidCursor: (e) => Effect.fail(new InvalidQuery({ message: e.message })),
+                SqlError: () => Effect.fail(unavailable("the database cannot be reached"))
+              })
             )
-            // On shutdown the stream ends at once: the browser reconnects, to another instance.
-            .pipe(Stream.interruptWhen(drain.begun))
-          return HttpServerResponse.stream(events, {
-            contentType: "text/event-stream",
-            headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+            return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
           })
-        })
-      )
+        )
+        .handle("searchOrders", ({ urlParams }) =>
+          Effect.gen(function* () {
+            const query = yield* searchQueryOf(urlParams)
+            const page = yield* orders.search(query).pipe(
+              Effect.catchTags({
+                InvalidCursor: (e) => Effect.fail(invalidQuery(`cursor: ${e.message}`)),
+                SqlError: () => Effect.fail(unavailable("the database cannot be reached"))
+              })
+            )
+            return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
+          })
+        )
+        .handle("liveOrders", () =>
+          Effect.gen(function* () {
+            const request = yield* HttpServerRequest.HttpServerRequest
+            const response = NodeHttpServerRequest.toServerResponse(request)
+            const events = live
+              .connect(
+                Option.fromNullable(request.headers["last-event-id"]),
+                Effect.sync(() => response.destroy())
+              )
+              // On shutdown the stream ends at once: the browser reconnects, to another instance.
+              .pipe(Stream.interruptWhen(drain.begun))
+            return HttpServerResponse.stream(events, {
+              contentType: "text/event-stream",
+              headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+            })
+          })
+        )
+    )
   })
 )
 
