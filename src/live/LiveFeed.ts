@@ -20,6 +20,10 @@ const encoder = new TextEncoder()
 /** How long a dropped client has to read its `dropped` event before its connection is closed. */
 const DROPPED_GRACE = Duration.seconds(5)
 
+/** How often the feed checks its own listening connection, and after how much silence it renews it. */
+const WATCHDOG_PING = Duration.seconds(5)
+const WATCHDOG_SILENCE = Duration.seconds(20)
+
 /** An event ready to write: encoded once, shared by every client. */
 interface Event {
   readonly seq: string
@@ -80,9 +84,26 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       }
     }
 
+    /** Tells every client that orders may have been missed (the listening connection was lost). */
+    const publishGap = () => {
+      const bytes = event("gap", { message: "the feed was interrupted; orders may have been missed" })
+      for (const client of clients) {
+        if (!client.queue.unsafeOffer(bytes)) {
+          clients.delete(client)
+          Deferred.unsafeDone(client.dropped, Effect.void)
+        }
+      }
+    }
+
     const listening = yield* Deferred.make<void>()
-    yield* pg.listen(ORDERS_STORED_CHANNEL).pipe(
-      Stream.tap(() => Deferred.succeed(listening, undefined)),
+    let lastHeard = Date.now()
+    const session = pg.listen(ORDERS_STORED_CHANNEL).pipe(
+      Stream.tap(() =>
+        Effect.zipRight(
+          Effect.sync(() => (lastHeard = Date.now())),
+          Deferred.succeed(listening, undefined)
+        )
+      ),
       Stream.map(uidsOf),
       Stream.filter((uids) => uids.length > 0),
       // One notification at a time, so events keep the commit order.
@@ -96,17 +117,36 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
           )
         )
       ),
-      Stream.runForEach((entries) => Effect.sync(() => entries.forEach(publish))),
-      Effect.catchAllCause((cause) => Effect.logError("Live feed stopped listening", cause)),
+      Stream.runForEach((entries) => Effect.sync(() => entries.forEach(publish)))
+    )
+    // A listening connection that died says nothing (the client library swallows its errors): we
+    // notify ourselves now and then, and listen again on a fresh connection when nothing comes back.
+    const ping = pg.notify(ORDERS_STORED_CHANNEL, "[]").pipe(Effect.ignore)
+    const watchdog = Effect.gen(function* () {
+      lastHeard = Date.now()
+      for (;;) {
+        yield* ping
+        yield* Effect.sleep(WATCHDOG_PING)
+        if (Date.now() - lastHeard > Duration.toMillis(WATCHDOG_SILENCE)) {
+          return yield* Effect.dieMessage("no notification came back")
+        }
+      }
+    })
+    let sessions = 0
+    yield* Effect.suspend(() => (sessions++ > 0 ? Effect.sync(publishGap) : Effect.void)).pipe(
+      Effect.zipRight(Effect.raceFirst(session, watchdog)),
+      Effect.catchAllCause((cause) =>
+        Effect.logWarning("Live feed: listening was interrupted; listening again", cause).pipe(
+          Effect.zipRight(Effect.sleep("1 second"))
+        )
+      ),
+      Effect.forever,
       Effect.forkScoped
     )
     // Ready once the first notification comes back, so that no order stored after start-up is
     // missed. An empty list of uids is ignored by every instance.
-    const ping = pg
-      .notify(ORDERS_STORED_CHANNEL, "[]")
-      .pipe(Effect.ignore, Effect.zipRight(Effect.sleep("100 millis")), Effect.forever)
     yield* Deferred.await(listening).pipe(
-      Effect.race(ping),
+      Effect.race(ping.pipe(Effect.zipRight(Effect.sleep("100 millis")), Effect.forever)),
       Effect.timeout("10 seconds"),
       Effect.catchAll(() => Effect.logWarning("Live feed: not listening yet; going on without waiting"))
     )

@@ -3,6 +3,7 @@
  * sees as orders are stored, when it reconnects, when it cannot keep up, and when the service stops.
  */
 import { connect, type Socket } from "node:net"
+import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Schema, Scope } from "effect"
 import { LiveFeed } from "../../src/live/LiveFeed.ts"
@@ -130,6 +131,30 @@ describe("the live feed on a real PostgreSQL", () => {
         expect(fast.events.some((e) => e.event === "dropped")).toBe(false)
       }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase, { live: { client_buffer: 16 } }))),
     300_000
+  )
+
+  it.live(
+    "when its listening connection is killed the feed listens again, tells clients of the gap and goes on",
+    () =>
+      Effect.gen(function* () {
+        const client = yield* openSse(yield* liveUrl)
+        const [before, after] = [generateOrders(1, 31), generateOrders(1, 32)]
+        yield* store(before)
+        yield* waitUntil("the first order arrived", () => ordersOf(client).length === 1)
+        const sql = yield* SqlClient.SqlClient
+        const killed = yield* sql<{ pid: number }>`
+          SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()`
+        expect(killed.length).toBeGreaterThan(0)
+        yield* sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()`
+        // Within the watchdog's silence limit (20 s), the client hears of the gap.
+        yield* waitUntil("a gap event", () => client.events.some((e) => e.event === "gap"), 40_000)
+        yield* store(after)
+        yield* waitUntil("the order stored after the recovery arrived", () => ordersOf(client).length === 2)
+        expect(ordersOf(client).map((o) => o.order_uid)).toEqual([before[0]!.order_uid, after[0]!.order_uid])
+      }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase))),
+    90_000
   )
 
   it.live(
