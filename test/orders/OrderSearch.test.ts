@@ -98,8 +98,10 @@ describe("searching orders on a real PostgreSQL", () => {
         expect(yield* uidsFor("WBILMTEST")).toEqual([])
         expect(yield* uidsFor("wbilmtesttrack")).toEqual([])
         expect(yield* uidsFor("+7 912")).toEqual([])
-        // Text without digits is no phone: it must not match phones that have none either.
+        // Text without digits is no phone: it must not match phones that have none either; nor do
+        // the digits inside another kind of id make it a phone.
         expect(yield* uidsFor("no digits here")).toEqual([])
+        expect(yield* uidsFor("ab-79123456789")).toEqual([])
       })
     )
   )
