@@ -131,7 +131,7 @@ export const CacheConfig = Config.all({
 
 export const LiveConfig = Config.all({
   heartbeat: positiveDuration("heartbeat").pipe(Config.withDefault(Duration.seconds(15))),
-  clientBuffer: positiveInt("client_buffer").pipe(Config.withDefault(256)),
+  clientBuffer: positiveInt("client_buffer").pipe(Config.withDefault(4096)),
   resumeWindow: positiveInt("resume_window").pipe(Config.withDefault(5_000))
 }).pipe(Config.nested("live"))
 
