@@ -121,7 +121,8 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     )
     // A listening connection that died says nothing (the client library swallows its errors): we
     // notify ourselves now and then, and listen again on a fresh connection when nothing comes back.
-    const ping = pg.notify(ORDERS_STORED_CHANNEL, "[]").pipe(Effect.ignore)
+    // (`pg.notify` sends NOTIFY with a bind parameter, which PostgreSQL refuses: pg_notify takes one.)
+    const ping = pg`SELECT pg_notify(${ORDERS_STORED_CHANNEL}, '[]')`.pipe(Effect.ignore)
     const watchdog = Effect.gen(function* () {
       lastHeard = Date.now()
       for (;;) {
