@@ -97,10 +97,18 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
 
     const listening = yield* Deferred.make<void>()
     let lastHeard = Date.now()
+    /** Set when listening was lost: the gap is announced once listening again, not before. */
+    let lost = false
     const session = pg.listen(ORDERS_STORED_CHANNEL).pipe(
       Stream.tap(() =>
         Effect.zipRight(
-          Effect.sync(() => (lastHeard = Date.now())),
+          Effect.sync(() => {
+            lastHeard = Date.now()
+            if (lost) {
+              lost = false
+              publishGap()
+            }
+          }),
           Deferred.succeed(listening, undefined)
         )
       ),
@@ -133,11 +141,10 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
         }
       }
     })
-    let sessions = 0
-    yield* Effect.suspend(() => (sessions++ > 0 ? Effect.sync(publishGap) : Effect.void)).pipe(
-      Effect.zipRight(Effect.raceFirst(session, watchdog)),
+    yield* Effect.raceFirst(session, watchdog).pipe(
       Effect.catchAllCause((cause) =>
         Effect.logWarning("Live feed: listening was interrupted; listening again", cause).pipe(
+          Effect.zipRight(Effect.sync(() => (lost = true))),
           Effect.zipRight(Effect.sleep("1 second"))
         )
       ),

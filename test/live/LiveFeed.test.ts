@@ -141,6 +141,7 @@ describe("the live feed on a real PostgreSQL", () => {
         const [before, after] = [generateOrders(1, 31), generateOrders(1, 32)]
         yield* store(before)
         yield* waitUntil("the first order arrived", () => ordersOf(client).length === 1)
+        expect(client.events.some((e) => e.event === "gap")).toBe(false)
         const sql = yield* SqlClient.SqlClient
         const killed = yield* sql<{ pid: number }>`
           SELECT pid FROM pg_stat_activity
