@@ -235,22 +235,32 @@ describe("the web page in Chromium", () => {
         yield* Effect.promise(() => other.page.goto(shared))
         yield* Effect.promise(() => other.page.locator(tid("result-order")).first().waitFor())
         expect(yield* Effect.promise(() => other.page.locator(tid("result-order")).count())).toBe(2)
-        // A phone as the customer says it, narrowed to the day the order was made: the order itself.
+        // A phone as the customer says it: the seeded orders share one, and so does a later order;
+        // narrowed to the days around 26 November 2021, the later one drops out.
+        const later = { ...model, order_uid: "later-order", date_created: "2023-05-05T10:00:00Z" }
+        yield* Effect.flatMap(OrderRepository, (repo) => repo.insertBatch([toOrder(later)]))
+        yield* search(page, "+972 000-0000")
+        yield* Effect.promise(() => page.locator(tid("state-results")).waitFor({ state: "visible" }))
+        yield* Effect.promise(() => page.locator(`${tid("result-order")}[data-uid="later-order"]`).waitFor())
+        expect(yield* Effect.promise(() => listed.count())).toBe(4)
         yield* Effect.promise(async () => {
           await page.fill(tid("from-input"), "2021-11-25")
           await page.fill(tid("to-input"), "2021-11-27")
         })
         yield* search(page, "+972 000-0000")
-        yield* Effect.promise(() => page.locator(tid("state-results")).waitFor({ state: "visible" }))
+        yield* Effect.promise(() =>
+          page.locator(`${tid("result-order")}[data-uid="later-order"]`).waitFor({ state: "detached" })
+        )
         expect(new URL(page.url()).searchParams.get("from")).toBe("2021-11-25")
-        expect(yield* Effect.promise(() => listed.count())).toBe(2)
+        expect(new URL(page.url()).searchParams.get("to")).toBe("2021-11-27")
+        expect(yield* Effect.promise(() => listed.count())).toBe(3)
         yield* Effect.promise(async () => {
-          await page.fill(tid("from-input"), "2022-01-01")
+          await page.fill(tid("from-input"), "2024-01-01")
           await page.fill(tid("to-input"), "")
         })
         yield* search(page, "+972 000-0000")
         yield* Effect.promise(() => page.locator(tid("state-not-found")).waitFor({ state: "visible" }))
-        expect(yield* text(page, tid("not-found-dates"))).toMatch(/2022/)
+        expect(yield* text(page, tid("not-found-dates"))).toMatch(/2024/)
         // An exact order id still opens the order directly.
         yield* Effect.promise(() => page.click(tid("dates-clear")))
         yield* search(page, unicode.order_uid)
