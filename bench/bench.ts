@@ -627,6 +627,7 @@ const searchKeys: Record<string, (o: OrderJson) => string> = {
  */
 const search = async (env: Env) => {
   requireWrk()
+  mkdirSync("bench/results", { recursive: true })
   const url = await freshDatabase(env)
   const keys: Record<string, Array<string>> = Object.fromEntries(Object.keys(searchKeys).map((k) => [k, []]))
   const CHUNK = 50_000
