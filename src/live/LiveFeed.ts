@@ -11,7 +11,7 @@
  * without blocking; a client whose queue is full is sent a `dropped` event and let go.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Deferred, Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
+import { Chunk, Deferred, Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
 import { LiveConfig } from "../config/AppConfig.ts"
 import { ORDERS_STORED_CHANNEL, OrderRepository, type FeedEntry } from "../orders/OrderRepository.ts"
 
@@ -43,6 +43,17 @@ const HEARTBEAT = encoder.encode(": heartbeat\n\n")
 
 const event = (name: string, data: unknown, id?: string): Uint8Array =>
   encoder.encode(`${id === undefined ? "" : `id: ${id}\n`}event: ${name}\ndata: ${JSON.stringify(data)}\n\n`)
+
+const concatBytes = (parts: Iterable<Uint8Array>): Uint8Array => {
+  const list = [...parts]
+  const out = new Uint8Array(list.reduce((n, part) => n + part.length, 0))
+  let offset = 0
+  for (const part of list) {
+    out.set(part, offset)
+    offset += part.length
+  }
+  return out
+}
 
 /** The uids of one notification; anything else on the channel is ignored. */
 const uidsOf = (payload: string): ReadonlyArray<string> => {
@@ -215,7 +226,10 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
             Stream.concat(Stream.fromQueue(client.queue)),
             Stream.merge(heartbeat, { haltStrategy: "left" }),
             Stream.interruptWhen(Deferred.await(client.dropped)),
-            Stream.concat(farewell)
+            Stream.concat(farewell),
+            // Whatever is waiting goes out in one write: a write per event per client is what
+            // would cost the process (and so ingestion) its time with many clients.
+            Stream.mapChunks((chunk) => (chunk.length <= 1 ? chunk : Chunk.of(concatBytes(chunk))))
           )
         })
       )
