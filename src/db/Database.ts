@@ -5,11 +5,12 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Duration, Effect, Layer, type Redacted, Schedule } from "effect"
+import { MigrationError } from "@effect/sql/Migrator"
+import { Duration, Effect, Layer, Option, type Redacted, Schedule } from "effect"
 import { DatabaseConfig, DatabaseUrl } from "../config/AppConfig.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
-import { isConnectionError } from "./SqlErrors.ts"
+import { databaseReason, isConnectionError } from "./SqlErrors.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
 const migrations = PgMigrator.fromRecord({
@@ -17,7 +18,25 @@ const migrations = PgMigrator.fromRecord({
   "0002_order_document": orderDocument
 })
 
+/**
+ * Runs the migrations not yet run. A migration PostgreSQL refuses fails start-up with its reason
+ * (`Migration "1_create_orders" failed: relation "orders" already exists`): @effect/sql makes it a
+ * defect whose message leaves the reason out.
+ */
 export const migrate = PgMigrator.run({ loader: migrations }).pipe(
+  Effect.catchSomeDefect((defect) =>
+    defect instanceof MigrationError
+      ? Option.some(
+          Effect.fail(
+            new MigrationError({
+              reason: defect.reason,
+              cause: defect.cause,
+              message: `${defect.message}: ${databaseReason(defect.cause)}`
+            })
+          )
+        )
+      : Option.none()
+  ),
   Effect.provide(NodeContext.layer),
   Effect.withSpan("Database.migrate")
 )
@@ -49,9 +68,7 @@ export const layer = (options: PoolOptions) =>
           isConnectionError(e)
             ? Effect.as(
                 Effect.logWarning("Database not reachable yet; retrying").pipe(
-                  Effect.annotateLogs({
-                    reason: String((e.cause as Error | undefined)?.message ?? e.message)
-                  })
+                  Effect.annotateLogs({ reason: databaseReason(e) })
                 ),
                 true
               )

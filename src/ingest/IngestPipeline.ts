@@ -23,7 +23,7 @@ import {
 import type { KafkaMessage } from "kafkajs"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { IngestConfig } from "../config/AppConfig.ts"
-import { isDataError } from "../db/SqlErrors.ts"
+import { databaseReason, isDataError } from "../db/SqlErrors.ts"
 import { DeadLetters, type DeadLetter } from "../kafka/DeadLetters.ts"
 import { KafkaConsumer, type ConsumedBatch } from "../kafka/KafkaConsumer.ts"
 import type { Order } from "../orders/Order.ts"
@@ -73,13 +73,6 @@ export const IngestMetrics = {
   )
 }
 
-/** PostgreSQL's own words (e.g. which constraint), rather than the client's generic message. */
-const databaseReason = (error: SqlError): string => {
-  const cause = error.cause as { message?: unknown; detail?: unknown } | undefined
-  const message = typeof cause?.message === "string" ? cause.message : error.message
-  return boundDetail(typeof cause?.detail === "string" ? `${message} (${cause.detail})` : message)
-}
-
 const keyOf = (message: KafkaMessage): string | null => message.key?.toString("utf8") ?? null
 
 export interface BatchResult {
@@ -114,7 +107,7 @@ export const makeBatchHandler = Effect.gen(function* () {
           : Effect.succeed(fromInsert(order, outcome))
       ),
       Effect.catchIf(isDataError, (e) =>
-        Effect.succeed(parked("schema", `the database refused the order: ${databaseReason(e)}`))
+        Effect.succeed(parked("schema", `the database refused the order: ${boundDetail(databaseReason(e))}`))
       ),
       Effect.catchAllDefect((defect) => Effect.succeed(parked("unprocessable", describeFailure(defect))))
     )
