@@ -6,6 +6,9 @@ import { Config, Context, Effect, Layer, Option } from "effect"
 import { OrderCache } from "./cache/OrderCache.ts"
 import { DatabaseConfig, KafkaConfig } from "./config/AppConfig.ts"
 import * as Database from "./db/Database.ts"
+import { DeadLetterIndex } from "./deadletters/DeadLetterIndex.ts"
+import * as DeadLetterIndexer from "./deadletters/DeadLetterIndexer.ts"
+import * as DeadLetterReplay from "./deadletters/DeadLetterReplay.ts"
 import { HttpAppLive } from "./http/Http.ts"
 import { HttpAddress, HttpServerLive } from "./http/HttpServer.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
@@ -47,14 +50,22 @@ export const HttpLive = Layer.effectDiscard(
 )
 
 /**
+ * What runs on Kafka: ingestion, the dead-letter index's reader, and the producer replays send
+ * with (attached to `DeadLetterReplay` once connected).
+ */
+export const kafkaSide = Layer.mergeAll(IngestLive, DeadLetterIndexer.layer, DeadLetterReplay.layerPublisher)
+
+/**
  * HTTP, ingestion and the cache's warm-up, ingesting through `kafka`; the database comes from
- * outside. Kafka is given to ingestion alone, which is built beside the HTTP server: the API
+ * outside. Kafka is given to the ingest side alone, which is built beside the HTTP server: the API
  * answers while Kafka is still coming up.
  */
 export const servicesWith = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
-  Layer.mergeAll(HttpLive, IngestLive.pipe(Layer.provide(kafka)), CacheWarmup).pipe(
-    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default)),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default))
+  Layer.mergeAll(HttpLive, kafkaSide.pipe(Layer.provide(kafka)), CacheWarmup).pipe(
+    Layer.provideMerge(
+      Layer.mergeAll(Orders.Default, IngestStatus.Default, DeadLetterReplay.DeadLetterReplay.Default)
+    ),
+    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default, DeadLetterIndex.Default))
   )
 
 /** The services on the configured brokers (`kafka.brokers`). */

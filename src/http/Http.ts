@@ -19,6 +19,7 @@ import {
   Unavailable
 } from "./Api.ts"
 import { ApiDocsLive } from "./ApiDocs.ts"
+import * as DeadLettersHttp from "./DeadLettersHttp.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
 const decodeUid = Schema.decodeUnknownEither(OrderUid)
@@ -147,6 +148,8 @@ export const HttpAppLive = Layer.mergeAll(
   ExtraRoutesLive
 ).pipe(
   Layer.provideMerge(
-    HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([OrdersHttpLive, HealthHttpLive]))
+    HttpApiBuilder.api(OrderServiceApi).pipe(
+      Layer.provide([OrdersHttpLive, HealthHttpLive, DeadLettersHttp.layer])
+    )
   )
 )

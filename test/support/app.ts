@@ -3,6 +3,8 @@ import type { SqlClient } from "@effect/sql"
 import { ConfigProvider, Effect, Layer } from "effect"
 import { CacheWarmup, HttpLive } from "../../src/App.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
+import { DeadLetterIndex } from "../../src/deadletters/DeadLetterIndex.ts"
+import { DeadLetterReplay } from "../../src/deadletters/DeadLetterReplay.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
 import { IngestLive } from "../../src/ingest/IngestPipeline.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
@@ -21,15 +23,18 @@ export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClie
     Layer.provide(testConfig(topics))
   )
 
-/** HTTP, Orders, the cache and the repository; ingestion is reported as running. */
+/**
+ * HTTP, Orders, the cache and the repository, and the dead-letter index; ingestion is reported as
+ * running. Nothing runs on Kafka: a replay answers that it cannot send yet.
+ */
 export const httpStack = <E>(
   database: Layer.Layer<SqlClient.SqlClient, E>,
   config: Record<string, unknown> = {}
 ) =>
   Layer.mergeAll(HttpLive, CacheWarmup).pipe(
     Layer.provideMerge(Layer.effectDiscard(Effect.flatMap(IngestStatus, (s) => s.set(true)))),
-    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default)),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default, DeadLetterReplay.Default)),
+    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default, DeadLetterIndex.Default)),
     Layer.provideMerge(database),
     Layer.provide(
       Layer.setConfigProvider(
