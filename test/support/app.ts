@@ -1,7 +1,7 @@
 /** The service's serving side on a test database, listening on a free port. */
 import type { SqlClient } from "@effect/sql"
 import { ConfigProvider, Effect, Layer } from "effect"
-import { CacheWarmup, HttpLive } from "../../src/App.ts"
+import { CacheWarmup, HttpLive, servicesWith } from "../../src/App.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { DeadLetterIndex } from "../../src/deadletters/DeadLetterIndex.ts"
 import { DeadLetterReplay } from "../../src/deadletters/DeadLetterReplay.ts"
@@ -11,7 +11,7 @@ import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { Orders } from "../../src/orders/Orders.ts"
-import { testConfig, type TestTopics } from "./kafka.ts"
+import { createTopics, testConfig, type TestTopics } from "./kafka.ts"
 
 /** The ingest side of the service on its own topics and database. */
 export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
@@ -21,6 +21,25 @@ export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClie
     Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
     Layer.provideMerge(database),
     Layer.provide(testConfig(topics))
+  )
+
+/**
+ * The whole service as `App` composes it — HTTP, ingestion, the dead-letter index and replay — on
+ * its own topics (created first) and database, listening on a free port.
+ */
+export const serviceStack = <E>(
+  topics: TestTopics,
+  database: Layer.Layer<SqlClient.SqlClient, E>,
+  config: Record<string, unknown> = {}
+) =>
+  Layer.unwrapEffect(Effect.as(createTopics(topics), servicesWith(KafkaClient.layerConfig))).pipe(
+    Layer.provideMerge(database),
+    Layer.provide(
+      testConfig(topics, {
+        http: { host: "127.0.0.1", port: 0, access_log: false, shutdown_timeout: "2 seconds" },
+        ...config
+      })
+    )
   )
 
 /**
