@@ -4,7 +4,7 @@
  * (embedded PostgreSQL, a local Kafka broker, the service as its own process), on loopback only.
  *
  *   npm run bench                # all parts
- *   npm run bench -- ingest      # one part: ingest | http | startup
+ *   npm run bench -- ingest      # one part: ingest | latency | http | mixed | startup
  *   BENCH_INGEST_N=50000 npm run bench -- ingest
  *   BENCH_INGEST_N=0 BENCH_INGEST_PER_MESSAGE_N=0 npm run bench -- ingest   # only the run with rejects
  *   npm run bench -- latency     # produce → stored, at a steady 1,000 messages/s
@@ -14,7 +14,6 @@ import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { cpus } from "node:os"
 import path from "node:path"
-import autocannon from "autocannon"
 import { Effect } from "effect"
 import { Kafka, logLevel, Partitioners } from "kafkajs"
 import pg from "pg"
@@ -25,6 +24,7 @@ import * as LocalKafka from "../src/local/LocalKafka.ts"
 import type { OrderJson } from "../src/orders/Order.ts"
 import { generateOrders } from "../src/tools/OrderGenerator.ts"
 import { acquire } from "../test/support/scoped.ts"
+import { requireWrk, wrk } from "./wrk.ts"
 
 const INGEST_N = Number(process.env["BENCH_INGEST_N"] ?? 200_000)
 const INGEST_PER_MESSAGE_N = Number(process.env["BENCH_INGEST_PER_MESSAGE_N"] ?? 20_000)
@@ -34,6 +34,8 @@ const HTTP_SECONDS = Number(process.env["BENCH_HTTP_SECONDS"] ?? 15)
 const STARTUP_ORDERS = Number(process.env["BENCH_STARTUP_N"] ?? 100_000)
 const LATENCY_RATE = Number(process.env["BENCH_LATENCY_RATE"] ?? 1_000)
 const LATENCY_SECONDS = Number(process.env["BENCH_LATENCY_SECONDS"] ?? 30)
+const MIXED_RATE = Number(process.env["BENCH_MIXED_RATE"] ?? 2_000)
+const MIXED_SECONDS = Number(process.env["BENCH_MIXED_SECONDS"] ?? 60)
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** digits
@@ -330,34 +332,38 @@ const latency = async (env: Env) => {
   }
 }
 
-const load = (url: string, uids: ReadonlyArray<string>, seconds: number) =>
-  new Promise<autocannon.Result>((resolve, reject) => {
-    const requests = uids.map((uid) => ({
-      method: "GET" as const,
-      path: `/order/${encodeURIComponent(uid)}`
-    }))
-    autocannon({ url, connections: 50, duration: seconds, requests }, (error, result) =>
-      error ? reject(error) : resolve(result)
-    )
-  })
+const orderPaths = (uids: ReadonlyArray<string>) => uids.map((uid) => `/order/${encodeURIComponent(uid)}`)
 
+const rssMbOf = (pid: number) =>
+  round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024)
+
+const waitReady = (port: number, timeoutMs = 120_000) =>
+  waitUntil("ready", async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, timeoutMs)
+
+/**
+ * GET /order/{uid} under wrk (one thread, 50 connections), each request a uid at random of
+ * HTTP_ORDERS: the bare node:http floor, the service answering from its cache, and the service with
+ * the cache off (every request one PostgreSQL read), in one run.
+ */
 const http = async (env: Env) => {
+  requireWrk()
   const orders = generateOrders(HTTP_ORDERS, 11)
-  const uids = orders.map((o) => o.order_uid)
+  const paths = orderPaths(orders.map((o) => o.order_uid))
   const url = await freshDatabase(env)
   await seedDatabase(url, orders)
   const rows: Array<Record<string, string | number>> = []
   const result: Record<string, number> = {}
-  const measure = async (name: string, target: string) => {
-    await load(target, uids.slice(0, 500), 2) // warm the JIT and connections
-    const r = await load(target, uids, HTTP_SECONDS)
-    const non2xx = r.non2xx + r.errors
+  const measure = async (name: string, base: string) => {
+    await wrk(base, paths, { connections: 50, seconds: 2, name }) // warm the JIT and connections
+    const r = await wrk(base, paths, { connections: 50, seconds: HTTP_SECONDS, name })
     rows.push({
       server: name,
-      "req/s": round(r.requests.average),
-      p50_ms: r.latency.p50,
-      p99_ms: r.latency.p99,
-      errors_or_non2xx: non2xx
+      "req/s": round(r.rps),
+      p50_ms: round(r.p50Ms, 2),
+      p90_ms: round(r.p90Ms, 2),
+      p99_ms: round(r.p99Ms, 2),
+      max_ms: round(r.maxMs, 2),
+      errors_or_non2xx: r.non2xx + r.socketErrors
     })
     return r
   }
@@ -398,26 +404,109 @@ const http = async (env: Env) => {
       ...vars
     })
     try {
-      await waitUntil(
-        "ready",
-        async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
-        120_000
-      )
+      await waitReady(port)
       const r = await measure(name, `http://127.0.0.1:${port}`)
       if (name.includes("hits")) {
-        result["http_hit_rps"] = round(r.requests.average)
-        result["http_hit_p99_ms"] = r.latency.p99
+        result["http_hit_rps"] = round(r.rps)
+        result["http_hit_p99_ms"] = round(r.p99Ms, 2)
       } else {
-        result["http_miss_rps"] = round(r.requests.average)
+        result["http_miss_rps"] = round(r.rps)
+        result["http_miss_p99_ms"] = round(r.p99Ms, 2)
       }
     } finally {
       await stopService(service)
     }
   }
-  result["http_bare_node_rps"] = round(bareResult.requests.average)
-  table(`HTTP: GET /order/{uid} over ${HTTP_ORDERS} uids, 50 connections, ${HTTP_SECONDS} s`, rows)
+  result["http_bare_node_rps"] = round(bareResult.rps)
+  table(`HTTP: GET /order/{uid}, a uid at random of ${HTTP_ORDERS}, wrk -t1 -c50, ${HTTP_SECONDS} s`, rows)
   console.log(`hits / bare = ${round(result["http_hit_rps"]! / result["http_bare_node_rps"]!, 2)}`)
   return { rows, result }
+}
+
+/**
+ * Reading while orders arrive: the producer sends MIXED_RATE messages/s (2 % invalid, 2 %
+ * duplicates) for MIXED_SECONDS while wrk asks for stored orders (measured: 10 connections) and,
+ * beside it, for unknown ids and /orders pages (10 connections). The service runs with the
+ * default cache bounds; its RSS is sampled every second.
+ */
+const mixed = async (env: Env) => {
+  requireWrk()
+  const known = generateOrders(HTTP_ORDERS, 17)
+  const url = await freshDatabase(env)
+  await seedDatabase(url, known)
+  const port = await freePort()
+  const topic = `bench-mixed-${port}`
+  await produceAll(env.kafka.bootstrapServers, topic, []) // the topics, nothing in them
+  const service = startOnTopic(url, port, topic, {
+    KAFKA_BROKERS: env.kafka.bootstrapServers,
+    CACHE_WARM_COUNT: String(HTTP_ORDERS)
+  })
+  try {
+    await waitReady(port)
+    const base = `http://127.0.0.1:${port}`
+    const rss: Array<number> = []
+    const sampler = setInterval(() => rss.push(rssMbOf(service.pid!)), 1000)
+    const count = MIXED_RATE * MIXED_SECONDS
+    const producer = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "src/tools/produce.ts",
+        "--brokers",
+        env.kafka.bootstrapServers,
+        "--topic",
+        topic,
+        "--count",
+        String(count),
+        "--rate",
+        String(MIXED_RATE),
+        "--invalid-ratio",
+        "0.02",
+        "--duplicate-ratio",
+        "0.02"
+      ],
+      { stdio: ["ignore", "ignore", "inherit"] }
+    )
+    const produced = new Promise((resolve) => producer.once("exit", resolve))
+    await sleep(5_000) // the producer is up and sending
+    const other = [
+      ...Array.from({ length: 500 }, (_, i) => `/order/unknown-${i}`),
+      ...Array.from({ length: 500 }, () => "/orders?limit=20")
+    ]
+    const seconds = Math.max(10, MIXED_SECONDS - 15)
+    const [hits] = await Promise.all([
+      wrk(base, orderPaths(known.map((o) => o.order_uid)), { connections: 10, seconds, name: "mixed-hits" }),
+      wrk(base, other, { connections: 10, seconds, name: "mixed-other" })
+    ])
+    await produced
+    // Duplicates are acknowledged without a write: they settle too.
+    const settledWithDuplicates = async () =>
+      (await settledCount(base)) + (await metric(base, "ingest_orders_duplicate_total"))
+    await waitUntil("every message settled", async () => (await settledWithDuplicates()) >= count, 300_000)
+    const settled = await settledWithDuplicates()
+    clearInterval(sampler)
+    const rows = [
+      {
+        messages: count,
+        "rate/s": MIXED_RATE,
+        settled,
+        "hit req/s": round(hits.rps),
+        hit_p50_ms: round(hits.p50Ms, 2),
+        hit_p99_ms: round(hits.p99Ms, 2),
+        hit_max_ms: round(hits.maxMs, 2),
+        rss_max_mb: Math.max(...rss),
+        rss_end_mb: rssMbOf(service.pid!)
+      }
+    ]
+    table(
+      `Serving while ingesting ${MIXED_RATE} messages/s (wrk -c10 hits, -c10 unknown ids and /orders)`,
+      rows
+    )
+    return { rows, result: { mixed_hit_p99_ms: round(hits.p99Ms, 2), mixed_rss_mb: Math.max(...rss) } }
+  } finally {
+    await stopService(service)
+  }
 }
 
 const startup = async (env: Env) => {
@@ -465,7 +554,10 @@ const startup = async (env: Env) => {
       }
     ]
     table("Start-up: spawn → /readyz 200 with the cache warmed from the database", rows)
-    return { rows, result: { startup_ready_s: round(readyS, 2), rss_after_warm_mb: rss } }
+    return {
+      rows,
+      result: { startup_ready_s: round(readyS, 2), rss_after_warm_mb: rss, rss_100k_cached_mb: rss }
+    }
   } finally {
     await stopService(service)
   }
@@ -473,7 +565,7 @@ const startup = async (env: Env) => {
 
 // ---------------------------------------------------------------------------------------------
 
-const parts = { ingest, latency, http, startup } as const
+const parts = { ingest, latency, http, mixed, startup } as const
 const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof typeof parts>
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 

@@ -9,10 +9,11 @@ import * as Database from "./db/Database.ts"
 import { DeadLetterIndex } from "./deadletters/DeadLetterIndex.ts"
 import * as DeadLetterIndexer from "./deadletters/DeadLetterIndexer.ts"
 import * as DeadLetterReplay from "./deadletters/DeadLetterReplay.ts"
-import { HttpAppLive } from "./http/Http.ts"
-import { HttpAddress, HttpServerLive } from "./http/HttpServer.ts"
+import * as Http from "./http/Http.ts"
+import * as HttpServer from "./http/HttpServer.ts"
+import { OrderRoute } from "./http/OrderRoute.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
-import { IngestLive } from "./ingest/IngestPipeline.ts"
+import * as IngestPipeline from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
 import { KafkaClient } from "./kafka/KafkaClient.ts"
 import * as Local from "./local/Local.ts"
@@ -20,8 +21,20 @@ import { Prometheus } from "./observability/Prometheus.ts"
 import { OrderRepository } from "./orders/OrderRepository.ts"
 import { Orders } from "./orders/Orders.ts"
 
+/**
+ * Orders (the repository behind the cache), ingestion's status, the dead-letter index and replay:
+ * what HTTP and the Kafka side share.
+ */
+export const layerCore = Layer.mergeAll(
+  Orders.Default,
+  IngestStatus.Default,
+  DeadLetterReplay.DeadLetterReplay.Default
+).pipe(
+  Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default, DeadLetterIndex.Default))
+)
+
 /** Loads the most recent orders into the cache in the background; `/readyz` waits for it. */
-export const CacheWarmup = Layer.scopedDiscard(
+const cacheWarmup = Layer.scopedDiscard(
   Effect.flatMap(Orders, (orders) =>
     orders.warm.pipe(
       Effect.tapErrorCause((cause) => Effect.logError("Cache warm-up failed", cause)),
@@ -30,9 +43,9 @@ export const CacheWarmup = Layer.scopedDiscard(
   )
 )
 
-/** Serves the API, the page and the metrics; says where it listens once it does. */
-export const HttpLive = Layer.effectDiscard(
-  Effect.flatMap(HttpAddress, ({ url }) =>
+/** Serves the API, the page and the metrics, says where it listens once it does, and warms the cache. */
+export const layerHttp = Layer.effectDiscard(
+  Effect.flatMap(HttpServer.HttpAddress, ({ url }) =>
     Effect.logInfo("Order service ready to serve").pipe(
       Effect.annotateLogs({
         web_page: `${url}/`,
@@ -44,32 +57,31 @@ export const HttpLive = Layer.effectDiscard(
     )
   )
 ).pipe(
-  Layer.provideMerge(HttpServerLive),
-  Layer.provide(HttpAppLive),
-  Layer.provide([StaticFiles.Default, Prometheus.Default])
+  Layer.provideMerge(HttpServer.layer),
+  Layer.provide(Http.layer),
+  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default]),
+  Layer.merge(cacheWarmup)
 )
 
-/**
- * What runs on Kafka: ingestion, the dead-letter index's reader, and the producer replays send
- * with (attached to `DeadLetterReplay` once connected).
- */
-export const kafkaSide = Layer.mergeAll(IngestLive, DeadLetterIndexer.layer, DeadLetterReplay.layerPublisher)
+/** Ingestion (Kafka → PostgreSQL) through the Kafka client `kafka`. */
+export const layerIngest = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
+  IngestPipeline.layer.pipe(Layer.provide(kafka))
 
 /**
- * HTTP, ingestion and the cache's warm-up, ingesting through `kafka`; the database comes from
- * outside. Kafka is given to the ingest side alone, which is built beside the HTTP server: the API
- * answers while Kafka is still coming up.
+ * The dead-letter index's reader of the dead-letter topic, and the producer replays send with
+ * (attached to `DeadLetterReplay` once connected), through the Kafka client `kafka`.
  */
-export const servicesWith = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
-  Layer.mergeAll(HttpLive, kafkaSide.pipe(Layer.provide(kafka)), CacheWarmup).pipe(
-    Layer.provideMerge(
-      Layer.mergeAll(Orders.Default, IngestStatus.Default, DeadLetterReplay.DeadLetterReplay.Default)
-    ),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default, DeadLetterIndex.Default))
-  )
+export const layerDeadLetters = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
+  Layer.merge(DeadLetterIndexer.layer, DeadLetterReplay.layerPublisher).pipe(Layer.provide(kafka))
 
-/** The services on the configured brokers (`kafka.brokers`). */
-export const ServicesLive = servicesWith(KafkaClient.layerConfig)
+/**
+ * HTTP, ingestion and dead letters through `kafka` (one client: layers are shared by reference),
+ * and the cache's warm-up; the database comes from outside. Kafka is given to ingestion and dead
+ * letters alone, which are built beside the HTTP server: the API answers while Kafka is still
+ * coming up (a replay meanwhile answers 503).
+ */
+export const layerServices = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
+  Layer.mergeAll(layerHttp, layerIngest(kafka), layerDeadLetters(kafka)).pipe(Layer.provideMerge(layerCore))
 
 /**
  * The whole service, with `extra` layers that use its Kafka client (the demo's producer). PostgreSQL
@@ -81,9 +93,9 @@ export const layer = <E = never>(extra: Layer.Layer<never, E, KafkaClient> = Lay
   Layer.unwrapEffect(
     Effect.gen(function* () {
       const [database, kafka] = yield* Config.all([DatabaseConfig, KafkaConfig])
-      const kafkaLayer = Option.isSome(kafka.brokers) ? KafkaClient.layerConfig : Local.layerKafka
+      const kafkaLayer = Option.isSome(kafka.brokers) ? KafkaClient.Default : Local.layerKafka
       const databaseLayer = Option.isSome(database.url) ? Database.layerConfig : Local.layerDatabase
-      return Layer.merge(servicesWith(kafkaLayer), extra.pipe(Layer.provide(kafkaLayer))).pipe(
+      return Layer.merge(layerServices(kafkaLayer), extra.pipe(Layer.provide(kafkaLayer))).pipe(
         Layer.provide(databaseLayer)
       )
     })

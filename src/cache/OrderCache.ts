@@ -69,7 +69,7 @@ export class OrderCache extends Effect.Service<OrderCache>()("OrderCache", {
   effect: Effect.flatMap(OrderCacheConfig, make)
 }) {
   /** The cache with the given options instead of the configured ones. */
-  static readonly layerWith = (options: OrderCacheOptions): Layer.Layer<OrderCache> =>
+  static readonly layer = (options: OrderCacheOptions): Layer.Layer<OrderCache> =>
     Layer.effect(
       OrderCache,
       Effect.map(make(options), (service) => OrderCache.make(service))

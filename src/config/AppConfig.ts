@@ -78,7 +78,9 @@ export const HttpConfig = Config.all({
   /** How long in-flight requests may take to finish on shutdown. */
   shutdownTimeout: positiveDuration("shutdown_timeout").pipe(Config.withDefault(Duration.seconds(10))),
   /** One structured log line per request. */
-  accessLog: Config.boolean("access_log").pipe(Config.withDefault(true))
+  accessLog: Config.boolean("access_log").pipe(Config.withDefault(true)),
+  /** `GET /order/{uid}` answered below the router (the same answers, about twice as fast). */
+  orderFastPath: Config.boolean("order_fast_path").pipe(Config.withDefault(true))
 }).pipe(Config.nested("http"))
 
 export const DatabaseConfig = Config.all({

@@ -4,13 +4,13 @@
  * composition (src/App.ts) gives it the URL of a local server.
  */
 import { NodeContext } from "@effect/platform-node"
-import { SqlError } from "@effect/sql/SqlError"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Duration, Effect, Layer, type Redacted, Schedule } from "effect"
 import { DatabaseConfig, DatabaseUrl } from "../config/AppConfig.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
 import deadLetters from "./migrations/0003_dead_letters.ts"
+import { isConnectionError } from "./SqlErrors.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
 const migrations = PgMigrator.fromRecord({
@@ -43,12 +43,23 @@ export const layer = (options: PoolOptions) =>
         transformJson: false
       })
     ),
+    // Only while the server cannot be reached: a failing migration or a wrong password fails at once.
     Layer.retry(
       Schedule.exponential("200 millis").pipe(
-        Schedule.whileInput((e: unknown) => e instanceof SqlError),
         Schedule.union(Schedule.spaced("5 seconds")),
-        Schedule.upTo("60 seconds"),
-        Schedule.tapInput((e: unknown) => Effect.logWarning("Database not reachable yet; retrying", e))
+        Schedule.whileInputEffect((e: unknown) =>
+          isConnectionError(e)
+            ? Effect.as(
+                Effect.logWarning("Database not reachable yet; retrying").pipe(
+                  Effect.annotateLogs({
+                    reason: String((e.cause as Error | undefined)?.message ?? e.message)
+                  })
+                ),
+                true
+              )
+            : Effect.succeed(false)
+        ),
+        Schedule.upTo("60 seconds")
       )
     )
   )

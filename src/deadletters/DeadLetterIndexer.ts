@@ -12,7 +12,7 @@
  */
 import { Duration, Effect, Layer, Option, Runtime, Schedule } from "effect"
 import type { EachBatchPayload } from "kafkajs"
-import { isDataError } from "../ingest/IngestPipeline.ts"
+import { isDataError } from "../db/SqlErrors.ts"
 import { KafkaClient } from "../kafka/KafkaClient.ts"
 import { kafkaError } from "../kafka/KafkaError.ts"
 import { describeFailure } from "../orders/Rejection.ts"

@@ -8,26 +8,40 @@ import { Order, ORDER_UID_MAX_LENGTH } from "../orders/Order.ts"
 import { OrderSummary } from "../orders/OrderRepository.ts"
 import { RejectionKind, RejectionKinds } from "../orders/Rejection.ts"
 
-export class OrderNotFound extends Schema.Class<OrderNotFound>("OrderNotFound")(
-  { error: Schema.Literal("order_not_found"), order_uid: Schema.String },
+/**
+ * The `error` field every error body carries (`{"error":"order_not_found",…}`, the HTTP contract),
+ * filled in by the constructor: `new OrderNotFound({ order_uid })`.
+ */
+const errorCode = <const Code extends string>(code: Code) =>
+  Schema.Literal(code).pipe(
+    Schema.propertySignature,
+    Schema.withConstructorDefault(() => code)
+  )
+
+export class OrderNotFound extends Schema.TaggedError<OrderNotFound>()(
+  "OrderNotFound",
+  { error: errorCode("order_not_found"), order_uid: Schema.String },
   HttpApiSchema.annotations({ status: 404, description: "No order is stored under this id" })
 ) {}
 
-export class InvalidOrderUid extends Schema.Class<InvalidOrderUid>("InvalidOrderUid")(
-  { error: Schema.Literal("invalid_order_uid"), message: Schema.String },
+export class InvalidOrderUid extends Schema.TaggedError<InvalidOrderUid>()(
+  "InvalidOrderUid",
+  { error: errorCode("invalid_order_uid"), message: Schema.String },
   HttpApiSchema.annotations({
     status: 400,
     description: `The id cannot be an order id: empty, longer than ${ORDER_UID_MAX_LENGTH} characters, or with control characters`
   })
 ) {}
 
-export class InvalidQuery extends Schema.Class<InvalidQuery>("InvalidQuery")(
-  { error: Schema.Literal("invalid_query"), message: Schema.String },
+export class InvalidQuery extends Schema.TaggedError<InvalidQuery>()(
+  "InvalidQuery",
+  { error: errorCode("invalid_query"), message: Schema.String },
   HttpApiSchema.annotations({ status: 400, description: "A query parameter is out of range or malformed" })
 ) {}
 
-export class Unavailable extends Schema.Class<Unavailable>("Unavailable")(
-  { error: Schema.Literal("unavailable"), message: Schema.String },
+export class Unavailable extends Schema.TaggedError<Unavailable>()(
+  "Unavailable",
+  { error: errorCode("unavailable"), message: Schema.String },
   HttpApiSchema.annotations({
     status: 503,
     description: "The database cannot be reached right now; try again"
@@ -84,7 +98,8 @@ export class Ready extends Schema.Class<Ready>("Ready")({
   checks: ReadinessChecks
 }) {}
 
-export class NotReady extends Schema.Class<NotReady>("NotReady")(
+export class NotReady extends Schema.TaggedError<NotReady>()(
+  "NotReady",
   { status: Schema.Literal("not_ready"), checks: ReadinessChecks },
   HttpApiSchema.annotations({ status: 503, description: "Some part is not ready; `checks` says which" })
 ) {}
@@ -101,13 +116,6 @@ export class HealthGroup extends HttpApiGroup.make("health")
       .addError(NotReady)
       .annotate(OpenApi.Summary, "The database is reachable, the consumer is running and the cache is warm")
   ) {}
-
-/** An error's `error` field: its code, filled in by the constructor. */
-const errorCode = <const C extends string>(code: C) =>
-  Schema.Literal(code).pipe(
-    Schema.propertySignature,
-    Schema.withConstructorDefault(() => code)
-  )
 
 export class DeadLetterNotFound extends Schema.TaggedError<DeadLetterNotFound>()(
   "DeadLetterNotFound",

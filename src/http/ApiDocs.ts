@@ -84,7 +84,7 @@ const docsPage = Effect.gen(function* () {
  * Serves `/docs`; needs the API (`HttpApiBuilder.api`) like `HttpApiSwagger.layer` does. The page
  * is built on its first request: it takes about 100 ms, which start-up need not wait for.
  */
-export const ApiDocsLive = HttpApiBuilder.Router.use((router) =>
+export const layer = HttpApiBuilder.Router.use((router) =>
   Effect.gen(function* () {
     const api = yield* Effect.context<HttpApi.Api>()
     // Uninterruptible: a first request given up halfway must not leave an interruption cached.

@@ -96,7 +96,7 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
           const filter = yield* filterOf(urlParams)
           const limit = urlParams.limit === undefined ? 50 : Number(urlParams.limit)
           if (!Number.isInteger(limit) || limit < 1 || limit > 200)
-            return yield* Effect.fail(invalid("limit must be a whole number from 1 to 200"))
+            return yield* invalid("limit must be a whole number from 1 to 200")
           const [letters, counts] = yield* Effect.all(
             [
               index.list(filter, limit, Option.fromNullable(urlParams.cursor)),
@@ -118,7 +118,7 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
       .handle("getDeadLetter", ({ path }) =>
         Effect.gen(function* () {
           if (!PARTITION.test(path.partition) || !OFFSET.test(path.offset))
-            return yield* Effect.fail(invalid("partition and offset are whole numbers ≥ 0"))
+            return yield* invalid("partition and offset are whole numbers ≥ 0")
           const found = yield* index
             .get(Number(path.partition), path.offset)
             .pipe(Effect.catchTag("SqlError", () => Effect.fail(databaseDown())))
@@ -150,8 +150,7 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
             .pipe(
               Effect.catchTags({
                 InvalidLetterCursor: (e) => Effect.fail(invalid(e.message)),
-                ReplayUnavailable: (e) =>
-                  Effect.fail(new Unavailable({ error: "unavailable", message: e.message })),
+                ReplayUnavailable: (e) => Effect.fail(new Unavailable({ message: e.message })),
                 SqlError: () => Effect.fail(databaseDown())
               })
             )

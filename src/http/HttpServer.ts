@@ -3,33 +3,32 @@
  * app: security headers on every response, one access-log line and one latency observation per
  * request, and a graceful drain on shutdown (Effect 3's Node server only calls `close()`).
  *
- * It also answers `GET /order/{uid}` straight from the cache when the order is there: a hit is
- * the service's hottest path, and going through the router and middleware for it would cost most
- * of its throughput. The answer is the same as the API handler's (same body, headers, ETag, and
- * the same 400 for an id that cannot be one); misses go through the app.
+ * It also answers `GET /order/{uid}` itself, below the router (`http.order_fast_path`): it is the
+ * service's hottest path, and the router and middleware would cost most of its throughput. The
+ * answer comes from `OrderRoute`, which the API handler uses too.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { HttpApiBuilder } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Deferred, Duration, Effect, Layer, Option, Runtime } from "effect"
-import { OrderCache } from "../cache/OrderCache.ts"
+import { Context, Deferred, Duration, Effect, Either, Exit, Layer, Option, Runtime } from "effect"
 import { HttpConfig } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
-import { ORDER_CACHE_CONTROL, orderUidProblem } from "./Http.ts"
+import { type OrderAnswer, OrderRoute, uidFromPath } from "./OrderRoute.ts"
 import { SECURITY_HEADERS } from "./SecurityHeaders.ts"
 
 /** The security headers as a flat name/value list for `writeHead`. */
 const SECURITY_HEADER_LIST: ReadonlyArray<string> = Object.entries(SECURITY_HEADERS).flat()
 
 const ORDER_PREFIX = "/order/"
+const ORDER_ROUTE = "/order/{order_uid}"
 
 /** How long open connections are told (503, `Connection: close`) before idle ones are closed. */
 const DRAIN_NOTICE = Duration.seconds(1)
 
 /** A low-cardinality label for metrics and logs. */
 export const routeOf = (pathname: string): string => {
-  if (pathname.startsWith(ORDER_PREFIX)) return "/order/{order_uid}"
+  if (pathname.startsWith(ORDER_PREFIX)) return ORDER_ROUTE
   if (pathname.startsWith("/dead-letters/"))
     return pathname === "/dead-letters/replay" ? pathname : "/dead-letters/{partition}/{offset}"
   switch (pathname) {
@@ -71,14 +70,16 @@ const writeJson = (
   return bytes
 }
 
-export const HttpServerLive = Layer.scoped(
+export const layer = Layer.scoped(
   HttpAddress,
   Effect.gen(function* () {
     const config = yield* HttpConfig
-    const cache = yield* OrderCache
+    const route = yield* OrderRoute
     const app = yield* HttpApiBuilder.httpApp
     const handleWithApp = yield* NodeHttpServer.makeHandler(app)
-    const runSync = Runtime.runSync(yield* Effect.runtime<never>())
+    const runtime = yield* Effect.runtime<never>()
+    const runSync = Runtime.runSync(runtime)
+    const runCallback = Runtime.runCallback(runtime)
 
     let draining = false
     let inFlight = 0
@@ -104,69 +105,15 @@ export const HttpServerLive = Layer.scoped(
         )
       )
 
-    /**
-     * `GET /order/{uid}`: answer a bad id (400) or a cache hit here, returning the body's size;
-     * undefined means the app must answer. Bad ids are judged here too because the router does
-     * not match very long ids.
-     */
-    const orderFastPath = (
-      req: IncomingMessage,
-      res: ServerResponse,
-      pathname: string
-    ): number | undefined => {
-      if (req.method !== "GET" || !pathname.startsWith(ORDER_PREFIX)) return undefined
-      let uid: string
-      try {
-        uid = decodeURIComponent(pathname.slice(ORDER_PREFIX.length))
-      } catch {
-        return writeJson(res, 400, {
-          error: "invalid_order_uid",
-          message: "order_uid is not valid percent-encoded UTF-8"
-        })
-      }
-      // Only valid ids are ever cached, so a hit needs no further check. A miss goes on to the API,
-      // whose lookup counts it: counted here too, every miss would count twice.
-      const hit = cache.unsafeGet(uid, { countMiss: false })
-      if (Option.isNone(hit)) {
-        const problem = orderUidProblem(uid)
-        if (Option.isNone(problem)) return undefined
-        return writeJson(res, 400, { error: "invalid_order_uid", message: problem.value })
-      }
-      // The headers as one flat list: Node writes it as it is, without a per-header pass.
-      const etag = hit.value.etag
-      if (req.headers["if-none-match"] === etag) {
-        res.writeHead(304, [...SECURITY_HEADER_LIST, "etag", etag, "cache-control", ORDER_CACHE_CONTROL])
-        res.end()
-        return 0
-      }
-      res.writeHead(200, [
-        ...SECURITY_HEADER_LIST,
-        "content-type",
-        "application/json",
-        "content-length",
-        String(hit.value.bytes),
-        "etag",
-        etag,
-        "cache-control",
-        ORDER_CACHE_CONTROL
-      ])
-      res.end(hit.value.json)
-      return hit.value.bytes
+    /** Writes an `OrderRoute` answer with the security headers; returns the body's size. */
+    const writeOrderAnswer = (res: ServerResponse, answer: OrderAnswer): number => {
+      res.writeHead(answer.status, [...SECURITY_HEADER_LIST, ...answer.headers])
+      res.end(answer.body)
+      return answer.body === undefined ? 0 : Buffer.byteLength(answer.body)
     }
 
-    const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
-      const started = performance.now()
-      const url = req.url ?? "/"
-      const q = url.indexOf("?")
-      const pathname = q === -1 ? url : url.slice(0, q)
-      const fastBytes = draining ? undefined : orderFastPath(req, res, pathname)
-      if (fastBytes !== undefined) {
-        // Answered at once and in full: nothing for a shutdown to wait for.
-        const ms = performance.now() - started
-        observeHttpRequest("GET", "/order/{order_uid}", res.statusCode, ms / 1000)
-        if (config.accessLog) accessLog(req, res, pathname, ms, fastBytes)
-        return
-      }
+    /** Counts a request that will be answered later, so that a shutdown waits for it. */
+    const track = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
       inFlight++
       res.once("close", () => {
         inFlight--
@@ -175,6 +122,48 @@ export const HttpServerLive = Layer.scoped(
         if (config.accessLog) accessLog(req, res, pathname, ms)
         if (draining && inFlight === 0) runSync(Deferred.succeed(idle, undefined))
       })
+    }
+
+    /**
+     * `GET /order/{uid}`, below the router: the id is judged and a cache hit answered at once,
+     * without an Effect; a miss runs `OrderRoute.answer` (the API handler's own) on the layer's
+     * runtime. The router is not used for these at all: it is most of a request's cost, and it
+     * does not match ids longer than 100 characters.
+     */
+    const serveOrder = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
+      // Answered at once and in full: nothing for a shutdown to wait for.
+      const answered = (answer: OrderAnswer) => {
+        const bytes = writeOrderAnswer(res, answer)
+        const ms = performance.now() - started
+        observeHttpRequest("GET", ORDER_ROUTE, res.statusCode, ms / 1000)
+        if (config.accessLog) accessLog(req, res, pathname, ms, bytes)
+      }
+      const decoded = uidFromPath(pathname.slice(ORDER_PREFIX.length))
+      if (Either.isLeft(decoded)) return answered(decoded.left)
+      const uid = decoded.right
+      const ifNoneMatch = req.headers["if-none-match"]
+      const now = route.answerNow(uid, ifNoneMatch)
+      if (now !== undefined) return answered(now)
+      track(req, res, pathname, started)
+      runCallback(route.answer(uid, ifNoneMatch), {
+        onExit: (exit) => {
+          if (Exit.isSuccess(exit)) writeOrderAnswer(res, exit.value)
+          else {
+            runSync(Effect.logError("GET /order failed", exit.cause))
+            writeJson(res, 500, { error: "internal_error", message: "the order could not be read" })
+          }
+        }
+      })
+    }
+
+    const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
+      const started = performance.now()
+      const url = req.url ?? "/"
+      const q = url.indexOf("?")
+      const pathname = q === -1 ? url : url.slice(0, q)
+      if (!draining && config.orderFastPath && req.method === "GET" && pathname.startsWith(ORDER_PREFIX))
+        return serveOrder(req, res, pathname, started)
+      track(req, res, pathname, started)
       for (const name in SECURITY_HEADERS) res.setHeader(name, SECURITY_HEADERS[name]!)
       if (draining) {
         writeJson(

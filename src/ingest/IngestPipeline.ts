@@ -23,6 +23,7 @@ import {
 import type { KafkaMessage } from "kafkajs"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { IngestConfig } from "../config/AppConfig.ts"
+import { isDataError } from "../db/SqlErrors.ts"
 import { DeadLetters, type DeadLetter } from "../kafka/DeadLetters.ts"
 import { KafkaConsumer, type ConsumedBatch } from "../kafka/KafkaConsumer.ts"
 import type { Order } from "../orders/Order.ts"
@@ -74,15 +75,6 @@ export const IngestMetrics = {
     MetricBoundaries.exponential({ start: 1, factor: 2, count: 12 }),
     "Messages per batch"
   )
-}
-
-/**
- * PostgreSQL said no to the order itself, so retrying will not help: SQLSTATE classes 22 (data
- * exception) and 23 (integrity constraint), and 54 (a program limit, e.g. an index row too big).
- */
-export const isDataError = (error: SqlError): boolean => {
-  const code = (error.cause as { code?: unknown } | undefined)?.code
-  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23") || code.startsWith("54"))
 }
 
 /** PostgreSQL's own words (e.g. which constraint), rather than the client's generic message. */
@@ -364,7 +356,7 @@ export const makeBatchHandler = Effect.gen(function* () {
  * Runs the pipeline for as long as the layer lives. On shutdown it stops fetching first and lets
  * the batches in flight finish and commit, then closes the consumer.
  */
-export const IngestPipeline = Layer.scopedDiscard(
+export const run = Layer.scopedDiscard(
   Effect.gen(function* () {
     const consumer = yield* KafkaConsumer
     const status = yield* IngestStatus
@@ -409,6 +401,4 @@ export const IngestPipeline = Layer.scopedDiscard(
 )
 
 /** Kafka → PostgreSQL, with its consumers and dead-letter producers on the `KafkaClient` it is given. */
-export const IngestLive = IngestPipeline.pipe(
-  Layer.provide(Layer.mergeAll(KafkaConsumer.Default, DeadLetters.Default))
-)
+export const layer = run.pipe(Layer.provide(Layer.mergeAll(KafkaConsumer.Default, DeadLetters.Default)))

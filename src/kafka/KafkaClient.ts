@@ -88,63 +88,66 @@ export interface KafkaClientOptions {
   readonly replicationFactor: number
 }
 
-export class KafkaClient extends Effect.Service<KafkaClient>()("KafkaClient", {
-  scoped: (options: KafkaClientOptions) =>
-    Effect.gen(function* () {
-      const brokers = options.brokers
-      const kafka = new Kafka({
-        clientId: options.clientId,
-        brokers: [...brokers],
-        logCreator: kafkajsLogCreator(yield* Effect.runtime<never>()),
-        logLevel: logLevel.WARN,
-        // Our own retries (with backoff, holding the partition) handle outages; keep kafkajs' short.
-        retry: { initialRetryTime: 200, retries: 5 }
-      })
-      const topics: Topics = { orders: options.topic, deadLetters: options.dlqTopic }
-
-      const admin = kafka.admin()
-      // Kafka may come up after us (compose starts everything at once): keep trying for a while.
-      yield* Effect.acquireRelease(
-        Effect.tryPromise({
-          try: () => admin.connect(),
-          catch: kafkaError(`Could not connect to Kafka at ${brokers.join(",")}`)
-        }).pipe(
-          Effect.tapError((e) => Effect.logWarning(`${e.message}; retrying`)),
-          Effect.retry(
-            Schedule.exponential("500 millis").pipe(
-              Schedule.union(Schedule.spaced("5 seconds")),
-              Schedule.upTo("2 minutes")
-            )
-          )
-        ),
-        () => Effect.promise(() => admin.disconnect())
-      )
-      const created = yield* ensureTopics(
-        admin,
-        [topics.orders, topics.deadLetters],
-        options.partitions,
-        options.replicationFactor,
-        { [topics.deadLetters]: { "max.message.bytes": String(DEAD_LETTER_MAX_MESSAGE_BYTES) } }
-      )
-      if (created.length > 0)
-        yield* Effect.logInfo("Created topics").pipe(Effect.annotateLogs({ topics: created }))
-
-      return {
-        kafka,
-        admin,
-        brokers,
-        topics,
-        groupId: options.groupId,
-        clientId: options.clientId
-      } as const
+const make = (options: KafkaClientOptions) =>
+  Effect.gen(function* () {
+    const brokers = options.brokers
+    const kafka = new Kafka({
+      clientId: options.clientId,
+      brokers: [...brokers],
+      logCreator: kafkajsLogCreator(yield* Effect.runtime<never>()),
+      logLevel: logLevel.WARN,
+      // Our own retries (with backoff, holding the partition) handle outages; keep kafkajs' short.
+      retry: { initialRetryTime: 200, retries: 5 }
     })
-}) {
-  /** A client of `brokers`, with the rest of its settings from the configuration (`kafka.*`). */
-  static readonly layer = (brokers: ReadonlyArray<string>) =>
-    Layer.unwrapEffect(Effect.map(KafkaConfig, (config) => KafkaClient.Default({ ...config, brokers })))
+    const topics: Topics = { orders: options.topic, deadLetters: options.dlqTopic }
 
-  /** A client of the configured brokers: `kafka.brokers` must be set. */
-  static readonly layerConfig = Layer.unwrapEffect(
-    Effect.map(KafkaBrokers, (brokers) => KafkaClient.layer(brokers))
+    const admin = kafka.admin()
+    // Kafka may come up after us (compose starts everything at once): keep trying for a while.
+    yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => admin.connect(),
+        catch: kafkaError(`Could not connect to Kafka at ${brokers.join(",")}`)
+      }).pipe(
+        Effect.tapError((e) => Effect.logWarning(`${e.message}; retrying`)),
+        Effect.retry(
+          Schedule.exponential("500 millis").pipe(
+            Schedule.union(Schedule.spaced("5 seconds")),
+            Schedule.upTo("2 minutes")
+          )
+        )
+      ),
+      () => Effect.promise(() => admin.disconnect())
+    )
+    const created = yield* ensureTopics(
+      admin,
+      [topics.orders, topics.deadLetters],
+      options.partitions,
+      options.replicationFactor,
+      { [topics.deadLetters]: { "max.message.bytes": String(DEAD_LETTER_MAX_MESSAGE_BYTES) } }
+    )
+    if (created.length > 0)
+      yield* Effect.logInfo("Created topics").pipe(Effect.annotateLogs({ topics: created }))
+
+    return {
+      kafka,
+      admin,
+      brokers,
+      topics,
+      groupId: options.groupId,
+      clientId: options.clientId
+    } as const
+  })
+
+/** The client as configured (`kafka.*`); `kafka.brokers` must be set. */
+export class KafkaClient extends Effect.Service<KafkaClient>()("KafkaClient", {
+  scoped: Effect.flatMap(Effect.all([KafkaConfig, KafkaBrokers]), ([config, brokers]) =>
+    make({ ...config, brokers })
   )
+}) {
+  /** A client of `brokers` (a local server's), with the rest of its settings from `kafka.*`. */
+  static readonly layer = (brokers: ReadonlyArray<string>) =>
+    Layer.scoped(
+      KafkaClient,
+      Effect.flatMap(KafkaConfig, (config) => make({ ...config, brokers })).pipe(Effect.map(KafkaClient.make))
+    )
 }

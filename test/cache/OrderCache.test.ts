@@ -46,9 +46,7 @@ describe("OrderCache", () => {
       expect(Option.getOrThrow(hit)).toBe(stored)
       expect((yield* cache.stats).bytes).toBe(stored.bytes)
       expect(yield* cache.get("unknown")).toEqual(Option.none())
-    }).pipe(
-      Effect.provide(OrderCache.layerWith({ maxEntries: 10, maxBytes: 1 << 20, ttl: Duration.minutes(1) }))
-    )
+    }).pipe(Effect.provide(OrderCache.layer({ maxEntries: 10, maxBytes: 1 << 20, ttl: Duration.minutes(1) })))
   )
 
   it.effect("the warm-up keeps the most recent orders when there are more than the cache holds", () =>
@@ -59,9 +57,7 @@ describe("OrderCache", () => {
         Effect.map(cache.get(uid), Option.isSome)
       )
       expect(kept).toEqual(["recent", "newest"])
-    }).pipe(
-      Effect.provide(OrderCache.layerWith({ maxEntries: 2, maxBytes: 1 << 20, ttl: Duration.minutes(1) }))
-    )
+    }).pipe(Effect.provide(OrderCache.layer({ maxEntries: 2, maxBytes: 1 << 20, ttl: Duration.minutes(1) })))
   )
 
   it.effect("an invalidated order is read again from its source", () =>
@@ -70,9 +66,7 @@ describe("OrderCache", () => {
       yield* cache.put(order("a"))
       expect(yield* cache.invalidate("a")).toBe(true)
       expect(yield* cache.get("a")).toEqual(Option.none())
-    }).pipe(
-      Effect.provide(OrderCache.layerWith({ maxEntries: 2, maxBytes: 1 << 20, ttl: Duration.minutes(1) }))
-    )
+    }).pipe(Effect.provide(OrderCache.layer({ maxEntries: 2, maxBytes: 1 << 20, ttl: Duration.minutes(1) })))
   )
 
   it.effect("the bounds and TTL come from cache.max_entries, cache.max_bytes and cache.ttl", () =>

@@ -3,16 +3,18 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, LogLevel, Redacted, Schema } from "effect"
 import { PartitionAssigners, type PartitionAssigner } from "kafkajs"
 import pg from "pg"
-import { ServicesLive } from "../../src/App.ts"
+import * as App from "../../src/App.ts"
+import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import * as Database from "../../src/db/Database.ts"
 import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
+import { InvalidQuery, OrderNotFound } from "../../src/http/Api.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
 import * as Logging from "../../src/observability/Logging.ts"
-import { baseUrl, get, httpStack } from "../support/app.ts"
+import { apiClient, baseUrl, get, httpStack } from "../support/app.ts"
 import { createTestDatabase, TestDatabase } from "../support/database.ts"
 import { readFixture, readFixtureJson } from "../support/fixtures.ts"
 import {
@@ -74,11 +76,16 @@ describe("the HTTP API on a real PostgreSQL", () => {
     Effect.gen(function* () {
       const missing = yield* get("/order/no-such-order")
       expect(missing.status).toBe(404)
-      expect(yield* json(missing)).toStrictEqual({ error: "order_not_found", order_uid: "no-such-order" })
+      expect(yield* json(missing)).toStrictEqual({
+        _tag: "OrderNotFound",
+        error: "order_not_found",
+        order_uid: "no-such-order"
+      })
       for (const bad of ["x".repeat(129), "a%01b", "tab%09", "%7F"]) {
         const response = yield* get(`/order/${bad}`)
         expect(response.status, bad).toBe(400)
         const body = yield* json(response)
+        expect(body._tag, bad).toBe("InvalidOrderUid")
         expect(body.error, bad).toBe("invalid_order_uid")
         expect(body.message, bad).toMatch(/order_uid/)
       }
@@ -86,6 +93,36 @@ describe("the HTTP API on a real PostgreSQL", () => {
       expect(empty.status).toBe(400)
       expect((yield* json(empty)).error).toBe("invalid_order_uid")
     }).pipe(Effect.provide(stack))
+  )
+
+  it.live(
+    "the typed client derived from the API reads every answer as the API declares it: hit, miss, 404, 400, pages",
+    () =>
+      Effect.gen(function* () {
+        yield* seed
+        const client = yield* apiClient
+        // From the database, then from the cache (the server's fast path): both decode as an Order.
+        for (const attempt of ["miss", "hit"]) {
+          const order = yield* client.orders.getOrder({ path: { order_uid: unicode.order_uid } })
+          expect(order, attempt).toStrictEqual(toOrder(unicode))
+        }
+        const missing = yield* Effect.flip(client.orders.getOrder({ path: { order_uid: "no-such-order" } }))
+        expect(missing).toStrictEqual(new OrderNotFound({ order_uid: "no-such-order" }))
+        for (const bad of ["x".repeat(129), "tab\t"]) {
+          const refused = yield* Effect.flip(client.orders.getOrder({ path: { order_uid: bad } }))
+          expect(refused._tag, bad).toBe("InvalidOrderUid")
+        }
+        const first = yield* client.orders.listOrders({ urlParams: { limit: "5" } })
+        expect(first.items).toHaveLength(5)
+        const second = yield* client.orders.listOrders({
+          urlParams: { limit: "5", cursor: first.next_cursor! }
+        })
+        expect(second.items.map((o) => o.order_uid)).not.toContain(first.items[0]!.order_uid)
+        const refused = yield* Effect.flip(client.orders.listOrders({ urlParams: { limit: "0" } }))
+        expect(refused).toStrictEqual(
+          new InvalidQuery({ message: "limit must be a whole number from 1 to 100" })
+        )
+      }).pipe(Effect.provide(stack))
   )
 
   it.live("ids with characters that need URL encoding work, and the ETag gives 304 on a repeat", () =>
@@ -336,6 +373,7 @@ describe("the HTTP API on a real PostgreSQL", () => {
           const down = yield* get("/readyz")
           expect(down.status).toBe(503)
           expect(yield* json(down)).toStrictEqual({
+            _tag: "NotReady",
             status: "not_ready",
             checks: { database: "unreachable", consumer: "ok", cache: "ok" }
           })
@@ -362,6 +400,7 @@ describe("the HTTP API on a real PostgreSQL", () => {
       yield* Effect.promise(() => locker.query("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"))
       yield* Effect.gen(function* () {
         const warming = {
+          _tag: "NotReady",
           status: "not_ready",
           checks: { database: "ok", consumer: "ok", cache: "warming" }
         }
@@ -389,7 +428,7 @@ const asMessage = (order: OrderJson): Outgoing => ({ key: order.order_uid, value
 
 /** The whole service (HTTP, ingestion, warm-up) on its own topics and database. */
 const serviceStack = (topics: TestTopics) =>
-  ServicesLive.pipe(
+  App.layerServices(KafkaClient.Default).pipe(
     Layer.provide(TestDatabase),
     Layer.provide(
       testConfig(topics, {
@@ -515,6 +554,7 @@ describe("the service with ingestion from a real Kafka broker", () => {
           const response = yield* get("/readyz")
           expect(response.status).toBe(503)
           expect(yield* json(response)).toStrictEqual({
+            _tag: "NotReady",
             status: "not_ready",
             checks: { database: "ok", consumer: "stopped", cache: "ok" }
           })

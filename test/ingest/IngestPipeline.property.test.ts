@@ -10,7 +10,7 @@ import * as fc from "fast-check"
 import type { KafkaMessage } from "kafkajs"
 import { launch } from "../../src/App.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
-import { IngestPipeline } from "../../src/ingest/IngestPipeline.ts"
+import * as IngestPipeline from "../../src/ingest/IngestPipeline.ts"
 import { IngestStatus, IngestStopped } from "../../src/ingest/IngestStatus.ts"
 import { KafkaError } from "../../src/kafka/KafkaError.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
@@ -288,7 +288,7 @@ const config = Layer.setConfigProvider(
 
 /** The real pipeline on the fakes, quiet. */
 const pipeline = (ledger: Ledger, kafka: FakeKafkaOptions, repository: FakeRepositoryOptions) =>
-  IngestPipeline.pipe(
+  IngestPipeline.run.pipe(
     Layer.provideMerge(IngestStatus.Default),
     Layer.provide(fakeKafka(ledger, kafka)),
     Layer.provide(fakeRepository(ledger, repository)),

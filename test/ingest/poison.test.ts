@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import { ServicesLive } from "../../src/App.ts"
+import * as App from "../../src/App.ts"
+import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import { DeadLetterHeaders } from "../../src/kafka/DeadLetters.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
 import { baseUrl } from "../support/app.ts"
@@ -33,7 +34,7 @@ describe("a poison message on the real stack", () => {
         JSON.stringify(order.delivery.name),
         () => deep
       )
-      const app = ServicesLive.pipe(
+      const app = App.layerServices(KafkaClient.Default).pipe(
         Layer.provide(TestDatabase),
         Layer.provide(
           testConfig(topics, {

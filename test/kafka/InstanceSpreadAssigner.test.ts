@@ -195,7 +195,7 @@ describe("two processes' consumers in one group on a real broker", () => {
         expect([...seen.a.keys()].sort()).toEqual(owned.a.sort())
         expect([...seen.b.keys()].sort()).toEqual(owned.b.sort())
         for (const fiber of fibers) yield* Fiber.interrupt(fiber)
-      }).pipe(Effect.scoped, Effect.provide(KafkaClient.layerConfig), Effect.provide(testConfig(topics)))
+      }).pipe(Effect.scoped, Effect.provide(KafkaClient.Default), Effect.provide(testConfig(topics)))
     },
     240_000
   )

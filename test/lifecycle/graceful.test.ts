@@ -243,7 +243,11 @@ const inFlightScenario = (databaseUrl: string) =>
     const held = yield* Effect.promise(() => inFlight)
     expect(held.error, describeOutcome(held)).toBeUndefined()
     expect(held.status).toBe(404)
-    expect(JSON.parse(held.body!)).toEqual({ error: "order_not_found", order_uid: "held-in-flight" })
+    expect(JSON.parse(held.body!)).toStrictEqual({
+      _tag: "OrderNotFound",
+      error: "order_not_found",
+      order_uid: "held-in-flight"
+    })
 
     expect(yield* exitWithin(service, 15_000)).toBe(0)
   }).pipe(Effect.scoped)

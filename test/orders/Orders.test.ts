@@ -29,9 +29,7 @@ const countingRepository = (reads: { count: number }) =>
 
 const withOrders = (reads: { count: number }) =>
   Orders.Default.pipe(
-    Layer.provideMerge(
-      OrderCache.layerWith({ maxEntries: 100, maxBytes: 1_000_000, ttl: Duration.minutes(1) })
-    ),
+    Layer.provideMerge(OrderCache.layer({ maxEntries: 100, maxBytes: 1_000_000, ttl: Duration.minutes(1) })),
     Layer.provide(countingRepository(reads))
   )
 

@@ -1,24 +1,18 @@
 /** The service's serving side on a test database, listening on a free port. */
 import type { SqlClient } from "@effect/sql"
+import { FetchHttpClient, HttpApiClient } from "@effect/platform"
 import { ConfigProvider, Effect, Layer } from "effect"
-import { CacheWarmup, HttpLive, servicesWith } from "../../src/App.ts"
-import { OrderCache } from "../../src/cache/OrderCache.ts"
-import { DeadLetterIndex } from "../../src/deadletters/DeadLetterIndex.ts"
-import { DeadLetterReplay } from "../../src/deadletters/DeadLetterReplay.ts"
+import * as App from "../../src/App.ts"
+import { OrderServiceApi } from "../../src/http/Api.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
-import { IngestLive } from "../../src/ingest/IngestPipeline.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
 import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
-import { OrderRepository } from "../../src/orders/OrderRepository.ts"
-import { Orders } from "../../src/orders/Orders.ts"
 import { createTopics, testConfig, type TestTopics } from "./kafka.ts"
 
 /** The ingest side of the service on its own topics and database. */
 export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
-  IngestLive.pipe(
-    Layer.provide(KafkaClient.layerConfig),
-    Layer.provideMerge(IngestStatus.Default),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default)),
+  App.layerIngest(KafkaClient.Default).pipe(
+    Layer.provideMerge(App.layerCore),
     Layer.provideMerge(database),
     Layer.provide(testConfig(topics))
   )
@@ -32,7 +26,7 @@ export const serviceStack = <E>(
   database: Layer.Layer<SqlClient.SqlClient, E>,
   config: Record<string, unknown> = {}
 ) =>
-  Layer.unwrapEffect(Effect.as(createTopics(topics), servicesWith(KafkaClient.layerConfig))).pipe(
+  Layer.unwrapEffect(Effect.as(createTopics(topics), App.layerServices(KafkaClient.Default))).pipe(
     Layer.provideMerge(database),
     Layer.provide(
       testConfig(topics, {
@@ -50,10 +44,9 @@ export const httpStack = <E>(
   database: Layer.Layer<SqlClient.SqlClient, E>,
   config: Record<string, unknown> = {}
 ) =>
-  Layer.mergeAll(HttpLive, CacheWarmup).pipe(
+  App.layerHttp.pipe(
     Layer.provideMerge(Layer.effectDiscard(Effect.flatMap(IngestStatus, (s) => s.set(true)))),
-    Layer.provideMerge(Layer.mergeAll(Orders.Default, IngestStatus.Default, DeadLetterReplay.Default)),
-    Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default, DeadLetterIndex.Default)),
+    Layer.provideMerge(App.layerCore),
     Layer.provideMerge(database),
     Layer.provide(
       Layer.setConfigProvider(
@@ -70,3 +63,8 @@ export const baseUrl = Effect.map(HttpAddress, (a) => a.url)
 
 export const get = (path: string, headers: Record<string, string> = {}) =>
   Effect.flatMap(baseUrl, (url) => Effect.promise(() => fetch(`${url}${path}`, { headers })))
+
+/** The typed client derived from the API, on the server under test: answers decoded as declared. */
+export const apiClient = Effect.flatMap(baseUrl, (url) =>
+  HttpApiClient.make(OrderServiceApi, { baseUrl: url })
+).pipe(Effect.provide(FetchHttpClient.layer))

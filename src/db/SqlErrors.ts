@@ -1,0 +1,34 @@
+/**
+ * What a failed statement means for whoever retries it, from PostgreSQL's SQLSTATE
+ * (https://www.postgresql.org/docs/current/errcodes-appendix.html). Defined here once: ingestion
+ * asks whether the order was refused, the pool whether the server may yet be reached.
+ */
+import { SqlError } from "@effect/sql/SqlError"
+
+/** The SQLSTATE PostgreSQL answered with; none when the failure came before an answer. */
+export const sqlState = (error: SqlError): string | undefined => {
+  const code = (error.cause as { code?: unknown } | undefined)?.code
+  // Node's own codes (ECONNREFUSED, EPIPE…) are not SQLSTATEs, whose class is two digits or one of these.
+  return typeof code === "string" && /^(?:\d\d|F0|HV|P0|XX)[0-9A-Z]{3}$/.test(code) ? code : undefined
+}
+
+/**
+ * PostgreSQL said no to the data itself, so retrying will not help: classes 22 (data exception),
+ * 23 (integrity constraint) and 54 (a program limit, e.g. an index row too big).
+ */
+export const isDataError = (error: SqlError): boolean => {
+  const code = sqlState(error)
+  return code !== undefined && ["22", "23", "54"].includes(code.slice(0, 2))
+}
+
+/**
+ * The server could not be reached or is not taking work yet, which may pass: no answer at all
+ * (refused, reset, timed out), class 08 (connection exception), 53 (insufficient resources, e.g.
+ * too many connections) or 57P01–57P03 (shutting down, crashed, starting up). Anything else — a
+ * wrong password, a missing database, a migration PostgreSQL refuses — will not pass by waiting.
+ */
+export const isConnectionError = (error: unknown): error is SqlError => {
+  if (!(error instanceof SqlError)) return false
+  const code = sqlState(error)
+  return code === undefined || code.startsWith("08") || code.startsWith("53") || /^57P0[123]$/.test(code)
+}

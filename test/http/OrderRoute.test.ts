@@ -1,0 +1,96 @@
+/**
+ * `GET /order/{uid}` has two ways in: the server's fast path below the router (the default) and
+ * the HttpApi handler (`http.order_fast_path: false`). Both must give the same answer, byte for
+ * byte, so that a change to the response cannot reach one and miss the other.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer, Redacted, Schema } from "effect"
+import * as Database from "../../src/db/Database.ts"
+import { HttpAddress } from "../../src/http/HttpServer.ts"
+import { Order, type OrderJson } from "../../src/orders/Order.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { httpStack } from "../support/app.ts"
+import { createTestDatabase } from "../support/database.ts"
+import { readFixtureJson } from "../support/fixtures.ts"
+
+const model = readFixtureJson("valid/model.json") as OrderJson
+const unicode = readFixtureJson("valid/multi-item-unicode.json") as OrderJson
+
+interface Seen {
+  readonly status: number
+  readonly headers: Record<string, string>
+  readonly body: string
+}
+
+/** Status, every header but `date` (which tells the second), and the body's bytes (as hex). */
+const request = (base: string, path: string, headers: Record<string, string>) =>
+  Effect.promise(async (): Promise<Seen> => {
+    const response = await fetch(`${base}${path}`, { headers })
+    const seen: Record<string, string> = {}
+    response.headers.forEach((value, name) => {
+      if (name !== "date") seen[name] = value
+    })
+    const body = Buffer.from(await response.arrayBuffer()).toString("hex")
+    return { status: response.status, headers: seen, body }
+  })
+
+const http = (orderFastPath: boolean) => ({
+  http: {
+    host: "127.0.0.1",
+    port: 0,
+    access_log: false,
+    shutdown_timeout: "5 seconds",
+    order_fast_path: orderFastPath
+  },
+  cache: { max_entries: 1000, warm_count: 0 }
+})
+
+describe("GET /order/{uid} through the fast path and through the API handler", () => {
+  it.live("hit, miss, 304, 400 and 404 get the same status, headers and bytes from both", () =>
+    Effect.gen(function* () {
+      const url = yield* createTestDatabase
+      const database = Database.layer({ url: Redacted.make(url), maxConnections: 4 })
+      const fast = yield* Layer.build(httpStack(database, http(true)))
+      const routed = yield* Layer.build(httpStack(database, http(false)))
+      yield* Effect.flatMap(OrderRepository, (repository) =>
+        repository.insertBatch([model, unicode].map((o) => Schema.decodeUnknownSync(Order)(o)))
+      ).pipe(Effect.provide(fast))
+      const bases = [Context.get(fast, HttpAddress).url, Context.get(routed, HttpAddress).url]
+
+      const path = `/order/${model.order_uid}`
+      const first = yield* request(bases[0]!, path, {})
+      const etag = first.headers["etag"]!
+      expect(first.status).toBe(200)
+      const cases: ReadonlyArray<readonly [string, string, Record<string, string>]> = [
+        ["miss, from the database", `/order/${encodeURIComponent(unicode.order_uid)}`, {}],
+        ["hit, from the cache", `/order/${encodeURIComponent(unicode.order_uid)}`, {}],
+        ["hit", path, {}],
+        ["304 on the ETag", path, { "if-none-match": etag }],
+        ["200 on another ETag", path, { "if-none-match": '"something-else"' }],
+        ["400: a control character", "/order/a%01b", {}],
+        ["400: a tab", "/order/tab%09", {}],
+        ["404", "/order/no-such-order", {}],
+        ["404 again", "/order/no-such-order", {}]
+      ]
+      // The routed server has not seen `path` yet: its first answer comes from the database.
+      expect(yield* request(bases[1]!, path, {}), "first read").toStrictEqual(first)
+      for (const [name, target, headers] of cases) {
+        const [viaFastPath, viaHandler] = yield* Effect.all(
+          bases.map((base) => request(base, target, headers))
+        )
+        expect(viaHandler, name).toStrictEqual(viaFastPath)
+      }
+      // And the answers are the contract's, not merely alike.
+      const statuses = yield* Effect.forEach(cases, ([, target, headers]) =>
+        request(bases[1]!, target, headers)
+      )
+      expect(statuses.map((s) => s.status)).toEqual([200, 200, 200, 304, 200, 400, 400, 404, 404])
+      expect(statuses[2]!.headers).toMatchObject({
+        "content-type": "application/json",
+        "cache-control": "private, max-age=60",
+        "x-content-type-options": "nosniff",
+        etag
+      })
+    }).pipe(Effect.scoped)
+  )
+})
