@@ -77,8 +77,8 @@ export type ReplayOutcome = "sent" | "failed" | "dry_run"
 
 export interface ReplayResult {
   readonly dryRun: boolean
-  /** Letters the selection takes in, over all its pages. */
-  readonly selected: number
+  /** Letters the selection takes in, over all its pages: counted for the first page only. */
+  readonly selected: Option.Option<number>
   readonly letters: ReadonlyArray<{ readonly letter: StoredLetter; readonly outcome: ReplayOutcome }>
   readonly nextCursor: Option.Option<string>
 }
@@ -115,7 +115,10 @@ export class DeadLetterReplay extends Effect.Service<DeadLetterReplay>()("DeadLe
       selection: Selection,
       options: ReplayOptions
     ) {
-      const selected = yield* index.count(selection)
+      // Counting a large selection is a scan: once per run, on its first page.
+      const selected = Option.isNone(options.cursor)
+        ? Option.some(yield* index.count(selection))
+        : Option.none<number>()
       const page = yield* index.select(selection, options.limit, options.cursor)
       let outcomes: ReadonlyArray<ReplayOutcome> = page.items.map(() => "dry_run" as const)
       if (!options.dryRun && page.items.length > 0) {
@@ -135,7 +138,7 @@ export class DeadLetterReplay extends Effect.Service<DeadLetterReplay>()("DeadLe
       yield* Effect.logInfo(options.dryRun ? "Dead letters replay (dry run)" : "Dead letters replayed").pipe(
         Effect.annotateLogs({
           selection: describeSelection(selection),
-          selected,
+          selected: Option.getOrNull(selected),
           page: page.items.length,
           sent: count("sent"),
           failed: count("failed"),

@@ -178,7 +178,10 @@ export const ReplayRequest = Schema.Struct({
 
 export const ReplayResponse = Schema.Struct({
   dry_run: Schema.Boolean,
-  selected: Schema.Number.annotations({ description: "Letters the selection takes in, over all its pages" }),
+  selected: Schema.NullOr(Schema.Number).annotations({
+    description:
+      "Letters the selection takes in, over all its pages; given on the first page (no cursor), null after"
+  }),
   sent: Schema.Number,
   failed: Schema.Number.annotations({
     description: "Letters the broker refused (e.g. larger than the topic allows)"

@@ -28,8 +28,10 @@ const invalid = (message: string) => new InvalidQuery({ error: "invalid_query", 
 const databaseDown = () =>
   new Unavailable({ error: "unavailable", message: "the database cannot be reached" })
 
-const time = (name: string, raw: string | undefined): Either.Either<Date | undefined, InvalidQuery> => {
-  if (raw === undefined || raw === "") return Either.right(undefined)
+const time = (name: string, given: string | undefined): Either.Either<Date | undefined, InvalidQuery> => {
+  if (given === undefined || given === "") return Either.right(undefined)
+  // A `+` left unencoded in a query string arrives as a space.
+  const raw = given.replace(/ (\d{2}:?\d{2})$/, "+$1")
   const date = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/.test(raw)
     ? new Date(raw)
     : new Date(Number.NaN)
@@ -157,7 +159,7 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
           const count = (outcome: string) => result.letters.filter((l) => l.outcome === outcome).length
           return {
             dry_run: result.dryRun,
-            selected: result.selected,
+            selected: Option.getOrNull(result.selected),
             sent: count("sent"),
             failed: count("failed"),
             letters: result.letters.map(({ letter, outcome }) => ({

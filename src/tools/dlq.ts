@@ -149,7 +149,8 @@ interface ReplayedLetter {
 }
 
 interface ReplayPage {
-  readonly selected: number
+  /** On the first page only. */
+  readonly selected: number | null
   readonly letters: ReadonlyArray<ReplayedLetter>
   readonly next_cursor: string | null
 }
@@ -227,7 +228,8 @@ export const replay = (options: ReplayOptions, token: string | undefined) =>
     Effect.gen(function* () {
       const first = yield* requestPage(options, token, null)
       const letters: Array<ReplayedLetter> = [...first.letters]
-      const bar = yield* progressBar(first.selected)
+      const selected = first.selected ?? first.letters.length
+      const bar = yield* progressBar(selected)
       let cursor = first.next_cursor
       bar?.update(letters.length)
       while (cursor !== null) {
@@ -236,7 +238,7 @@ export const replay = (options: ReplayOptions, token: string | undefined) =>
         cursor = page.next_cursor
         bar?.update(letters.length)
       }
-      return { selected: first.selected, letters }
+      return { selected, letters }
     })
   )
 
