@@ -101,12 +101,13 @@ const detail = (l: Pick<Letter, "partition" | "offset">) =>
     return r.json() as LetterDetail
   })
 
-const replay = (body: object, authorization: string | undefined = `Bearer ${TOKEN}`) =>
+/** POST /dead-letters/replay, with the token unless another `authorization` (or none: null) is given. */
+const replay = (body: object, authorization: string | null = `Bearer ${TOKEN}`) =>
   request("/dead-letters/replay", {
     method: "POST",
     headers: {
       "content-type": "application/json",
-      ...(authorization === undefined ? {} : { authorization })
+      ...(authorization === null ? {} : { authorization })
     },
     body: JSON.stringify(body)
   })
@@ -391,7 +392,7 @@ layer(serviceStack(topics, TestDatabase, { dead_letters: { replay_token: TOKEN }
     () =>
       Effect.gen(function* () {
         const before = yield* offsets(topics.brokers, topics.topic, topics.groupId)
-        for (const authorization of [undefined, "Bearer not-the-token-at-all-no", `Basic ${TOKEN}`]) {
+        for (const authorization of [null, "Bearer not-the-token-at-all-no", `Basic ${TOKEN}`]) {
           const answer = yield* replay({ kind: "schema" }, authorization)
           expect(answer.status, String(authorization)).toBe(401)
           expect(answer.json()).toMatchObject({ error: "unauthorized" })
@@ -456,7 +457,7 @@ describe("replay with no token configured", () => {
     "is off: 403 replay_disabled whatever the request carries; the listing still answers",
     () =>
       Effect.gen(function* () {
-        for (const authorization of [undefined, `Bearer ${TOKEN}`]) {
+        for (const authorization of [null, `Bearer ${TOKEN}`]) {
           const answer = yield* replay({ kind: "schema" }, authorization)
           expect(answer.status).toBe(403)
           expect(answer.json()).toMatchObject({ error: "replay_disabled" })
