@@ -592,8 +592,9 @@ const dlq = async (env: Env) => {
   console.log(`dlq: parking ${DLQ_N} letters…`)
   const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner })
   await producer.connect()
-  for (let i = 0; i < DLQ_N; i += 2000) {
-    const messages = Array.from({ length: Math.min(2000, DLQ_N - i) }, (_, j) => {
+  // 500 letters of about 1.3 KB a send: each partition's share stays under the broker's 1 MiB.
+  for (let i = 0; i < DLQ_N; i += 500) {
+    const messages = Array.from({ length: Math.min(500, DLQ_N - i) }, (_, j) => {
       const n = i + j
       const value = orders[n % orders.length]!
       return toKafkaMessage(
