@@ -97,6 +97,9 @@ const flattenHeaders = (headers: IHeaders | undefined) =>
     }))
   )
 
+/** Whether `text` is an offset a Kafka log can have: a whole number that fits in a signed 64-bit integer. */
+export const isOffset = (text: string) => /^\d{1,19}$/.test(text) && BigInt(text) <= 0x7fffffffffffffffn
+
 const POSITION = /^(.+)\/(\d+)\/(\d+)$/
 
 /** `topic/partition/offset`, as `replay.of` holds it. */
@@ -180,7 +183,7 @@ const decodeCursor = (cursor: string): Option.Option<Position> => {
       /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/.test(v[0]) &&
       Number.isSafeInteger(v[1]) &&
       typeof v[2] === "string" &&
-      /^\d{1,19}$/.test(v[2])
+      isOffset(v[2])
     )
       return Option.some([v[0], v[1], v[2]] as const)
   } catch {

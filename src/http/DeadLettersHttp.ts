@@ -7,6 +7,7 @@ import { Effect, Either, Option, Schema } from "effect"
 import {
   DeadLetterIndex,
   encodeBytes,
+  isOffset,
   type LetterFilter,
   type Selection
 } from "../deadletters/DeadLetterIndex.ts"
@@ -60,7 +61,6 @@ const filterOf = (params: {
   })
 
 const PARTITION = /^\d{1,9}$/
-const OFFSET = /^\d{1,19}$/
 
 const selectionOf = (request: typeof ReplayRequest.Type): Effect.Effect<Selection, InvalidQuery> => {
   const { partition, offset } = request
@@ -70,6 +70,7 @@ const selectionOf = (request: typeof ReplayRequest.Type): Effect.Effect<Selectio
     return Effect.fail(invalid("partition and offset go together: they name one letter"))
   if (request.kind !== undefined || request.since !== undefined || request.until !== undefined)
     return Effect.fail(invalid("a letter named by partition and offset takes no kind, since or until"))
+  if (!isOffset(offset)) return Effect.fail(invalid("offset is beyond any a Kafka log can have"))
   return Effect.succeed({ _tag: "One", partition, offset })
 }
 
@@ -119,7 +120,7 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
       )
       .handle("getDeadLetter", ({ path }) =>
         Effect.gen(function* () {
-          if (!PARTITION.test(path.partition) || !OFFSET.test(path.offset))
+          if (!PARTITION.test(path.partition) || !isOffset(path.offset))
             return yield* invalid("partition and offset are whole numbers ≥ 0")
           const found = yield* index
             .get(Number(path.partition), path.offset)

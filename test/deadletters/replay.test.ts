@@ -263,6 +263,7 @@ layer(serviceStack(topics, TestDatabase, { dead_letters: { replay_token: TOKEN }
           offset: "999999"
         })
         expect((yield* request("/dead-letters/x/1")).status).toBe(400)
+        expect((yield* request("/dead-letters/0/9223372036854775808")).status).toBe(400)
         const typo = yield* request("/dead-letters?kind=typo")
         expect(typo.status).toBe(400)
         expect(typo.json()).toMatchObject({ error: "invalid_query" })
