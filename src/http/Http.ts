@@ -10,6 +10,7 @@ import { Orders } from "../orders/Orders.ts"
 import { Prometheus } from "../observability/Prometheus.ts"
 import { InvalidQuery, NotReady, OrderServiceApi, Ready, Unavailable } from "./Api.ts"
 import * as ApiDocs from "./ApiDocs.ts"
+import * as DeadLettersHttp from "./DeadLettersHttp.ts"
 import { type OrderAnswer, OrderRoute } from "./OrderRoute.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
@@ -119,5 +120,7 @@ export const layer = Layer.mergeAll(
   ApiDocs.layer,
   extraRoutes
 ).pipe(
-  Layer.provideMerge(HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([ordersGroup, healthGroup])))
+  Layer.provideMerge(
+    HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([ordersGroup, healthGroup, DeadLettersHttp.layer]))
+  )
 )

@@ -29,8 +29,11 @@ const DRAIN_NOTICE = Duration.seconds(1)
 /** A low-cardinality label for metrics and logs. */
 export const routeOf = (pathname: string): string => {
   if (pathname.startsWith(ORDER_PREFIX)) return ORDER_ROUTE
+  if (pathname.startsWith("/dead-letters/"))
+    return pathname === "/dead-letters/replay" ? pathname : "/dead-letters/{partition}/{offset}"
   switch (pathname) {
     case "/orders":
+    case "/dead-letters":
     case "/healthz":
     case "/readyz":
     case "/metrics":

@@ -54,6 +54,10 @@ export const IngestMetrics = {
   deadLettered: Metric.counter("ingest_messages_dead_lettered_total", {
     description: "Messages parked on the dead-letter topic, by kind"
   }),
+  replayed: Metric.counter("ingest_replayed_messages_total", {
+    description:
+      "Replayed dead letters read back from the orders topic, by outcome (stored, duplicate, parked)"
+  }),
   retries: Metric.counter("ingest_batch_retries_total", {
     description: "Batch attempts that failed and were retried"
   }),
@@ -275,6 +279,10 @@ export const makeBatchHandler = Effect.gen(function* () {
       yield* Metric.incrementBy(IngestMetrics.stored, summary.stored.length)
       yield* Metric.incrementBy(IngestMetrics.duplicates, summary.duplicates)
       yield* Metric.incrementBy(IngestMetrics.conflicts, conflicts)
+      for (const [outcome, count] of Object.entries(summary.replayed)) {
+        if (count > 0)
+          yield* Metric.incrementBy(Metric.tagged(IngestMetrics.replayed, "outcome", outcome), count)
+      }
       yield* Metric.update(IngestMetrics.batchSize, batch.messages.length)
       const now = yield* Clock.currentTimeMillis
       yield* Metric.update(IngestMetrics.batchDuration, (now - startedMillis) / 1000)

@@ -267,7 +267,15 @@ describe("the web page in Chromium", () => {
         const summaries = page.locator(".opblock-summary")
         yield* Effect.promise(() => summaries.first().waitFor())
         const paths = yield* Effect.promise(() => page.locator(".opblock-summary-path").allTextContents())
-        expect(paths).toEqual(["/order/{order_uid}", "/orders", "/healthz", "/readyz"])
+        expect(paths).toEqual([
+          "/order/{order_uid}",
+          "/orders",
+          "/healthz",
+          "/readyz",
+          "/dead-letters",
+          "/dead-letters/{partition}/{offset}",
+          "/dead-letters/replay"
+        ])
         const getOrder = page.locator(".opblock", { has: page.locator('[data-path="/order/{order_uid}"]') })
         yield* Effect.promise(async () => {
           await getOrder.locator(".opblock-summary").click()
