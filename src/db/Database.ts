@@ -6,7 +6,9 @@
 import { NodeContext } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { MigrationError } from "@effect/sql/Migrator"
-import { Duration, Effect, Layer, Option, type Redacted, Schedule } from "effect"
+import { SqlError } from "@effect/sql/SqlError"
+import { Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import pg from "pg"
 import { DatabaseConfig, DatabaseUrl } from "../config/AppConfig.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
@@ -49,19 +51,60 @@ export interface PoolOptions {
   readonly connectTimeout?: Duration.DurationInput
 }
 
-/** A pool on `url`, migrated. Connecting is retried for a while, so the database may start after us. */
-export const layer = (options: PoolOptions) =>
-  Layer.effectDiscard(migrate).pipe(
-    Layer.provideMerge(
-      PgClient.layer({
-        url: options.url,
-        maxConnections: options.maxConnections ?? 10,
-        connectTimeout: options.connectTimeout ?? Duration.seconds(5),
-        applicationName: "order-service",
-        // Our JSON values are orders; their keys must stay as they are.
-        transformJson: false
+/**
+ * The `pg` pool under the `SqlClient`, for the one read that is worth a named prepared statement
+ * (an order by its id, on every cache miss: see `OrderRepository.findJsonByUid`). Everything else
+ * goes through the `SqlClient`.
+ */
+export class PgPool extends Context.Tag("PgPool")<PgPool, pg.Pool>() {}
+
+/** A pool that has answered once; ended with its scope. */
+const makePool = (options: PoolOptions) => {
+  const connectTimeout = options.connectTimeout ?? Duration.seconds(5)
+  return Effect.acquireRelease(
+    Effect.tryPromise({
+      try: async () => {
+        const pool = new pg.Pool({
+          connectionString: Redacted.value(options.url),
+          max: options.maxConnections ?? 10,
+          connectionTimeoutMillis: Duration.toMillis(connectTimeout),
+          application_name: "order-service"
+        })
+        // An idle connection that breaks is dropped by the pool; without a listener it would crash us.
+        pool.on("error", () => undefined)
+        await pool.query("SELECT 1").catch(async (error: unknown) => {
+          await pool.end().catch(() => undefined)
+          throw error
+        })
+        return pool
+      },
+      catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+    }).pipe(
+      Effect.timeoutFail({
+        duration: connectTimeout,
+        onTimeout: () =>
+          new SqlError({
+            cause: new Error("Connection timed out"),
+            message: "PgClient: Connection timed out"
+          })
       })
     ),
+    (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
+  )
+}
+
+/** A pool on `url`, migrated. Connecting is retried for a while, so the database may start after us. */
+export const layer = (options: PoolOptions) => {
+  const pool = Layer.scoped(PgPool, makePool(options))
+  const client = Layer.unwrapEffect(
+    Effect.map(PgPool, (pool) =>
+      // Our JSON values are orders; their keys must stay as they are.
+      PgClient.layerFromPool({ acquire: Effect.succeed(pool), transformJson: false })
+    )
+  )
+  return Layer.effectDiscard(migrate).pipe(
+    Layer.provideMerge(client),
+    Layer.provideMerge(pool),
     // Only while the server cannot be reached: a failing migration or a wrong password fails at once.
     Layer.retry(
       Schedule.exponential("200 millis").pipe(
@@ -80,6 +123,7 @@ export const layer = (options: PoolOptions) =>
       )
     )
   )
+}
 
 /** The pool on the configured database: `database.url` must be set. */
 export const layerConfig = Layer.unwrapEffect(

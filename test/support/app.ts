@@ -6,11 +6,12 @@ import * as App from "../../src/App.ts"
 import { OrderServiceApi } from "../../src/http/Api.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
+import type { PgPool } from "../../src/db/Database.ts"
 import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import { createTopics, testConfig, type TestTopics } from "./kafka.ts"
 
 /** The ingest side of the service on its own topics and database. */
-export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
+export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient | PgPool, E>) =>
   App.layerIngest(KafkaClient.Default).pipe(
     Layer.provideMerge(App.layerCore),
     Layer.provideMerge(database),
@@ -23,7 +24,7 @@ export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClie
  */
 export const serviceStack = <E>(
   topics: TestTopics,
-  database: Layer.Layer<SqlClient.SqlClient, E>,
+  database: Layer.Layer<SqlClient.SqlClient | PgPool, E>,
   config: Record<string, unknown> = {}
 ) =>
   Layer.unwrapEffect(Effect.as(createTopics(topics), App.layerServices(KafkaClient.Default))).pipe(
@@ -41,7 +42,7 @@ export const serviceStack = <E>(
  * running. Nothing runs on Kafka: a replay answers that it cannot send yet.
  */
 export const httpStack = <E>(
-  database: Layer.Layer<SqlClient.SqlClient, E>,
+  database: Layer.Layer<SqlClient.SqlClient | PgPool, E>,
   config: Record<string, unknown> = {}
 ) =>
   App.layerHttp.pipe(
