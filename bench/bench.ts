@@ -12,6 +12,7 @@
  *   BENCH_SEARCH_N=20000 npm run bench -- search
  *   npm run bench -- live        # ingest time with 100 clients on GET /orders/live vs none
  *   BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=bench/results" npm run bench -- ingest   # profile the service
+ *   npm run bench -- dlq         # index 100,000 parked letters, time the dead-letter listing (BENCH_DLQ_N)
  */
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -24,7 +25,9 @@ import "../src/kafka/kafkajsRequestQueue.ts"
 import * as EmbeddedPostgres from "../src/local/EmbeddedPostgres.ts"
 import { freePort } from "../src/local/freePort.ts"
 import * as LocalKafka from "../src/local/LocalKafka.ts"
+import { toKafkaMessage } from "../src/kafka/DeadLetters.ts"
 import type { OrderJson } from "../src/orders/Order.ts"
+import { RejectionKinds } from "../src/orders/Rejection.ts"
 import { generateOrders } from "../src/tools/OrderGenerator.ts"
 import { acquire } from "../test/support/scoped.ts"
 import { requireWrk, wrk } from "./wrk.ts"
@@ -43,6 +46,8 @@ const SEARCH_N = Number(process.env["BENCH_SEARCH_N"] ?? 1_000_000)
 const SEARCH_SECONDS = Number(process.env["BENCH_SEARCH_SECONDS"] ?? 10)
 const LIVE_N = Number(process.env["BENCH_LIVE_N"] ?? 100_000)
 const LIVE_CLIENTS = Number(process.env["BENCH_LIVE_CLIENTS"] ?? 100)
+const DLQ_N = Number(process.env["BENCH_DLQ_N"] ?? 100_000)
+const DLQ_REQUESTS = Number(process.env["BENCH_DLQ_REQUESTS"] ?? 50)
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** digits
@@ -800,9 +805,111 @@ const live = async (env: Env) => {
   return { rows, result: { live_ingest_time_added_pct: round(added * 100, 1) } }
 }
 
+/**
+ * `DLQ_N` letters on the dead-letter topic, as the service parks them (every kind in turn, an order
+ * of about 1 KB as the value, one a second apart), then the service started on it: how long its
+ * index takes to catch up with the topic, and how long a first page of the listing takes — all
+ * letters, one kind, and an hour's range (whose counts are a scan of that hour).
+ */
+const dlq = async (env: Env) => {
+  const url = await freshDatabase(env)
+  const port = await freePort()
+  const topic = `bench-dlq-${port}`
+  const deadLetterTopic = `${topic}.dlq`
+  const kafka = new Kafka({ clientId: "bench", brokers: [...env.kafka.brokers], logLevel: logLevel.NOTHING })
+  const admin = kafka.admin()
+  await admin.connect()
+  await admin.createTopics({
+    waitForLeaders: true,
+    topics: [topic, deadLetterTopic].map((t) => ({ topic: t, numPartitions: 3 }))
+  })
+  await admin.disconnect()
+  const orders = generateOrders(Math.min(DLQ_N, 1000), 17).map((o) => Buffer.from(JSON.stringify(o)))
+  const firstAt = Date.parse("2026-11-01T00:00:00Z")
+  console.log(`dlq: parking ${DLQ_N} letters…`)
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner })
+  await producer.connect()
+  // 500 letters of about 1.3 KB a send: each partition's share stays under the broker's 1 MiB.
+  for (let i = 0; i < DLQ_N; i += 500) {
+    const messages = Array.from({ length: Math.min(500, DLQ_N - i) }, (_, j) => {
+      const n = i + j
+      const value = orders[n % orders.length]!
+      return toKafkaMessage(
+        {
+          kind: RejectionKinds[n % RejectionKinds.length]!,
+          detail: `bench letter ${n}`,
+          key: Buffer.from(`bench-${n}`),
+          value,
+          source: { topic, partition: n % 3, offset: String(n) }
+        },
+        new Date(firstAt + n * 1000)
+      )
+    })
+    await producer.send({ topic: deadLetterTopic, acks: -1, messages })
+  }
+  await producer.disconnect()
+
+  const base = `http://127.0.0.1:${port}`
+  const t0 = Date.now()
+  const service = startOnTopic(url, port, topic, { KAFKA_BROKERS: env.kafka.bootstrapServers })
+  const listed = async () => {
+    const page = (await (await fetch(`${base}/dead-letters?limit=1`)).json()) as {
+      counts: Record<string, number>
+    }
+    return Object.values(page.counts).reduce((a, b) => a + b, 0)
+  }
+  try {
+    await waitUntil("every letter is indexed", async () => (await listed()) === DLQ_N, 900_000)
+    const indexS = (Date.now() - t0) / 1000
+    const hourFrom = new Date(firstAt + Math.floor(DLQ_N / 2) * 1000).toISOString()
+    const hourTo = new Date(firstAt + Math.floor(DLQ_N / 2) * 1000 + 3_600_000).toISOString()
+    const queries = {
+      all: "limit=50",
+      one_kind: "kind=schema&limit=50",
+      an_hour: `since=${hourFrom}&until=${hourTo}&limit=50`
+    }
+    const rows = []
+    const result: Record<string, number> = {
+      dlq_letters: DLQ_N,
+      dlq_index_s: round(indexS, 1),
+      dlq_index_letters_per_s: round(DLQ_N / indexS)
+    }
+    for (const [name, query] of Object.entries(queries)) {
+      const times: Array<number> = []
+      for (let i = 0; i < DLQ_REQUESTS + 3; i++) {
+        const started = performance.now()
+        const response = await fetch(`${base}/dead-letters?${query}`, {
+          headers: { accept: "application/json" }
+        })
+        const page = (await response.json()) as { items: Array<unknown> }
+        if (response.status !== 200 || page.items.length === 0)
+          throw new Error(`${query}: ${response.status}`)
+        if (i >= 3) times.push(performance.now() - started)
+      }
+      times.sort((a, b) => a - b)
+      const p50 = percentile(times, 50)
+      rows.push({
+        query,
+        requests: times.length,
+        p50_ms: round(p50, 2),
+        p90_ms: round(percentile(times, 90), 2),
+        max_ms: round(times.at(-1)!, 2)
+      })
+      result[`dlq_first_page_${name}_p50_ms`] = round(p50, 2)
+    }
+    table(
+      `Dead letters: ${DLQ_N} indexed in ${round(indexS, 1)} s from the service's start; GET /dead-letters, first page`,
+      rows
+    )
+    return { rows, result }
+  } finally {
+    await stopService(service)
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
-const parts = { ingest, latency, http, mixed, startup, search, live } as const
+const parts = { ingest, latency, http, mixed, startup, dlq, search, live } as const
 const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof typeof parts>
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 

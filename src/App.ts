@@ -6,6 +6,9 @@ import { Config, Context, Effect, Layer, Option } from "effect"
 import { OrderCache } from "./cache/OrderCache.ts"
 import { DatabaseConfig, KafkaConfig } from "./config/AppConfig.ts"
 import * as Database from "./db/Database.ts"
+import { DeadLetterIndex } from "./deadletters/DeadLetterIndex.ts"
+import * as DeadLetterIndexer from "./deadletters/DeadLetterIndexer.ts"
+import * as DeadLetterReplay from "./deadletters/DeadLetterReplay.ts"
 import * as Http from "./http/Http.ts"
 import { HttpDrain } from "./http/HttpDrain.ts"
 import * as HttpServer from "./http/HttpServer.ts"
@@ -20,9 +23,16 @@ import { Prometheus } from "./observability/Prometheus.ts"
 import { OrderRepository } from "./orders/OrderRepository.ts"
 import { Orders } from "./orders/Orders.ts"
 
-/** Orders (the repository behind the cache) and ingestion's status: what HTTP and ingestion share. */
-export const layerCore = Layer.mergeAll(Orders.Default, IngestStatus.Default).pipe(
-  Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default))
+/**
+ * Orders (the repository behind the cache), ingestion's status, the dead-letter index and replay:
+ * what HTTP and the Kafka side share.
+ */
+export const layerCore = Layer.mergeAll(
+  Orders.Default,
+  IngestStatus.Default,
+  DeadLetterReplay.DeadLetterReplay.Default
+).pipe(
+  Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default, DeadLetterIndex.Default))
 )
 
 /** Loads the most recent orders into the cache in the background; `/readyz` waits for it. */
@@ -64,12 +74,20 @@ export const layerIngest = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
   IngestPipeline.layer.pipe(Layer.provide(kafka))
 
 /**
- * HTTP, ingestion through `kafka` and the cache's warm-up; the database comes from outside. Kafka
- * is given to ingestion alone, which is built beside the HTTP server: the API answers while Kafka
- * is still coming up.
+ * The dead-letter index's reader of the dead-letter topic, and the producer replays send with
+ * (attached to `DeadLetterReplay` once connected), through the Kafka client `kafka`.
+ */
+export const layerDeadLetters = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
+  Layer.merge(DeadLetterIndexer.layer, DeadLetterReplay.layerPublisher).pipe(Layer.provide(kafka))
+
+/**
+ * HTTP, ingestion and dead letters through `kafka` (one client: layers are shared by reference),
+ * and the cache's warm-up; the database comes from outside. Kafka is given to ingestion and dead
+ * letters alone, which are built beside the HTTP server: the API answers while Kafka is still
+ * coming up (a replay meanwhile answers 503).
  */
 export const layerServices = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
-  Layer.merge(layerHttp, layerIngest(kafka)).pipe(Layer.provideMerge(layerCore))
+  Layer.mergeAll(layerHttp, layerIngest(kafka), layerDeadLetters(kafka)).pipe(Layer.provideMerge(layerCore))
 
 /**
  * The whole service, with `extra` layers that use its Kafka client (the demo's producer). PostgreSQL

@@ -1,7 +1,8 @@
 import { Config, Duration, Effect, Layer, Option } from "effect"
 import { CacheConfig } from "../config/AppConfig.ts"
 import * as LruCache from "./LruCache.ts"
-import { strongEtag } from "../http/Etag.ts"
+import { orderEtag, orderEtagOfDigest } from "../http/Etag.ts"
+import type { StoredJson } from "../orders/OrderRepository.ts"
 
 /** An order ready to be served: the encoded body and its validators, so a hit does not re-encode. */
 export interface CachedOrder {
@@ -15,11 +16,19 @@ export interface CachedOrder {
 }
 
 export const CachedOrder = {
+  /** An order just stored: its ETag is hashed here. */
   fromJson: (uid: string, json: string): CachedOrder => ({
     uid,
     json,
-    etag: strongEtag(json),
+    etag: orderEtag(json),
     bytes: Buffer.byteLength(json)
+  }),
+  /** An order read back with its stored digest: nothing to hash. */
+  fromStored: (stored: StoredJson): CachedOrder => ({
+    uid: stored.uid,
+    json: stored.json,
+    etag: orderEtagOfDigest(stored.digest),
+    bytes: Buffer.byteLength(stored.json)
   })
 }
 

@@ -135,6 +135,25 @@ export const LiveConfig = Config.all({
   resumeWindow: positiveInt("resume_window").pipe(Config.withDefault(5_000))
 }).pipe(Config.nested("live"))
 
+/** A replay token shorter than this is refused at start-up: it would be guessable. */
+export const MIN_REPLAY_TOKEN_LENGTH = 16
+
+export const DeadLettersConfig = Config.all({
+  /**
+   * Bearer token `POST /dead-letters/replay` requires; unset, replay over HTTP is off. A secret:
+   * never logged, best given in the environment (`DEAD_LETTERS_REPLAY_TOKEN`).
+   */
+  replayToken: Config.option(
+    Config.redacted().pipe(
+      Config.validate({
+        message: `expected a token of at least ${MIN_REPLAY_TOKEN_LENGTH} characters`,
+        validation: (token) => Redacted.value(token).trim().length >= MIN_REPLAY_TOKEN_LENGTH
+      }),
+      Config.nested("replay_token")
+    )
+  )
+}).pipe(Config.nested("dead_letters"))
+
 const LOG_LEVELS: Record<string, LogLevel.LogLevel> = {
   all: LogLevel.All,
   trace: LogLevel.Trace,
@@ -175,6 +194,7 @@ export const AllConfig = Config.all({
   kafka: KafkaConfig,
   ingest: IngestConfig,
   cache: CacheConfig,
+  deadLetters: DeadLettersConfig,
   live: LiveConfig,
   log: LogConfig
 })
@@ -268,7 +288,8 @@ export const describeForLog = (c: AppConfigValues) => ({
     })
   },
   kafka: { brokers: Option.getOrElse(c.kafka.brokers, () => ["(local)"]).join(","), topic: c.kafka.topic },
-  cache: { maxEntries: c.cache.maxEntries, warmCount: c.cache.warmCount }
+  cache: { maxEntries: c.cache.maxEntries, warmCount: c.cache.warmCount },
+  deadLetters: { replay: Option.isSome(c.deadLetters.replayToken) ? "on (token set)" : "off" }
 })
 
 const redactUrl = (u: string): string => {

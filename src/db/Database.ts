@@ -5,21 +5,44 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Duration, Effect, Layer, type Redacted, Schedule } from "effect"
+import { MigrationError } from "@effect/sql/Migrator"
+import { SqlError } from "@effect/sql/SqlError"
+import { Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import pg from "pg"
 import { DatabaseConfig, DatabaseUrl } from "../config/AppConfig.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
+import deadLetters from "./migrations/0003_dead_letters.ts"
 import orderSearch from "./migrations/0004_order_search.ts"
-import { isConnectionError } from "./SqlErrors.ts"
+import { databaseReason, isConnectionError } from "./SqlErrors.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
 const migrations = PgMigrator.fromRecord({
   "0001_create_orders": createOrders,
   "0002_order_document": orderDocument,
+  "0003_dead_letters": deadLetters,
   "0004_order_search": orderSearch
 })
 
+/**
+ * Runs the migrations not yet run. A migration PostgreSQL refuses fails start-up with its reason
+ * (`Migration "1_create_orders" failed: relation "orders" already exists`): @effect/sql makes it a
+ * defect whose message leaves the reason out.
+ */
 export const migrate = PgMigrator.run({ loader: migrations }).pipe(
+  Effect.catchSomeDefect((defect) =>
+    defect instanceof MigrationError
+      ? Option.some(
+          Effect.fail(
+            new MigrationError({
+              reason: defect.reason,
+              cause: defect.cause,
+              message: `${defect.message}: ${databaseReason(defect.cause)}`
+            })
+          )
+        )
+      : Option.none()
+  ),
   Effect.provide(NodeContext.layer),
   Effect.withSpan("Database.migrate")
 )
@@ -30,19 +53,60 @@ export interface PoolOptions {
   readonly connectTimeout?: Duration.DurationInput
 }
 
-/** A pool on `url`, migrated. Connecting is retried for a while, so the database may start after us. */
-export const layer = (options: PoolOptions) =>
-  Layer.effectDiscard(migrate).pipe(
-    Layer.provideMerge(
-      PgClient.layer({
-        url: options.url,
-        maxConnections: options.maxConnections ?? 10,
-        connectTimeout: options.connectTimeout ?? Duration.seconds(5),
-        applicationName: "order-service",
-        // Our JSON values are orders; their keys must stay as they are.
-        transformJson: false
+/**
+ * The `pg` pool under the `SqlClient`, for the one read that is worth a named prepared statement
+ * (an order by its id, on every cache miss: see `OrderRepository.findJsonByUid`). Everything else
+ * goes through the `SqlClient`.
+ */
+export class PgPool extends Context.Tag("PgPool")<PgPool, pg.Pool>() {}
+
+/** A pool that has answered once; ended with its scope. */
+const makePool = (options: PoolOptions) => {
+  const connectTimeout = options.connectTimeout ?? Duration.seconds(5)
+  return Effect.acquireRelease(
+    Effect.tryPromise({
+      try: async () => {
+        const pool = new pg.Pool({
+          connectionString: Redacted.value(options.url),
+          max: options.maxConnections ?? 10,
+          connectionTimeoutMillis: Duration.toMillis(connectTimeout),
+          application_name: "order-service"
+        })
+        // An idle connection that breaks is dropped by the pool; without a listener it would crash us.
+        pool.on("error", () => undefined)
+        await pool.query("SELECT 1").catch(async (error: unknown) => {
+          await pool.end().catch(() => undefined)
+          throw error
+        })
+        return pool
+      },
+      catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+    }).pipe(
+      Effect.timeoutFail({
+        duration: connectTimeout,
+        onTimeout: () =>
+          new SqlError({
+            cause: new Error("Connection timed out"),
+            message: "PgClient: Connection timed out"
+          })
       })
     ),
+    (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
+  )
+}
+
+/** A pool on `url`, migrated. Connecting is retried for a while, so the database may start after us. */
+export const layer = (options: PoolOptions) => {
+  const pool = Layer.scoped(PgPool, makePool(options))
+  const client = Layer.unwrapEffect(
+    Effect.map(PgPool, (pool) =>
+      // Our JSON values are orders; their keys must stay as they are.
+      PgClient.layerFromPool({ acquire: Effect.succeed(pool), transformJson: false })
+    )
+  )
+  return Layer.effectDiscard(migrate).pipe(
+    Layer.provideMerge(client),
+    Layer.provideMerge(pool),
     // Only while the server cannot be reached: a failing migration or a wrong password fails at once.
     Layer.retry(
       Schedule.exponential("200 millis").pipe(
@@ -51,9 +115,7 @@ export const layer = (options: PoolOptions) =>
           isConnectionError(e)
             ? Effect.as(
                 Effect.logWarning("Database not reachable yet; retrying").pipe(
-                  Effect.annotateLogs({
-                    reason: String((e.cause as Error | undefined)?.message ?? e.message)
-                  })
+                  Effect.annotateLogs({ reason: databaseReason(e) })
                 ),
                 true
               )
@@ -63,6 +125,7 @@ export const layer = (options: PoolOptions) =>
       )
     )
   )
+}
 
 /** The pool on the configured database: `database.url` must be set. */
 export const layerConfig = Layer.unwrapEffect(

@@ -8,8 +8,9 @@ import { SqlError } from "@effect/sql/SqlError"
 /** The SQLSTATE PostgreSQL answered with; none when the failure came before an answer. */
 export const sqlState = (error: SqlError): string | undefined => {
   const code = (error.cause as { code?: unknown } | undefined)?.code
-  // Node's own codes (ECONNREFUSED, EPIPE…) are not SQLSTATEs, whose class is two digits or one of these.
-  return typeof code === "string" && /^(?:\d\d|F0|HV|P0|XX)[0-9A-Z]{3}$/.test(code) ? code : undefined
+  // Five characters, of a class that starts with a digit or is F0, HV, P0 or XX: never one of
+  // Node's own codes (ECONNREFUSED, EPIPE…).
+  return typeof code === "string" && /^[0-9FHPX][0-9A-Z]{4}$/.test(code) ? code : undefined
 }
 
 /**
@@ -31,4 +32,18 @@ export const isConnectionError = (error: unknown): error is SqlError => {
   if (!(error instanceof SqlError)) return false
   const code = sqlState(error)
   return code === undefined || code.startsWith("08") || code.startsWith("53") || /^57P0[123]$/.test(code)
+}
+
+/** PostgreSQL's (or the network's) own words for a failure, rather than the client's generic message. */
+export const databaseReason = (error: unknown): string => {
+  const cause = error instanceof SqlError ? error.cause : error
+  const message = (cause as { message?: unknown } | undefined)?.message
+  const detail = (cause as { detail?: unknown } | undefined)?.detail
+  const text =
+    typeof message === "string" && message !== ""
+      ? message
+      : error instanceof Error
+        ? error.message
+        : String(error)
+  return typeof detail === "string" ? `${text} (${detail})` : text
 }

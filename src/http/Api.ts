@@ -3,8 +3,10 @@
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
+import { DeadLetterDetail, DeadLetterSummary, EncodedBytes } from "../deadletters/DeadLetterIndex.ts"
 import { Order, ORDER_UID_MAX_LENGTH } from "../orders/Order.ts"
 import { OrderSummary } from "../orders/OrderRepository.ts"
+import { RejectionKind, RejectionKinds } from "../orders/Rejection.ts"
 
 /**
  * The `error` field every error body carries (`{"error":"order_not_found",…}`, the HTTP contract),
@@ -172,12 +174,146 @@ export class HealthGroup extends HttpApiGroup.make("health")
       .annotate(OpenApi.Summary, "The database is reachable, the consumer is running and the cache is warm")
   ) {}
 
+export class DeadLetterNotFound extends Schema.TaggedError<DeadLetterNotFound>()(
+  "DeadLetterNotFound",
+  { error: errorCode("dead_letter_not_found"), partition: Schema.Number, offset: Schema.String },
+  HttpApiSchema.annotations({
+    status: 404,
+    description: "No dead letter is indexed at this partition and offset"
+  })
+) {}
+
+export class ReplayUnauthorized extends Schema.TaggedError<ReplayUnauthorized>()(
+  "ReplayUnauthorized",
+  { error: errorCode("unauthorized"), message: Schema.String },
+  HttpApiSchema.annotations({
+    status: 401,
+    description: "Replay is on, and the request does not carry its token as `Authorization: Bearer <token>`"
+  })
+) {}
+
+export class ReplayDisabled extends Schema.TaggedError<ReplayDisabled>()(
+  "ReplayDisabled",
+  { error: errorCode("replay_disabled"), message: Schema.String },
+  HttpApiSchema.annotations({
+    status: 403,
+    description: "Replay is off on this instance: no `dead_letters.replay_token` is configured"
+  })
+) {}
+
+const timeParam = (description: string) =>
+  Schema.optional(Schema.String).annotations({
+    description: `${description} (ISO 8601, e.g. 2026-11-30T08:00:00Z)`
+  })
+
+export const DeadLetterPage = Schema.Struct({
+  items: Schema.Array(DeadLetterSummary),
+  counts: Schema.Record({ key: Schema.String, value: Schema.Number }).annotations({
+    description: "Letters by kind over the time range asked for (every kind, whatever `kind` is)"
+  }),
+  next_cursor: Schema.NullOr(Schema.String).annotations({
+    description: "Pass as `cursor` for the next page; null on the last page"
+  })
+}).annotations({ identifier: "DeadLetterPage" })
+
+export const ReplayRequest = Schema.Struct({
+  kind: Schema.optional(RejectionKind),
+  since: timeParam("Letters parked at or after this time"),
+  until: timeParam("Letters parked before this time"),
+  partition: Schema.optional(Schema.Int.pipe(Schema.nonNegative())).annotations({
+    description: "With offset: the one letter at this place on the dead-letter topic"
+  }),
+  offset: Schema.optional(Schema.String.pipe(Schema.pattern(/^\d{1,19}$/))),
+  dry_run: Schema.optional(Schema.Boolean).annotations({
+    description: "Say what would be sent; send nothing"
+  }),
+  limit: Schema.optional(Schema.Int.pipe(Schema.between(1, 1000))).annotations({
+    description: "Letters per call, oldest first (default 500); next_cursor leads to the rest"
+  }),
+  cursor: Schema.optional(Schema.String).annotations({ description: "From the previous call's next_cursor" })
+}).annotations({ identifier: "ReplayRequest" })
+
+export const ReplayResponse = Schema.Struct({
+  dry_run: Schema.Boolean,
+  selected: Schema.NullOr(Schema.Number).annotations({
+    description:
+      "Letters the selection takes in, over all its pages; given on the first page (no cursor), null after"
+  }),
+  sent: Schema.Number,
+  failed: Schema.Number.annotations({
+    description: "Letters the broker refused (e.g. larger than the topic allows)"
+  }),
+  letters: Schema.Array(
+    Schema.Struct({
+      partition: Schema.Number,
+      offset: Schema.String,
+      kind: Schema.String,
+      key: Schema.NullOr(EncodedBytes),
+      outcome: Schema.Literal("sent", "failed", "dry_run")
+    })
+  ),
+  next_cursor: Schema.NullOr(Schema.String).annotations({
+    description: "Pass as `cursor` (with the same selection) for the next page; null when done"
+  })
+}).annotations({ identifier: "ReplayResponse" })
+
+export class DeadLettersGroup extends HttpApiGroup.make("deadLetters")
+  .add(
+    HttpApiEndpoint.get("listDeadLetters", "/dead-letters")
+      .setUrlParams(
+        Schema.Struct({
+          kind: Schema.optional(Schema.String).annotations({ description: RejectionKinds.join(", ") }),
+          since: timeParam("Letters parked at or after this time"),
+          until: timeParam("Letters parked before this time"),
+          limit: Schema.optional(Schema.String).annotations({
+            description: "Letters per page, 1–200 (default 50)"
+          }),
+          cursor: Schema.optional(Schema.String).annotations({
+            description: "From the previous page's next_cursor"
+          })
+        })
+      )
+      .addSuccess(DeadLetterPage)
+      .addError(InvalidQuery)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "Parked messages, newest first, a page at a time, with counts by kind")
+      .annotate(
+        OpenApi.Description,
+        "Read from the service's index of the dead-letter topic (committed letters only). A browser asking for HTML (`Accept: text/html`) gets the dead-letters page instead."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("getDeadLetter", "/dead-letters/:partition/:offset")
+      .setPath(Schema.Struct({ partition: Schema.String, offset: Schema.String }))
+      .addSuccess(DeadLetterDetail)
+      .addError(InvalidQuery)
+      .addError(DeadLetterNotFound)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "One parked message with its original bytes and every header")
+  )
+  .add(
+    HttpApiEndpoint.post("replayDeadLetters", "/dead-letters/replay")
+      .setHeaders(Schema.Struct({ authorization: Schema.optional(Schema.String) }))
+      .setPayload(ReplayRequest)
+      .addSuccess(ReplayResponse)
+      .addError(InvalidQuery)
+      .addError(ReplayUnauthorized)
+      .addError(ReplayDisabled)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "Send parked messages back to the orders topic (a copy; the letters stay)")
+      .annotate(
+        OpenApi.Description,
+        "Re-publishes each selected letter's original key, bytes and headers with `replay.of` (the letter's topic/partition/offset) and `replay.at`. Off (403) unless `dead_letters.replay_token` is configured; then it needs `Authorization: Bearer <token>` (401 without). Safe to repeat: a stored order is stored once, one still invalid is parked again naming its previous letter."
+      )
+  ) {}
+
 export class OrderServiceApi extends HttpApi.make("order-service")
   .add(OrdersGroup)
   .add(HealthGroup)
+  .add(DeadLettersGroup)
   .annotate(OpenApi.Title, "Order service")
   .annotate(OpenApi.Version, "1.0.0")
   .annotate(
     OpenApi.Description,
-    "Orders received from Kafka, as stored. Also served: `GET /metrics` (Prometheus text), `GET /openapi.json`, `GET /docs`, and the web page at [`/`](/)."
+    "Orders received from Kafka, as stored. Also served: `GET /metrics` (Prometheus text), `GET /openapi.json`, `GET /docs`, the web page at [`/`](/) and the dead-letters page at [`/dead-letters`](/dead-letters)."
   ) {}

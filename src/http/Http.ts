@@ -20,6 +20,7 @@ import {
   Unavailable
 } from "./Api.ts"
 import * as ApiDocs from "./ApiDocs.ts"
+import * as DeadLettersHttp from "./DeadLettersHttp.ts"
 import { HttpDrain } from "./HttpDrain.ts"
 import { type OrderAnswer, OrderRoute } from "./OrderRoute.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
@@ -219,5 +220,7 @@ export const layer = Layer.mergeAll(
   ApiDocs.layer,
   extraRoutes
 ).pipe(
-  Layer.provideMerge(HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([ordersGroup, healthGroup])))
+  Layer.provideMerge(
+    HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([ordersGroup, healthGroup, DeadLettersHttp.layer]))
+  )
 )

@@ -30,10 +30,13 @@ const DRAIN_NOTICE = Duration.seconds(1)
 /** A low-cardinality label for metrics and logs. */
 export const routeOf = (pathname: string): string => {
   if (pathname.startsWith(ORDER_PREFIX)) return ORDER_ROUTE
+  if (pathname.startsWith("/dead-letters/"))
+    return pathname === "/dead-letters/replay" ? pathname : "/dead-letters/{partition}/{offset}"
   switch (pathname) {
     case "/orders":
     case "/orders/search":
     case "/orders/live":
+    case "/dead-letters":
     case "/healthz":
     case "/readyz":
     case "/metrics":
@@ -113,14 +116,23 @@ export const layer = Layer.scoped(
       return answer.body === undefined ? 0 : Buffer.byteLength(answer.body)
     }
 
-    /** Counts a request that will be answered later, so that a shutdown waits for it. */
-    const track = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
+    /**
+     * Counts a request that will be answered later, so that a shutdown waits for it. `bytes`: the
+     * body's size once answered, where the headers were given to `writeHead` as a list.
+     */
+    const track = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      pathname: string,
+      started: number,
+      bytes?: () => number
+    ) => {
       inFlight++
       res.once("close", () => {
         inFlight--
         const ms = performance.now() - started
         observeHttpRequest(req.method ?? "", routeOf(pathname), res.statusCode, ms / 1000)
-        if (config.accessLog) accessLog(req, res, pathname, ms)
+        if (config.accessLog) accessLog(req, res, pathname, ms, bytes?.())
         if (draining && inFlight === 0) runSync(Deferred.succeed(idle, undefined))
       })
     }
@@ -145,13 +157,14 @@ export const layer = Layer.scoped(
       const ifNoneMatch = req.headers["if-none-match"]
       const now = route.answerNow(uid, ifNoneMatch)
       if (now !== undefined) return answered(now)
-      track(req, res, pathname, started)
+      let written = 0
+      track(req, res, pathname, started, () => written)
       runCallback(route.answer(uid, ifNoneMatch), {
         onExit: (exit) => {
-          if (Exit.isSuccess(exit)) writeOrderAnswer(res, exit.value)
+          if (Exit.isSuccess(exit)) written = writeOrderAnswer(res, exit.value)
           else {
             runSync(Effect.logError("GET /order failed", exit.cause))
-            writeJson(res, 500, { error: "internal_error", message: "the order could not be read" })
+            written = writeJson(res, 500, { error: "internal_error", message: "the order could not be read" })
           }
         }
       })

@@ -4,6 +4,7 @@
  * with a kind and a reason.
  */
 import type { KafkaMessage } from "kafkajs"
+import { ReplayHeaders } from "../kafka/DeadLetters.ts"
 import type { Order } from "../orders/Order.ts"
 import type { InsertOutcome } from "../orders/OrderRepository.ts"
 import type { RejectionKind } from "../orders/Rejection.ts"
@@ -49,7 +50,11 @@ export interface BatchSummary {
   readonly stored: ReadonlyArray<Order>
   readonly duplicates: number
   readonly parked: ReadonlyArray<ParkedMessage>
+  /** What became of the replayed messages (a `replay.of` header) among them. */
+  readonly replayed: { readonly stored: number; readonly duplicate: number; readonly parked: number }
 }
+
+const isReplay = (message: KafkaMessage | undefined) => message?.headers?.[ReplayHeaders.of] !== undefined
 
 export const summarize = (
   messages: ReadonlyArray<KafkaMessage>,
@@ -58,7 +63,13 @@ export const summarize = (
   const stored: Array<Order> = []
   const parkedMessages: Array<ParkedMessage> = []
   let duplicates = 0
+  const replayed = { stored: 0, duplicate: 0, parked: 0 }
   outcomes.forEach((outcome, i) => {
+    if (isReplay(messages[i])) {
+      if (outcome._tag === "Stored") replayed.stored++
+      else if (outcome._tag === "Duplicate") replayed.duplicate++
+      else replayed.parked++
+    }
     switch (outcome._tag) {
       case "Stored":
         stored.push(outcome.order)
@@ -70,5 +81,5 @@ export const summarize = (
         parkedMessages.push({ message: messages[i]!, kind: outcome.kind, detail: outcome.detail })
     }
   })
-  return { stored, duplicates, parked: parkedMessages }
+  return { stored, duplicates, parked: parkedMessages, replayed }
 }

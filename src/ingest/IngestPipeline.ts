@@ -23,7 +23,7 @@ import {
 import type { KafkaMessage } from "kafkajs"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { IngestConfig } from "../config/AppConfig.ts"
-import { isDataError } from "../db/SqlErrors.ts"
+import { databaseReason, isDataError } from "../db/SqlErrors.ts"
 import { DeadLetters, type DeadLetter } from "../kafka/DeadLetters.ts"
 import { KafkaConsumer, type ConsumedBatch } from "../kafka/KafkaConsumer.ts"
 import type { Order } from "../orders/Order.ts"
@@ -54,6 +54,10 @@ export const IngestMetrics = {
   deadLettered: Metric.counter("ingest_messages_dead_lettered_total", {
     description: "Messages parked on the dead-letter topic, by kind"
   }),
+  replayed: Metric.counter("ingest_replayed_messages_total", {
+    description:
+      "Replayed dead letters read back from the orders topic, by outcome (stored, duplicate, parked)"
+  }),
   retries: Metric.counter("ingest_batch_retries_total", {
     description: "Batch attempts that failed and were retried"
   }),
@@ -71,13 +75,6 @@ export const IngestMetrics = {
     MetricBoundaries.exponential({ start: 1, factor: 2, count: 12 }),
     "Messages per batch"
   )
-}
-
-/** PostgreSQL's own words (e.g. which constraint), rather than the client's generic message. */
-const databaseReason = (error: SqlError): string => {
-  const cause = error.cause as { message?: unknown; detail?: unknown } | undefined
-  const message = typeof cause?.message === "string" ? cause.message : error.message
-  return boundDetail(typeof cause?.detail === "string" ? `${message} (${cause.detail})` : message)
 }
 
 const keyOf = (message: KafkaMessage): string | null => message.key?.toString("utf8") ?? null
@@ -114,7 +111,7 @@ export const makeBatchHandler = Effect.gen(function* () {
           : Effect.succeed(fromInsert(order, outcome))
       ),
       Effect.catchIf(isDataError, (e) =>
-        Effect.succeed(parked("schema", `the database refused the order: ${databaseReason(e)}`))
+        Effect.succeed(parked("schema", `the database refused the order: ${boundDetail(databaseReason(e))}`))
       ),
       Effect.catchAllDefect((defect) => Effect.succeed(parked("unprocessable", describeFailure(defect))))
     )
@@ -282,6 +279,10 @@ export const makeBatchHandler = Effect.gen(function* () {
       yield* Metric.incrementBy(IngestMetrics.stored, summary.stored.length)
       yield* Metric.incrementBy(IngestMetrics.duplicates, summary.duplicates)
       yield* Metric.incrementBy(IngestMetrics.conflicts, conflicts)
+      for (const [outcome, count] of Object.entries(summary.replayed)) {
+        if (count > 0)
+          yield* Metric.incrementBy(Metric.tagged(IngestMetrics.replayed, "outcome", outcome), count)
+      }
       yield* Metric.update(IngestMetrics.batchSize, batch.messages.length)
       const now = yield* Clock.currentTimeMillis
       yield* Metric.update(IngestMetrics.batchDuration, (now - startedMillis) / 1000)

@@ -24,6 +24,16 @@ export const DeadLetterHeaders = {
   failedAt: "dlq.failed.at"
 } as const
 
+/**
+ * Headers on a replayed message: which dead letter it is a copy of (`topic/partition/offset` on
+ * the dead-letter topic) and when it was sent. Parked again, it keeps them: the new letter names
+ * its previous one.
+ */
+export const ReplayHeaders = {
+  of: "replay.of",
+  at: "replay.at"
+} as const
+
 export interface DeadLetter {
   readonly kind: DeadLetterKind
   readonly detail: string

@@ -19,7 +19,7 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
       repository
         .findJsonByUid(uid)
         .pipe(
-          Effect.map(Option.map((json) => CachedOrder.fromJson(uid, json))),
+          Effect.map(Option.map(CachedOrder.fromStored)),
           Effect.tap(Option.match({ onNone: () => Effect.void, onSome: (c) => cache.put(c) }))
         )
 
@@ -47,7 +47,7 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
       if (count > 0) {
         const started = Date.now()
         const recent = yield* repository.mostRecentJson(count)
-        yield* cache.putAll(recent.map((r) => CachedOrder.fromJson(r.uid, r.json)))
+        yield* cache.putAll(recent.map(CachedOrder.fromStored))
         yield* Effect.logInfo("Cache warmed").pipe(
           Effect.annotateLogs({ orders: recent.length, ms: Date.now() - started })
         )

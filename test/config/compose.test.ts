@@ -17,8 +17,16 @@ import {
 const compose = parse(readFileSync("docker-compose.yml", "utf8"), { merge: true }) as {
   services: Record<
     string,
-    { environment?: Record<string, unknown>; ports?: Array<string>; command?: unknown; depends_on?: unknown }
+    {
+      image?: string
+      environment?: Record<string, unknown>
+      ports?: Array<string>
+      command?: unknown
+      depends_on?: unknown
+      volumes?: Array<string>
+    }
   >
+  volumes?: Record<string, unknown>
 }
 const services = compose.services
 const serviceEnv = Object.fromEntries(
@@ -39,6 +47,30 @@ describe("docker-compose.yml agrees with the code", () => {
       expect(Number(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]), broker).toBe(3)
       expect(Number(env["KAFKA_MIN_INSYNC_REPLICAS"]), broker).toBe(2)
       expect(String(env["KAFKA_CONTROLLER_QUORUM_VOTERS"]).split(",")).toHaveLength(3)
+    }
+  })
+
+  it("every Kafka broker keeps its log directories on a mounted named volume, so topics outlive the containers", () => {
+    const brokers = Object.entries(services).filter(([, s]) =>
+      String(s.environment?.["KAFKA_PROCESS_ROLES"] ?? "").includes("broker")
+    )
+    expect(brokers.map(([name]) => name).sort()).toEqual(["kafka1", "kafka2", "kafka3"])
+    for (const [name, broker] of brokers) {
+      // The apache/kafka image's default when KAFKA_LOG_DIRS is unset (configureDefaults).
+      const logDirs = String(broker.environment?.["KAFKA_LOG_DIRS"] ?? "/tmp/kraft-combined-logs").split(",")
+      const mounts = new Map(
+        (broker.volumes ?? []).map((v) => {
+          const [source, target] = v.split(":")
+          return [target!, source!] as const
+        })
+      )
+      for (const dir of logDirs) {
+        const source = mounts.get(dir.trim())
+        expect(source, `${name}: log directory ${dir} is not a mounted volume`).toBeDefined()
+        expect(Object.keys(compose.volumes ?? {}), `${name}: ${source} is not a named volume`).toContain(
+          source
+        )
+      }
     }
   })
 

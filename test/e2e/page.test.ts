@@ -417,7 +417,10 @@ describe("the web page in Chromium", () => {
           "/orders/search",
           "/orders/live",
           "/healthz",
-          "/readyz"
+          "/readyz",
+          "/dead-letters",
+          "/dead-letters/{partition}/{offset}",
+          "/dead-letters/replay"
         ])
         const getOrder = page.locator(".opblock", { has: page.locator('[data-path="/order/{order_uid}"]') })
         yield* Effect.promise(async () => {

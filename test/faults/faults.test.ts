@@ -34,6 +34,7 @@ import {
   type Outcome,
   type Scenario
 } from "./harness.ts"
+import { startTcpRelay } from "../support/tcpRelay.ts"
 import { hostileRequests } from "./hostile.ts"
 
 const seed = Number(process.env["FAULT_SEED"] ?? Math.floor(Math.random() * 1_000_000))
@@ -272,15 +273,27 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
     cases.push(s)
     const faults = gate()
     const production = produce(s, 1_000, { share: 0.1, until: faults.opened })
-    // At info, so that a batch given back without trying to settle it shows in its log.
-    const a = await startInstance(s, { LOG_LEVEL: "info" })
+    // The first instance reaches PostgreSQL through a relay the case controls. At info, so that a
+    // batch given back without trying to settle it shows in its log.
+    const database = new URL(s.databaseUrl)
+    const relay = await startTcpRelay({ host: database.hostname, port: Number(database.port) })
+    database.hostname = "127.0.0.1"
+    database.port = String(relay.port)
+    const a = await startInstance(s, { LOG_LEVEL: "info", DATABASE_URL: database.toString() })
     await waitFor(s, "the first instance commits a batch", () => hasCommitted(a.url))
-    // At a random moment, most likely with a batch in hand; the group drops it after the session
-    // timeout (30 s) and gives its partitions to the second instance.
-    await sleep(Math.floor(rand() * 2_000))
+    // Its database traffic held back, the batches it fetches from now on stay in its hands, and
+    // nothing of them reaches PostgreSQL. Paused then, it holds a batch; the group drops it after
+    // the session timeout (30 s) and gives its partitions to the second instance. Its connections
+    // are cut as it pauses, so PostgreSQL holds nothing of it that the second would wait for.
+    await Promise.race([
+      relay.hold(),
+      sleep(60_000).then(() => Promise.reject(new Error("the first instance sent nothing to PostgreSQL")))
+    ])
+    await sleep(500 + Math.floor(rand() * 1_000))
     console.info(`${s.name}: SIGSTOP the first instance at ${fmt(production.produced())} produced`)
     const pausedAt = a.process.output().length
     a.process.child.kill("SIGSTOP")
+    relay.cut()
     const b = await startInstance(s)
     await waitFor(s, "the second instance takes over and commits", () => hasCommitted(b.url))
     await sleep(5_000)
@@ -288,8 +301,8 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
     // commit it nor park its rejects a second time, and it must find its way back into the group.
     console.info(`${s.name}: SIGCONT the first instance at ${fmt(production.produced())} produced`)
     a.process.child.kill("SIGCONT")
-    // It did hold a batch (one it had, or one its fetch brought in once it ran again), and found
-    // out on settling it that the group had dropped it. Such a batch is stale from then on, so it
+    // It held a batch, and found out on settling it (or on the heartbeat that said so first) that
+    // the group had dropped it. Such a batch is stale from then on, so it
     // is given back uncommitted: the accounting below finds nothing lost and nothing parked twice,
     // and the instance joining the group again shows kafkajs got the batch back.
     await waitFor(
@@ -310,6 +323,7 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
     })
     expect(await stop(a.process)).toBe(0)
     expect(await stop(b.process)).toBe(0)
+    await relay.close()
   }, 900_000)
 
   it(`a poison-message storm, 10% invalid of every kind interleaved: ${fmt(STORM_N)} messages`, async () => {

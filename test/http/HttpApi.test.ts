@@ -108,7 +108,7 @@ describe("the HTTP API on a real PostgreSQL", () => {
         }
         const missing = yield* Effect.flip(client.orders.getOrder({ path: { order_uid: "no-such-order" } }))
         expect(missing).toStrictEqual(new OrderNotFound({ order_uid: "no-such-order" }))
-        for (const bad of ["x".repeat(129), "tab\t"]) {
+        for (const bad of ["x".repeat(129), "a\u0001b"]) {
           const refused = yield* Effect.flip(client.orders.getOrder({ path: { order_uid: bad } }))
           expect(refused._tag, bad).toBe("InvalidOrderUid")
         }
@@ -240,6 +240,16 @@ describe("the HTTP API on a real PostgreSQL", () => {
       )
       expect(Object.keys(spec.paths["/order/{order_uid}"].get.responses)).toEqual(
         expect.arrayContaining(["200", "400", "404", "503"])
+      )
+      // Dead letters are part of the API, their refusals named.
+      expect(Object.keys(spec.paths["/dead-letters"].get.responses)).toEqual(
+        expect.arrayContaining(["200", "400", "503"])
+      )
+      expect(Object.keys(spec.paths["/dead-letters/{partition}/{offset}"].get.responses)).toEqual(
+        expect.arrayContaining(["200", "400", "404"])
+      )
+      expect(Object.keys(spec.paths["/dead-letters/replay"].post.responses)).toEqual(
+        expect.arrayContaining(["200", "400", "401", "403", "503"])
       )
     }).pipe(Effect.provide(stack))
   )

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
@@ -136,7 +137,9 @@ describe("OrderRepository on a real PostgreSQL", () => {
         for (const json of all) {
           const uid = (json as OrderJson).order_uid
           const found = Option.getOrThrow(yield* repo.findJsonByUid(uid))
-          expect(JSON.parse(found)).toStrictEqual(json)
+          expect(JSON.parse(found.json)).toStrictEqual(json)
+          // The digest read back with it is the SHA-256 of exactly that text: the ETag served.
+          expect(found.digest).toBe(createHash("sha256").update(found.json).digest("base64url"))
           expect(orderToJson(Option.getOrThrow(yield* findStored(uid)))).toStrictEqual(json)
         }
         expect(Option.isNone(yield* repo.findJsonByUid("no-such-order"))).toBe(true)
@@ -200,7 +203,7 @@ describe("OrderRepository on a real PostgreSQL", () => {
         yield* sql`UPDATE orders SET document = NULL`
         expect(yield* repo.mostRecentJson(2)).toStrictEqual(before)
         const found = yield* repo.findJsonByUid(unicode.order_uid)
-        expect(Option.getOrThrow(found)).toBe(orderToJsonString(unicode))
+        expect(Option.getOrThrow(found).json).toBe(orderToJsonString(unicode))
       })
     )
   )

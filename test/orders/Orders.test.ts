@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Option, Schema } from "effect"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
@@ -9,6 +10,13 @@ import { readFixtureJson } from "../support/fixtures.ts"
 
 const model = Schema.decodeUnknownSync(Order)(readFixtureJson("valid/model.json") as OrderJson)
 
+const json = orderToJsonString(model)
+const stored = {
+  uid: model.order_uid,
+  json,
+  digest: createHash("sha256").update(json).digest("base64url")
+}
+
 /** A repository that knows one order and counts its reads; each read takes a while. */
 const countingRepository = (reads: { count: number }) =>
   Layer.succeed(
@@ -17,9 +25,9 @@ const countingRepository = (reads: { count: number }) =>
       findJsonByUid: (uid: string) =>
         Effect.sync(() => reads.count++).pipe(
           Effect.zipRight(Effect.sleep("50 millis")),
-          Effect.as(uid === model.order_uid ? Option.some(orderToJsonString(model)) : Option.none())
+          Effect.as(uid === model.order_uid ? Option.some(stored) : Option.none())
         ),
-      mostRecentJson: () => Effect.succeed([{ uid: model.order_uid, json: orderToJsonString(model) }]),
+      mostRecentJson: () => Effect.succeed([stored]),
       insertBatch: () => Effect.die("not used"),
       listRecent: () => Effect.die("not used"),
       count: Effect.succeed(1),

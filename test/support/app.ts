@@ -7,20 +7,43 @@ import * as App from "../../src/App.ts"
 import { OrderServiceApi } from "../../src/http/Api.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
 import { IngestStatus } from "../../src/ingest/IngestStatus.ts"
+import type { PgPool } from "../../src/db/Database.ts"
 import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
-import { testConfig, type TestTopics } from "./kafka.ts"
+import { createTopics, testConfig, type TestTopics } from "./kafka.ts"
 
 /** The ingest side of the service on its own topics and database. */
-export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient, E>) =>
+export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClient.SqlClient | PgPool, E>) =>
   App.layerIngest(KafkaClient.Default).pipe(
     Layer.provideMerge(App.layerCore),
     Layer.provideMerge(database),
     Layer.provide(testConfig(topics))
   )
 
-/** HTTP, Orders, the cache and the repository; ingestion is reported as running. */
+/**
+ * The whole service as `App` composes it — HTTP, ingestion, the dead-letter index and replay — on
+ * its own topics (created first) and database, listening on a free port.
+ */
+export const serviceStack = <E>(
+  topics: TestTopics,
+  database: Layer.Layer<SqlClient.SqlClient | PgPool, E>,
+  config: Record<string, unknown> = {}
+) =>
+  Layer.unwrapEffect(Effect.as(createTopics(topics), App.layerServices(KafkaClient.Default))).pipe(
+    Layer.provideMerge(database),
+    Layer.provide(
+      testConfig(topics, {
+        http: { host: "127.0.0.1", port: 0, access_log: false, shutdown_timeout: "2 seconds" },
+        ...config
+      })
+    )
+  )
+
+/**
+ * HTTP, Orders, the cache and the repository, and the dead-letter index; ingestion is reported as
+ * running. Nothing runs on Kafka: a replay answers that it cannot send yet.
+ */
 export const httpStack = <E>(
-  database: Layer.Layer<SqlClient.SqlClient | PgClient.PgClient, E>,
+  database: Layer.Layer<SqlClient.SqlClient | PgClient.PgClient | PgPool, E>,
   config: Record<string, unknown> = {}
 ) =>
   App.layerHttp.pipe(

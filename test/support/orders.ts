@@ -9,7 +9,7 @@ const decodeOrder = Schema.decodeUnknownSync(Order)
 /** The stored order, decoded, or none. */
 export const findStored = (uid: string) =>
   Effect.flatMap(OrderRepository, (r) => r.findJsonByUid(uid)).pipe(
-    Effect.map(Option.map((json) => decodeOrder(JSON.parse(json))))
+    Effect.map(Option.map((stored) => decodeOrder(JSON.parse(stored.json))))
   )
 
 /** The `limit` most recent orders, decoded, oldest of them first (as warm-up reads them). */

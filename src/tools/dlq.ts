@@ -1,0 +1,302 @@
+/**
+ * `npm run dlq -- replay [options]`: sends parked messages back through ingestion, by asking the
+ * running service (`POST /dead-letters/replay`, a page at a time). The service holds the index to
+ * select from and the Kafka connection to send with; this tool holds the token and shows progress.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { SingleBar } from "cli-progress"
+import { Cause, Console, Data, Duration, Effect, Exit, Option } from "effect"
+import { parseArgs } from "node:util"
+import { pathToFileURL } from "node:url"
+import { RejectionKinds } from "../orders/Rejection.ts"
+
+export const USAGE = `Usage: npm run dlq -- replay [options]
+
+Sends parked messages back to the orders topic, through the running service
+(POST /dead-letters/replay): each selected letter's original key, bytes and headers, with
+replay.of (the letter's topic/partition/offset) and replay.at. The letters stay on the
+dead-letter topic. Safe to repeat: an order is stored once; one still invalid is parked
+again, naming its previous letter.
+
+Replay must be on in the service (dead_letters.replay_token, env DEAD_LETTERS_REPLAY_TOKEN);
+this command sends the token it finds in DEAD_LETTERS_REPLAY_TOKEN.
+
+Options:
+  --url URL               the service (default: $ORDER_SERVICE_URL, else http://localhost:8081)
+  --kind K                only letters of this kind: ${RejectionKinds.join(", ")}
+  --since T               letters parked at or after T: ISO 8601 (2026-11-30T08:00:00Z) or a
+                          time ago (90s, 30m, 2h, 7d)
+  --until T               letters parked before T (default: now, so that letters parked while
+                          this runs — replayed ones parked again among them — are left out)
+  --partition P --offset O
+                          the one letter at this place on the dead-letter topic
+  --dry-run               list what would be sent; send nothing
+  --batch-size N          letters per request, 1..1000 (default: 500)
+  -h, --help              show this text
+
+Examples:
+  npm run dlq -- replay --kind conflict --since 2h --dry-run
+  DEAD_LETTERS_REPLAY_TOKEN=… npm run dlq -- replay --kind schema --since 2026-11-30T08:00:00Z
+  DEAD_LETTERS_REPLAY_TOKEN=… npm run dlq -- replay --partition 1 --offset 42
+
+Exit status: 0 when every selected letter was sent (or listed, with --dry-run); 1 on an error
+or when the broker refused some; 2 on a usage error.`
+
+class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
+class ServiceError extends Data.TaggedError("ServiceError")<{ readonly message: string }> {}
+
+export interface ReplayOptions {
+  readonly url: string
+  readonly selection: Record<string, string | number>
+  readonly dryRun: boolean
+  readonly batchSize: number
+  readonly help: boolean
+}
+
+const AGO = /^(\d+)(s|m|h|d)$/
+const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const
+
+/** An ISO 8601 time or a time ago (`30m`), as an ISO 8601 instant; undefined if it is neither. */
+export const parseTime = (raw: string, now: Date): string | undefined => {
+  const ago = AGO.exec(raw.trim())
+  if (ago !== null)
+    return new Date(now.getTime() - Number(ago[1]) * UNIT_MS[ago[2] as keyof typeof UNIT_MS]).toISOString()
+  if (!/^\d{4}-\d{2}-\d{2}/.test(raw)) return undefined
+  const date = new Date(raw)
+  return Number.isNaN(date.getTime()) ? undefined : date.toISOString()
+}
+
+export const parseOptions = (
+  argv: ReadonlyArray<string>,
+  env: NodeJS.ProcessEnv = process.env,
+  now: Date = new Date()
+): Effect.Effect<ReplayOptions, UsageError> =>
+  Effect.gen(function* () {
+    const parsed = yield* Effect.try({
+      try: () =>
+        parseArgs({
+          args: [...argv],
+          allowPositionals: true,
+          strict: true,
+          options: {
+            url: { type: "string" },
+            kind: { type: "string" },
+            since: { type: "string" },
+            until: { type: "string" },
+            partition: { type: "string" },
+            offset: { type: "string" },
+            "dry-run": { type: "boolean" },
+            "batch-size": { type: "string" },
+            help: { type: "boolean", short: "h" }
+          }
+        }),
+      catch: (e) => new UsageError({ message: (e as Error).message })
+    })
+    const v = parsed.values
+    const usage = (message: string) => Effect.fail(new UsageError({ message }))
+    const help = v.help ?? false
+    if (!help && parsed.positionals[0] !== "replay")
+      return yield* usage(
+        parsed.positionals.length === 0
+          ? "say what to do: replay"
+          : `unknown command ${parsed.positionals[0]}`
+      )
+    if (parsed.positionals.length > 1)
+      return yield* usage(`unexpected ${parsed.positionals.slice(1).join(" ")}`)
+    const selection: Record<string, string | number> = {}
+    if (v.kind !== undefined) {
+      if (!(RejectionKinds as ReadonlyArray<string>).includes(v.kind))
+        return yield* usage(`--kind must be one of ${RejectionKinds.join(", ")}`)
+      selection["kind"] = v.kind
+    }
+    for (const name of ["since", "until"] as const) {
+      const raw = v[name]
+      if (raw === undefined) continue
+      const time = parseTime(raw, now)
+      if (time === undefined)
+        return yield* usage(
+          `--${name} must be an ISO 8601 time or a time ago such as 30m, got ${JSON.stringify(raw)}`
+        )
+      selection[name] = time
+    }
+    if ((v.partition === undefined) !== (v.offset === undefined))
+      return yield* usage("--partition and --offset go together: they name one letter")
+    if (v.partition !== undefined && v.offset !== undefined) {
+      if (Object.keys(selection).length > 0)
+        return yield* usage("a letter named by --partition and --offset takes no --kind, --since or --until")
+      if (!/^\d{1,9}$/.test(v.partition) || !/^\d{1,19}$/.test(v.offset))
+        return yield* usage("--partition and --offset are whole numbers ≥ 0")
+      selection["partition"] = Number(v.partition)
+      selection["offset"] = v.offset
+    } else if (selection["until"] === undefined) {
+      selection["until"] = now.toISOString()
+    }
+    const batchSize = v["batch-size"] === undefined ? 500 : Number(v["batch-size"])
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1000)
+      return yield* usage("--batch-size must be a whole number from 1 to 1000")
+    const url = (v.url ?? env["ORDER_SERVICE_URL"] ?? "http://localhost:8081").replace(/\/+$/, "")
+    if (!/^https?:\/\/[^/]+/.test(url))
+      return yield* usage(`--url must be an http(s) URL, got ${JSON.stringify(url)}`)
+    return { url, selection, dryRun: v["dry-run"] ?? false, batchSize, help }
+  })
+
+interface ReplayedLetter {
+  readonly partition: number
+  readonly offset: string
+  readonly kind: string
+  readonly key: { readonly encoding: string; readonly data: string } | null
+  readonly outcome: "sent" | "failed" | "dry_run"
+}
+
+interface ReplayPage {
+  /** On the first page only. */
+  readonly selected: number | null
+  readonly letters: ReadonlyArray<ReplayedLetter>
+  readonly next_cursor: string | null
+}
+
+const REQUEST_TIMEOUT = Duration.minutes(2)
+
+const requestPage = (options: ReplayOptions, token: string | undefined, cursor: string | null) =>
+  Effect.gen(function* () {
+    const response = yield* Effect.tryPromise({
+      try: (signal) =>
+        fetch(`${options.url}/dead-letters/replay`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            accept: "application/json",
+            ...(token === undefined ? {} : { authorization: `Bearer ${token}` })
+          },
+          body: JSON.stringify({
+            ...options.selection,
+            dry_run: options.dryRun,
+            limit: options.batchSize,
+            ...(cursor === null ? {} : { cursor })
+          }),
+          signal
+        }),
+      catch: (e) =>
+        new ServiceError({
+          message: `cannot reach the service at ${options.url}: ${(e as Error).message} — is it running? (--url)`
+        })
+    }).pipe(
+      Effect.timeoutFail({
+        duration: REQUEST_TIMEOUT,
+        onTimeout: () => new ServiceError({ message: `the service at ${options.url} did not answer in time` })
+      })
+    )
+    const body = (yield* Effect.promise(() => response.json().catch(() => undefined))) as
+      (Partial<ReplayPage> & { message?: string }) | undefined
+    if (response.ok && body !== undefined) return body as ReplayPage
+    const said = typeof body?.message === "string" ? `: ${body.message}` : ""
+    return yield* new ServiceError({
+      message:
+        response.status === 401
+          ? `the service refused the token${said}. Set DEAD_LETTERS_REPLAY_TOKEN to its dead_letters.replay_token.`
+          : response.status === 403
+            ? `replay is off in the service${said}. Start it with dead_letters.replay_token (DEAD_LETTERS_REPLAY_TOKEN) set.`
+            : `the service answered HTTP ${response.status}${said}`
+    })
+  })
+
+const progressBar = (total: number) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      if (!process.stdout.isTTY || total === 0) return undefined
+      const bar = new SingleBar({
+        format: "{bar} {percentage}% | {value}/{total} letters | ETA {eta_formatted}",
+        stream: process.stdout,
+        hideCursor: true,
+        clearOnComplete: true
+      })
+      bar.start(total, 0)
+      return bar
+    }),
+    (bar) => Effect.sync(() => bar?.stop())
+  )
+
+const keyText = (key: ReplayedLetter["key"]) =>
+  key === null ? "(no key)" : key.encoding === "utf8" ? JSON.stringify(key.data) : `base64:${key.data}`
+
+/** Lines printed for the letters: every one up to this many, then a count of the rest. */
+const MAX_LISTED = 200
+
+/** Runs the replay page by page; the letters it sent (or would send), and how many were selected. */
+export const replay = (options: ReplayOptions, token: string | undefined) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const first = yield* requestPage(options, token, null)
+      const letters: Array<ReplayedLetter> = [...first.letters]
+      const selected = first.selected ?? first.letters.length
+      const bar = yield* progressBar(selected)
+      let cursor = first.next_cursor
+      bar?.update(letters.length)
+      while (cursor !== null) {
+        const page = yield* requestPage(options, token, cursor)
+        letters.push(...page.letters)
+        cursor = page.next_cursor
+        bar?.update(letters.length)
+      }
+      return { selected, letters }
+    })
+  )
+
+export const formatReport = (
+  result: { selected: number; letters: ReadonlyArray<ReplayedLetter> },
+  dryRun: boolean
+) => {
+  const lines = result.letters
+    .slice(0, MAX_LISTED)
+    .map(
+      (l) =>
+        `${l.outcome === "failed" ? "refused" : dryRun ? "would send" : "sent"}  ${l.partition}/${l.offset}  ${l.kind}  ${keyText(l.key)}`
+    )
+  if (result.letters.length > MAX_LISTED) lines.push(`… and ${result.letters.length - MAX_LISTED} more`)
+  const byKind = new Map<string, number>()
+  for (const l of result.letters)
+    if (l.outcome !== "failed") byKind.set(l.kind, (byKind.get(l.kind) ?? 0) + 1)
+  const kinds = [...byKind].map(([k, n]) => `${k} ${n}`).join(", ")
+  const refused = result.letters.filter((l) => l.outcome === "failed").length
+  const done = result.letters.length - refused
+  lines.push(
+    dryRun
+      ? `would send ${done} of ${result.selected} selected letters${kinds ? ` (${kinds})` : ""}; nothing sent (--dry-run)`
+      : `sent ${done} of ${result.selected} selected letters to the orders topic${kinds ? ` (${kinds})` : ""}`
+  )
+  if (refused > 0) lines.push(`refused ${refused} by the broker (see the service's log)`)
+  return { text: lines.join("\n"), refused }
+}
+
+let failureStatus = 0
+
+const main = Effect.gen(function* () {
+  const options = yield* parseOptions(process.argv.slice(2))
+  if (options.help) return yield* Console.log(USAGE)
+  const token = Option.getOrUndefined(
+    Option.filter(Option.fromNullable(process.env["DEAD_LETTERS_REPLAY_TOKEN"]), (t) => t !== "")
+  )
+  const result = yield* replay(options, token)
+  const report = formatReport(result, options.dryRun)
+  yield* Console.log(report.text)
+  if (report.refused > 0) failureStatus = 1
+})
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  NodeRuntime.runMain(
+    main.pipe(
+      Effect.catchAll((e) =>
+        Effect.zipRight(
+          Console.error(e._tag === "UsageError" ? `dlq: ${e.message}\nSee --help.` : `dlq: ${e.message}`),
+          Effect.sync(() => {
+            failureStatus = e._tag === "UsageError" ? 2 : 1
+          })
+        )
+      )
+    ),
+    {
+      teardown: (exit: Exit.Exit<unknown, unknown>, onExit) =>
+        onExit(Exit.isSuccess(exit) ? failureStatus : Cause.isInterruptedOnly(exit.cause) ? 130 : 1)
+    }
+  )
+}

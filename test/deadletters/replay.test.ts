@@ -1,0 +1,472 @@
+/**
+ * Dead letters on a real broker and PostgreSQL, through the whole service as `App` composes it:
+ * rejects of every kind parked, then found, inspected and replayed over HTTP and with
+ * `npm run dlq`, as an operator would after fixing a cause.
+ */
+import { spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it, layer } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import { DeadLetterHeaders, toKafkaMessage } from "../../src/kafka/DeadLetters.ts"
+import type { OrderJson } from "../../src/orders/Order.ts"
+import { baseUrl, httpStack, serviceStack } from "../support/app.ts"
+import { TestDatabase } from "../support/database.ts"
+import { readFixture, readFixtureJson } from "../support/fixtures.ts"
+import { eventually, freshTopics, header, offsets, produce, readTopic } from "../support/kafka.ts"
+import { deltaOf, scrapeMetrics } from "../support/metrics.ts"
+
+const TOKEN = "replay-token-for-these-tests-0123"
+const topics = freshTopics()
+const model = readFixtureJson("valid/model.json") as OrderJson
+
+interface Bytes {
+  readonly encoding: "utf8" | "base64"
+  readonly data: string
+}
+interface Position {
+  readonly topic: string
+  readonly partition: number
+  readonly offset: string
+}
+interface Letter {
+  readonly partition: number
+  readonly offset: string
+  readonly kind: string
+  readonly detail: string
+  readonly source: Position | null
+  readonly key: Bytes | null
+  readonly failed_at: string
+  readonly size: number
+  readonly order_uid: string | null
+  readonly replay_of: Position | null
+}
+interface LetterDetail extends Letter {
+  readonly value: Bytes | null
+  readonly headers: ReadonlyArray<{ readonly name: string; readonly value: Bytes }>
+}
+interface Page {
+  readonly items: ReadonlyArray<Letter>
+  readonly counts: Record<string, number>
+  readonly next_cursor: string | null
+}
+
+const request = (path: string, init: RequestInit = {}) =>
+  Effect.flatMap(baseUrl, (url) =>
+    Effect.promise(async () => {
+      const response = await fetch(`${url}${path}`, {
+        ...init,
+        headers: { accept: "application/json", ...(init.headers as Record<string, string>) }
+      })
+      const text = await response.text()
+      return { status: response.status, headers: response.headers, text, json: () => JSON.parse(text) }
+    })
+  )
+
+const page = (query: string) =>
+  Effect.map(request(`/dead-letters?${query}`), (r) => {
+    expect(r.status, r.text).toBe(200)
+    return r.json() as Page
+  })
+
+/** Every listed letter for `query`, page after page. */
+const listAll = (query = "") =>
+  Effect.gen(function* () {
+    const items: Array<Letter> = []
+    let cursor: string | null = null
+    do {
+      const p: Page = yield* page(`limit=200${query}${cursor === null ? "" : `&cursor=${cursor}`}`)
+      items.push(...p.items)
+      cursor = p.next_cursor
+    } while (cursor !== null)
+    return items
+  })
+
+const withKey = (key: string) => Effect.map(listAll(), (items) => items.filter((l) => l.key?.data === key))
+
+/** Waits until `count` letters are listed under `key`; returns them, newest first. */
+const lettersUnder = (key: string, count: number) =>
+  Effect.gen(function* () {
+    yield* eventually(
+      `${count} letter(s) with key ${key} are listed`,
+      Effect.map(withKey(key), (l) => l.length >= count),
+      60_000
+    )
+    return yield* withKey(key)
+  })
+
+const detail = (l: Pick<Letter, "partition" | "offset">) =>
+  Effect.map(request(`/dead-letters/${l.partition}/${l.offset}`), (r) => {
+    expect(r.status, r.text).toBe(200)
+    return r.json() as LetterDetail
+  })
+
+/** POST /dead-letters/replay, with the token unless another `authorization` (or none: null) is given. */
+const replay = (body: object, authorization: string | null = `Bearer ${TOKEN}`) =>
+  request("/dead-letters/replay", {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      ...(authorization === null ? {} : { authorization })
+    },
+    body: JSON.stringify(body)
+  })
+
+const headerOf = (letter: LetterDetail, name: string) =>
+  letter.headers.find((h) => h.name === name)?.value.data
+
+const newestFirst = (a: Letter, b: Letter) =>
+  b.failed_at.localeCompare(a.failed_at) ||
+  b.partition - a.partition ||
+  Number(BigInt(b.offset) - BigInt(a.offset))
+
+const orderRows = (uid: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ n: string }>`SELECT count(*) AS n FROM orders WHERE order_uid = ${uid}`.pipe(
+      Effect.map((rows) => Number(rows[0]?.n ?? 0))
+    )
+  )
+
+/** `npm run dlq -- …` against the service under test: its exit code and what it printed. */
+const runDlq = (args: ReadonlyArray<string>, env: Record<string, string>) =>
+  Effect.flatMap(baseUrl, (url) =>
+    Effect.promise(
+      () =>
+        new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+          const child = spawn(
+            process.execPath,
+            ["--import", "tsx", "src/tools/dlq.ts", ...args, "--url", url],
+            {
+              env: { ...process.env, DEAD_LETTERS_REPLAY_TOKEN: "", ...env }
+            }
+          )
+          let stdout = ""
+          let stderr = ""
+          child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
+          child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
+          child.on("close", (code) => resolve({ code, stdout, stderr }))
+        })
+    )
+  )
+
+layer(serviceStack(topics, TestDatabase, { dead_letters: { replay_token: TOKEN } }), {
+  excludeTestServices: true,
+  timeout: "180 seconds"
+})("dead letters through the whole service", (it) => {
+  it.effect(
+    "rejects of every kind are listed newest first with counts by kind; kind and time narrow the list, pages cover it once, one letter shows its bytes",
+    () =>
+      Effect.gen(function* () {
+        const id = randomBytes(4).toString("hex")
+        const uid = `${id}-order`
+        const binary = Buffer.from([0x7b, 0xff, 0xfe, 0x22])
+        yield* produce(
+          topics.brokers,
+          topics.topic,
+          [
+            { key: uid, value: JSON.stringify({ ...model, order_uid: uid }) },
+            { key: `${id}-json`, value: readFixture("invalid/not-json.txt") },
+            { key: `${id}-binary`, value: binary },
+            { key: `${id}-schema`, value: readFixture("invalid/amount-as-string.json") },
+            { key: `${id}-rule`, value: readFixture("invalid/amount-mismatch.json") },
+            { key: `${id}-large`, value: "x".repeat(65_537) },
+            { key: uid, value: JSON.stringify({ ...model, order_uid: uid, customer_id: "someone else" }) }
+          ],
+          0
+        )
+        // Nothing the service does on its own is `unprocessable`: parked here as the service parks,
+        // long ago, so that a time range can tell it from the rest.
+        const unprocessable = toKafkaMessage(
+          {
+            kind: "unprocessable",
+            detail: "the service could not process the message: RangeError: too deep",
+            key: Buffer.from(`${id}-unprocessable`),
+            value: Buffer.from("{}"),
+            source: { topic: topics.topic, partition: 1, offset: "0" }
+          },
+          new Date("2020-01-01T00:00:00Z")
+        )
+        yield* produce(topics.brokers, topics.dlqTopic, [
+          { key: `${id}-unprocessable`, value: unprocessable.value, headers: unprocessable.headers }
+        ])
+        yield* eventually(
+          "all seven letters are listed",
+          Effect.map(listAll(), (l) => l.length === 7),
+          60_000
+        )
+        const all = yield* listAll()
+        expect(all.map((l) => l.kind).sort()).toEqual([
+          "business_rule",
+          "conflict",
+          "invalid_json",
+          "invalid_json",
+          "schema",
+          "too_large",
+          "unprocessable"
+        ])
+        expect(all).toEqual([...all].sort(newestFirst))
+        expect(all.at(-1)?.kind).toBe("unprocessable")
+        const first = yield* page("limit=3")
+        expect(first.counts).toEqual({
+          invalid_json: 2,
+          schema: 1,
+          business_rule: 1,
+          too_large: 1,
+          conflict: 1,
+          unprocessable: 1
+        })
+
+        // A page at a time: every letter once, in the same order.
+        const paged: Array<Letter> = [...first.items]
+        let cursor = first.next_cursor
+        while (cursor !== null) {
+          const next: Page = yield* page(`limit=3&cursor=${cursor}`)
+          expect(next.items.length).toBeGreaterThan(0)
+          paged.push(...next.items)
+          cursor = next.next_cursor
+        }
+        expect(paged).toEqual(all)
+
+        const invalidJson = yield* page("kind=invalid_json")
+        expect(invalidJson.items.map((l) => l.key?.data).sort()).toEqual([`${id}-binary`, `${id}-json`])
+        const recent = yield* page("since=2021-01-01T00:00:00Z")
+        expect(recent.items).toHaveLength(6)
+        expect(recent.counts["unprocessable"]).toBeUndefined()
+        const old = yield* page("until=2021-01-01T00:00:00Z")
+        expect(old.items.map((l) => l.key?.data)).toEqual([`${id}-unprocessable`])
+        expect(old.counts).toEqual({ unprocessable: 1 })
+
+        const conflict = all.find((l) => l.kind === "conflict")!
+        expect(conflict).toMatchObject({
+          key: { encoding: "utf8", data: uid },
+          order_uid: uid,
+          source: { topic: topics.topic, partition: 0, offset: "6" },
+          replay_of: null
+        })
+        expect(all.find((l) => l.kind === "too_large")?.size).toBe(65_537)
+
+        const text = yield* detail(all.find((l) => l.key?.data === `${id}-json`)!)
+        expect(text.value).toEqual({
+          encoding: "utf8",
+          data: readFixture("invalid/not-json.txt").toString("utf8")
+        })
+        expect(headerOf(text, DeadLetterHeaders.kind)).toBe("invalid_json")
+        expect(headerOf(text, DeadLetterHeaders.topic)).toBe(topics.topic)
+        const bytes = yield* detail(all.find((l) => l.key?.data === `${id}-binary`)!)
+        expect(bytes.value).toEqual({ encoding: "base64", data: binary.toString("base64") })
+
+        const missing = yield* request("/dead-letters/0/999999")
+        expect(missing.status).toBe(404)
+        expect(missing.json()).toMatchObject({
+          error: "dead_letter_not_found",
+          partition: 0,
+          offset: "999999"
+        })
+        expect((yield* request("/dead-letters/x/1")).status).toBe(400)
+        expect((yield* request("/dead-letters/0/9223372036854775808")).status).toBe(400)
+        const typo = yield* request("/dead-letters?kind=typo")
+        expect(typo.status).toBe(400)
+        expect(typo.json()).toMatchObject({ error: "invalid_query" })
+
+        // A browser gets the page at the same address, under the order page's policy.
+        const html = yield* request("/dead-letters?kind=schema", { headers: { accept: "text/html" } })
+        const orderPage = yield* request("/", { headers: { accept: "text/html" } })
+        expect(html.status).toBe(200)
+        expect(html.headers.get("content-type")).toMatch(/^text\/html/)
+        expect(html.text).toContain("<title>Dead letters</title>")
+        expect(html.headers.get("content-security-policy")).toBe(
+          orderPage.headers.get("content-security-policy")
+        )
+        expect(html.headers.get("vary")).toMatch(/accept/i)
+      }),
+    120_000
+  )
+
+  it.effect(
+    "a schema letter replayed unchanged is parked again with a new letter that names it; the copy has the original bytes",
+    () =>
+      Effect.gen(function* () {
+        const key = `${randomBytes(4).toString("hex")}-schema`
+        const original = readFixture("invalid/amount-as-string.json")
+        yield* produce(topics.brokers, topics.topic, [{ key, value: original }], 1)
+        const [letter] = yield* lettersUnder(key, 1)
+        const before = (yield* scrapeMetrics).samples
+
+        const answer = yield* replay({ partition: letter!.partition, offset: letter!.offset })
+        expect(answer.status, answer.text).toBe(200)
+        expect(answer.json()).toMatchObject({
+          dry_run: false,
+          selected: 1,
+          sent: 1,
+          failed: 0,
+          letters: [
+            { partition: letter!.partition, offset: letter!.offset, kind: "schema", outcome: "sent" }
+          ],
+          next_cursor: null
+        })
+
+        const [again, previous] = yield* lettersUnder(key, 2)
+        expect(previous).toEqual(letter)
+        expect(again!.kind).toBe("schema")
+        expect(again!.replay_of).toEqual({
+          topic: topics.dlqTopic,
+          partition: letter!.partition,
+          offset: letter!.offset
+        })
+        const copy = yield* detail(again!)
+        expect(copy.value).toEqual({ encoding: "utf8", data: original.toString("utf8") })
+        expect(headerOf(copy, "replay.of")).toBe(`${topics.dlqTopic}/${letter!.partition}/${letter!.offset}`)
+        expect(Date.parse(headerOf(copy, "replay.at")!)).toBeGreaterThanOrEqual(Date.parse(letter!.failed_at))
+        expect(headerOf(copy, DeadLetterHeaders.kind)).toBe("schema")
+
+        yield* eventually(
+          "the parked replay is counted",
+          Effect.map(
+            scrapeMetrics,
+            ({ samples }) =>
+              deltaOf(before, samples)("ingest_replayed_messages_total", { outcome: "parked" }) === 1
+          )
+        )
+        const after = (yield* scrapeMetrics).samples
+        expect(
+          deltaOf(before, after)("dead_letters_replayed_total", { kind: "schema", outcome: "sent" })
+        ).toBe(1)
+      }),
+    120_000
+  )
+
+  it.effect(
+    "a conflict replayed after the stored order was removed is stored; replayed again, it is stored once and not parked",
+    () =>
+      Effect.gen(function* () {
+        const uid = `${randomBytes(4).toString("hex")}-conflict`
+        const first = { ...model, order_uid: uid }
+        const second = { ...first, customer_id: "the-right-customer" }
+        yield* produce(
+          topics.brokers,
+          topics.topic,
+          [first, second].map((o) => ({ key: uid, value: JSON.stringify(o) })),
+          2
+        )
+        const [conflict] = yield* lettersUnder(uid, 1)
+        expect(conflict!.kind).toBe("conflict")
+        const url = yield* baseUrl
+        const served = () =>
+          Effect.promise(() =>
+            fetch(`${url}/order/${uid}`).then((r) => (r.ok ? (r.json() as Promise<OrderJson>) : null))
+          )
+        expect((yield* served())?.customer_id).toBe(model.customer_id)
+
+        // The cause: the wrong order was stored first. An operator removes it, then replays.
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM orders WHERE order_uid = ${uid}`
+        const one = { partition: conflict!.partition, offset: conflict!.offset }
+        expect((yield* replay(one)).json()).toMatchObject({ sent: 1 })
+        yield* eventually(
+          "the replayed order is served",
+          Effect.map(served(), (o) => o?.customer_id === "the-right-customer")
+        )
+        expect(yield* orderRows(uid)).toBe(1)
+
+        const before = (yield* scrapeMetrics).samples
+        expect((yield* replay(one)).json()).toMatchObject({ sent: 1 })
+        yield* eventually(
+          "the second replay is read back as a duplicate",
+          Effect.map(
+            scrapeMetrics,
+            ({ samples }) =>
+              deltaOf(before, samples)("ingest_replayed_messages_total", { outcome: "duplicate" }) === 1
+          )
+        )
+        expect(yield* orderRows(uid)).toBe(1)
+        expect((yield* served())?.customer_id).toBe("the-right-customer")
+        const letters = yield* readTopic(topics.brokers, topics.dlqTopic)
+        expect(
+          letters.filter((l) => l.key?.toString() === uid).map((l) => header(l, DeadLetterHeaders.kind))
+        ).toEqual(["conflict"])
+      }),
+    120_000
+  )
+
+  it.effect(
+    "replay over HTTP needs the token: without it, with a wrong one or another scheme, 401 and nothing is sent",
+    () =>
+      Effect.gen(function* () {
+        const before = yield* offsets(topics.brokers, topics.topic, topics.groupId)
+        for (const authorization of [null, "Bearer not-the-token-at-all-no", `Basic ${TOKEN}`]) {
+          const answer = yield* replay({ kind: "schema" }, authorization)
+          expect(answer.status, String(authorization)).toBe(401)
+          expect(answer.json()).toMatchObject({ error: "unauthorized" })
+        }
+        const dryRun = yield* replay({ kind: "schema", dry_run: true })
+        expect(dryRun.status).toBe(200)
+        const plan = dryRun.json() as { selected: number; sent: number; letters: Array<{ outcome: string }> }
+        expect(plan.selected).toBeGreaterThan(0)
+        expect(plan.sent).toBe(0)
+        expect(new Set(plan.letters.map((l) => l.outcome))).toEqual(new Set(["dry_run"]))
+        const after = yield* offsets(topics.brokers, topics.topic, topics.groupId)
+        expect(after.ends).toEqual(before.ends)
+      }),
+    60_000
+  )
+
+  it.effect(
+    "npm run dlq -- replay lists with --dry-run, then sends the selection through the service and says what it sent",
+    () =>
+      Effect.gen(function* () {
+        const key = `${randomBytes(4).toString("hex")}-rule`
+        const since = new Date(Date.now() - 1000).toISOString()
+        yield* produce(
+          topics.brokers,
+          topics.topic,
+          [{ key, value: readFixture("invalid/amount-mismatch.json") }],
+          0
+        )
+        const [letter] = yield* lettersUnder(key, 1)
+        const selection = ["replay", "--kind", "business_rule", "--since", since]
+
+        const refused = yield* runDlq(selection, {})
+        expect(refused.code).toBe(1)
+        expect(refused.stderr).toContain("refused the token")
+
+        const dry = yield* runDlq([...selection, "--dry-run"], { DEAD_LETTERS_REPLAY_TOKEN: TOKEN })
+        expect(dry.code, dry.stderr).toBe(0)
+        expect(dry.stdout).toContain(
+          `would send  ${letter!.partition}/${letter!.offset}  business_rule  "${key}"`
+        )
+        expect(dry.stdout).toContain(
+          "would send 1 of 1 selected letters (business_rule 1); nothing sent (--dry-run)"
+        )
+        expect(yield* withKey(key)).toHaveLength(1)
+
+        const run = yield* runDlq(selection, { DEAD_LETTERS_REPLAY_TOKEN: TOKEN })
+        expect(run.code, run.stderr).toBe(0)
+        expect(run.stdout).toContain("sent 1 of 1 selected letters to the orders topic (business_rule 1)")
+        const [again] = yield* lettersUnder(key, 2)
+        expect(again!.replay_of).toEqual({
+          topic: topics.dlqTopic,
+          partition: letter!.partition,
+          offset: letter!.offset
+        })
+      }),
+    120_000
+  )
+})
+
+describe("replay with no token configured", () => {
+  it.live(
+    "is off: 403 replay_disabled whatever the request carries; the listing still answers",
+    () =>
+      Effect.gen(function* () {
+        for (const authorization of [null, `Bearer ${TOKEN}`]) {
+          const answer = yield* replay({ kind: "schema" }, authorization)
+          expect(answer.status).toBe(403)
+          expect(answer.json()).toMatchObject({ error: "replay_disabled" })
+        }
+        const listing = yield* request("/dead-letters")
+        expect(listing.status).toBe(200)
+        expect(Schema.is(Schema.Struct({ items: Schema.Array(Schema.Unknown) }))(listing.json())).toBe(true)
+      }).pipe(Effect.provide(httpStack(TestDatabase))),
+    60_000
+  )
+})
