@@ -16,6 +16,7 @@
  */
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { connect, type Socket } from "node:net"
 import { cpus } from "node:os"
 import path from "node:path"
 import { Effect } from "effect"
@@ -710,31 +711,41 @@ const search = async (env: Env) => {
   return { rows, result }
 }
 
-/** `n` clients reading GET /orders/live, each counting the orders it is sent. */
+const ORDER_EVENT = Buffer.from("event: order\n")
+
+/**
+ * `n` clients reading GET /orders/live, each counting the orders it is sent. Plain sockets that
+ * count with Buffer.indexOf: the load generator shares the cores with the service, so its own
+ * reading must cost as little as a browser's would cost the service (nothing).
+ */
 const liveClients = async (base: string, n: number) => {
+  const { hostname, port } = new URL(base)
   const counts = new Array<number>(n).fill(0)
-  const controllers = Array.from({ length: n }, () => new AbortController())
-  await Promise.all(
-    controllers.map(async (controller, i) => {
-      const response = await fetch(`${base}/orders/live`, { signal: controller.signal })
-      if (response.status !== 200 || response.body === null) throw new Error(`live: HTTP ${response.status}`)
-      void (async () => {
-        const decoder = new TextDecoder()
-        let tail = ""
-        try {
-          for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-            const text = tail + decoder.decode(chunk, { stream: true })
-            counts[i]! += text.split("event: order\n").length - 1
-            tail = text.slice(-12)
-            if (tail.includes("event: order\n")) tail = ""
-          }
-        } catch {
-          // closed at the end of the run
-        }
-      })()
-    })
+  const sockets = await Promise.all(
+    counts.map(
+      (_, i) =>
+        new Promise<Socket>((resolve, reject) => {
+          const socket = connect({ host: hostname, port: Number(port) }, () => {
+            socket.write(`GET /orders/live HTTP/1.0\r\nHost: ${hostname}\r\n\r\n`)
+            resolve(socket)
+          })
+          let tail: Buffer = Buffer.alloc(0)
+          socket.on("data", (chunk: Buffer) => {
+            const data = tail.length > 0 ? Buffer.concat([tail, chunk]) : chunk
+            let at = data.indexOf(ORDER_EVENT)
+            let end = 0
+            while (at !== -1) {
+              counts[i]!++
+              end = at + ORDER_EVENT.length
+              at = data.indexOf(ORDER_EVENT, end)
+            }
+            tail = data.subarray(Math.max(end, data.length - ORDER_EVENT.length + 1))
+          })
+          socket.once("error", reject)
+        })
+    )
   )
-  return { counts, close: () => controllers.forEach((c) => c.abort()) }
+  return { counts, close: () => sockets.forEach((s) => s.destroy()) }
 }
 
 /**

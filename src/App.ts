@@ -64,8 +64,10 @@ export const layerHttp = Layer.effectDiscard(
 ).pipe(
   Layer.provideMerge(HttpServer.layer),
   Layer.provide(Http.layer),
-  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default, HttpDrain.Default]),
+  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default]),
   Layer.provideMerge(LiveFeed.Default),
+  // One drain signal: the server raises it, the live feed ends its streams on it.
+  Layer.provide(HttpDrain.Default),
   Layer.merge(cacheWarmup)
 )
 

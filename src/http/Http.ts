@@ -3,7 +3,7 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Duration, Effect, Layer, Option, Schema, Stream } from "effect"
+import { Duration, Effect, Layer, Option, Schema } from "effect"
 import { OrderCache } from "../cache/OrderCache.ts"
 import { IngestStatus } from "../ingest/IngestStatus.ts"
 import { LiveFeed } from "../live/LiveFeed.ts"
@@ -21,7 +21,6 @@ import {
 } from "./Api.ts"
 import * as ApiDocs from "./ApiDocs.ts"
 import * as DeadLettersHttp from "./DeadLettersHttp.ts"
-import { HttpDrain } from "./HttpDrain.ts"
 import { type OrderAnswer, OrderRoute } from "./OrderRoute.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
@@ -111,7 +110,6 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
     const orders = yield* Orders
     const route = yield* OrderRoute
     const live = yield* LiveFeed
-    const drain = yield* HttpDrain
     return (
       handlers
         // The answers are those the API declares (Order, InvalidOrderUid, OrderNotFound, Unavailable),
@@ -149,13 +147,11 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
           Effect.gen(function* () {
             const request = yield* HttpServerRequest.HttpServerRequest
             const response = NodeHttpServerRequest.toServerResponse(request)
-            const events = live
-              .connect(
-                Option.fromNullable(request.headers["last-event-id"]),
-                Effect.sync(() => response.destroy())
-              )
-              // On shutdown the stream ends at once: the browser reconnects, to another instance.
-              .pipe(Stream.interruptWhen(drain.begun))
+            // On shutdown the stream ends at once: the browser reconnects, to another instance.
+            const events = live.connect(
+              Option.fromNullable(request.headers["last-event-id"]),
+              Effect.sync(() => response.destroy())
+            )
             return HttpServerResponse.stream(events, {
               contentType: "text/event-stream",
               headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }

@@ -13,6 +13,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, Deferred, Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
 import { LiveConfig } from "../config/AppConfig.ts"
+import { HttpDrain } from "../http/HttpDrain.ts"
 import { ORDERS_STORED_CHANNEL, OrderRepository, type FeedEntry } from "../orders/OrderRepository.ts"
 
 const encoder = new TextEncoder()
@@ -68,6 +69,7 @@ const uidsOf = (payload: string): ReadonlyArray<string> => {
 export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
   scoped: Effect.gen(function* () {
     const config = yield* LiveConfig
+    const drain = yield* HttpDrain
     const pg = yield* PgClient.PgClient
     const repository = yield* OrderRepository
 
@@ -76,6 +78,41 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     const positionOf = new Map<string, number>()
     let position = 0
     const clients = new Set<Client>()
+
+    /** Ends a client's stream: what it has not taken yet is discarded. */
+    const end = (client: Client) => {
+      clients.delete(client)
+      Effect.runSync(Queue.shutdown(client.queue))
+    }
+
+    /** Never waits: a client that cannot take the bytes is dropped. */
+    const offerToAll = (bytes: Uint8Array) => {
+      for (const client of clients) {
+        if (!client.queue.unsafeOffer(bytes)) {
+          Deferred.unsafeDone(client.dropped, Effect.void)
+          end(client)
+        }
+      }
+    }
+
+    // One heartbeat for every client, rather than a timer merged into each client's stream.
+    yield* Effect.sync(() => offerToAll(HEARTBEAT)).pipe(
+      Effect.delay(config.heartbeat),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    // When the HTTP server begins to close, every stream ends (browsers reconnect elsewhere), and
+    // those that connect meanwhile end at once.
+    let closing = false
+    yield* drain.begun.pipe(
+      Effect.zipRight(
+        Effect.sync(() => {
+          closing = true
+          for (const client of clients) end(client)
+        })
+      ),
+      Effect.forkScoped
+    )
 
     const publish = (entry: FeedEntry) => {
       const e: Event = {
@@ -86,24 +123,12 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       recent.push(e)
       positionOf.set(e.seq, e.position)
       if (recent.length > config.resumeWindow) positionOf.delete(recent.shift()!.seq)
-      for (const client of clients) {
-        // Never waits: a client that cannot take the event is dropped.
-        if (!client.queue.unsafeOffer(e.bytes)) {
-          clients.delete(client)
-          Deferred.unsafeDone(client.dropped, Effect.void)
-        }
-      }
+      offerToAll(e.bytes)
     }
 
     /** Tells every client that orders may have been missed (the listening connection was lost). */
     const publishGap = () => {
-      const bytes = event("gap", { message: "the feed was interrupted; orders may have been missed" })
-      for (const client of clients) {
-        if (!client.queue.unsafeOffer(bytes)) {
-          clients.delete(client)
-          Deferred.unsafeDone(client.dropped, Effect.void)
-        }
-      }
+      offerToAll(event("gap", { message: "the feed was interrupted; orders may have been missed" }))
     }
 
     const listening = yield* Deferred.make<void>()
@@ -200,17 +225,13 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
                 }
               })
             }),
-            () => Effect.sync(() => clients.delete(client))
+            () => Effect.sync(() => end(client))
           )
           yield* Deferred.await(client.dropped).pipe(
             Effect.zipRight(Effect.sleep(DROPPED_GRACE)),
             Effect.zipRight(disconnect),
             Effect.forkScoped
           )
-          const heartbeat = Stream.repeatEffectWithSchedule(
-            Effect.succeed(HEARTBEAT),
-            Schedule.spaced(config.heartbeat)
-          ).pipe(Stream.drop(1))
           const farewell = Stream.unwrap(
             Effect.map(Deferred.isDone(client.dropped), (dropped) =>
               dropped
@@ -222,10 +243,10 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
                 : Stream.empty
             )
           )
+          if (closing) end(client)
+          // The queue is shut down when the client is dropped or the server closes: its stream ends.
           return Stream.make(RETRY, ...backlog).pipe(
             Stream.concat(Stream.fromQueue(client.queue)),
-            Stream.merge(heartbeat, { haltStrategy: "left" }),
-            Stream.interruptWhen(Deferred.await(client.dropped)),
             Stream.concat(farewell),
             // Whatever is waiting goes out in one write: a write per event per client is what
             // would cost the process (and so ingestion) its time with many clients.
