@@ -34,12 +34,15 @@ export interface LruCache<K, V> {
   readonly get: (key: K) => Effect.Effect<Option.Option<V>>
   /**
    * `get` as a plain call, on the same state and clock, for a path where running an
-   * Effect per call costs too much (the HTTP fast path). Its counts reach the metrics with the next
-   * operation or `flushMetrics`. With `countMiss: false` a miss is left uncounted, for a caller
+   * Effect per call costs too much (the HTTP fast path). With `countMiss: false` a miss is left uncounted, for a caller
    * that answers a miss by going through `get`, which counts it: one lookup, one miss.
    */
   readonly unsafeGet: (key: K, options?: { readonly countMiss?: boolean }) => Option.Option<V>
-  /** Bring the metrics up to date with `unsafeGet`'s counts (call before a scrape). */
+  /**
+   * Bring the metrics (hits, misses, evictions, entries, bytes) up to date with what the
+   * operations did since the last flush; call it before a scrape. Operations do not update the
+   * metrics themselves: a tagged metric update costs more than the lookup it counts.
+   */
   readonly flushMetrics: Effect.Effect<void>
   /**
    * Stores or replaces an entry, evicting least recently used ones until it fits.
@@ -176,8 +179,7 @@ export const make = <K, V>(options: LruCacheOptions): Effect.Effect<LruCache<K, 
       return true
     }
 
-    // A concurrent operation may set the gauges in between, leaving them one step stale until the next
-    // change; `stats` is always exact.
+    // The gauges are set from the state as it is at the flush; `stats` is always exact.
     const report = (state: State<K, V>, delta: Delta): Effect.Effect<void> => {
       const updates: Array<Effect.Effect<void>> = []
       if (delta.hits > 0) updates.push(Metric.incrementBy(hits, delta.hits))
@@ -203,28 +205,17 @@ export const make = <K, V>(options: LruCacheOptions): Effect.Effect<LruCache<K, 
       const ref = yield* Ref.make(state)
       // The clock the cache was made with, so the synchronous path keeps the same time as the rest.
       const clock = yield* Effect.clock
-      /** What `unsafeGet` changed since the metrics were last told. */
+      /**
+       * What the operations changed since the metrics were last told. The metrics are brought up
+       * to date by `flushMetrics` (before every scrape), not per operation: a tagged metric update
+       * costs more than the lookup it counts.
+       */
       let pending = newDelta()
-      const takePending = (delta: Delta): Delta => {
-        delta.hits += pending.hits
-        delta.misses += pending.misses
-        for (const reason of ["capacity", "bytes", "ttl"] as const)
-          delta.evictions[reason] += pending.evictions[reason]
-        delta.changed = delta.changed || pending.changed
-        pending = newDelta()
-        return delta
-      }
 
-      /** Runs `f` atomically on the state at the current Clock time, then reports what it changed. */
+      /** Runs `f` atomically on the state at the current Clock time. */
       const update = <A>(f: (state: State<K, V>, now: number, delta: Delta) => A): Effect.Effect<A> =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.flatMap(
-            Ref.modify(ref, (state): [[A, State<K, V>, Delta], State<K, V>] => {
-              const delta = takePending(newDelta())
-              return [[f(state, now, delta), state, delta], state]
-            }),
-            ([result, state, delta]) => Effect.as(report(state, delta), result)
-          )
+          Ref.modify(ref, (state): [A, State<K, V>] => [f(state, now, pending), state])
         )
 
       const lookup = (
@@ -256,7 +247,11 @@ export const make = <K, V>(options: LruCacheOptions): Effect.Effect<LruCache<K, 
       const unsafeGet = (key: K, options?: { readonly countMiss?: boolean }): Option.Option<V> =>
         lookup(state, key, clock.unsafeCurrentTimeMillis(), pending, options?.countMiss ?? true)
 
-      const flushMetrics = update(() => undefined)
+      const flushMetrics = Effect.suspend(() => {
+        const delta = pending
+        pending = newDelta()
+        return report(state, delta)
+      })
 
       const invalidSize = (size: number) =>
         Effect.dieMessage(

@@ -49,25 +49,20 @@ const make = (options: OrderCacheOptions) =>
       maxBytes: options.maxBytes,
       ttl: options.ttl
     })
+    // No span per call (`Effect.fn`): these run on every cache miss, where a span and the stack
+    // trace it captures measured as much as the lookup itself.
     return {
-      get: Effect.fn("OrderCache.get")((uid: string): Effect.Effect<Option.Option<CachedOrder>> =>
-        cache.get(uid)
-      ),
+      get: (uid: string): Effect.Effect<Option.Option<CachedOrder>> => cache.get(uid),
       /** `get` without an Effect per call, for the HTTP fast path (see `LruCache.unsafeGet`). */
       unsafeGet: (uid: string, options?: { readonly countMiss?: boolean }): Option.Option<CachedOrder> =>
         cache.unsafeGet(uid, options),
       flushMetrics: cache.flushMetrics,
-      put: Effect.fn("OrderCache.put")(
-        (order: CachedOrder, ttl?: Duration.DurationInput): Effect.Effect<boolean> =>
-          cache.put(order.uid, order, order.bytes, ttl)
-      ),
+      put: (order: CachedOrder, ttl?: Duration.DurationInput): Effect.Effect<boolean> =>
+        cache.put(order.uid, order, order.bytes, ttl),
       /** Warm-up: pass orders oldest first, so the newest are kept when they exceed a bound. */
-      putAll: Effect.fn("OrderCache.putAll")((orders: Iterable<CachedOrder>): Effect.Effect<void> =>
-        cache.putAll(Array.from(orders, (order) => ({ key: order.uid, value: order, size: order.bytes })))
-      ),
-      invalidate: Effect.fn("OrderCache.invalidate")((uid: string): Effect.Effect<boolean> =>
-        cache.invalidate(uid)
-      ),
+      putAll: (orders: Iterable<CachedOrder>): Effect.Effect<void> =>
+        cache.putAll(Array.from(orders, (order) => ({ key: order.uid, value: order, size: order.bytes }))),
+      invalidate: (uid: string): Effect.Effect<boolean> => cache.invalidate(uid),
       clear: cache.clear,
       stats: cache.stats,
       size: cache.size

@@ -139,7 +139,7 @@ export const layer = Layer.scoped(
 
     /**
      * `GET /order/{uid}`, below the router: the id is judged and a cache hit answered at once,
-     * without an Effect; a miss runs `OrderRoute.answer` (the API handler's own) on the layer's
+     * without an Effect; a miss runs `OrderRoute.answerMissed` (as the API handler does) on the layer's
      * runtime. The router is not used for these at all: it is most of a request's cost, and it
      * does not match ids longer than 100 characters.
      */
@@ -159,7 +159,7 @@ export const layer = Layer.scoped(
       if (now !== undefined) return answered(now)
       let written = 0
       track(req, res, pathname, started, () => written)
-      runCallback(route.answer(uid, ifNoneMatch), {
+      runCallback(route.answerMissed(uid, ifNoneMatch), {
         onExit: (exit) => {
           if (Exit.isSuccess(exit)) written = writeOrderAnswer(res, exit.value)
           else {

@@ -88,9 +88,9 @@ export class OrderRoute extends Effect.Service<OrderRoute>()("OrderRoute", {
     const cache = yield* OrderCache
 
     /**
-     * What needs no waiting: a cache hit, or an id that cannot be one. Undefined: ask `answer`.
-     * Only valid ids are ever cached, so a hit needs no check; a miss is not counted here, `answer`
-     * counts it.
+     * What needs no waiting: a cache hit, or an id that cannot be one. Undefined: ask
+     * `answerMissed`. Only valid ids are ever cached, so a hit needs no check. A miss is not
+     * counted here: `answerMissed` counts it, so that a bad id counts none.
      */
     const answerNow = (uid: string, ifNoneMatch: string | undefined): OrderAnswer | undefined => {
       const hit = cache.unsafeGet(uid, { countMiss: false })
@@ -99,19 +99,22 @@ export class OrderRoute extends Effect.Service<OrderRoute>()("OrderRoute", {
       return Option.isSome(problem) ? invalidOrderUid(problem.value) : undefined
     }
 
-    /** The answer for `uid`: from the cache, else from the database (which fills the cache). */
+    /** What `answerNow` could not answer: the order from the database (which fills the cache). */
+    const answerMissed = (uid: string, ifNoneMatch: string | undefined): Effect.Effect<OrderAnswer> =>
+      orders.get(uid).pipe(
+        Effect.map(
+          Option.match({ onNone: () => notFound(uid), onSome: (order) => found(order, ifNoneMatch) })
+        ),
+        Effect.catchTag("SqlError", () => Effect.succeed(unavailable))
+      )
+
+    /** The answer for `uid`: from the cache, else from the database. */
     const answer = (uid: string, ifNoneMatch: string | undefined): Effect.Effect<OrderAnswer> =>
       Effect.suspend(() => {
         const now = answerNow(uid, ifNoneMatch)
-        if (now !== undefined) return Effect.succeed(now)
-        return orders.get(uid).pipe(
-          Effect.map(
-            Option.match({ onNone: () => notFound(uid), onSome: (order) => found(order, ifNoneMatch) })
-          ),
-          Effect.catchTag("SqlError", () => Effect.succeed(unavailable))
-        )
+        return now !== undefined ? Effect.succeed(now) : answerMissed(uid, ifNoneMatch)
       })
 
-    return { answerNow, answer } as const
+    return { answerNow, answerMissed, answer } as const
   })
 }) {}

@@ -212,7 +212,7 @@ describe("LruCache", () => {
       })
     )
 
-    it.effect("the same counts are published as metrics tagged with the cache name", () =>
+    it.effect("the same counts are published as metrics tagged with the cache name, on flush", () =>
       Effect.gen(function* () {
         const name = "metrics-under-test"
         const counters = counts(name)
@@ -223,6 +223,8 @@ describe("LruCache", () => {
         yield* cache.get("a")
         yield* cache.get("x")
         yield* cache.put("b", "B", 5)
+        // Published when the metrics are flushed, as before every scrape.
+        yield* cache.flushMetrics
 
         const after = yield* counters
         expect(after.hits - before.hits).toBe(2)
@@ -286,6 +288,7 @@ describe("LruCache", () => {
           expect(after.ttl - before.ttl).toBe(1)
           // The caller answers the miss with get: one miss in all.
           expect(yield* cache.get("zz")).toEqual(Option.none())
+          yield* cache.flushMetrics
           expect((yield* counters).misses - before.misses).toBe(1)
           expect(yield* cache.stats).toMatchObject({ hits: 1, misses: 1, entries: 1 })
         })

@@ -9,10 +9,14 @@ const withConfig = (entries: ReadonlyArray<readonly [string, string]>) =>
   OrderCache.Default.pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(entries)))))
 
 describe("CachedOrder", () => {
-  it("the ETag is the quoted base64url SHA-1 of the body", () => {
-    // Digest computed independently: printf '%s' '{"order_uid":"b563feb7b2b84b6test"}' | openssl sha1 -binary | base64
-    const cached = CachedOrder.fromJson("b563feb7b2b84b6test", '{"order_uid":"b563feb7b2b84b6test"}')
-    expect(cached.etag).toBe('"UHn53UZEjUWA4PzQwHjBcbA9FtY"')
+  it("the ETag is the quoted base64url SHA-256 of the body, whether hashed here or read with it", () => {
+    // Computed independently: printf '%s' '{"order_uid":"b563feb7b2b84b6test"}' | openssl sha256 -binary | base64
+    const json = '{"order_uid":"b563feb7b2b84b6test"}'
+    const digest = "e3vrxQhYnnV0vHe1WkkguNz6fy_zN1G9oulLeHLokzo"
+    expect(CachedOrder.fromJson("b563feb7b2b84b6test", json).etag).toBe(`"${digest}"`)
+    expect(CachedOrder.fromStored({ uid: "b563feb7b2b84b6test", json, digest })).toStrictEqual(
+      CachedOrder.fromJson("b563feb7b2b84b6test", json)
+    )
   })
 
   it("the ETag is stable for the same body and changes with the body", () => {
@@ -22,7 +26,7 @@ describe("CachedOrder", () => {
     const changed = CachedOrder.fromJson("b563feb7b2b84b6test", json.replace("b563feb7b2b84b6test", "other"))
     expect(again.etag).toBe(first.etag)
     expect(changed.etag).not.toBe(first.etag)
-    expect(first.etag).toMatch(/^"[A-Za-z0-9_-]{27}"$/)
+    expect(first.etag).toMatch(/^"[A-Za-z0-9_-]{43}"$/)
   })
 
   it("the byte size is the body's UTF-8 length, not its string length", () => {
