@@ -110,9 +110,6 @@ export interface SearchQuery {
   readonly cursor: Option.Option<string>
 }
 
-/** What a phone number may be written with; anything else is not a phone. */
-const PHONE_LIKE = /^[\d\s+().\/-]+$/
-
 /** The kinds of value a search matches, each by one index (migration 0004). */
 export const SearchKinds = [
   "order_uid",
@@ -244,29 +241,8 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         ORDER BY o.created_at DESC, o.order_uid DESC
         LIMIT ${limit + 1}`
 
-    /**
-     * The uids of the orders `q` names, one index lookup per kind: each side of every comparison
-     * goes through the same `order_search_key`, as the indexes do. A phone is only tried when `q`
-     * looks like one, so that the digits inside some other id never match a phone.
-     */
-    const matching = (q: string) => sql`
-      SELECT order_uid FROM orders WHERE order_uid = order_search_key('id', ${q})
-      UNION ALL SELECT order_uid FROM orders
-        WHERE order_search_key('id', track_number) = order_search_key('id', ${q})
-      UNION ALL SELECT order_uid FROM orders
-        WHERE order_search_key('id', customer_id) = order_search_key('id', ${q})
-      ${
-        PHONE_LIKE.test(q)
-          ? sql`UNION ALL SELECT order_uid FROM deliveries
-        WHERE order_search_key('phone', phone) = order_search_key('phone', ${q})`
-          : sql``
-      }
-      UNION ALL SELECT order_uid FROM deliveries
-        WHERE order_search_key('email', email) = order_search_key('email', ${q})
-      UNION ALL SELECT order_uid FROM payments
-        WHERE order_search_key('id', transaction) = order_search_key('id', ${q})
-      UNION ALL SELECT order_uid FROM items
-        WHERE order_search_key('id', rid) = order_search_key('id', ${q})`
+    /** The uids of the orders `q` names (migration 0004's `order_search_matches`). */
+    const matching = (q: string) => sql`SELECT order_search_matches(${q})`
 
     const insertParts = (orders: ReadonlyArray<Prepared>) =>
       Effect.gen(function* () {
