@@ -9,7 +9,7 @@ import type { Browser, Page } from "playwright-core"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { baseUrl, httpStack } from "../support/app.ts"
-import { scopedBrowser } from "../support/browser.ts"
+import { isStreamLeftBehind, scopedBrowser } from "../support/browser.ts"
 import { TestDatabase } from "../support/database.ts"
 import { readFixtureJson } from "../support/fixtures.ts"
 import { generateOrders } from "../../src/tools/OrderGenerator.ts"
@@ -58,7 +58,9 @@ const openPage = (
         errors.push(`console: ${m.text()} (${m.location().url})`)
       })
       page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`))
-      page.on("requestfailed", (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`))
+      page.on("requestfailed", (r) => {
+        if (!isStreamLeftBehind(r)) errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`)
+      })
       page.on("response", (r) => {
         if (r.status() < 400) return
         const failure = expected.find((f) => f.url === r.url() && f.status === r.status())
