@@ -222,6 +222,24 @@ describe("the web page in Chromium", () => {
         yield* Effect.promise(() =>
           page.screenshot({ path: "test-results/search-results.png", fullPage: true })
         )
+        // On a phone held upright the form, its dates and the list fit without sideways scrolling.
+        yield* Effect.promise(() => page.setViewportSize({ width: 360, height: 800 }))
+        const overflow = yield* Effect.promise(() =>
+          page.evaluate(() => {
+            const wide = Array.from(
+              document.querySelectorAll<HTMLElement>("form, input, button, [data-testid=result-order]")
+            )
+              .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().right > window.innerWidth)
+              .map((e) => e.getAttribute("data-testid") ?? e.id ?? e.tagName)
+            return { scrollWidth: document.documentElement.scrollWidth, width: window.innerWidth, wide }
+          })
+        )
+        expect(overflow.wide).toEqual([])
+        expect(overflow.scrollWidth).toBeLessThanOrEqual(overflow.width)
+        yield* Effect.promise(() =>
+          page.screenshot({ path: "test-results/search-results-phone.png", fullPage: true })
+        )
+        yield* Effect.promise(() => page.setViewportSize({ width: 1280, height: 900 }))
         // The link to this search, opened afresh, shows the same list.
         const shared = page.url()
         yield* Effect.promise(() =>
