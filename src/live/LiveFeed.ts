@@ -33,9 +33,17 @@ interface Event {
   readonly bytes: Uint8Array
 }
 
+/** Bytes for every client at once — a notification's events, a heartbeat — and how many events. */
+interface Delivery {
+  readonly bytes: Uint8Array
+  readonly events: number
+}
+
 interface Client {
-  readonly queue: Queue.Queue<Uint8Array>
+  readonly queue: Queue.Queue<Delivery>
   readonly dropped: Deferred.Deferred<void>
+  /** Events offered to this client and not yet taken by its stream. */
+  pending: number
 }
 
 /** How soon a browser should reconnect after the stream ends. */
@@ -86,17 +94,20 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     }
 
     /** Never waits: a client that cannot take the bytes is dropped. */
-    const offerToAll = (bytes: Uint8Array) => {
+    const offerToAll = (delivery: Delivery) => {
       for (const client of clients) {
-        if (!client.queue.unsafeOffer(bytes)) {
+        if (client.pending + delivery.events > config.clientBuffer) {
           Deferred.unsafeDone(client.dropped, Effect.void)
           end(client)
+        } else {
+          client.pending += delivery.events
+          client.queue.unsafeOffer(delivery)
         }
       }
     }
 
     // One heartbeat for every client, rather than a timer merged into each client's stream.
-    yield* Effect.sync(() => offerToAll(HEARTBEAT)).pipe(
+    yield* Effect.sync(() => offerToAll({ bytes: HEARTBEAT, events: 0 })).pipe(
       Effect.delay(config.heartbeat),
       Effect.forever,
       Effect.forkScoped
@@ -114,21 +125,31 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       Effect.forkScoped
     )
 
-    const publish = (entry: FeedEntry) => {
-      const e: Event = {
+    /**
+     * A notification's orders: each kept for resuming, and all of them sent to every client as one
+     * piece of bytes (one allocation, however many clients).
+     */
+    const publish = (entries: ReadonlyArray<FeedEntry>) => {
+      if (entries.length === 0) return
+      const events = entries.map((entry): Event => ({
         seq: entry.seq,
         position: ++position,
         bytes: event("order", entry.summary, entry.seq)
+      }))
+      for (const e of events) {
+        recent.push(e)
+        positionOf.set(e.seq, e.position)
       }
-      recent.push(e)
-      positionOf.set(e.seq, e.position)
-      if (recent.length > config.resumeWindow) positionOf.delete(recent.shift()!.seq)
-      offerToAll(e.bytes)
+      while (recent.length > config.resumeWindow) positionOf.delete(recent.shift()!.seq)
+      offerToAll({ bytes: concatBytes(events.map((e) => e.bytes)), events: events.length })
     }
 
     /** Tells every client that orders may have been missed (the listening connection was lost). */
     const publishGap = () => {
-      offerToAll(event("gap", { message: "the feed was interrupted; orders may have been missed" }))
+      offerToAll({
+        bytes: event("gap", { message: "the feed was interrupted; orders may have been missed" }),
+        events: 1
+      })
     }
 
     const listening = yield* Deferred.make<void>()
@@ -161,7 +182,7 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
           )
         )
       ),
-      Stream.runForEach((entries) => Effect.sync(() => entries.forEach(publish)))
+      Stream.runForEach((entries) => Effect.sync(() => publish(entries)))
     )
     // A listening connection that died says nothing (the client library swallows its errors): we
     // notify ourselves now and then, and listen again on a fresh connection when nothing comes back.
@@ -208,8 +229,10 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       Stream.unwrapScoped(
         Effect.gen(function* () {
           const client: Client = {
-            queue: yield* Queue.dropping<Uint8Array>(config.clientBuffer),
-            dropped: yield* Deferred.make<void>()
+            // Bounded by `pending` against client_buffer, checked as events are offered.
+            queue: yield* Queue.unbounded<Delivery>(),
+            dropped: yield* Deferred.make<void>(),
+            pending: 0
           }
           // Registering and reading the backlog in one synchronous step: no event falls between.
           const backlog = yield* Effect.acquireRelease(
@@ -245,12 +268,23 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
           )
           if (closing) end(client)
           // The queue is shut down when the client is dropped or the server closes: its stream ends.
-          return Stream.make(RETRY, ...backlog).pipe(
-            Stream.concat(Stream.fromQueue(client.queue)),
-            Stream.concat(farewell),
+          const deliveries = Stream.fromQueue(client.queue).pipe(
             // Whatever is waiting goes out in one write: a write per event per client is what
             // would cost the process (and so ingestion) its time with many clients.
-            Stream.mapChunks((chunk) => (chunk.length <= 1 ? chunk : Chunk.of(concatBytes(chunk))))
+            Stream.mapChunks((chunk) => {
+              let events = 0
+              for (const delivery of chunk) events += delivery.events
+              client.pending -= events
+              return Chunk.of(
+                chunk.length === 1
+                  ? Chunk.unsafeGet(chunk, 0).bytes
+                  : concatBytes(Chunk.map(chunk, (d) => d.bytes))
+              )
+            })
+          )
+          return Stream.make(concatBytes([RETRY, ...backlog])).pipe(
+            Stream.concat(deliveries),
+            Stream.concat(farewell)
           )
         })
       )
