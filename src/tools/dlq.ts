@@ -6,9 +6,9 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { SingleBar } from "cli-progress"
 import { Cause, Console, Data, Duration, Effect, Exit, Option } from "effect"
-import { parseArgs } from "node:util"
 import { pathToFileURL } from "node:url"
 import { RejectionKinds } from "../orders/Rejection.ts"
+import { parseCommandLine, UsageError } from "./CommandLine.ts"
 
 export const USAGE = `Usage: npm run dlq -- replay [options]
 
@@ -42,7 +42,6 @@ Examples:
 Exit status: 0 when every selected letter was sent (or listed, with --dry-run); 1 on an error
 or when the broker refused some; 2 on a usage error.`
 
-class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
 class ServiceError extends Data.TaggedError("ServiceError")<{ readonly message: string }> {}
 
 export interface ReplayOptions {
@@ -72,25 +71,16 @@ export const parseOptions = (
   now: Date = new Date()
 ): Effect.Effect<ReplayOptions, UsageError> =>
   Effect.gen(function* () {
-    const parsed = yield* Effect.try({
-      try: () =>
-        parseArgs({
-          args: [...argv],
-          allowPositionals: true,
-          strict: true,
-          options: {
-            url: { type: "string" },
-            kind: { type: "string" },
-            since: { type: "string" },
-            until: { type: "string" },
-            partition: { type: "string" },
-            offset: { type: "string" },
-            "dry-run": { type: "boolean" },
-            "batch-size": { type: "string" },
-            help: { type: "boolean", short: "h" }
-          }
-        }),
-      catch: (e) => new UsageError({ message: (e as Error).message })
+    const parsed = yield* parseCommandLine(argv, {
+      url: { type: "string" },
+      kind: { type: "string" },
+      since: { type: "string" },
+      until: { type: "string" },
+      partition: { type: "string" },
+      offset: { type: "string" },
+      "dry-run": { type: "boolean" },
+      "batch-size": { type: "string" },
+      help: { type: "boolean", short: "h" }
     })
     const v = parsed.values
     const usage = (message: string) => Effect.fail(new UsageError({ message }))

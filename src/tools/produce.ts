@@ -13,12 +13,12 @@ import { pathToFileURL } from "node:url"
 import "../kafka/kafkajsRequestQueue.ts"
 import { bootstrapFileOf } from "../local/bootstrapFile.ts"
 import { projectRoot } from "../projectRoot.ts"
-import { parseArgs } from "node:util"
 import { decodeOrderBytes, type OrderRejected } from "../orders/OrderDecoder.ts"
 import { DecodeRejectionKinds } from "../orders/Rejection.ts"
 import { BROKER_LIST_EXPECTED, isBrokerList, splitBrokerList } from "../config/AppConfig.ts"
 import { describeKafkaError, hasErrorType, KafkaError } from "../kafka/KafkaError.ts"
 import { DEFAULT_MAX_MESSAGE_BYTES, generateOrder, makeFaker, makeInvalid } from "./OrderGenerator.ts"
+import { parseCommandLine, UsageError } from "./CommandLine.ts"
 
 export const USAGE = `Usage: npm run produce -- [options] [files…]
 
@@ -52,7 +52,6 @@ Examples:
 Exit status: 0 when every message was acknowledged or, for a too_large one, refused by
 the broker as too large (the summary says how many); 1 on an error; 2 on a usage error.`
 
-class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
 /** No usable broker list: none given, unreadable, or not host:port. */
 class BrokerListError extends Data.TaggedError("BrokerListError")<{ readonly message: string }> {}
 class FileError extends Data.TaggedError("FileError")<{ readonly message: string }> {}
@@ -91,26 +90,17 @@ const isRatio = (n: number) => n >= 0 && n <= 1
 
 const parseOptions = (argv: ReadonlyArray<string>): Effect.Effect<Options, UsageError> =>
   Effect.gen(function* () {
-    const parsed = yield* Effect.try({
-      try: () =>
-        parseArgs({
-          args: [...argv],
-          allowPositionals: true,
-          strict: true,
-          options: {
-            brokers: { type: "string" },
-            topic: { type: "string" },
-            count: { type: "string" },
-            rate: { type: "string" },
-            "invalid-ratio": { type: "string" },
-            "duplicate-ratio": { type: "string" },
-            seed: { type: "string" },
-            "batch-size": { type: "string" },
-            "max-message-bytes": { type: "string" },
-            help: { type: "boolean", short: "h" }
-          }
-        }),
-      catch: (e) => new UsageError({ message: (e as Error).message })
+    const parsed = yield* parseCommandLine(argv, {
+      brokers: { type: "string" },
+      topic: { type: "string" },
+      count: { type: "string" },
+      rate: { type: "string" },
+      "invalid-ratio": { type: "string" },
+      "duplicate-ratio": { type: "string" },
+      seed: { type: "string" },
+      "batch-size": { type: "string" },
+      "max-message-bytes": { type: "string" },
+      help: { type: "boolean", short: "h" }
     })
     const v = parsed.values
     const files = parsed.positionals
