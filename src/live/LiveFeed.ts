@@ -106,8 +106,10 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       }
     }
 
-    // One heartbeat for every client, rather than a timer merged into each client's stream.
-    yield* Effect.sync(() => offerToAll({ bytes: HEARTBEAT, events: 0 })).pipe(
+    // One heartbeat for every client, rather than a timer merged into each client's stream. It
+    // counts as an event, so that a client that stopped reading while nothing happened is let go
+    // too, in time, instead of collecting heartbeats.
+    yield* Effect.sync(() => offerToAll({ bytes: HEARTBEAT, events: 1 })).pipe(
       Effect.delay(config.heartbeat),
       Effect.forever,
       Effect.forkScoped
