@@ -4,15 +4,19 @@
  * (embedded PostgreSQL, a local Kafka broker, the service as its own process), on loopback only.
  *
  *   npm run bench                # all parts
- *   npm run bench -- ingest      # one part: ingest | latency | http | mixed | startup
+ *   npm run bench -- ingest      # one part: ingest | latency | http | mixed | startup | search | live
  *   BENCH_INGEST_N=50000 npm run bench -- ingest
  *   BENCH_INGEST_N=0 BENCH_INGEST_PER_MESSAGE_N=0 npm run bench -- ingest   # only the run with rejects
  *   npm run bench -- latency     # produce → stored, at a steady 1,000 messages/s
+ *   npm run bench -- search      # GET /orders/search p99 per key kind, 50 connections (wrk)
+ *   BENCH_SEARCH_N=20000 npm run bench -- search
+ *   npm run bench -- live        # ingest time with 100 clients on GET /orders/live vs none
  *   BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=bench/results" npm run bench -- ingest   # profile the service
  *   npm run bench -- dlq         # index 100,000 parked letters, time the dead-letter listing (BENCH_DLQ_N)
  */
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { connect, type Socket } from "node:net"
 import { cpus } from "node:os"
 import path from "node:path"
 import { Effect } from "effect"
@@ -39,6 +43,10 @@ const LATENCY_RATE = Number(process.env["BENCH_LATENCY_RATE"] ?? 1_000)
 const LATENCY_SECONDS = Number(process.env["BENCH_LATENCY_SECONDS"] ?? 30)
 const MIXED_RATE = Number(process.env["BENCH_MIXED_RATE"] ?? 2_000)
 const MIXED_SECONDS = Number(process.env["BENCH_MIXED_SECONDS"] ?? 60)
+const SEARCH_N = Number(process.env["BENCH_SEARCH_N"] ?? 1_000_000)
+const SEARCH_SECONDS = Number(process.env["BENCH_SEARCH_SECONDS"] ?? 10)
+const LIVE_N = Number(process.env["BENCH_LIVE_N"] ?? 100_000)
+const LIVE_CLIENTS = Number(process.env["BENCH_LIVE_CLIENTS"] ?? 100)
 const DLQ_N = Number(process.env["BENCH_DLQ_N"] ?? 100_000)
 const DLQ_REQUESTS = Number(process.env["BENCH_DLQ_REQUESTS"] ?? 50)
 
@@ -106,6 +114,9 @@ const startOnTopic = (url: string, port: number, topic: string, vars: Record<str
 /** Messages the service has stored or parked so far, from its own counters. */
 const settledCount = async (base: string) =>
   (await metric(base, "ingest_orders_stored_total")) +
+  // A batch stored just before a rebalance took its partition comes again and is acknowledged as
+  // duplicates: those messages are settled too.
+  (await metric(base, "ingest_orders_duplicate_total")) +
   (await metric(base, "ingest_messages_dead_lettered_total"))
 
 const stopService = async (child: ChildProcess) => {
@@ -199,8 +210,37 @@ const withRejects = (orders: ReadonlyArray<OrderJson>): Array<Outgoing> =>
         }
   )
 
+/** The search indexes of migration 0004: dropped for the run that measures ingest without them. */
+const SEARCH_INDEXES = [
+  "orders_track_number_search_idx",
+  "orders_customer_id_search_idx",
+  "deliveries_phone_search_idx",
+  "deliveries_email_search_idx",
+  "payments_transaction_search_idx",
+  "items_rid_search_idx"
+]
+
+/** A migrated database without the search indexes (the schema before search existed). */
+const withoutSearchIndexes = async (url: string) => {
+  await seedDatabase(url, [])
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    for (const index of SEARCH_INDEXES) await client.query(`DROP INDEX ${index}`)
+  } finally {
+    await client.end()
+  }
+}
+
 const ingestModes = [
   { mode: "batch", n: INGEST_N, rejects: false, key: "ingest_orders_per_s" },
+  {
+    mode: "batch",
+    n: INGEST_N,
+    rejects: false,
+    key: "ingest_orders_per_s_without_search_indexes",
+    prepare: withoutSearchIndexes
+  },
   { mode: "message", n: INGEST_PER_MESSAGE_N, rejects: false, key: "ingest_orders_per_s_per_message_tx" },
   { mode: "batch", n: INGEST_REJECTS_N, rejects: true, key: "ingest_messages_per_s_with_2pct_rejects" }
 ] as const
@@ -208,9 +248,10 @@ const ingestModes = [
 const ingest = async (env: Env) => {
   const rows: Array<Record<string, string | number>> = []
   const result: Record<string, number> = {}
-  for (const { mode, n, rejects, key } of ingestModes) {
+  for (const { mode, n, rejects, key, ...options } of ingestModes) {
     if (n === 0) continue // BENCH_INGEST_…_N=0 skips a run
-    const label = rejects ? `${mode}, 2 % rejects` : mode
+    const prepare = "prepare" in options ? options.prepare : undefined
+    const label = `${rejects ? `${mode}, 2 % rejects` : mode}${prepare ? ", without the search indexes" : ""}`
     const topic = `bench-${mode}${rejects ? "-rejects" : ""}-${Date.now()}`
     console.log(`ingest (${label}): generating and producing ${n} messages…`)
     const orders = generateOrders(n, 7)
@@ -221,6 +262,7 @@ const ingest = async (env: Env) => {
     const items = valid.reduce((s, o) => s + o.items.length, 0)
     await produceAll(env.kafka.bootstrapServers, topic, messages)
     const url = await freshDatabase(env)
+    await prepare?.(url)
     const port = await freePort()
     const service = startOnTopic(url, port, topic, {
       KAFKA_BROKERS: env.kafka.bootstrapServers,
@@ -253,6 +295,12 @@ const ingest = async (env: Env) => {
     }
   }
   table("Ingest: from the first settled message until all are stored or parked (3 partitions)", rows)
+  const withIndexes = result["ingest_orders_per_s"]
+  const without = result["ingest_orders_per_s_without_search_indexes"]
+  if (withIndexes !== undefined && without !== undefined) {
+    result["ingest_with_search_indexes_ratio"] = round(withIndexes / without, 3)
+    console.log(`with / without the search indexes = ${result["ingest_with_search_indexes_ratio"]}`)
+  }
   return { rows, result }
 }
 
@@ -568,6 +616,206 @@ const startup = async (env: Env) => {
   }
 }
 
+/** What a support agent would type for each kind of key, per order: phones as written, e-mails in capitals. */
+const searchKeys: Record<string, (o: OrderJson) => string> = {
+  order_uid: (o) => o.order_uid,
+  track_number: (o) => o.track_number,
+  customer_id: (o) => o.customer_id,
+  phone: (o) => o.delivery.phone,
+  email: (o) => o.delivery.email.toUpperCase(),
+  transaction: (o) => o.payment.transaction,
+  rid: (o) => o.items[0]!.rid
+}
+
+/**
+ * GET /orders/search with `BENCH_SEARCH_N` orders stored: for each kind of key, 50 connections
+ * searching random keys of that kind (one order each, or a few for a common customer id).
+ */
+const search = async (env: Env) => {
+  requireWrk()
+  mkdirSync("bench/results", { recursive: true })
+  const url = await freshDatabase(env)
+  const keys: Record<string, Array<string>> = Object.fromEntries(Object.keys(searchKeys).map((k) => [k, []]))
+  const CHUNK = 50_000
+  console.log(`search: storing ${SEARCH_N} orders…`)
+  for (let stored = 0; stored < SEARCH_N; stored += CHUNK) {
+    const orders = generateOrders(Math.min(CHUNK, SEARCH_N - stored), 1_000 + stored / CHUNK)
+    await seedDatabase(url, orders)
+    // Keys from every part of the table, not only the newest rows.
+    for (const o of orders.filter((_, i) => i % Math.max(1, Math.floor(SEARCH_N / 20_000)) === 0)) {
+      for (const [kind, key] of Object.entries(searchKeys)) keys[kind]!.push(key(o))
+    }
+    if (stored % 200_000 === 0) console.log(`  ${stored + orders.length} stored`)
+  }
+  const analyze = new pg.Client({ connectionString: url })
+  await analyze.connect()
+  await analyze.query("ANALYZE").finally(() => analyze.end())
+  const port = await freePort()
+  const service = startService({
+    DATABASE_URL: url,
+    KAFKA_BROKERS: env.kafka.bootstrapServers,
+    KAFKA_TOPIC: `bench-search-${port}`,
+    KAFKA_DLQ_TOPIC: `bench-search-${port}.dlq`,
+    HTTP_PORT: String(port),
+    CACHE_WARM_COUNT: "0"
+  })
+  const rows: Array<Record<string, string | number>> = []
+  const result: Record<string, number> = {}
+  try {
+    const base = `http://127.0.0.1:${port}`
+    await waitUntil("ready", async () => (await fetch(`${base}/readyz`)).status === 200, 120_000)
+    // Every key found (a wrong key would measure the empty answer).
+    for (const [kind, list] of Object.entries(keys)) {
+      const page = (await (
+        await fetch(`${base}/orders/search?q=${encodeURIComponent(list[0]!)}`)
+      ).json()) as {
+        items: Array<unknown>
+      }
+      if (page.items.length === 0) throw new Error(`search by ${kind} found nothing for ${list[0]}`)
+    }
+    const searchPaths = (list: ReadonlyArray<string>) =>
+      list.map((key) => `/orders/search?q=${encodeURIComponent(key)}`)
+    // Warm the JIT and the pool.
+    await wrk(base, searchPaths(keys["order_uid"]!), { connections: 50, seconds: 2, name: "search-warm" })
+    for (const [kind, list] of Object.entries(keys)) {
+      const w = await wrk(base, searchPaths(list), {
+        connections: 50,
+        seconds: SEARCH_SECONDS,
+        name: `search-${kind}`
+      })
+      const r = {
+        rps: round(w.rps),
+        p50: round(w.p50Ms, 2),
+        p99: round(w.p99Ms, 2),
+        errors: w.non2xx + w.socketErrors
+      }
+      rows.push({
+        key: kind,
+        orders: SEARCH_N,
+        keys: list.length,
+        "req/s": r.rps,
+        p50_ms: r.p50,
+        p99_ms: r.p99,
+        errors_or_non2xx: r.errors
+      })
+      result[`search_${kind}_p99_ms`] = r.p99
+      result[`search_${kind}_rps`] = r.rps
+    }
+  } finally {
+    await stopService(service)
+  }
+  table(
+    `Search: GET /orders/search?q= with ${SEARCH_N} orders stored, 50 connections, ${SEARCH_SECONDS} s per kind`,
+    rows
+  )
+  return { rows, result }
+}
+
+const ORDER_EVENT = Buffer.from("event: order\n")
+
+/**
+ * `n` clients reading GET /orders/live, each counting the orders it is sent. Plain sockets that
+ * count with Buffer.indexOf: the load generator shares the cores with the service, so its own
+ * reading must cost as little as a browser's would cost the service (nothing).
+ */
+const liveClients = async (base: string, n: number) => {
+  const { hostname, port } = new URL(base)
+  const counts = new Array<number>(n).fill(0)
+  const sockets = await Promise.all(
+    counts.map(
+      (_, i) =>
+        new Promise<Socket>((resolve, reject) => {
+          const socket = connect({ host: hostname, port: Number(port) }, () => {
+            socket.write(`GET /orders/live HTTP/1.0\r\nHost: ${hostname}\r\n\r\n`)
+            resolve(socket)
+          })
+          let tail: Buffer = Buffer.alloc(0)
+          socket.on("data", (chunk: Buffer) => {
+            const data = tail.length > 0 ? Buffer.concat([tail, chunk]) : chunk
+            let at = data.indexOf(ORDER_EVENT)
+            let end = 0
+            while (at !== -1) {
+              counts[i]!++
+              end = at + ORDER_EVENT.length
+              at = data.indexOf(ORDER_EVENT, end)
+            }
+            tail = data.subarray(Math.max(end, data.length - ORDER_EVENT.length + 1))
+          })
+          socket.once("error", reject)
+        })
+    )
+  )
+  return { counts, close: () => sockets.forEach((s) => s.destroy()) }
+}
+
+/**
+ * Ingest of a backlog of `BENCH_LIVE_N` orders, once with nobody on the live feed and once with
+ * `BENCH_LIVE_CLIENTS` clients connected, in one run: what the feed adds to ingest time.
+ */
+const live = async (env: Env) => {
+  const orders = generateOrders(LIVE_N, 17)
+  const rows: Array<Record<string, string | number>> = []
+  const seconds: Record<number, number> = {}
+  for (const clients of [0, LIVE_CLIENTS]) {
+    const topic = `bench-live-${clients}-${Date.now()}`
+    console.log(`live: ${LIVE_N} orders with ${clients} clients on the live feed…`)
+    await produceAll(
+      env.kafka.bootstrapServers,
+      topic,
+      orders.map((o) => ({ key: o.order_uid, value: JSON.stringify(o) }))
+    )
+    const url = await freshDatabase(env)
+    const port = await freePort()
+    // The clients connect as soon as HTTP answers, seconds before the consumer has joined its group.
+    const service = startOnTopic(url, port, topic, { KAFKA_BROKERS: env.kafka.bootstrapServers })
+    const base = `http://127.0.0.1:${port}`
+    try {
+      await waitUntil("HTTP answers", async () => (await fetch(`${base}/healthz`)).ok, 120_000)
+      const feed = clients > 0 ? await liveClients(base, clients) : undefined
+      const settled = () => settledCount(base)
+      await waitUntil("the first order is stored", async () => (await settled()) > 0, 120_000)
+      const started = Date.now()
+      await waitUntil("every order is stored", async () => (await settled()) >= LIVE_N, 1_800_000)
+      seconds[clients] = (Date.now() - started) / 1000
+      if (feed !== undefined) {
+        // A client too slow for the feed is dropped: the table shows it as fewer events.
+        await waitUntil(
+          "every client has every order",
+          async () => Math.min(...feed.counts) >= LIVE_N,
+          60_000
+        ).catch(() => undefined)
+        const least = Math.min(...feed.counts)
+        const most = Math.max(...feed.counts)
+        feed.close()
+        rows.push({
+          clients,
+          orders: LIVE_N,
+          seconds: round(seconds[clients]!, 2),
+          "orders/s": round(LIVE_N / seconds[clients]!),
+          "events per client (min–max)": `${least}–${most}`
+        })
+      } else {
+        rows.push({
+          clients,
+          orders: LIVE_N,
+          seconds: round(seconds[clients]!, 2),
+          "orders/s": round(LIVE_N / seconds[clients]!),
+          "events per client (min–max)": "—"
+        })
+      }
+    } finally {
+      await stopService(service)
+    }
+  }
+  table(
+    `Live feed: ingest of ${LIVE_N} orders, without and with ${LIVE_CLIENTS} clients on GET /orders/live`,
+    rows
+  )
+  const added = seconds[LIVE_CLIENTS]! / seconds[0]! - 1
+  console.log(`the live feed with ${LIVE_CLIENTS} clients adds ${round(added * 100, 1)} % to ingest time`)
+  return { rows, result: { live_ingest_time_added_pct: round(added * 100, 1) } }
+}
+
 /**
  * `DLQ_N` letters on the dead-letter topic, as the service parks them (every kind in turn, an order
  * of about 1 KB as the value, one a second apart), then the service started on it: how long its
@@ -672,7 +920,7 @@ const dlq = async (env: Env) => {
 
 // ---------------------------------------------------------------------------------------------
 
-const parts = { ingest, latency, http, mixed, startup, dlq } as const
+const parts = { ingest, latency, http, mixed, startup, dlq, search, live } as const
 const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof typeof parts>
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 

@@ -10,12 +10,14 @@ import { DeadLetterIndex } from "./deadletters/DeadLetterIndex.ts"
 import * as DeadLetterIndexer from "./deadletters/DeadLetterIndexer.ts"
 import * as DeadLetterReplay from "./deadletters/DeadLetterReplay.ts"
 import * as Http from "./http/Http.ts"
+import { HttpDrain } from "./http/HttpDrain.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import { OrderRoute } from "./http/OrderRoute.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
 import * as IngestPipeline from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
 import { KafkaClient } from "./kafka/KafkaClient.ts"
+import { LiveFeed } from "./live/LiveFeed.ts"
 import * as Local from "./local/Local.ts"
 import { Prometheus } from "./observability/Prometheus.ts"
 import { OrderRepository } from "./orders/OrderRepository.ts"
@@ -43,7 +45,10 @@ const cacheWarmup = Layer.scopedDiscard(
   )
 )
 
-/** Serves the API, the page and the metrics, says where it listens once it does, and warms the cache. */
+/**
+ * Serves the API, the live feed, the page and the metrics, says where it listens once it does, and
+ * warms the cache.
+ */
 export const layerHttp = Layer.effectDiscard(
   Effect.flatMap(HttpServer.HttpAddress, ({ url }) =>
     Effect.logInfo("Order service ready to serve").pipe(
@@ -60,6 +65,9 @@ export const layerHttp = Layer.effectDiscard(
   Layer.provideMerge(HttpServer.layer),
   Layer.provide(Http.layer),
   Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default]),
+  Layer.provideMerge(LiveFeed.Default),
+  // One drain signal: the server raises it, the live feed ends its streams on it.
+  Layer.provide(HttpDrain.Default),
   Layer.merge(cacheWarmup)
 )
 

@@ -1,9 +1,9 @@
 // The recent orders in the sidebar, a page at a time.
 
-import { h, isRecord } from "./dom.js"
+import { isRecord } from "./dom.js"
 import { getJson, RequestFailed } from "./api.js"
-import { countText, display, list, money, record, shortDateTimeFormat } from "./format.js"
-import { pageUrl } from "./order-id.js"
+import { list, record } from "./format.js"
+import { summaryEntry } from "./summary.js"
 
 const RECENT_PAGE_SIZE = 20
 
@@ -60,27 +60,37 @@ function setRecentStatus(text, isError = false) {
   ui.recentStatus.classList.toggle("error-text", isError)
 }
 
-function recentEntry(summary) {
-  const uid = typeof summary.order_uid === "string" ? summary.order_uid : display(summary.order_uid)
-  const count = typeof summary.item_count === "number" ? summary.item_count : null
-  const date = typeof summary.date_created === "string" ? new Date(summary.date_created) : null
-  const link = h(
-    "a",
-    { class: "recent-item", href: pageUrl(uid), "data-uid": uid, "data-testid": "recent-order" },
-    h("span", { class: "recent-uid mono" }, uid),
-    h("span", { class: "recent-amount" }, money(summary.amount, summary.currency)),
-    h(
-      "span",
-      { class: "recent-date" },
-      date && !Number.isNaN(date.getTime()) ? shortDateTimeFormat.format(date) : display(summary.date_created)
-    ),
-    h(
-      "span",
-      { class: "recent-who" },
-      count === null ? display(summary.customer_id) : `${display(summary.customer_id)} · ${countText(count)}`
-    )
-  )
-  return h("li", {}, link)
+const recentEntry = (summary) => summaryEntry(summary, "recent-order")
+
+/** Most entries the list keeps while orders arrive live; older ones are dropped from the bottom. */
+const RECENT_MAX = 500
+
+/** Newly stored orders, oldest first, go on top of the list (those already in it are skipped). */
+export function prependRecent(summaries) {
+  const known = new Set(Array.from(ui.recentList.querySelectorAll("a[data-uid]"), (a) => a.dataset.uid))
+  const fresh = summaries.filter((s) => !known.has(s.order_uid)).reverse()
+  if (fresh.length === 0) return
+  ui.recentList.prepend(...fresh.map(recentEntry))
+  setRecentStatus("")
+  markShown()
+  if (ui.recentList.childElementCount > RECENT_MAX) {
+    while (ui.recentList.childElementCount > RECENT_MAX) ui.recentList.lastElementChild.remove()
+    // The next page would start after orders no longer listed: paging starts again from Refresh.
+    recent.cursor = null
+    ui.recentMore.hidden = true
+  }
+}
+
+/** Whether the list is scrolled away from its newest entries (on a wide screen it scrolls itself). */
+export function recentScrolled() {
+  if (ui.recentList.scrollTop > 8) return true
+  return ui.recentList.getBoundingClientRect().top < 0
+}
+
+/** Brings the newest entries into view. */
+export function scrollRecentToTop() {
+  ui.recentList.scrollTop = 0
+  if (ui.recentList.getBoundingClientRect().top < 0) ui.recentList.scrollIntoView({ block: "start" })
 }
 
 /** Marks the order the page now shows, if it is in the list; null when it shows none. */
@@ -90,7 +100,7 @@ export function markCurrentRecent(uid) {
 }
 
 function markShown() {
-  for (const link of ui.recentList.querySelectorAll("a[data-uid]")) {
+  for (const link of document.querySelectorAll(".recent-list a[data-uid]")) {
     if (link.dataset.uid === shown) link.setAttribute("aria-current", "page")
     else link.removeAttribute("aria-current")
   }

@@ -1,8 +1,9 @@
 // Order lookup page: wires the page's events to its parts. Each part is an ES module of its own
 // (no build step); orders are always rendered as text, never as HTML (see order-view.js).
 
-import { close, forgetBadId, open, retry } from "./lookup.js"
+import { close, find, forgetBadId, moreResults, open, retry, searchInLocation } from "./lookup.js"
 import { loadRecent } from "./recent.js"
+import { startLive } from "./live.js"
 import { uidInLocation } from "./order-id.js"
 
 const byId = (id) => document.getElementById(id)
@@ -10,25 +11,39 @@ const byId = (id) => document.getElementById(id)
 const ui = {
   form: byId("search-form"),
   input: byId("uid-input"),
+  from: byId("from-input"),
+  to: byId("to-input"),
+  datesClear: byId("dates-clear"),
   results: byId("results"),
+  resultsMore: byId("results-more"),
   retry: byId("retry-button"),
-  recentList: byId("recent-list"),
   recentMore: byId("recent-more"),
   recentRefresh: byId("recent-refresh")
 }
 
 const wideLayout = window.matchMedia("(min-width: 900px)")
 
+const dates = () => ({ from: ui.from.value, to: ui.to.value })
+
 ui.form.addEventListener("submit", (event) => {
   event.preventDefault()
-  open(ui.input.value, { push: true })
+  find(ui.input.value, dates(), { push: true })
 })
 
 ui.input.addEventListener("input", forgetBadId)
+ui.from.addEventListener("input", forgetBadId)
+ui.to.addEventListener("input", forgetBadId)
+ui.datesClear.addEventListener("click", () => {
+  ui.from.value = ""
+  ui.to.value = ""
+  forgetBadId()
+})
 ui.retry.addEventListener("click", retry)
+ui.resultsMore.addEventListener("click", moreResults)
 
-ui.recentList.addEventListener("click", (event) => {
-  const link = event.target instanceof Element ? event.target.closest("a[data-uid]") : null
+// Recent orders and search results: a click opens the order.
+document.addEventListener("click", (event) => {
+  const link = event.target instanceof Element ? event.target.closest(".recent-list a[data-uid]") : null
   // Let modified clicks open a new tab as links normally do.
   if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return
   event.preventDefault()
@@ -40,10 +55,18 @@ ui.recentList.addEventListener("click", (event) => {
 ui.recentMore.addEventListener("click", () => loadRecent({ reset: false }))
 ui.recentRefresh.addEventListener("click", () => loadRecent({ reset: true }))
 
-window.addEventListener("popstate", () => {
+/** What the URL asks for: an order, a search, or nothing. */
+function follow() {
   const uid = uidInLocation()
-  if (uid === null) close()
-  else open(uid, { push: false })
+  const search = searchInLocation()
+  if (uid !== null) open(uid, { push: false })
+  else if (search !== null) find(search.q, search.dates, { push: false })
+  else return false
+  return true
+}
+
+window.addEventListener("popstate", () => {
+  if (!follow()) close()
 })
 
 document.addEventListener("keydown", (event) => {
@@ -63,6 +86,6 @@ document.addEventListener("keydown", (event) => {
 // rendering step, which can come after keys typed right away went nowhere.
 if (document.activeElement === null || document.activeElement === document.body) ui.input.focus()
 
-const initialUid = uidInLocation()
-if (initialUid !== null) open(initialUid, { push: false })
+follow()
 loadRecent({ reset: true })
+startLive()

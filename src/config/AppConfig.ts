@@ -129,6 +129,12 @@ export const CacheConfig = Config.all({
   warmCount: nonNegativeInt("warm_count").pipe(Config.withDefault(10_000))
 }).pipe(Config.nested("cache"))
 
+export const LiveConfig = Config.all({
+  heartbeat: positiveDuration("heartbeat").pipe(Config.withDefault(Duration.seconds(15))),
+  clientBuffer: positiveInt("client_buffer").pipe(Config.withDefault(4096)),
+  resumeWindow: positiveInt("resume_window").pipe(Config.withDefault(5_000))
+}).pipe(Config.nested("live"))
+
 /** A replay token shorter than this is refused at start-up: it would be guessable. */
 export const MIN_REPLAY_TOKEN_LENGTH = 16
 
@@ -189,6 +195,7 @@ export const AllConfig = Config.all({
   ingest: IngestConfig,
   cache: CacheConfig,
   deadLetters: DeadLettersConfig,
+  live: LiveConfig,
   log: LogConfig
 })
 

@@ -13,13 +13,15 @@ import { DatabaseConfig, DatabaseUrl } from "../config/AppConfig.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
 import deadLetters from "./migrations/0003_dead_letters.ts"
+import orderSearch from "./migrations/0004_order_search.ts"
 import { databaseReason, isConnectionError } from "./SqlErrors.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
 const migrations = PgMigrator.fromRecord({
   "0001_create_orders": createOrders,
   "0002_order_document": orderDocument,
-  "0003_dead_letters": deadLetters
+  "0003_dead_letters": deadLetters,
+  "0004_order_search": orderSearch
 })
 
 /**

@@ -55,6 +55,18 @@ export const RecentOrdersPage = Schema.Struct({
   })
 }).annotations({ identifier: "RecentOrdersPage" })
 
+export const SEARCH_QUERY_MAX_LENGTH = 256
+
+/** An SSE event as the live feed writes it; the schema only describes the stream for the document. */
+export const LiveEvents = HttpApiSchema.Text({ contentType: "text/event-stream" }).annotations({
+  description:
+    "Server-sent events. `order` (one per newly stored order, on every instance): `id` is the order's " +
+    "database-wide sequence number, `data` its summary as in `/orders`. A comment line every 15 seconds " +
+    "keeps the connection open. `gap`: the `Last-Event-ID` given is no longer (or not yet) in the " +
+    "short window kept for resuming, so orders may have been missed — reload the list. `dropped` " +
+    "(then the stream ends): the client did not read fast enough and was let go; reconnect and reload."
+})
+
 export class OrdersGroup extends HttpApiGroup.make("orders")
   .add(
     HttpApiEndpoint.get("getOrder", "/order/:order_uid")
@@ -85,6 +97,51 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
       .addError(InvalidQuery)
       .addError(Unavailable)
       .annotate(OpenApi.Summary, "The most recent orders (by date_created), newest first, a page at a time")
+  )
+  .add(
+    HttpApiEndpoint.get("searchOrders", "/orders/search")
+      .setUrlParams(
+        Schema.Struct({
+          q: Schema.optional(Schema.String).annotations({
+            description:
+              "An order id, track number, customer id, delivery phone, delivery e-mail, payment transaction " +
+              "or item rid, matched exactly after trimming; e-mails ignore case, phones compare digits only " +
+              `(+7 900 123-45-67 = 79001234567). At most ${SEARCH_QUERY_MAX_LENGTH} characters.`
+          }),
+          from: Schema.optional(Schema.String).annotations({
+            description: "Only orders with date_created at or after this RFC 3339 instant"
+          }),
+          to: Schema.optional(Schema.String).annotations({
+            description: "Only orders with date_created before this RFC 3339 instant"
+          }),
+          limit: Schema.optional(Schema.String).annotations({
+            description: "Orders per page, 1–100 (default 20)"
+          }),
+          cursor: Schema.optional(Schema.String).annotations({
+            description: "From the previous page's next_cursor"
+          })
+        })
+      )
+      .addSuccess(RecentOrdersPage)
+      .addError(InvalidQuery)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "Orders found by what a customer has, newest first, a page at a time")
+      .annotate(
+        OpenApi.Description,
+        "Give `q`, a date range, or both. A bad parameter is a 400 whose message names it and says why."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("liveOrders", "/orders/live")
+      .addSuccess(LiveEvents)
+      .annotate(OpenApi.Summary, "Newly stored orders as server-sent events, the same on every instance")
+      .annotate(
+        OpenApi.Description,
+        "Send `Last-Event-ID` (browsers do when they reconnect) to resume after that event, within the " +
+          "last few thousand orders. Each client has a bounded buffer: one that falls behind is sent a " +
+          "`dropped` event and disconnected, never slowing ingestion. When the service shuts down the " +
+          "stream ends; reconnect to another instance."
+      )
   ) {}
 
 export const ReadinessChecks = Schema.Struct({

@@ -15,6 +15,7 @@ import { Context, Deferred, Duration, Effect, Either, Exit, Layer, Option, Runti
 import { HttpConfig } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
 import { type OrderAnswer, OrderRoute, uidFromPath } from "./OrderRoute.ts"
+import { HttpDrain } from "./HttpDrain.ts"
 import { SECURITY_HEADERS } from "./SecurityHeaders.ts"
 
 /** The security headers as a flat name/value list for `writeHead`. */
@@ -33,6 +34,8 @@ export const routeOf = (pathname: string): string => {
     return pathname === "/dead-letters/replay" ? pathname : "/dead-letters/{partition}/{offset}"
   switch (pathname) {
     case "/orders":
+    case "/orders/search":
+    case "/orders/live":
     case "/dead-letters":
     case "/healthz":
     case "/readyz":
@@ -75,6 +78,7 @@ export const layer = Layer.scoped(
   Effect.gen(function* () {
     const config = yield* HttpConfig
     const route = yield* OrderRoute
+    const drain = yield* HttpDrain
     const app = yield* HttpApiBuilder.httpApp
     const handleWithApp = yield* NodeHttpServer.makeHandler(app)
     const runtime = yield* Effect.runtime<never>()
@@ -202,6 +206,8 @@ export const layer = Layer.scoped(
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         draining = true
+        // Streams that would never finish by themselves (the live feed) end now.
+        yield* drain.begin
         // For a moment every request, on any connection, is answered 503 with `Connection: close`:
         // a request already on the wire of a keep-alive connection gets an answer instead of a
         // reset. Then stop accepting; idle connections close now, busy ones after their response.

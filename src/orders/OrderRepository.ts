@@ -4,7 +4,7 @@
  * client linear time however large the batch (pg's array parameters grow faster than that).
  */
 import { createHash } from "node:crypto"
-import { SqlClient } from "@effect/sql"
+import { SqlClient, type Statement } from "@effect/sql"
 import { SqlError } from "@effect/sql/SqlError"
 import { Effect, Option, Schema } from "effect"
 import { PgPool } from "../db/Database.ts"
@@ -98,6 +98,102 @@ export class InvalidCursor extends Schema.TaggedError<InvalidCursor>()("InvalidC
   message: Schema.String
 }) {}
 
+/** What `search` looks for; every part given must match. */
+export interface SearchQuery {
+  /** Matched exactly, after `order_search_key` normalises it, against each id a customer may have. */
+  readonly q: Option.Option<string>
+  /** `date_created` at or after this instant (RFC 3339). */
+  readonly from: Option.Option<string>
+  /** `date_created` before this instant (RFC 3339). */
+  readonly to: Option.Option<string>
+  readonly limit: number
+  readonly cursor: Option.Option<string>
+}
+
+/** The kinds of value a search matches, each by one index (migration 0004). */
+export const SearchKinds = [
+  "order_uid",
+  "track_number",
+  "customer_id",
+  "phone",
+  "email",
+  "transaction",
+  "rid"
+] as const
+export type SearchKind = (typeof SearchKinds)[number]
+
+/** The channel a storing transaction notifies with the uids it stored (a JSON array per notification). */
+export const ORDERS_STORED_CHANNEL = "orders_stored"
+
+/** PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more; uids are sent in chunks below that. */
+const NOTIFY_PAYLOAD_BYTES = 7_000
+
+/** The uids as JSON arrays of at most `NOTIFY_PAYLOAD_BYTES` bytes each. */
+export const notifyPayloads = (uids: ReadonlyArray<string>): Array<string> => {
+  const payloads: Array<string> = []
+  let chunk: Array<string> = []
+  let bytes = 2
+  for (const uid of uids) {
+    const size = Buffer.byteLength(JSON.stringify(uid)) + 1
+    if (chunk.length > 0 && bytes + size > NOTIFY_PAYLOAD_BYTES) {
+      payloads.push(JSON.stringify(chunk))
+      chunk = []
+      bytes = 2
+    }
+    chunk.push(uid)
+    bytes += size
+  }
+  if (chunk.length > 0) payloads.push(JSON.stringify(chunk))
+  return payloads
+}
+
+/** A stored order's summary with its place in the live feed. */
+export interface FeedEntry {
+  readonly seq: string
+  readonly summary: OrderSummary
+}
+
+interface SummaryRow {
+  readonly order_uid: string
+  readonly date_created: string
+  readonly customer_id: string
+  readonly amount: string
+  readonly currency: string
+  readonly item_count: string
+  readonly created_at: string
+}
+
+const toSummary = (r: SummaryRow): OrderSummary => ({
+  order_uid: r.order_uid,
+  date_created: r.date_created,
+  customer_id: r.customer_id,
+  amount: Number(r.amount),
+  currency: r.currency,
+  item_count: Number(r.item_count)
+})
+
+/** One page of `rows` (fetched with one extra to tell whether another page follows). */
+const pageOf = (rows: ReadonlyArray<SummaryRow>, limit: number): RecentOrders => {
+  const page = rows.slice(0, limit)
+  const last = page[page.length - 1]
+  return {
+    items: page.map(toSummary),
+    nextCursor:
+      rows.length > limit && last ? Option.some(encodeCursor(last.created_at, last.order_uid)) : Option.none()
+  }
+}
+
+const parseCursor = (cursor: Option.Option<string>) =>
+  Option.match(cursor, {
+    onNone: () => Effect.succeed(Option.none<readonly [string, string]>()),
+    onSome: (c) =>
+      Option.match(decodeCursor(c), {
+        onNone: () =>
+          Effect.fail(new InvalidCursor({ message: "the cursor is not one this service gave out" })),
+        onSome: (v) => Effect.succeed(Option.some(v))
+      })
+  })
+
 export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRepository", {
   effect: Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -129,11 +225,24 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
     const createdAtText = sql`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
 
     /** Rows after (older than) the cursor position in newest-first order. */
+    const olderThan = ([at, uid]: readonly [string, string]) =>
+      sql`(o.created_at, o.order_uid) < (${at}::timestamptz, ${uid})`
     const keysetAfter = (after: Option.Option<readonly [string, string]>) =>
-      Option.match(after, {
-        onNone: () => sql``,
-        onSome: ([at, uid]) => sql`WHERE (created_at, order_uid) < (${at}::timestamptz, ${uid})`
-      })
+      Option.match(after, { onNone: () => sql``, onSome: (position) => sql`WHERE ${olderThan(position)}` })
+
+    /** Summaries of the orders `where` selects, newest first, one more than a page. */
+    const summaryStatement = (where: ReadonlyArray<Statement.Fragment>, limit: number) =>
+      sql<SummaryRow>`
+        SELECT o.order_uid, o.date_created, o.customer_id, p.amount, p.currency,
+               (SELECT count(*) FROM items i WHERE i.order_uid = o.order_uid) AS item_count,
+               ${createdAtText} AS created_at
+        FROM orders o JOIN payments p USING (order_uid)
+        ${where.length === 0 ? sql`` : sql`WHERE ${sql.and(where)}`}
+        ORDER BY o.created_at DESC, o.order_uid DESC
+        LIMIT ${limit + 1}`
+
+    /** The uids of the orders `q` names (migration 0004's `order_search_matches`). */
+    const matching = (q: string) => sql`SELECT order_search_matches(${q})`
 
     const insertParts = (orders: ReadonlyArray<Prepared>) =>
       Effect.gen(function* () {
@@ -218,7 +327,13 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
             RETURNING order_uid`
           const insertedUids = new Set(inserted.map((r) => r.order_uid))
           const fresh = candidates.filter((c) => insertedUids.has(c.order.order_uid))
-          if (fresh.length > 0) yield* insertParts(fresh)
+          if (fresh.length > 0) {
+            yield* insertParts(fresh)
+            // Delivered at commit, in commit order, to every instance listening (the live feed).
+            yield* sql`
+              SELECT pg_notify(${ORDERS_STORED_CHANNEL}, payload)
+              FROM unnest(${notifyPayloads(fresh.map((c) => c.order.order_uid))}::text[]) AS payload`
+          }
           const storedHash = new Map(fresh.map((c) => [c.order.order_uid, c.hash]))
           const existing = candidates.filter((c) => !insertedUids.has(c.order.order_uid))
           if (existing.length > 0) {
@@ -312,48 +427,51 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       limit: number,
       cursor: Option.Option<string>
     ) {
-      const after = yield* Option.match(cursor, {
-        onNone: () => Effect.succeed(Option.none<readonly [string, string]>()),
-        onSome: (c) =>
-          Option.match(decodeCursor(c), {
-            onNone: () =>
-              Effect.fail(new InvalidCursor({ message: "the cursor is not one this service gave out" })),
-            onSome: (v) => Effect.succeed(Option.some(v))
-          })
+      const after = yield* parseCursor(cursor)
+      const rows = yield* summaryStatement(Option.toArray(Option.map(after, olderThan)), limit)
+      return pageOf(rows, limit)
+    })
+
+    /** The statement `search` runs (tests EXPLAIN it). */
+    const searchStatement = (query: SearchQuery) =>
+      Effect.map(parseCursor(query.cursor), (after) =>
+        summaryStatement(
+          [
+            ...Option.toArray(Option.map(query.q, (q) => sql`o.order_uid IN (${matching(q)})`)),
+            ...Option.toArray(Option.map(query.from, (from) => sql`o.created_at >= ${from}::timestamptz`)),
+            ...Option.toArray(Option.map(query.to, (to) => sql`o.created_at < ${to}::timestamptz`)),
+            ...Option.toArray(Option.map(after, olderThan))
+          ],
+          query.limit
+        )
+      )
+
+    /** Orders matching `query`, newest first, a page at a time (the same cursors as `listRecent`). */
+    const search = Effect.fn("OrderRepository.search")(function* (query: SearchQuery) {
+      const [text, values] = (yield* searchStatement(query)).compile()
+      // Preparing the search (seven index lookups to weigh) costs PostgreSQL more than running it:
+      // each shape of it is a named prepared statement, parsed once per connection.
+      const name = `order-search-${createHash("sha1").update(text).digest("hex").slice(0, 16)}`
+      const rows = yield* Effect.async<ReadonlyArray<SummaryRow>, SqlError>((resume) => {
+        pool.query<SummaryRow>({ name, text, values: [...values] }, (cause, result) => {
+          if (cause) resume(Effect.fail(new SqlError({ cause, message: "Failed to execute statement" })))
+          else resume(Effect.succeed(result.rows))
+        })
       })
-      const rows = yield* sql<{
-        order_uid: string
-        date_created: string
-        customer_id: string
-        amount: string
-        currency: string
-        item_count: string
-        created_at: string
-      }>`
+      return pageOf(rows, query.limit)
+    })
+
+    /** Summaries of the given orders with their feed sequence numbers, in the order they were stored. */
+    const feedEntries = Effect.fn("OrderRepository.feedEntries")(function* (uids: ReadonlyArray<string>) {
+      const rows = yield* sql<SummaryRow & { readonly feed_seq: string }>`
         SELECT o.order_uid, o.date_created, o.customer_id, p.amount, p.currency,
                (SELECT count(*) FROM items i WHERE i.order_uid = o.order_uid) AS item_count,
-               ${createdAtText} AS created_at
+               ${createdAtText} AS created_at, o.feed_seq
         FROM orders o JOIN payments p USING (order_uid)
-        ${keysetAfter(after)}
-        ORDER BY o.created_at DESC, o.order_uid DESC
-        LIMIT ${limit + 1}`
-      const page = rows.slice(0, limit)
-      const last = page[page.length - 1]
-      const result: RecentOrders = {
-        items: page.map((r) => ({
-          order_uid: r.order_uid,
-          date_created: r.date_created,
-          customer_id: r.customer_id,
-          amount: Number(r.amount),
-          currency: r.currency,
-          item_count: Number(r.item_count)
-        })),
-        nextCursor:
-          rows.length > limit && last
-            ? Option.some(encodeCursor(last.created_at, last.order_uid))
-            : Option.none()
-      }
-      return result
+        WHERE o.order_uid IN (SELECT json_array_elements_text(${JSON.stringify(uids)}::json))
+          AND o.feed_seq IS NOT NULL
+        ORDER BY o.feed_seq`
+      return rows.map((r): FeedEntry => ({ seq: r.feed_seq, summary: toSummary(r) }))
     })
 
     /** Cheap round trip for readiness checks. */
@@ -364,6 +482,9 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       findJsonByUid,
       mostRecentJson,
       listRecent,
+      search,
+      searchStatement,
+      feedEntries,
       ping
     } as const
   })

@@ -59,6 +59,7 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
       /** The order, ready to serve, if it is stored. */
       get,
       listRecent: repository.listRecent,
+      search: repository.search,
       warm,
       isWarm: Ref.get(warmed)
     } as const

@@ -196,6 +196,14 @@ interface Outgoing {
   readonly key: string | null
   readonly value: Buffer
   readonly kind: Kind
+  /** A valid order's ids, to print a few once it was sent. */
+  readonly ids?: SentIds
+}
+
+/** What a person can look an order up by on the page. */
+interface SentIds {
+  readonly orderUid: string
+  readonly trackNumber: string
 }
 
 /** The order's `order_uid` when the message is a JSON object that has one. */
@@ -248,7 +256,14 @@ const readMessageFiles = (files: ReadonlyArray<string>, maxMessageBytes: number)
       Effect.map((content) =>
         splitFile(file, content).map((value): Outgoing => {
           const decoded = decodeOrderBytes(value, maxMessageBytes)
-          return { key: keyOf(value), value, kind: Either.isRight(decoded) ? "valid" : decoded.left.kind }
+          return Either.isRight(decoded)
+            ? {
+                key: keyOf(value),
+                value,
+                kind: "valid",
+                ids: { orderUid: decoded.right.order_uid, trackNumber: decoded.right.track_number }
+              }
+            : { key: keyOf(value), value, kind: decoded.left.kind }
         })
       )
     )
@@ -300,7 +315,8 @@ function* generated(options: Options, pool: Array<Outgoing>): Generator<Outgoing
       const message: Outgoing = {
         key: order.order_uid,
         value: Buffer.from(JSON.stringify(order)),
-        kind: "valid"
+        kind: "valid",
+        ids: { orderUid: order.order_uid, trackNumber: order.track_number }
       }
       remember(message)
       yield message
@@ -362,6 +378,8 @@ interface Summary {
   invalid: Record<OrderRejected["kind"], number>
   /** too_large messages the broker refused because they exceed the topic's limit. */
   refusedByBroker: number
+  /** The first few valid orders acknowledged, to try on the page. */
+  examples: Array<SentIds>
   startedAt: number
   elapsedMs: number
 }
@@ -372,12 +390,17 @@ const newSummary = (): Summary => ({
   duplicates: 0,
   invalid: { invalid_json: 0, schema: 0, business_rule: 0, too_large: 0, unprocessable: 0 },
   refusedByBroker: 0,
+  examples: [],
   startedAt: performance.now(),
   elapsedMs: 0
 })
 
+/** How many sent orders the summary names. */
+const EXAMPLES = 3
+
 const count = (summary: Summary, message: Outgoing) => {
   summary.sent++
+  if (message.ids !== undefined && summary.examples.length < EXAMPLES) summary.examples.push(message.ids)
   if (message.kind === "valid") summary.valid++
   else if (message.kind === "duplicate") {
     summary.valid++
@@ -399,6 +422,14 @@ const formatSummary = (s: Summary, topic: string, seed: number): string => {
     `valid      ${s.valid}, of which ${s.duplicates} duplicates`,
     `invalid    ${invalid}: ${kinds.map((k) => `${k} ${s.invalid[k]}`).join(", ")}`
   ]
+  if (s.examples.length > 0) {
+    // Aligned in columns: each order's id beside its track number.
+    const width = Math.max(...s.examples.map((e) => e.orderUid.length))
+    lines.push(
+      `try        these on the page (an order id, or its track number):`,
+      ...s.examples.map((e) => `             ${e.orderUid.padEnd(width)}  ${e.trackNumber}`)
+    )
+  }
   if (s.refusedByBroker > 0) {
     lines.push(
       `refused    ${s.refusedByBroker} too_large messages by the broker: they exceed the topic's max.message.bytes, so the service never sees them`

@@ -11,7 +11,7 @@ import { DeadLetterIndex, type IndexedLetter } from "../../src/deadletters/DeadL
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { baseUrl, httpStack } from "../support/app.ts"
-import { scopedBrowser } from "../support/browser.ts"
+import { isStreamLeftBehind, scopedBrowser } from "../support/browser.ts"
 import { TestDatabase } from "../support/database.ts"
 import { readFixtureJson } from "../support/fixtures.ts"
 
@@ -81,7 +81,9 @@ const openPage = (browser: Browser, options: { readonly timezoneId?: string } = 
         if (m.type() === "error") errors.push(`console: ${m.text()} (${m.location().url})`)
       })
       page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`))
-      page.on("requestfailed", (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`))
+      page.on("requestfailed", (r) => {
+        if (!isStreamLeftBehind(r)) errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`)
+      })
       page.on("response", (r) => {
         if (r.status() >= 400) errors.push(`response: ${r.status()} ${r.url()}`)
       })

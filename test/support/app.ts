@@ -1,5 +1,6 @@
 /** The service's serving side on a test database, listening on a free port. */
 import type { SqlClient } from "@effect/sql"
+import type { PgClient } from "@effect/sql-pg"
 import { FetchHttpClient, HttpApiClient } from "@effect/platform"
 import { ConfigProvider, Effect, Layer } from "effect"
 import * as App from "../../src/App.ts"
@@ -42,7 +43,7 @@ export const serviceStack = <E>(
  * running. Nothing runs on Kafka: a replay answers that it cannot send yet.
  */
 export const httpStack = <E>(
-  database: Layer.Layer<SqlClient.SqlClient | PgPool, E>,
+  database: Layer.Layer<SqlClient.SqlClient | PgClient.PgClient | PgPool, E>,
   config: Record<string, unknown> = {}
 ) =>
   App.layerHttp.pipe(

@@ -32,3 +32,10 @@ export const scopedBrowser = (options: LaunchOptions = {}) =>
     }).pipe(Effect.orDie),
     (browser) => Effect.promise(() => browser.close())
   )
+
+/**
+ * A request the browser cancels as a page is left, not a failure: the order page's live feed
+ * (`GET /orders/live`) is open for as long as the page is, so leaving the page cancels it.
+ */
+export const isStreamLeftBehind = (request: { url(): string; failure(): { errorText: string } | null }) =>
+  new URL(request.url()).pathname === "/orders/live" && request.failure()?.errorText === "net::ERR_ABORTED"

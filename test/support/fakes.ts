@@ -270,6 +270,9 @@ export const fakeRepository = (ledger: Ledger, options: FakeRepositoryOptions) =
       findJsonByUid: () => notInThisFake("findJsonByUid"),
       mostRecentJson: () => notInThisFake("mostRecentJson"),
       listRecent: () => notInThisFake("listRecent"),
+      search: () => notInThisFake("search"),
+      searchStatement: () => notInThisFake("searchStatement"),
+      feedEntries: () => notInThisFake("feedEntries"),
       ping: Effect.void
     })
   )

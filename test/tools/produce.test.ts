@@ -162,6 +162,21 @@ describe("the producer CLI", () => {
           // Each duplicate repeats an order id; the rest are distinct.
           expect(new Set(valid.map((v) => v.uid)).size).toBe(271 - 30)
 
+          // It names a few orders it sent, each with its track number, to look up on the page:
+          // the file's order first, then generated ones.
+          const tryLines = result.stdout.split("\n").filter((line) => /^ {13}\S/.test(line))
+          expect(result.stdout).toMatch(/^try +these on the page/m)
+          expect(tryLines).toHaveLength(3)
+          const named = tryLines.map((line) => line.trim().split(/ +/))
+          expect(named[0]).toEqual(["b563feb7b2b84b6test", "WBILMTESTTRACK"])
+          const sentOrders = new Map(
+            received.flatMap((m) => {
+              const decoded = decodeOrderBytes(m.value!, DEFAULT_MAX_MESSAGE_BYTES)
+              return Either.isRight(decoded) ? [[decoded.right.order_uid, decoded.right.track_number]] : []
+            })
+          )
+          for (const [uid, track] of named) expect(sentOrders.get(uid!)).toBe(track)
+
           const fromFile = received.filter((m) => m.key?.toString("utf8") === "b563feb7b2b84b6test")
           expect(fromFile.length).toBeGreaterThanOrEqual(1)
           expect(fromFile[0]!.value!.equals(readFixture("valid/model.json"))).toBe(true)

@@ -1,0 +1,223 @@
+/**
+ * `GET /orders/live` on a real PostgreSQL and HTTP server: what a browser connected to the feed
+ * sees as orders are stored, when it reconnects, when it cannot keep up, and when the service stops.
+ */
+import { connect, type Socket } from "node:net"
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Exit, Layer, Schema, Scope } from "effect"
+import { LiveFeed } from "../../src/live/LiveFeed.ts"
+import { Order, type OrderJson } from "../../src/orders/Order.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { generateOrders } from "../../src/tools/OrderGenerator.ts"
+import { baseUrl, httpStack } from "../support/app.ts"
+import { TestDatabase } from "../support/database.ts"
+import { storedCount } from "../support/orders.ts"
+import { openSse, ordersOf, waitUntil } from "../support/sse.ts"
+
+const toOrder = Schema.decodeUnknownSync(Order)
+
+const store = (orders: ReadonlyArray<OrderJson>) =>
+  Effect.flatMap(OrderRepository, (repo) => repo.insertBatch(orders.map((o) => toOrder(o))))
+
+const liveUrl = Effect.map(baseUrl, (url) => `${url}/orders/live`)
+
+describe("the live feed on a real PostgreSQL", () => {
+  it.live(
+    "each newly stored order arrives once, as its summary with a database-wide id; an idle stream gets heartbeats",
+    () =>
+      Effect.gen(function* () {
+        const client = yield* openSse(yield* liveUrl)
+        expect(client.status).toBe(200)
+        expect(client.contentType).toMatch(/^text\/event-stream/)
+        const [first, ...rest] = generateOrders(5, 1)
+        yield* store([first!])
+        yield* store(rest)
+        // A redelivery is not a new order: no event.
+        yield* store([first!])
+        yield* waitUntil("5 orders arrived", () => ordersOf(client).length >= 5)
+        yield* Effect.sleep("300 millis")
+        const received = client.events.filter((e) => e.event === "order")
+        expect(received.map((e) => JSON.parse(e.data).order_uid)).toEqual(
+          [first, ...rest].map((o) => o!.order_uid)
+        )
+        expect(JSON.parse(received[0]!.data)).toEqual({
+          order_uid: first!.order_uid,
+          date_created: first!.date_created,
+          customer_id: first!.customer_id,
+          amount: first!.payment.amount,
+          currency: first!.payment.currency,
+          item_count: first!.items.length
+        })
+        // Ids are the database's sequence numbers: increasing, distinct.
+        const ids = received.map((e) => Number(e.id))
+        expect(ids.every((id, i) => Number.isSafeInteger(id) && (i === 0 || id > ids[i - 1]!))).toBe(true)
+        yield* waitUntil("two heartbeats", () => client.comments() >= 2, 5_000)
+      }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase, { live: { heartbeat: "300 millis" } }))),
+    60_000
+  )
+
+  it.live(
+    "a client reconnecting with Last-Event-ID gets what it missed; one whose id is no longer kept is told of the gap",
+    () =>
+      Effect.gen(function* () {
+        const url = yield* liveUrl
+        const watcher = yield* openSse(url)
+        const orders = generateOrders(6, 2)
+        yield* store(orders)
+        yield* waitUntil("6 orders arrived", () => ordersOf(watcher).length >= 6)
+        const ids = watcher.events.filter((e) => e.event === "order").map((e) => e.id!)
+
+        // Resuming after the 3rd of the last five kept: the 4th to the 6th, at once, in order.
+        const resumed = yield* openSse(url, { "last-event-id": ids[2]! })
+        yield* waitUntil("3 missed orders replayed", () => ordersOf(resumed).length >= 3)
+        expect(ordersOf(resumed).map((o) => o.order_uid)).toEqual(orders.slice(3).map((o) => o.order_uid))
+        expect(resumed.events[0]!.event).toBe("order")
+
+        // The first event fell out of the window of five: the client learns it may have missed some.
+        const tooOld = yield* openSse(url, { "last-event-id": ids[0]! })
+        yield* waitUntil("a gap event", () => tooOld.events.length >= 1)
+        expect(tooOld.events[0]!.event).toBe("gap")
+        expect(ordersOf(tooOld)).toEqual([])
+
+        // And the resumed client goes on with new orders as they come.
+        const [next] = generateOrders(1, 3)
+        yield* store([next!])
+        yield* waitUntil("the next order on the resumed stream", () => ordersOf(resumed).length >= 4)
+        expect(ordersOf(resumed)[3]!.order_uid).toBe(next!.order_uid)
+      }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase, { live: { resume_window: 5 } }))),
+    60_000
+  )
+
+  it.live(
+    "a client that stops reading is dropped with a final event saying so; other clients and storing go on",
+    () =>
+      Effect.gen(function* () {
+        const url = yield* liveUrl
+        const live = yield* LiveFeed
+        const fast = yield* openSse(url)
+        const slow = yield* slowClient(url)
+        yield* waitUntil("both clients connected", () => Effect.runSync(live.clients) === 2)
+        // Store until the silent client, its socket buffers full, is let go.
+        const stored: Array<string> = []
+        let seed = 100
+        while (Effect.runSync(live.clients) === 2) {
+          if (stored.length >= 200_000) return yield* Effect.dieMessage("the slow client was never dropped")
+          const batch = generateOrders(1_000, seed++)
+          const outcomes = yield* store(batch)
+          expect(outcomes.every((o) => o === "inserted")).toBe(true)
+          stored.push(...batch.map((o) => o.order_uid))
+          yield* Effect.sleep("20 millis")
+        }
+        yield* Effect.logInfo(`slow client dropped after ${stored.length} orders`)
+        // The dropped client, reading again, finds its stream ended with the reason.
+        const text = yield* Effect.promise(() => slow.readToEnd())
+        const lastEvent = text.trimEnd().split("\n\n").at(-1)!
+        expect(lastEvent).toMatch(/^event: dropped\ndata: \{"message":".*fell more than 2000 events behind/)
+        const slowOrders = text.split("\n\n").filter((block) => block.includes("event: order")).length
+        expect(slowOrders).toBeLessThan(stored.length)
+        // Storing never waited for it, and the client that reads got every order, in order.
+        const more = generateOrders(500, seed++)
+        yield* store(more)
+        stored.push(...more.map((o) => o.order_uid))
+        expect(yield* storedCount).toBe(stored.length)
+        yield* waitUntil(
+          "every order reached the client that reads",
+          () => ordersOf(fast).length >= stored.length,
+          60_000,
+          () => `${ordersOf(fast).length} of ${stored.length}`
+        )
+        expect(ordersOf(fast).map((o) => o.order_uid)).toEqual(stored)
+        expect(fast.events.some((e) => e.event === "dropped")).toBe(false)
+      }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase, { live: { client_buffer: 2000 } }))),
+    300_000
+  )
+
+  it.live(
+    "when its listening connection is killed the feed listens again, tells clients of the gap and goes on",
+    () =>
+      Effect.gen(function* () {
+        const client = yield* openSse(yield* liveUrl)
+        const [before, after] = [generateOrders(1, 31), generateOrders(1, 32)]
+        yield* store(before)
+        yield* waitUntil("the first order arrived", () => ordersOf(client).length === 1)
+        expect(client.events.some((e) => e.event === "gap")).toBe(false)
+        const sql = yield* SqlClient.SqlClient
+        const killed = yield* sql<{ pid: number }>`
+          SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()`
+        expect(killed.length).toBeGreaterThan(0)
+        yield* sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()`
+        // Within the watchdog's silence limit (20 s), the client hears of the gap.
+        yield* waitUntil("a gap event", () => client.events.some((e) => e.event === "gap"), 40_000)
+        yield* store(after)
+        yield* waitUntil("the order stored after the recovery arrived", () => ordersOf(client).length === 2)
+        expect(ordersOf(client).map((o) => o.order_uid)).toEqual([before[0]!.order_uid, after[0]!.order_uid])
+      }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase))),
+    90_000
+  )
+
+  it.live(
+    "shutting down ends live streams at once rather than waiting out the drain timeout",
+    () =>
+      Effect.gen(function* () {
+        const scope = yield* Scope.make()
+        const context = yield* Layer.buildWithScope(
+          httpStack(TestDatabase, {
+            http: { host: "127.0.0.1", port: 0, access_log: false, shutdown_timeout: "30 seconds" }
+          }),
+          scope
+        )
+        const url = yield* liveUrl.pipe(Effect.provide(context))
+        const clients = yield* Effect.all([openSse(url), openSse(url)])
+        yield* waitUntil(
+          "both connected",
+          () => Effect.runSync(Effect.provide(LiveFeed.pipe(Effect.flatMap((l) => l.clients)), context)) === 2
+        )
+        const started = Date.now()
+        yield* Scope.close(scope, Exit.void)
+        const took = Date.now() - started
+        yield* Effect.promise(() => Promise.all(clients.map((c) => c.ended)))
+        // Well inside the 30 s a request still running would be given.
+        expect(took).toBeLessThan(10_000)
+      }).pipe(Effect.scoped),
+    60_000
+  )
+})
+
+interface SlowClient {
+  /** Starts reading again and resolves with everything received once the server ends the stream. */
+  readonly readToEnd: () => Promise<string>
+}
+
+/** A client that sends the request and then reads nothing, as a stalled browser tab would. */
+const slowClient = (url: string) =>
+  Effect.acquireRelease(
+    Effect.promise(
+      () =>
+        new Promise<{ socket: Socket; client: SlowClient }>((resolve, reject) => {
+          const { hostname, port, pathname } = new URL(url)
+          const socket = connect({ host: hostname, port: Number(port) }, () => {
+            socket.write(`GET ${pathname} HTTP/1.0\r\nHost: ${hostname}\r\nAccept: text/event-stream\r\n\r\n`)
+            socket.pause()
+            const chunks: Array<Buffer> = []
+            const ended = new Promise<string>((done) => {
+              socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+              socket.on("close", () => done(Buffer.concat(chunks).toString("utf8")))
+            })
+            resolve({
+              socket,
+              client: {
+                readToEnd: () => {
+                  socket.resume()
+                  return ended
+                }
+              }
+            })
+          })
+          socket.once("error", reject)
+        })
+    ),
+    ({ socket }) => Effect.sync(() => socket.destroy())
+  ).pipe(Effect.map(({ client }) => client))
