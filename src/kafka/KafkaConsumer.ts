@@ -32,9 +32,10 @@ export interface ConsumedBatch {
    */
   readonly heartbeat: Effect.Effect<void>
   /**
-   * True once the batch is not ours to commit: the consumer stops, the partition was sought, or the
+   * True once the batch is not ours to commit: the consumer stops, the partition was sought, the
    * group has dropped this consumer (it was silent longer than the session timeout — paused, or cut
-   * off — and its partitions went to others) until it has joined again.
+   * off — and its partitions went to others), or it has joined the group again since the batch was
+   * fetched.
    */
   readonly isStale: Effect.Effect<boolean>
   /**
@@ -59,6 +60,8 @@ export const isNotAMember = (error: unknown): boolean => NOT_A_MEMBER.has(errorT
 
 interface Pending {
   readonly member: number
+  /** The member's generation when the batch was fetched (see `generation`). */
+  readonly generation: number
   readonly payload: EachBatchPayload
   readonly settled: Deferred.Deferred<Settlement>
 }
@@ -96,6 +99,13 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
     const members = options.members ?? 1
     /** Per consumer: dropped by the group and not joined again since. */
     const dropped: Array<boolean> = Array.from({ length: members }, () => false)
+    /**
+     * Per consumer: how many times it has joined the group. A batch fetched before the latest join
+     * belongs to a generation whose partitions were all revoked (kafkajs rebalances eagerly), even
+     * when the same partition came back: the group may have handed it to another member meanwhile,
+     * so the batch is stale for good.
+     */
+    const generation: Array<number> = Array.from({ length: members }, () => 0)
     const consumers: ReadonlyArray<Consumer> = Array.from({ length: members }, () =>
       client.kafka.consumer({
         groupId: client.groupId,
@@ -115,6 +125,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
     consumers.forEach((consumer, member) => {
       // A new generation: whatever this consumer is handed from now on is its own again.
       consumer.on(consumer.events.GROUP_JOIN, () => {
+        generation[member]!++
         dropped[member] = false
       })
       consumer.on(consumer.events.CRASH, (event) => {
@@ -130,7 +141,9 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
     const eachBatch = (member: number) => async (payload: EachBatchPayload) => {
       if (payload.batch.isEmpty()) return
       const settled = Deferred.unsafeMake<Settlement>(FiberId.none)
-      const offered = await runPromiseExit(Queue.offer(queue, { member, payload, settled }))
+      const offered = await runPromiseExit(
+        Queue.offer(queue, { member, generation: generation[member]!, payload, settled })
+      )
       if (offered._tag === "Failure") return // shutting down: nothing resolved, fetched again later
       const outcome = await runPromiseExit(Deferred.await(settled))
       if (outcome._tag === "Success" && outcome.value === "done") {
@@ -138,7 +151,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
       }
     }
 
-    const toBatch = ({ member, payload, settled }: Pending): ConsumedBatch => {
+    const toBatch = ({ member, generation: fetchedIn, payload, settled }: Pending): ConsumedBatch => {
       const nextOffset = (BigInt(payload.batch.lastOffset()) + 1n).toString()
       return {
         topic: payload.batch.topic,
@@ -167,7 +180,10 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
             return kafkaError("Could not commit offsets")(error)
           }
         }),
-        isStale: Effect.sync(() => dropped[member]! || payload.isStale() || !payload.isRunning()),
+        isStale: Effect.sync(
+          () =>
+            dropped[member]! || fetchedIn !== generation[member] || payload.isStale() || !payload.isRunning()
+        ),
         done: Deferred.succeed(settled, "done").pipe(Effect.asVoid),
         abandon: Deferred.succeed(settled, "abandoned").pipe(Effect.asVoid)
       }
