@@ -48,6 +48,14 @@ export class Unavailable extends Schema.TaggedError<Unavailable>()(
   })
 ) {}
 
+/** `limit` and `cursor`, as every paged listing takes them. */
+const pageParams = (things: string, max: number, byDefault: number) => ({
+  limit: Schema.optional(Schema.String).annotations({
+    description: `${things} per page, 1–${max} (default ${byDefault})`
+  }),
+  cursor: Schema.optional(Schema.String).annotations({ description: "From the previous page's next_cursor" })
+})
+
 export const RecentOrdersPage = Schema.Struct({
   items: Schema.Array(OrderSummary),
   next_cursor: Schema.NullOr(Schema.String).annotations({
@@ -85,12 +93,7 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
     HttpApiEndpoint.get("listOrders", "/orders")
       .setUrlParams(
         Schema.Struct({
-          limit: Schema.optional(Schema.String).annotations({
-            description: "Orders per page, 1–100 (default 20)"
-          }),
-          cursor: Schema.optional(Schema.String).annotations({
-            description: "From the previous page's next_cursor"
-          })
+          ...pageParams("Orders", 100, 20)
         })
       )
       .addSuccess(RecentOrdersPage)
@@ -114,12 +117,7 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
           to: Schema.optional(Schema.String).annotations({
             description: "Only orders with date_created before this RFC 3339 instant"
           }),
-          limit: Schema.optional(Schema.String).annotations({
-            description: "Orders per page, 1–100 (default 20)"
-          }),
-          cursor: Schema.optional(Schema.String).annotations({
-            description: "From the previous page's next_cursor"
-          })
+          ...pageParams("Orders", 100, 20)
         })
       )
       .addSuccess(RecentOrdersPage)
@@ -265,12 +263,7 @@ export class DeadLettersGroup extends HttpApiGroup.make("deadLetters")
           kind: Schema.optional(Schema.String).annotations({ description: RejectionKinds.join(", ") }),
           since: timeParam("Letters parked at or after this time"),
           until: timeParam("Letters parked before this time"),
-          limit: Schema.optional(Schema.String).annotations({
-            description: "Letters per page, 1–200 (default 50)"
-          }),
-          cursor: Schema.optional(Schema.String).annotations({
-            description: "From the previous page's next_cursor"
-          })
+          ...pageParams("Letters", 200, 50)
         })
       )
       .addSuccess(DeadLetterPage)
