@@ -2,7 +2,7 @@ import { createHash } from "node:crypto"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
-import { findStored, mostRecentStored, storedCount } from "../support/orders.ts"
+import { findStored, mostRecentStored, newestFirstUids, storedCount } from "../support/orders.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { orderToJson, orderToJsonString } from "../../src/orders/OrderDecoder.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
@@ -169,17 +169,7 @@ describe("OrderRepository on a real PostgreSQL", () => {
         } while (Option.isSome(cursor))
         expect(pages).toBe(7)
         expect(new Set(seen).size).toBe(137)
-        const expected = [...json]
-          .sort((a, b) =>
-            a.date_created === b.date_created
-              ? a.order_uid < b.order_uid
-                ? 1
-                : -1
-              : a.date_created < b.date_created
-                ? 1
-                : -1
-          )
-          .map((o) => o.order_uid)
+        const expected = newestFirstUids(json)
         expect(seen).toEqual(expected)
         expect(yield* storedCount).toBe(137)
         const bad = yield* Effect.either(repo.listRecent(10, Option.some("not-a-cursor")))

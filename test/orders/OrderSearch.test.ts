@@ -10,6 +10,7 @@ import { OrderRepository, type SearchQuery, SearchKinds } from "../../src/orders
 import { ORDER_SEARCH_MATCHES } from "../../src/db/migrations/0004_order_search.ts"
 import { generateOrders } from "../../src/tools/OrderGenerator.ts"
 import { TestDatabase } from "../support/database.ts"
+import { newestFirstUids } from "../support/orders.ts"
 import { readFixtureJson } from "../support/fixtures.ts"
 
 const toOrder = Schema.decodeUnknownSync(Order)
@@ -64,17 +65,7 @@ describe("searching orders on a real PostgreSQL", () => {
 
         expect(yield* uidsFor(model.order_uid)).toEqual([model.order_uid])
         // Track number and customer id are shared by all three: newest first.
-        const byDate = [model, phone, other]
-          .sort((a, b) =>
-            a.date_created === b.date_created
-              ? a.order_uid < b.order_uid
-                ? 1
-                : -1
-              : a.date_created < b.date_created
-                ? 1
-                : -1
-          )
-          .map((o) => o.order_uid)
+        const byDate = newestFirstUids([model, phone, other])
         expect(yield* uidsFor(model.track_number)).toEqual(byDate)
         expect(yield* uidsFor(` ${model.customer_id}  `)).toEqual(byDate)
         // The model's payment transaction is its own uid; the variants have their own, and rids.
@@ -160,17 +151,7 @@ describe("searching orders on a real PostgreSQL", () => {
           // Between pages, newer orders of the same customer arrive (as they do during a call).
           yield* repo.insertBatch([toOrder(variant(`new-${arrivals++}`, {}, hour(20)))])
         } while (Option.isSome(cursor))
-        const expected = [...first]
-          .sort((a, b) =>
-            a.date_created === b.date_created
-              ? a.order_uid < b.order_uid
-                ? 1
-                : -1
-              : a.date_created < b.date_created
-                ? 1
-                : -1
-          )
-          .map((o) => o.order_uid)
+        const expected = newestFirstUids(first)
         expect(seen).toEqual(expected)
         // A fresh search starts with what arrived.
         expect((yield* repo.search(query(model.customer_id, { limit: 5 }))).items[0]!.order_uid).toMatch(

@@ -22,3 +22,19 @@ export const mostRecentStored = (limit: number) =>
 export const storedCount = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   sql<{ n: string }>`SELECT count(*) AS n FROM orders`.pipe(Effect.map((rows) => Number(rows[0]?.n ?? 0)))
 )
+
+/** The uids of `orders` in the order the service lists them: newest `date_created` first, then uid. */
+export const newestFirstUids = (
+  orders: ReadonlyArray<{ readonly order_uid: string; readonly date_created: string }>
+): Array<string> =>
+  [...orders]
+    .sort((a, b) =>
+      a.date_created === b.date_created
+        ? a.order_uid < b.order_uid
+          ? 1
+          : -1
+        : a.date_created < b.date_created
+          ? 1
+          : -1
+    )
+    .map((o) => o.order_uid)
