@@ -26,6 +26,7 @@ import { IngestConfig } from "../config/AppConfig.ts"
 import { databaseReason, isDataError } from "../db/SqlErrors.ts"
 import { DeadLetters, type DeadLetter } from "../kafka/DeadLetters.ts"
 import { KafkaConsumer, type ConsumedBatch } from "../kafka/KafkaConsumer.ts"
+import { KafkaError } from "../kafka/KafkaError.ts"
 import type { Order } from "../orders/Order.ts"
 import { decodeOrderBytes, orderToJsonString } from "../orders/OrderDecoder.ts"
 import { OrderRepository } from "../orders/OrderRepository.ts"
@@ -237,21 +238,28 @@ export const makeBatchHandler = Effect.gen(function* () {
   /**
    * Rejects and offsets move together in one Kafka transaction; with nothing to park, a plain
    * offset commit does the same in one round trip. The coordinator checks a plain commit's group
-   * generation, but kafkajs' transactional offset commit carries none: before committing one, a
-   * consumer that was silent past its session timeout (paused, cut off) finds out from a heartbeat
-   * that its partitions went to others, and leaves the batch to them.
+   * generation, but kafkajs' transactional offset commit carries none: before committing one, the
+   * consumer asks the coordinator whether the partition is still its own (`confirmMember`). One
+   * that was silent past its session timeout (paused, cut off) finds out that its partitions went
+   * to others, and leaves the batch to them. The batch is marked done as soon as its commit is
+   * through, uninterruptibly: kafkajs then never fetches again what the group has committed.
    */
   const settle = (batch: ConsumedBatch, letters: ReadonlyArray<DeadLetter>) => {
-    const stillOurs = Effect.zipRight(
-      batch.heartbeat,
-      Effect.map(batch.isStale, (stale) => !stale)
+    const beforeCommit = Effect.flatMap(batch.isStale, (stale) =>
+      stale
+        ? Effect.fail(
+            new KafkaError({ message: "the group has given this consumer's partition to another member" })
+          )
+        : batch.confirmMember
     )
+    const commit =
+      letters.length === 0
+        ? batch.commit
+        : deadLetters.settle(letters, [batch], { lane: batch.member, beforeCommit })
     return retryInPlace(
       batch,
       letters.length === 0 ? "commit" : "dead-letter and commit",
-      letters.length === 0
-        ? batch.commit
-        : deadLetters.settle(letters, [batch], { lane: batch.member, stillOurs })
+      Effect.uninterruptibleMask((restore) => Effect.zipLeft(restore(commit), batch.done))
     )
   }
 
@@ -332,7 +340,6 @@ export const makeBatchHandler = Effect.gen(function* () {
         yield* giveBack(batch, "settle")
         return { ...abandoned, stored: summary.stored.length }
       }
-      yield* batch.done
       yield* publish(batch, summary, started)
       return {
         stored: summary.stored.length,

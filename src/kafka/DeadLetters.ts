@@ -5,12 +5,12 @@
  * twice (for `read_committed` readers of the dead-letter topic) or lose it.
  */
 import { hostname } from "node:os"
-import { Effect, Runtime } from "effect"
+import { Cause, Effect, Exit, Runtime } from "effect"
 import { CompressionTypes, Partitioners, type IHeaders, type Producer } from "kafkajs"
 import { IngestConfig } from "../config/AppConfig.ts"
 import type { RejectionKind } from "../orders/Rejection.ts"
 import { KafkaClient } from "./KafkaClient.ts"
-import { kafkaError } from "./KafkaError.ts"
+import { type KafkaError, kafkaError } from "./KafkaError.ts"
 
 export type DeadLetterKind = RejectionKind
 
@@ -168,16 +168,19 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
      * transaction (`acks: -1`), on `lane`'s producer. Fails without effect on Kafka if anything
      * goes wrong.
      *
-     * `stillOurs` is asked once the transaction is open on the coordinator and just before it is
-     * committed; if it says no, the transaction is aborted. kafkajs' transactional offset commit
-     * carries no group generation, so this is where a consumer the group has dropped (silent past
-     * its session timeout) is kept from parking what its partitions' new owner parks too. A pause
-     * after the question leaves an open transaction, which the coordinator aborts on its timeout.
+     * `beforeCommit` runs once the letters are sent, just before the offsets join the
+     * transaction; if it fails, the transaction is aborted with its error. kafkajs' transactional
+     * offset commit carries no group generation, so this is where a consumer the group has dropped
+     * (silent past its session timeout) is kept from parking what its partitions' new owner parks
+     * too, and from moving the group's offset back. It comes before the offsets because the
+     * coordinator lets the later of two offset records for a partition win: a plain commit made in
+     * `beforeCommit` after them would undo them. A pause after it leaves an open transaction, which
+     * the coordinator aborts on its timeout.
      */
     const settle = (
       letters: ReadonlyArray<DeadLetter>,
       offsets: ReadonlyArray<Settle>,
-      options: { readonly lane?: number; readonly stillOurs?: Effect.Effect<boolean> } = {}
+      options: { readonly lane?: number; readonly beforeCommit?: Effect.Effect<void, KafkaError> } = {}
     ) => {
       const lane = options.lane ?? 0
       return laneOf(lane)
@@ -196,6 +199,10 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
                       messages: chunk.map((l) => toKafkaMessage(l, now))
                     })
                   }
+                  if (options.beforeCommit) {
+                    const confirmed = await Runtime.runPromiseExit(runtime)(options.beforeCommit)
+                    if (Exit.isFailure(confirmed)) throw Cause.squash(confirmed.cause)
+                  }
                   if (offsets.length > 0) {
                     await transaction.sendOffsets({
                       consumerGroupId: client.groupId,
@@ -204,9 +211,6 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
                         partitions: [{ partition: o.partition, offset: o.nextOffset }]
                       }))
                     })
-                  }
-                  if (options.stillOurs && !(await Runtime.runPromise(runtime)(options.stillOurs))) {
-                    throw new Error("the group has given this consumer's partition to another member")
                   }
                   await transaction.commit()
                 } catch (error) {

@@ -43,6 +43,17 @@ export interface ConsumedBatch {
    * with nothing to park, where there is nothing to make atomic with it.
    */
   readonly commit: Effect.Effect<void, KafkaError>
+  /**
+   * Succeeds only if the group coordinator still counts this consumer as a member of the
+   * generation the batch was fetched in: a plain offset commit of the batch's first offset, which
+   * the coordinator checks against the group's generation and which moves nothing (the group's
+   * offset for the partition is there already: a batch is fetched from it). For what the
+   * coordinator does not check itself — kafkajs' transactional offset commit carries no
+   * generation — a positive answer, where a heartbeat's silence proves nothing (it is sent at most
+   * every heartbeat interval, and may fail for other reasons, e.g. the coordinator moved). If the
+   * answer is that the consumer is no longer a member, the batch becomes stale.
+   */
+  readonly confirmMember: Effect.Effect<void, KafkaError>
   /** The batch is committed: let kafkajs fetch past it. */
   readonly done: Effect.Effect<void>
   /** The batch was not committed: kafkajs fetches it again. */
@@ -153,6 +164,21 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
 
     const toBatch = ({ member, generation: fetchedIn, payload, settled }: Pending): ConsumedBatch => {
       const nextOffset = (BigInt(payload.batch.lastOffset()) + 1n).toString()
+      // The payload's own commit, which the coordinator checks against the consumer's generation
+      // (the consumer's `commitOffsets` silently skips it while stopping).
+      const commitAt = (offset: string, what: string) =>
+        Effect.tryPromise({
+          try: () =>
+            payload.commitOffsetsIfNecessary({
+              topics: [
+                { topic: payload.batch.topic, partitions: [{ partition: payload.batch.partition, offset }] }
+              ]
+            }),
+          catch: (error) => {
+            if (isNotAMember(error)) dropped[member] = true
+            return kafkaError(what)(error)
+          }
+        })
       return {
         topic: payload.batch.topic,
         partition: payload.batch.partition,
@@ -164,22 +190,11 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
             if (isNotAMember(error)) dropped[member] = true
           })
         ),
-        // The payload's own commit: the consumer's `commitOffsets` silently skips it while stopping.
-        commit: Effect.tryPromise({
-          try: () =>
-            payload.commitOffsetsIfNecessary({
-              topics: [
-                {
-                  topic: payload.batch.topic,
-                  partitions: [{ partition: payload.batch.partition, offset: nextOffset }]
-                }
-              ]
-            }),
-          catch: (error) => {
-            if (isNotAMember(error)) dropped[member] = true
-            return kafkaError("Could not commit offsets")(error)
-          }
-        }),
+        commit: commitAt(nextOffset, "Could not commit offsets"),
+        confirmMember: commitAt(
+          payload.batch.messages[0]!.offset,
+          "Could not confirm that the partition is still ours"
+        ),
         isStale: Effect.sync(
           () =>
             dropped[member]! || fetchedIn !== generation[member] || payload.isStale() || !payload.isRunning()

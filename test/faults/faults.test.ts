@@ -71,14 +71,9 @@ const gate = () => {
 }
 
 /**
- * A log line saying that settling a batch (committing its offsets, or parking its rejects with
- * them) failed because the group no longer counts this consumer as a member: the coordinator's
- * answer to a commit, or the check inside the dead-letter transaction.
- */
-/**
  * The instance gave a batch up because the group had dropped it: either settling it failed with
- * the coordinator's (or our own check's) answer, or the batch was already known to be stale and
- * was given back before trying.
+ * the coordinator's answer (to the commit, or to the membership check inside the dead-letter
+ * transaction), or the batch was already known to be stale and was given back before trying.
  */
 const isDroppedSettle = (line: Record<string, unknown>) =>
   (line["level"] === "warn" &&

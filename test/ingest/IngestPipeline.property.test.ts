@@ -347,7 +347,8 @@ describe("the ingest pipeline on in-memory fakes", () => {
               const faults = {
                 kafka: seededChance(seed, 0.05),
                 db: seededChance(seed + 1, 0.05),
-                stale: seededChance(seed + 2, 0.03)
+                stale: seededChance(seed + 2, 0.03),
+                dropped: seededChance(seed + 3, 0.03)
               }
               const progress = () => ({
                 committed: ledger.committed,
@@ -387,7 +388,13 @@ describe("the ingest pipeline on in-memory fakes", () => {
                 Effect.provide(
                   pipeline(
                     ledger,
-                    { batchSize: 25, stale: faults.stale, transientFailure: faults.kafka, parse },
+                    {
+                      batchSize: 25,
+                      stale: faults.stale,
+                      dropped: faults.dropped,
+                      transientFailure: faults.kafka,
+                      parse
+                    },
                     { transientFailure: faults.db }
                   )
                 ),

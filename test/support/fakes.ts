@@ -132,6 +132,11 @@ export interface FakeKafkaOptions {
   readonly batchSize: number
   /** A handed-over batch is taken away (a rebalance) before it is settled. */
   readonly stale: Chance
+  /**
+   * A handed-over batch is taken away without the consumer knowing (it was paused past its session
+   * timeout): it looks fresh until the coordinator answers a commit or a membership check.
+   */
+  readonly dropped?: Chance
   /** A commit or a dead-letter transaction fails without effect (the broker is away). */
   readonly transientFailure: Chance
   /** Decode a message for the settledness check (the real decoder: tests never change it). */
@@ -150,13 +155,20 @@ export const fakeKafka = (ledger: Ledger, options: FakeKafkaOptions) =>
       const position = ledger.partitions.map(() => 0)
       const inFlight = ledger.partitions.map(() => false)
       const stale = ledger.partitions.map(() => false)
+      const dropped = ledger.partitions.map(() => false)
 
       const makeBatch = (partition: number): ConsumedBatch => {
         const from = position[partition]!
         const messages = ledger.partitions[partition]!.slice(from, from + options.batchSize)
         const nextOffset = from + messages.length
         stale[partition] = options.stale()
+        dropped[partition] = options.dropped?.() ?? false
         const fail = (what: string) => Effect.fail(new KafkaError({ message: `fake broker: ${what}` }))
+        /** The coordinator's answer: once it has said "not a member", the batch is known stale. */
+        const notAMember = () => {
+          if (dropped[partition]) stale[partition] = true
+          return stale[partition]!
+        }
         return {
           topic: TOPIC,
           partition,
@@ -166,11 +178,14 @@ export const fakeKafka = (ledger: Ledger, options: FakeKafkaOptions) =>
           heartbeat: Effect.void,
           isStale: Effect.sync(() => stale[partition]!),
           commit: Effect.suspend(() => {
-            if (stale[partition]) return fail("not a member of this generation")
+            if (notAMember()) return fail("not a member of this generation")
             if (options.transientFailure()) return fail("commit failed, broker away")
             commitOffset(ledger, partition, nextOffset, options.parse)
             return Effect.void
           }),
+          confirmMember: Effect.suspend(() =>
+            notAMember() ? fail("not a member of this generation") : Effect.void
+          ),
           done: Effect.sync(() => {
             position[partition] = nextOffset
             inFlight[partition] = false
@@ -178,6 +193,7 @@ export const fakeKafka = (ledger: Ledger, options: FakeKafkaOptions) =>
           abandon: Effect.sync(() => {
             inFlight[partition] = false
             stale[partition] = false
+            dropped[partition] = false
           })
         }
       }
@@ -206,14 +222,23 @@ export const fakeKafka = (ledger: Ledger, options: FakeKafkaOptions) =>
       const settle = (
         letters: ReadonlyArray<DeadLetter>,
         offsets: ReadonlyArray<Settle>,
-        settleOptions: { readonly lane?: number; readonly stillOurs?: Effect.Effect<boolean> } = {}
+        settleOptions: {
+          readonly lane?: number
+          readonly beforeCommit?: Effect.Effect<void, KafkaError>
+        } = {}
       ): Effect.Effect<void, KafkaError> =>
         Effect.gen(function* () {
           if (options.transientFailure()) {
             return yield* Effect.fail(new KafkaError({ message: "fake broker: transaction failed" }))
           }
-          if (settleOptions.stillOurs && !(yield* settleOptions.stillOurs)) {
-            return yield* Effect.fail(new KafkaError({ message: "fake broker: partition given to another" }))
+          if (settleOptions.beforeCommit) yield* settleOptions.beforeCommit
+          // Like Kafka's, the fake's transactional offset commit checks no group generation.
+          for (const o of offsets) {
+            if (dropped[o.partition]) {
+              ledger.violations.push(
+                `partition ${o.partition} settled up to ${o.nextOffset} by a consumer the group had dropped`
+              )
+            }
           }
           // Committed: the letters and the offsets together.
           ledger.parked.push(...letters)
