@@ -66,6 +66,10 @@ export const IngestMetrics = {
     description:
       "Batches given back uncommitted because they stopped being ours (rebalance, dropped from the group)"
   }),
+  inFlight: Metric.gauge("ingest_batches_in_flight", {
+    description:
+      "Batches taken from Kafka and not yet committed or given back; one that stays shows a partition waiting out an outage"
+  }),
   batchDuration: Metric.histogram(
     "ingest_batch_duration_seconds",
     MetricBoundaries.exponential({ start: 0.005, factor: 2, count: 12 }),
@@ -363,10 +367,20 @@ export const run = Layer.scopedDiscard(
     const { handle } = yield* makeBatchHandler
     yield* consumer.batches.pipe(
       // A batch cut short (shutdown) is given back uncommitted, so kafkajs is never left waiting.
-      Stream.mapEffect((batch) => handle(batch).pipe(Effect.onInterrupt(() => batch.abandon)), {
-        concurrency: consumer.concurrency,
-        unordered: true
-      }),
+      Stream.mapEffect(
+        (batch) =>
+          Effect.zipRight(
+            Metric.modify(IngestMetrics.inFlight, 1),
+            handle(batch).pipe(
+              Effect.onInterrupt(() => batch.abandon),
+              Effect.ensuring(Metric.modify(IngestMetrics.inFlight, -1))
+            )
+          ),
+        {
+          concurrency: consumer.concurrency,
+          unordered: true
+        }
+      ),
       // Kafka gave up: stop, and give back the batches in flight.
       Stream.interruptWhen(consumer.crashed),
       Stream.runDrain,

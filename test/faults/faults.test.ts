@@ -276,6 +276,10 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
     database.port = String(relay.port)
     const a = await startInstance(s, { LOG_LEVEL: "info", DATABASE_URL: database.toString() })
     await waitFor(s, "the first instance commits a batch", () => hasCommitted(a.url))
+    // Settled in the group: no rebalance has taken its batches back when it is paused.
+    await waitFor(s, "the first instance is in a stable group", async () =>
+      (await groupMemberPids(s)).has(a.process.child.pid!)
+    )
     // Its database traffic held back, the batches it fetches from now on stay in its hands, and
     // nothing of them reaches PostgreSQL. Paused then, it holds a batch; the group drops it after
     // the session timeout (30 s) and gives its partitions to the second instance. Its connections
@@ -284,6 +288,16 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
       relay.hold(),
       sleep(60_000).then(() => Promise.reject(new Error("the first instance sent nothing to PostgreSQL")))
     ])
+    // Other traffic (the dead-letter index, the live feed) may have been what was held: wait for
+    // a batch of orders to be stuck — in flight, with nothing finished for a second.
+    await waitFor(s, "a batch of orders is stuck in the first instance's hands", async () => {
+      const consumed = await metric(a.url, "ingest_messages_consumed_total")
+      await sleep(1_000)
+      return (
+        (await metric(a.url, "ingest_batches_in_flight")) >= 1 &&
+        (await metric(a.url, "ingest_messages_consumed_total")) === consumed
+      )
+    })
     await sleep(500 + Math.floor(rand() * 1_000))
     console.info(`${s.name}: SIGSTOP the first instance at ${fmt(production.produced())} produced`)
     const pausedAt = a.process.output().length

@@ -33,6 +33,7 @@ import { ingestStack } from "../support/app.ts"
 
 /** Batch attempts that failed and were retried, in this process so far. */
 const failedAttempts = Effect.map(Metric.value(IngestMetrics.retries), (state) => state.count)
+const batchesInFlight = Effect.map(Metric.value(IngestMetrics.inFlight), (state) => state.value)
 
 const allCommitted = (topics: TestTopics) =>
   Effect.map(offsets(topics.brokers, topics.topic, topics.groupId), ({ committed, ends }) =>
@@ -193,6 +194,8 @@ describe("ingestion from a real Kafka broker into a real PostgreSQL", () => {
           )
           const during = yield* offsets(topics.brokers, topics.topic, topics.groupId)
           expect(during.committed).toEqual(before.committed)
+          // What an operator sees: batches held, waiting out the outage.
+          expect(yield* batchesInFlight).toBeGreaterThanOrEqual(1)
           expect(Object.values(during.ends).reduce((a, b) => a + b, 0)).toBe(1000)
 
           yield* pg.resume
@@ -202,6 +205,10 @@ describe("ingestion from a real Kafka broker into a real PostgreSQL", () => {
             60_000
           )
           yield* eventually("every offset is committed", allCommitted(topics), 30_000)
+          yield* eventually(
+            "no batch is in flight any more",
+            Effect.map(batchesInFlight, (n) => n === 0)
+          )
           const sql = yield* SqlClient.SqlClient
           const [row] = yield* sql<{ n: string; items: string }>`
             SELECT count(DISTINCT order_uid) AS n, (SELECT count(*) FROM items) AS items FROM orders`
