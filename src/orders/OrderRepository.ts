@@ -38,10 +38,13 @@ export const OrderSummary = Schema.Struct({
 })
 export type OrderSummary = typeof OrderSummary.Type
 
-/** An order as stored: its canonical JSON (the bytes served) and that text's SHA-256, base64url. */
+/**
+ * An order as stored: its canonical JSON as UTF-8 bytes (what is served; off the JavaScript heap
+ * as soon as a row is read) and their SHA-256, base64url.
+ */
 export interface StoredJson {
   readonly uid: string
-  readonly json: string
+  readonly body: Buffer
   readonly digest: string
 }
 
@@ -372,7 +375,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
 
     const storedJson = (uid: string, row: JsonRow): StoredJson => ({
       uid,
-      json: row.document ?? JSON.stringify(JSON.parse(row.built!)),
+      body: Buffer.from(row.document ?? JSON.stringify(JSON.parse(row.built!)), "utf8"),
       digest: row.digest
     })
 
