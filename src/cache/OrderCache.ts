@@ -4,34 +4,31 @@ import * as LruCache from "./LruCache.ts"
 import { orderEtag, orderEtagOfDigest } from "../http/Etag.ts"
 import type { StoredJson } from "../orders/OrderRepository.ts"
 
-/**
- * An order ready to be served: the encoded body and its validators, so a hit does not re-encode.
- * The body is UTF-8 bytes outside the JavaScript heap (a `Buffer`), not a string: a full cache is
- * then a small heap, which the garbage collector neither marks through nor moves, and a hit is
- * written to the socket as it is.
- */
+/** An order ready to be served: the encoded body and its validators, so a hit does not re-encode. */
 export interface CachedOrder {
   readonly uid: string
-  /** The order's canonical JSON, UTF-8. */
-  readonly body: Uint8Array
-  /** Strong ETag of `body`, quotes included. */
+  /** The encoded order body. */
+  readonly json: string
+  /** Strong ETag of `json`, quotes included. */
   readonly etag: string
-  /** `body.length`: what the entry counts against the byte bound. */
+  /** `Buffer.byteLength(json)`: what the entry counts against the byte bound. */
   readonly bytes: number
 }
 
 export const CachedOrder = {
   /** An order just stored: its ETag is hashed here. */
-  fromJson: (uid: string, json: string): CachedOrder => {
-    const body = Buffer.from(json, "utf8")
-    return { uid, body, etag: orderEtag(body), bytes: body.length }
-  },
+  fromJson: (uid: string, json: string): CachedOrder => ({
+    uid,
+    json,
+    etag: orderEtag(json),
+    bytes: Buffer.byteLength(json)
+  }),
   /** An order read back with its stored digest: nothing to hash. */
   fromStored: (stored: StoredJson): CachedOrder => ({
     uid: stored.uid,
-    body: stored.body,
+    json: stored.json,
     etag: orderEtagOfDigest(stored.digest),
-    bytes: stored.body.length
+    bytes: Buffer.byteLength(stored.json)
   })
 }
 

@@ -14,5 +14,5 @@ export const strongEtag = (content: string | Uint8Array): string =>
  */
 export const orderEtagOfDigest = (digest: string): string => `"${digest}"`
 
-export const orderEtag = (json: string | Uint8Array): string =>
+export const orderEtag = (json: string): string =>
   orderEtagOfDigest(createHash("sha256").update(json).digest("base64url"))

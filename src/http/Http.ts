@@ -33,12 +33,13 @@ const toResponse = (answer: OrderAnswer): HttpServerResponse.HttpServerResponse 
     const name = answer.headers[i]!
     if (name !== "content-type" && name !== "content-length") headers[name] = answer.headers[i + 1]!
   }
-  const options = { status: answer.status, contentType: "application/json", headers }
   return answer.body === undefined
     ? HttpServerResponse.empty({ status: answer.status, headers })
-    : typeof answer.body === "string"
-      ? HttpServerResponse.text(answer.body, options)
-      : HttpServerResponse.uint8Array(answer.body, options)
+    : HttpServerResponse.text(answer.body, {
+        status: answer.status,
+        contentType: "application/json",
+        headers
+      })
 }
 
 const invalidQuery = (message: string) => new InvalidQuery({ message })

@@ -112,9 +112,8 @@ export const layer = Layer.scoped(
     /** Writes an `OrderRoute` answer with the security headers; returns the body's size. */
     const writeOrderAnswer = (res: ServerResponse, answer: OrderAnswer): number => {
       res.writeHead(answer.status, [...SECURITY_HEADER_LIST, ...answer.headers])
-      const body = answer.body
-      res.end(body)
-      return body === undefined ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.length
+      res.end(answer.body)
+      return answer.body === undefined ? 0 : Buffer.byteLength(answer.body)
     }
 
     /**

@@ -15,7 +15,7 @@ export interface OrderAnswer {
   readonly status: 200 | 304 | 400 | 404 | 503
   /** Names and values in turn, as `writeHead` takes them. */
   readonly headers: ReadonlyArray<string>
-  readonly body: string | Uint8Array | undefined
+  readonly body: string | undefined
 }
 
 /** Orders do not change once stored; a client may reuse one briefly and revalidate with the ETag. */
@@ -55,7 +55,7 @@ const found = (order: CachedOrder, ifNoneMatch: string | undefined): OrderAnswer
           "cache-control",
           ORDER_CACHE_CONTROL
         ],
-        body: order.body
+        body: order.json
       }
 
 const encodeInvalid = Schema.encodeSync(InvalidOrderUid)

@@ -38,13 +38,10 @@ export const OrderSummary = Schema.Struct({
 })
 export type OrderSummary = typeof OrderSummary.Type
 
-/**
- * An order as stored: its canonical JSON as UTF-8 bytes (what is served; off the JavaScript heap
- * as soon as a row is read) and their SHA-256, base64url.
- */
+/** An order as stored: its canonical JSON (the bytes served) and that text's SHA-256, base64url. */
 export interface StoredJson {
   readonly uid: string
-  readonly body: Buffer
+  readonly json: string
   readonly digest: string
 }
 
@@ -375,7 +372,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
 
     const storedJson = (uid: string, row: JsonRow): StoredJson => ({
       uid,
-      body: Buffer.from(row.document ?? JSON.stringify(JSON.parse(row.built!)), "utf8"),
+      json: row.document ?? JSON.stringify(JSON.parse(row.built!)),
       digest: row.digest
     })
 

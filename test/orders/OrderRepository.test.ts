@@ -137,9 +137,9 @@ describe("OrderRepository on a real PostgreSQL", () => {
         for (const json of all) {
           const uid = (json as OrderJson).order_uid
           const found = Option.getOrThrow(yield* repo.findJsonByUid(uid))
-          expect(JSON.parse(found.body.toString("utf8"))).toStrictEqual(json)
+          expect(JSON.parse(found.json)).toStrictEqual(json)
           // The digest read back with it is the SHA-256 of exactly that text: the ETag served.
-          expect(found.digest).toBe(createHash("sha256").update(found.body).digest("base64url"))
+          expect(found.digest).toBe(createHash("sha256").update(found.json).digest("base64url"))
           expect(orderToJson(Option.getOrThrow(yield* findStored(uid)))).toStrictEqual(json)
         }
         expect(Option.isNone(yield* repo.findJsonByUid("no-such-order"))).toBe(true)
@@ -193,7 +193,7 @@ describe("OrderRepository on a real PostgreSQL", () => {
         yield* sql`UPDATE orders SET document = NULL`
         expect(yield* repo.mostRecentJson(2)).toStrictEqual(before)
         const found = yield* repo.findJsonByUid(unicode.order_uid)
-        expect(Option.getOrThrow(found).body.toString("utf8")).toBe(orderToJsonString(unicode))
+        expect(Option.getOrThrow(found).json).toBe(orderToJsonString(unicode))
       })
     )
   )
@@ -214,7 +214,7 @@ describe("OrderRepository on a real PostgreSQL", () => {
         // Read in pages: several pages must come back whole and in order.
         const all = yield* repo.mostRecentJson(30, 7)
         expect(all.map((r) => r.uid)).toEqual(batch.map((o) => o.order_uid))
-        expect(JSON.parse(all[3]!.body.toString("utf8"))).toStrictEqual(orderToJson(batch[3]!))
+        expect(JSON.parse(all[3]!.json)).toStrictEqual(orderToJson(batch[3]!))
       })
     )
   )

@@ -9,13 +9,13 @@ const decodeOrder = Schema.decodeUnknownSync(Order)
 /** The stored order, decoded, or none. */
 export const findStored = (uid: string) =>
   Effect.flatMap(OrderRepository, (r) => r.findJsonByUid(uid)).pipe(
-    Effect.map(Option.map((stored) => decodeOrder(JSON.parse(stored.body.toString("utf8")))))
+    Effect.map(Option.map((stored) => decodeOrder(JSON.parse(stored.json))))
   )
 
 /** The `limit` most recent orders, decoded, oldest of them first (as warm-up reads them). */
 export const mostRecentStored = (limit: number) =>
   Effect.flatMap(OrderRepository, (r) => r.mostRecentJson(limit)).pipe(
-    Effect.map((rows) => rows.map((row) => decodeOrder(JSON.parse(row.body.toString("utf8")))))
+    Effect.map((rows) => rows.map((row) => decodeOrder(JSON.parse(row.json))))
   )
 
 /** How many orders are stored. */
