@@ -61,13 +61,21 @@ export interface ConsumedBatch {
 }
 
 /**
- * The coordinator's answers meaning "you are not (or no longer) a member of this generation": the
- * group moved on without this consumer. kafkajs rejoins once its batches in flight return.
+ * The coordinator's answers after which this consumer can settle nothing until it joins the group
+ * again: it is not (or no longer) a member of this generation — the group moved on without it —
+ * or the broker it knows as coordinator is not the coordinator any more (`NOT_COORDINATOR_FOR_GROUP`:
+ * kafkajs finds the new one only by joining again). kafkajs rejoins once its batches in flight
+ * return, so such a batch is given back rather than retried.
  */
-const NOT_A_MEMBER = new Set(["UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID"])
+const MUST_REJOIN = new Set([
+  "UNKNOWN_MEMBER_ID",
+  "ILLEGAL_GENERATION",
+  "FENCED_INSTANCE_ID",
+  "NOT_COORDINATOR_FOR_GROUP"
+])
 
-/** Whether `error`, from a heartbeat or an offset commit, says the consumer left the group. */
-export const isNotAMember = (error: unknown): boolean => NOT_A_MEMBER.has(errorType(error) ?? "")
+/** Whether `error`, from a heartbeat or an offset commit, says the consumer must join the group again. */
+export const mustRejoin = (error: unknown): boolean => MUST_REJOIN.has(errorType(error) ?? "")
 
 interface Pending {
   readonly member: number
@@ -175,7 +183,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
               ]
             }),
           catch: (error) => {
-            if (isNotAMember(error)) dropped[member] = true
+            if (mustRejoin(error)) dropped[member] = true
             return kafkaError(what)(error)
           }
         })
@@ -187,7 +195,7 @@ export const makeKafkaConsumer = (options: KafkaConsumerOptions) =>
         nextOffset,
         heartbeat: Effect.promise(() =>
           payload.heartbeat().catch((error: unknown) => {
-            if (isNotAMember(error)) dropped[member] = true
+            if (mustRejoin(error)) dropped[member] = true
           })
         ),
         commit: commitAt(nextOffset, "Could not commit offsets"),

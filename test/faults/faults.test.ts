@@ -78,7 +78,7 @@ const gate = () => {
 const isDroppedSettle = (line: Record<string, unknown>) =>
   (line["level"] === "warn" &&
     /^Ingest (commit|dead-letter and commit) failed; retrying$/.test(String(line["message"])) &&
-    /given this consumer's partition to another member|not aware of this member|generation id is not valid/.test(
+    /given this consumer's partition to another member|not aware of this member|generation id is not valid|not the correct coordinator/.test(
       String(line["error"])
     )) ||
   (line["level"] === "info" &&
