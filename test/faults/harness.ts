@@ -10,9 +10,9 @@
  */
 import { createWriteStream, mkdirSync } from "node:fs"
 import path from "node:path"
+import { Effect } from "effect"
 import { AssignerProtocol, Kafka, logLevel, Partitioners, type IHeaders } from "kafkajs"
 import pg from "pg"
-import { freePort } from "../../src/local/freePort.ts"
 import type { LocalKafka } from "../../src/local/LocalKafka.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
 import {
@@ -22,7 +22,7 @@ import {
 } from "../../src/orders/Rejection.ts"
 import { generateOrders, makeInvalid } from "../../src/tools/OrderGenerator.ts"
 import { readToEnd } from "../support/kafka.ts"
-import { startService, type ServiceProcess } from "../support/service.ts"
+import { serviceUrl, startService, type ServiceProcess } from "../support/service.ts"
 
 /** Below Kafka's 1 MiB message limit, so `too_large` messages can be produced at all. */
 export const MAX_MESSAGE_BYTES = 65_536
@@ -267,7 +267,6 @@ const logDir = path.join(process.cwd(), "test-results", "faults")
 
 /** The service as a process on this case's topics and database; its output also goes to test-results/faults/. */
 export const startInstance = async (s: Scenario, extra: Record<string, string> = {}) => {
-  const port = await freePort()
   const p = startService({
     CONFIG_FILE: "config/config.yaml",
     DATABASE_URL: s.databaseUrl,
@@ -281,10 +280,12 @@ export const startInstance = async (s: Scenario, extra: Record<string, string> =
     // Quicker recovery after an outage than the production default of 10 s between attempts.
     INGEST_RETRY_MAX: "2 seconds",
     HTTP_HOST: "127.0.0.1",
-    HTTP_PORT: String(port),
+    // Any free port, read back from its log: one picked beforehand could be taken by an outgoing
+    // connection before the instance binds it.
+    HTTP_PORT: "0",
     HTTP_ACCESS_LOG: "false",
     CACHE_WARM_COUNT: "0",
-    LOG_LEVEL: "warning",
+    LOG_LEVEL: "info",
     ...extra
   })
   mkdirSync(logDir, { recursive: true })
@@ -293,7 +294,8 @@ export const startInstance = async (s: Scenario, extra: Record<string, string> =
   p.child.stdout!.pipe(log)
   p.child.stderr!.pipe(log)
   s.services.push(p)
-  return { process: p, url: `http://127.0.0.1:${port}`, port }
+  const url = await Effect.runPromise(serviceUrl(p, 120_000))
+  return { process: p, url, port: Number(new URL(url).port) }
 }
 
 export const isRunning = (p: ServiceProcess) => p.child.exitCode === null && p.child.signalCode === null

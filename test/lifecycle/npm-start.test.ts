@@ -17,7 +17,6 @@ import { tmpdir } from "node:os"
 import path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { dataDirFor } from "../../src/local/EmbeddedPostgres.ts"
-import { freePort } from "../../src/local/freePort.ts"
 import { fixturesDir } from "../support/fixtures.ts"
 import { metricValue, parseMetrics } from "../support/metrics.ts"
 
@@ -78,6 +77,17 @@ const waitFor = async (
   throw new Error(`timed out waiting until ${what}:\n${started.output().slice(-4000)}`)
 }
 
+/** The service's URL on 127.0.0.1, with the port from its "HTTP server listening" line. */
+const listeningUrl = async (started: Started): Promise<string> => {
+  let port: string | undefined
+  await waitFor(
+    "the HTTP server listens",
+    async () => (port = /"url":"http:\/\/[^":]+:(\d+)"/.exec(started.output())?.[1]) !== undefined,
+    started
+  )
+  return `http://127.0.0.1:${port}`
+}
+
 /**
  * How the process ended (its exit code, or the signal that ended it); a process still running
  * after `ms` is killed and fails the test.
@@ -116,12 +126,13 @@ const UID = "b563feb7b2b84b6test"
  * order must be served without being produced again. Then Ctrl-C.
  */
 const startAndServe = async (label: "cold" | "warm") => {
-  const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
   const t0 = Date.now()
-  const started = npmStart({ HTTP_PORT: String(port), LOG_FORMAT: "json" })
+  // Any free port, read back from the log: one picked beforehand could be taken by an outgoing
+  // connection before the service binds it.
+  const started = npmStart({ HTTP_PORT: "0", LOG_FORMAT: "json" })
   let failure: { readonly error: unknown } | undefined
   try {
+    const url = await listeningUrl(started)
     await waitFor("/readyz says ready", async () => (await fetch(`${url}/readyz`)).status === 200, started)
     const readyS = (Date.now() - t0) / 1000
     console.info(`npm start (${label}): ready in ${readyS.toFixed(1)} s`)
@@ -194,7 +205,7 @@ describe("npm start on a fresh copy", () => {
         symlinkSync(path.join(dir, name), path.join(bin, name))
       }
     }
-    const started = npmStart({ PATH: bin, JAVA_HOME: "", HTTP_PORT: String(await freePort()) })
+    const started = npmStart({ PATH: bin, JAVA_HOME: "", HTTP_PORT: "0" })
     // A start-up failure: the service says why and exits 1, and npm with it.
     expect(await exitWithin(started, 60_000, "start-up without Java"), started.output().slice(-3000)).toBe(1)
     expect(started.output()).toMatch(/order-service: .*(Java|java).*(KAFKA_BROKERS)/)

@@ -5,7 +5,6 @@
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
 import { expect } from "vitest"
-import { freePort } from "../../src/local/freePort.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
 import { sampleOrders } from "./arbitraries.ts"
 import {
@@ -55,10 +54,12 @@ export const backlog = (count: number, seed: number, databaseUrl: string, env: R
         KAFKA_DLQ_TOPIC: topics.dlqTopic,
         KAFKA_GROUP_ID: topics.groupId,
         HTTP_HOST: "127.0.0.1",
-        HTTP_PORT: String(yield* Effect.promise(freePort)),
+        // Any free port, read back from the "HTTP server listening" line (serviceUrl): a port
+        // picked beforehand can be taken by an outgoing connection before the service binds it.
+        HTTP_PORT: "0",
         HTTP_ACCESS_LOG: "false",
         CACHE_WARM_COUNT: "0",
-        LOG_LEVEL: "warning",
+        LOG_LEVEL: "info",
         ...env
       }
     }
