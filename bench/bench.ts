@@ -15,7 +15,7 @@
  *   npm run bench -- dlq         # index 100,000 parked letters, time the dead-letter listing (BENCH_DLQ_N)
  */
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { connect, type Socket } from "node:net"
 import { cpus } from "node:os"
 import path from "node:path"
@@ -390,6 +390,34 @@ const orderPaths = (uids: ReadonlyArray<string>) => uids.map((uid) => `/order/${
 const rssMbOf = (pid: number) =>
   round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024)
 
+/** User and system CPU seconds the processes have used so far (those that still run). */
+const cpuSecondsOf = (pids: ReadonlyArray<number>): number =>
+  pids.reduce((sum, pid) => {
+    try {
+      // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+      return sum + (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+    } catch {
+      return sum
+    }
+  }, 0)
+
+/** Clock ticks per second, as /proc counts CPU time (`getconf CLK_TCK`). */
+const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
+
+/** The PostgreSQL server's processes on this machine. */
+const postgresPids = (): Array<number> =>
+  readdirSync("/proc")
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/comm`, "utf8").trim() === "postgres"
+      } catch {
+        return false
+      }
+    })
+    .map(Number)
+
 const waitReady = (port: number, timeoutMs = 120_000) =>
   waitUntil("ready", async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, timeoutMs)
 
@@ -406,9 +434,13 @@ const http = async (env: Env) => {
   await seedDatabase(url, orders)
   const rows: Array<Record<string, string | number>> = []
   const result: Record<string, number> = {}
-  const measure = async (name: string, base: string) => {
+  /** wrk on `base`, with the CPU time the server (`pid`) and PostgreSQL spent per request. */
+  const measure = async (name: string, base: string, pid: number) => {
     await wrk(base, paths, { connections: 50, seconds: 2, name }) // warm the JIT and connections
+    const before = { server: cpuSecondsOf([pid]), postgres: cpuSecondsOf(postgresPids()) }
     const r = await wrk(base, paths, { connections: 50, seconds: HTTP_SECONDS, name })
+    const requests = r.rps * HTTP_SECONDS
+    const usPerRequest = (seconds: number) => round((seconds * 1e6) / requests, 1)
     rows.push({
       server: name,
       "req/s": round(r.rps),
@@ -416,29 +448,44 @@ const http = async (env: Env) => {
       p90_ms: round(r.p90Ms, 2),
       p99_ms: round(r.p99Ms, 2),
       max_ms: round(r.maxMs, 2),
-      errors_or_non2xx: r.non2xx + r.socketErrors
+      errors_or_non2xx: r.non2xx + r.socketErrors,
+      "server CPU µs/req": usPerRequest(cpuSecondsOf([pid]) - before.server),
+      "PostgreSQL CPU µs/req": usPerRequest(cpuSecondsOf(postgresPids()) - before.postgres)
     })
     return r
   }
 
-  // The floor: bare node:http returning the same bytes from a Map, in its own process.
-  const barePort = await freePort()
+  // The floors, each in its own process: bare node:http returning the same bytes from a Map; the
+  // same with the headers the service sends; and one PostgreSQL read per request, no cache.
   const bodies = path.resolve("bench/results/bodies.json")
   mkdirSync(path.dirname(bodies), { recursive: true })
   writeFileSync(
     bodies,
     JSON.stringify(Object.fromEntries(orders.map((o) => [o.order_uid, JSON.stringify(o)])))
   )
-  const bare = fork(path.resolve("bench/bare-server.ts"), [String(barePort), bodies], {
-    execArgv: ["--import", "tsx"]
-  })
-  await waitUntil(
-    "the bare server listens",
-    async () => (await fetch(`http://127.0.0.1:${barePort}/healthz`)).ok,
-    30_000
+  const floor = async (name: string, mode: "map" | "headers" | "pg", source: string) => {
+    const port = await freePort()
+    const server = fork(path.resolve("bench/bare-server.ts"), [String(port), mode, source], {
+      execArgv: ["--import", "tsx"]
+    })
+    try {
+      await waitUntil(
+        `the ${mode} floor listens`,
+        async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok,
+        30_000
+      )
+      return await measure(name, `http://127.0.0.1:${port}`, server.pid!)
+    } finally {
+      server.kill()
+    }
+  }
+  const bareResult = await floor("bare node:http (Map)", "map", bodies)
+  result["http_bare_headers_rps"] = round(
+    (await floor("bare node:http (Map), the service's headers", "headers", bodies)).rps
   )
-  const bareResult = await measure("bare node:http (Map)", `http://127.0.0.1:${barePort}`)
-  bare.kill()
+  result["http_bare_pg_rps"] = round(
+    (await floor("bare node:http + pg (one read per request)", "pg", url)).rps
+  )
 
   for (const [name, vars] of [
     [
@@ -458,7 +505,7 @@ const http = async (env: Env) => {
     })
     try {
       await waitReady(port)
-      const r = await measure(name, `http://127.0.0.1:${port}`)
+      const r = await measure(name, `http://127.0.0.1:${port}`, service.pid!)
       if (name.includes("hits")) {
         result["http_hit_rps"] = round(r.rps)
         result["http_hit_p99_ms"] = round(r.p99Ms, 2)
@@ -497,8 +544,36 @@ const mixed = async (env: Env) => {
   try {
     await waitReady(port)
     const base = `http://127.0.0.1:${port}`
-    const rss: Array<number> = []
-    const sampler = setInterval(() => rss.push(rssMbOf(service.pid!)), 1000)
+    // Every second: RSS, and where it is by the service's own metrics.
+    interface Sample {
+      readonly rss: number
+      readonly heapUsed: number
+      readonly heapTotal: number
+      readonly external: number
+      readonly cacheEntries: number
+      readonly cacheMb: number
+    }
+    const samples: Array<Sample> = []
+    const sampler = setInterval(() => {
+      const rss = rssMbOf(service.pid!)
+      fetch(`${base}/metrics`)
+        .then((r) => r.text())
+        .then((text) => {
+          const value = (name: string) =>
+            Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)`, "m").exec(text)?.[1] ?? NaN)
+          const mb = (name: string) => round(value(name) / 1024 / 1024)
+          samples.push({
+            rss,
+            heapUsed: mb("nodejs_heap_size_used_bytes"),
+            heapTotal: mb("nodejs_heap_size_total_bytes"),
+            external: mb("nodejs_external_memory_bytes"),
+            cacheEntries: value("cache_entries"),
+            cacheMb: mb("cache_bytes")
+          })
+        })
+        .catch(() => undefined)
+    }, 1000)
+    const rss = () => samples.map((s) => s.rss)
     const count = MIXED_RATE * MIXED_SECONDS
     const producer = spawn(
       process.execPath,
@@ -548,15 +623,31 @@ const mixed = async (env: Env) => {
         hit_p50_ms: round(hits.p50Ms, 2),
         hit_p99_ms: round(hits.p99Ms, 2),
         hit_max_ms: round(hits.maxMs, 2),
-        rss_max_mb: Math.max(...rss),
+        rss_max_mb: Math.max(...rss()),
         rss_end_mb: rssMbOf(service.pid!)
+      }
+    ]
+    // The moment of the highest RSS, broken down.
+    const peak = samples.reduce((a, b) => (b.rss > a.rss ? b : a))
+    const peakRows = [
+      {
+        rss_mb: peak.rss,
+        heap_used_mb: peak.heapUsed,
+        heap_total_mb: peak.heapTotal,
+        external_mb: peak.external,
+        cache_entries: peak.cacheEntries,
+        cache_mb: peak.cacheMb
       }
     ]
     table(
       `Serving while ingesting ${MIXED_RATE} messages/s (wrk -c10 hits, -c10 unknown ids and /orders)`,
       rows
     )
-    return { rows, result: { mixed_hit_p99_ms: round(hits.p99Ms, 2), mixed_rss_mb: Math.max(...rss) } }
+    table("… at its highest RSS: the heap V8 holds (used of total), memory outside it, the cache", peakRows)
+    return {
+      rows: [...rows, ...peakRows],
+      result: { mixed_hit_p99_ms: round(hits.p99Ms, 2), mixed_rss_mb: Math.max(...rss()) }
+    }
   } finally {
     await stopService(service)
   }
@@ -565,38 +656,47 @@ const mixed = async (env: Env) => {
 const startup = async (env: Env) => {
   const url = await freshDatabase(env)
   console.log(`startup: storing ${STARTUP_ORDERS} orders…`)
-  await seedDatabase(url, generateOrders(STARTUP_ORDERS, 13))
-  const port = await freePort()
-  const t0 = Date.now()
-  const service = startService({
-    DATABASE_URL: url,
-    KAFKA_BROKERS: env.kafka.bootstrapServers,
-    KAFKA_TOPIC: `bench-startup-${port}`,
-    KAFKA_DLQ_TOPIC: `bench-startup-${port}.dlq`,
-    HTTP_PORT: String(port),
-    CACHE_WARM_COUNT: String(STARTUP_ORDERS),
-    CACHE_MAX_ENTRIES: String(STARTUP_ORDERS)
-  })
-  try {
-    await waitUntil(
-      "ready",
-      async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
-      300_000
-    )
-    const readyS = (Date.now() - t0) / 1000
-    const rssMb = () =>
-      round(
-        Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${service.pid}/status`, "utf8"))?.[1] ?? 0) / 1024
+  const orders = generateOrders(STARTUP_ORDERS, 13)
+  await seedDatabase(url, orders)
+  // What the cache must hold at the least: each order's JSON, one byte per character in V8 when
+  // every character is Latin-1, two otherwise.
+  const jsons = orders.map((o) => JSON.stringify(o))
+  const jsonMb = round(
+    jsons.reduce((n, j) => n + (/[^\u0000-\u00ff]/.test(j) ? 2 : 1) * j.length, 0) / 1024 / 1024
+  )
+  const rows: Array<Record<string, string | number>> = []
+  const result: Record<string, number> = {}
+  // The same service with nothing cached, then with every order warmed: the difference is what
+  // the cached orders cost.
+  for (const warm of [0, STARTUP_ORDERS]) {
+    const port = await freePort()
+    const t0 = Date.now()
+    const service = startService({
+      DATABASE_URL: url,
+      KAFKA_BROKERS: env.kafka.bootstrapServers,
+      KAFKA_TOPIC: `bench-startup-${port}`,
+      KAFKA_DLQ_TOPIC: `bench-startup-${port}.dlq`,
+      HTTP_PORT: String(port),
+      CACHE_WARM_COUNT: String(warm),
+      CACHE_MAX_ENTRIES: String(Math.max(warm, 1))
+    })
+    try {
+      await waitUntil(
+        "ready",
+        async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
+        300_000
       )
-    await sleep(1000)
-    const rss = rssMb()
-    // Where the memory is, from the service's own metrics.
-    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
-    const mb = (name: string) =>
-      round(Number(new RegExp(`^${name} (\\S+)`, "m").exec(metrics)?.[1] ?? NaN) / 1024 / 1024)
-    const rows = [
-      {
-        orders: STARTUP_ORDERS,
+      const readyS = (Date.now() - t0) / 1000
+      const rssMb = () => rssMbOf(service.pid!)
+      await sleep(1000)
+      const rss = rssMb()
+      // Where the memory is, from the service's own metrics.
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+      const mb = (name: string) =>
+        round(Number(new RegExp(`^${name} (\\S+)`, "m").exec(metrics)?.[1] ?? NaN) / 1024 / 1024)
+      rows.push({
+        orders_cached: warm,
+        json_mb: warm === 0 ? 0 : jsonMb,
         ready_s: round(readyS, 2),
         rss_mb: rss,
         heap_used_mb: mb("nodejs_heap_size_used_bytes"),
@@ -604,16 +704,25 @@ const startup = async (env: Env) => {
         external_mb: mb("nodejs_external_memory_bytes"),
         // The same process left alone a little longer (V8 returns memory once allocation stops).
         rss_after_30s_mb: await sleep(29_000).then(rssMb)
+      })
+      if (warm > 0) {
+        result["startup_ready_s"] = round(readyS, 2)
+        result["rss_after_warm_mb"] = rss
+        result["rss_100k_cached_mb"] = rss
       }
-    ]
-    table("Start-up: spawn → /readyz 200 with the cache warmed from the database", rows)
-    return {
-      rows,
-      result: { startup_ready_s: round(readyS, 2), rss_after_warm_mb: rss, rss_100k_cached_mb: rss }
+    } finally {
+      await stopService(service)
     }
-  } finally {
-    await stopService(service)
   }
+  table("Start-up: spawn → /readyz 200, nothing cached and the cache warmed from the database", rows)
+  const [empty, full] = rows as [Record<string, number>, Record<string, number>]
+  const perEntry = (mbs: number) => round(((mbs - jsonMb) * 1024 * 1024) / STARTUP_ORDERS)
+  console.log(
+    `${STARTUP_ORDERS} cached orders: ${jsonMb} MB of JSON; heap used +${round(full["heap_used_mb"]! - empty["heap_used_mb"]!)} MB ` +
+      `(${perEntry(full["heap_used_mb"]! - empty["heap_used_mb"]!)} bytes per order beyond its JSON), ` +
+      `RSS +${round(full["rss_mb"]! - empty["rss_mb"]!)} MB over ${empty["rss_mb"]} MB with nothing cached`
+  )
+  return { rows, result }
 }
 
 /** What a support agent would type for each kind of key, per order: phones as written, e-mails in capitals. */
@@ -678,11 +787,13 @@ const search = async (env: Env) => {
     // Warm the JIT and the pool.
     await wrk(base, searchPaths(keys["order_uid"]!), { connections: 50, seconds: 2, name: "search-warm" })
     for (const [kind, list] of Object.entries(keys)) {
+      const before = { service: cpuSecondsOf([service.pid!]), postgres: cpuSecondsOf(postgresPids()) }
       const w = await wrk(base, searchPaths(list), {
         connections: 50,
         seconds: SEARCH_SECONDS,
         name: `search-${kind}`
       })
+      const usPerRequest = (cpuSeconds: number) => round((cpuSeconds * 1e6) / (w.rps * SEARCH_SECONDS))
       const r = {
         rps: round(w.rps),
         p50: round(w.p50Ms, 2),
@@ -696,7 +807,9 @@ const search = async (env: Env) => {
         "req/s": r.rps,
         p50_ms: r.p50,
         p99_ms: r.p99,
-        errors_or_non2xx: r.errors
+        errors_or_non2xx: r.errors,
+        "service CPU µs/req": usPerRequest(cpuSecondsOf([service.pid!]) - before.service),
+        "PostgreSQL CPU µs/req": usPerRequest(cpuSecondsOf(postgresPids()) - before.postgres)
       })
       result[`search_${kind}_p99_ms`] = r.p99
       result[`search_${kind}_rps`] = r.rps
@@ -775,8 +888,17 @@ const live = async (env: Env) => {
       const settled = () => settledCount(base)
       await waitUntil("the first order is stored", async () => (await settled()) > 0, 120_000)
       const started = Date.now()
+      // CPU seconds while ingesting: the service's, PostgreSQL's, and this process's (the clients').
+      const cpuBefore = { service: cpuSecondsOf([service.pid!]), postgres: cpuSecondsOf(postgresPids()) }
+      const clientsBefore = process.cpuUsage()
       await waitUntil("every order is stored", async () => (await settled()) >= LIVE_N, 1_800_000)
       seconds[clients] = (Date.now() - started) / 1000
+      const clientsUsed = process.cpuUsage(clientsBefore)
+      const cpu = {
+        "service CPU s": round(cpuSecondsOf([service.pid!]) - cpuBefore.service, 2),
+        "PostgreSQL CPU s": round(cpuSecondsOf(postgresPids()) - cpuBefore.postgres, 2),
+        "bench process (clients) CPU s": round((clientsUsed.user + clientsUsed.system) / 1e6, 2)
+      }
       if (feed !== undefined) {
         // A client too slow for the feed is dropped: the table shows it as fewer events.
         await waitUntil(
@@ -792,6 +914,7 @@ const live = async (env: Env) => {
           orders: LIVE_N,
           seconds: round(seconds[clients]!, 2),
           "orders/s": round(LIVE_N / seconds[clients]!),
+          ...cpu,
           "events per client (min–max)": `${least}–${most}`
         })
       } else {
@@ -800,6 +923,7 @@ const live = async (env: Env) => {
           orders: LIVE_N,
           seconds: round(seconds[clients]!, 2),
           "orders/s": round(LIVE_N / seconds[clients]!),
+          ...cpu,
           "events per client (min–max)": "—"
         })
       }
