@@ -466,7 +466,7 @@ const http = async (env: Env) => {
   const floor = async (name: string, mode: "map" | "headers" | "pg", source: string) => {
     const port = await freePort()
     const server = fork(path.resolve("bench/bare-server.ts"), [String(port), mode, source], {
-      execArgv: ["--import", "tsx"]
+      execArgv: ["--import", "tsx", ...serviceFlags]
     })
     try {
       await waitUntil(
@@ -476,7 +476,9 @@ const http = async (env: Env) => {
       )
       return await measure(name, `http://127.0.0.1:${port}`, server.pid!)
     } finally {
-      server.kill()
+      // An orderly exit (see bare-server.ts), so that a profile asked for is written.
+      server.kill("SIGINT")
+      await new Promise((resolve) => server.once("exit", resolve))
     }
   }
   const bareResult = await floor("bare node:http (Map)", "map", bodies)
