@@ -497,12 +497,8 @@ const http = async (env: Env) => {
     ["service, cache off (database)", { CACHE_WARM_COUNT: "0", CACHE_MAX_ENTRIES: "0" }]
   ] as const) {
     const port = await freePort()
-    const service = startService({
-      DATABASE_URL: url,
+    const service = startOnTopic(url, port, `bench-http-${port}`, {
       KAFKA_BROKERS: env.kafka.bootstrapServers,
-      KAFKA_TOPIC: `bench-http-${port}`,
-      KAFKA_DLQ_TOPIC: `bench-http-${port}.dlq`,
-      HTTP_PORT: String(port),
       ...vars
     })
     try {
@@ -673,12 +669,8 @@ const startup = async (env: Env) => {
   for (const warm of [0, STARTUP_ORDERS]) {
     const port = await freePort()
     const t0 = Date.now()
-    const service = startService({
-      DATABASE_URL: url,
+    const service = startOnTopic(url, port, `bench-startup-${port}`, {
       KAFKA_BROKERS: env.kafka.bootstrapServers,
-      KAFKA_TOPIC: `bench-startup-${port}`,
-      KAFKA_DLQ_TOPIC: `bench-startup-${port}.dlq`,
-      HTTP_PORT: String(port),
       CACHE_WARM_COUNT: String(warm),
       CACHE_MAX_ENTRIES: String(Math.max(warm, 1))
     })
