@@ -140,14 +140,19 @@ const count = async (url: string, sql: string): Promise<number> => {
 }
 
 /** A counter from the service's Prometheus text, summed over its label sets (0 while unreachable). */
-const metric = async (base: string, name: string): Promise<number> => {
-  const text = await (await fetch(`${base}/metrics`)).text()
-  let sum = 0
-  for (const line of text.split("\n")) {
-    if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.split(" ").at(-1))
+/** One scrape of the service's `/metrics`: a series' value by name, summed over its labels. */
+const scrape = async (base: string) => {
+  const lines = (await (await fetch(`${base}/metrics`)).text()).split("\n")
+  return (name: string): number => {
+    let sum = 0
+    for (const line of lines) {
+      if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.split(" ").at(-1))
+    }
+    return sum
   }
-  return sum
 }
+
+const metric = async (base: string, name: string): Promise<number> => (await scrape(base))(name)
 
 interface Outgoing {
   readonly key: string
@@ -402,6 +407,18 @@ const cpuSecondsOf = (pids: ReadonlyArray<number>): number =>
     }
   }, 0)
 
+/**
+ * From now on, the CPU seconds used by the process `pid` and by PostgreSQL's processes: call the
+ * result to read them.
+ */
+const cpuFrom = (pid: number) => {
+  const start = { process: cpuSecondsOf([pid]), postgres: cpuSecondsOf(postgresPids()) }
+  return () => ({
+    process: cpuSecondsOf([pid]) - start.process,
+    postgres: cpuSecondsOf(postgresPids()) - start.postgres
+  })
+}
+
 /** Clock ticks per second, as /proc counts CPU time (`getconf CLK_TCK`). */
 const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
 
@@ -437,10 +454,10 @@ const http = async (env: Env) => {
   /** wrk on `base`, with the CPU time the server (`pid`) and PostgreSQL spent per request. */
   const measure = async (name: string, base: string, pid: number) => {
     await wrk(base, paths, { connections: 50, seconds: 2, name }) // warm the JIT and connections
-    const before = { server: cpuSecondsOf([pid]), postgres: cpuSecondsOf(postgresPids()) }
+    const cpu = cpuFrom(pid)
     const r = await wrk(base, paths, { connections: 50, seconds: HTTP_SECONDS, name })
-    const requests = r.rps * HTTP_SECONDS
-    const usPerRequest = (seconds: number) => round((seconds * 1e6) / requests, 1)
+    const used = cpu()
+    const usPerRequest = (seconds: number) => round((seconds * 1e6) / (r.rps * HTTP_SECONDS), 1)
     rows.push({
       server: name,
       "req/s": round(r.rps),
@@ -449,8 +466,8 @@ const http = async (env: Env) => {
       p99_ms: round(r.p99Ms, 2),
       max_ms: round(r.maxMs, 2),
       errors_or_non2xx: r.non2xx + r.socketErrors,
-      "server CPU µs/req": usPerRequest(cpuSecondsOf([pid]) - before.server),
-      "PostgreSQL CPU µs/req": usPerRequest(cpuSecondsOf(postgresPids()) - before.postgres)
+      "server CPU µs/req": usPerRequest(used.process),
+      "PostgreSQL CPU µs/req": usPerRequest(used.postgres)
     })
     return r
   }
@@ -554,11 +571,8 @@ const mixed = async (env: Env) => {
     const samples: Array<Sample> = []
     const sampler = setInterval(() => {
       const rss = rssMbOf(service.pid!)
-      fetch(`${base}/metrics`)
-        .then((r) => r.text())
-        .then((text) => {
-          const value = (name: string) =>
-            Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)`, "m").exec(text)?.[1] ?? NaN)
+      scrape(base)
+        .then((value) => {
           const mb = (name: string) => round(value(name) / 1024 / 1024)
           samples.push({
             rss,
@@ -658,10 +672,8 @@ const startup = async (env: Env) => {
   await seedDatabase(url, orders)
   // What the cache must hold at the least: each order's JSON, one byte per character in V8 when
   // every character is Latin-1, two otherwise.
-  const jsons = orders.map((o) => JSON.stringify(o))
-  const jsonMb = round(
-    jsons.reduce((n, j) => n + (/[^\u0000-\u00ff]/.test(j) ? 2 : 1) * j.length, 0) / 1024 / 1024
-  )
+  const jsonBytes = (json: string) => (/[^\u0000-\u00ff]/.test(json) ? 2 : 1) * json.length
+  const jsonMb = round(orders.reduce((n, o) => n + jsonBytes(JSON.stringify(o)), 0) / 1024 / 1024)
   const rows: Array<Record<string, string | number>> = []
   const result: Record<string, number> = {}
   // The same service with nothing cached, then with every order warmed: the difference is what
@@ -685,9 +697,8 @@ const startup = async (env: Env) => {
       await sleep(1000)
       const rss = rssMb()
       // Where the memory is, from the service's own metrics.
-      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
-      const mb = (name: string) =>
-        round(Number(new RegExp(`^${name} (\\S+)`, "m").exec(metrics)?.[1] ?? NaN) / 1024 / 1024)
+      const value = await scrape(`http://127.0.0.1:${port}`)
+      const mb = (name: string) => round(value(name) / 1024 / 1024)
       rows.push({
         orders_cached: warm,
         json_mb: warm === 0 ? 0 : jsonMb,
@@ -781,12 +792,13 @@ const search = async (env: Env) => {
     // Warm the JIT and the pool.
     await wrk(base, searchPaths(keys["order_uid"]!), { connections: 50, seconds: 2, name: "search-warm" })
     for (const [kind, list] of Object.entries(keys)) {
-      const before = { service: cpuSecondsOf([service.pid!]), postgres: cpuSecondsOf(postgresPids()) }
+      const cpu = cpuFrom(service.pid!)
       const w = await wrk(base, searchPaths(list), {
         connections: 50,
         seconds: SEARCH_SECONDS,
         name: `search-${kind}`
       })
+      const used = cpu()
       const usPerRequest = (cpuSeconds: number) => round((cpuSeconds * 1e6) / (w.rps * SEARCH_SECONDS))
       const r = {
         rps: round(w.rps),
@@ -802,8 +814,8 @@ const search = async (env: Env) => {
         p50_ms: r.p50,
         p99_ms: r.p99,
         errors_or_non2xx: r.errors,
-        "service CPU µs/req": usPerRequest(cpuSecondsOf([service.pid!]) - before.service),
-        "PostgreSQL CPU µs/req": usPerRequest(cpuSecondsOf(postgresPids()) - before.postgres)
+        "service CPU µs/req": usPerRequest(used.process),
+        "PostgreSQL CPU µs/req": usPerRequest(used.postgres)
       })
       result[`search_${kind}_p99_ms`] = r.p99
       result[`search_${kind}_rps`] = r.rps
@@ -883,14 +895,15 @@ const live = async (env: Env) => {
       await waitUntil("the first order is stored", async () => (await settled()) > 0, 120_000)
       const started = Date.now()
       // CPU seconds while ingesting: the service's, PostgreSQL's, and this process's (the clients').
-      const cpuBefore = { service: cpuSecondsOf([service.pid!]), postgres: cpuSecondsOf(postgresPids()) }
+      const serverCpu = cpuFrom(service.pid!)
       const clientsBefore = process.cpuUsage()
       await waitUntil("every order is stored", async () => (await settled()) >= LIVE_N, 1_800_000)
       seconds[clients] = (Date.now() - started) / 1000
+      const used = serverCpu()
       const clientsUsed = process.cpuUsage(clientsBefore)
       const cpu = {
-        "service CPU s": round(cpuSecondsOf([service.pid!]) - cpuBefore.service, 2),
-        "PostgreSQL CPU s": round(cpuSecondsOf(postgresPids()) - cpuBefore.postgres, 2),
+        "service CPU s": round(used.process, 2),
+        "PostgreSQL CPU s": round(used.postgres, 2),
         "bench process (clients) CPU s": round((clientsUsed.user + clientsUsed.system) / 1e6, 2)
       }
       if (feed !== undefined) {

@@ -19,6 +19,7 @@ import { afterAll, describe, expect, it } from "vitest"
 import { dataDirFor } from "../../src/local/EmbeddedPostgres.ts"
 import { fixturesDir } from "../support/fixtures.ts"
 import { metricValue, parseMetrics } from "../support/metrics.ts"
+import { listeningUrlIn } from "../support/service.ts"
 
 const repo = process.cwd()
 const copy = mkdtempSync(path.join(tmpdir(), "order-service-start-"))
@@ -77,15 +78,15 @@ const waitFor = async (
   throw new Error(`timed out waiting until ${what}:\n${started.output().slice(-4000)}`)
 }
 
-/** The service's URL on 127.0.0.1, with the port from its "HTTP server listening" line. */
+/** The service's URL on 127.0.0.1 (it listens on every address), with the port it logged. */
 const listeningUrl = async (started: Started): Promise<string> => {
-  let port: string | undefined
+  let url: string | undefined
   await waitFor(
     "the HTTP server listens",
-    async () => (port = /"url":"http:\/\/[^":]+:(\d+)"/.exec(started.output())?.[1]) !== undefined,
+    async () => (url = listeningUrlIn(started.output())) !== undefined,
     started
   )
-  return `http://127.0.0.1:${port}`
+  return `http://127.0.0.1:${new URL(url!).port}`
 }
 
 /**

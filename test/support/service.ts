@@ -27,6 +27,13 @@ export const startService = (env: Record<string, string>): ServiceProcess => {
 }
 
 /**
+ * The URL in the service's "HTTP server listening" line (JSON logs), once it has printed it: how a
+ * test learns the port of a service given `HTTP_PORT=0`.
+ */
+export const listeningUrlIn = (output: string): string | undefined =>
+  /"url":"(http:\/\/[^"]+)"/.exec(output)?.[1]
+
+/**
  * The URL of the service's HTTP server, from its "HTTP server listening" line (so the service must
  * log at info or below; it can then be given `HTTP_PORT=0`).
  */
@@ -34,8 +41,8 @@ export const serviceUrl = (service: ServiceProcess, timeoutMs = 60_000) =>
   Effect.gen(function* () {
     const deadline = Date.now() + timeoutMs
     while (Date.now() < deadline) {
-      const match = /"url":"(http:\/\/[^"]+)"/.exec(service.output())
-      if (match) return match[1]!
+      const url = listeningUrlIn(service.output())
+      if (url !== undefined) return url
       if (service.child.exitCode !== null) break
       yield* Effect.sleep("50 millis")
     }
