@@ -54,9 +54,9 @@ export interface PoolOptions {
 }
 
 /**
- * The `pg` pool under the `SqlClient`, for the one read that is worth a named prepared statement
- * (an order by its id, on every cache miss: see `OrderRepository.findJsonByUid`). Everything else
- * goes through the `SqlClient`.
+ * The `pg` pool under the `SqlClient`, for the reads worth a named prepared statement (orders by
+ * id on cache misses, searches: see `OrderRepository`). Everything else goes through the
+ * `SqlClient`.
  */
 export class PgPool extends Context.Tag("PgPool")<PgPool, pg.Pool>() {}
 

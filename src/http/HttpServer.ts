@@ -83,7 +83,6 @@ export const layer = Layer.scoped(
     const handleWithApp = yield* NodeHttpServer.makeHandler(app)
     const runtime = yield* Effect.runtime<never>()
     const runSync = Runtime.runSync(runtime)
-    const runCallback = Runtime.runCallback(runtime)
 
     let draining = false
     let inFlight = 0
@@ -109,63 +108,66 @@ export const layer = Layer.scoped(
         )
       )
 
-    /** Writes an `OrderRoute` answer with the security headers; returns the body's size. */
-    const writeOrderAnswer = (res: ServerResponse, answer: OrderAnswer): number => {
+    /** Writes an `OrderRoute` answer with the security headers. */
+    const writeOrderAnswer = (res: ServerResponse, answer: OrderAnswer) => {
       res.writeHead(answer.status, [...SECURITY_HEADER_LIST, ...answer.headers])
       res.end(answer.body)
-      return answer.body === undefined ? 0 : Buffer.byteLength(answer.body)
     }
 
-    /**
-     * Counts a request that will be answered later, so that a shutdown waits for it. `bytes`: the
-     * body's size once answered, where the headers were given to `writeHead` as a list.
-     */
-    const track = (
-      req: IncomingMessage,
-      res: ServerResponse,
-      pathname: string,
-      started: number,
-      bytes?: () => number
-    ) => {
+    /** Counts a request that will be answered later, so that a shutdown waits for it. */
+    const track = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
       inFlight++
       res.once("close", () => {
         inFlight--
         const ms = performance.now() - started
         observeHttpRequest(req.method ?? "", routeOf(pathname), res.statusCode, ms / 1000)
-        if (config.accessLog) accessLog(req, res, pathname, ms, bytes?.())
+        if (config.accessLog) accessLog(req, res, pathname, ms)
         if (draining && inFlight === 0) runSync(Deferred.succeed(idle, undefined))
       })
     }
 
     /**
      * `GET /order/{uid}`, below the router: the id is judged and a cache hit answered at once,
-     * without an Effect; a miss runs `OrderRoute.answerMissed` (as the API handler does) on the layer's
-     * runtime. The router is not used for these at all: it is most of a request's cost, and it
-     * does not match ids longer than 100 characters.
+     * without an Effect; a miss is answered by `OrderRoute.answerMissed` (as the API handler's are)
+     * when its batched read returns, without an Effect of its own either. The router is not used
+     * for these at all: it is most of a request's cost, and it does not match ids longer than 100
+     * characters.
      */
     const serveOrder = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
-      // Answered at once and in full: nothing for a shutdown to wait for.
-      const answered = (answer: OrderAnswer) => {
-        const bytes = writeOrderAnswer(res, answer)
+      /** `bytes`: the body's size, measured only for the access log. */
+      const finished = (bytes: () => number) => {
         const ms = performance.now() - started
         observeHttpRequest("GET", ORDER_ROUTE, res.statusCode, ms / 1000)
-        if (config.accessLog) accessLog(req, res, pathname, ms, bytes)
+        if (config.accessLog) accessLog(req, res, pathname, ms, bytes())
+      }
+      const answered = (answer: OrderAnswer) => {
+        writeOrderAnswer(res, answer)
+        finished(() => (answer.body === undefined ? 0 : Buffer.byteLength(answer.body)))
       }
       const decoded = uidFromPath(pathname.slice(ORDER_PREFIX.length))
       if (Either.isLeft(decoded)) return answered(decoded.left)
       const uid = decoded.right
       const ifNoneMatch = req.headers["if-none-match"]
+      // A hit or a bad id is answered at once and in full: nothing for a shutdown to wait for.
       const now = route.answerNow(uid, ifNoneMatch)
       if (now !== undefined) return answered(now)
-      let written = 0
-      track(req, res, pathname, started, () => written)
-      runCallback(route.answerMissed(uid, ifNoneMatch), {
-        onExit: (exit) => {
-          if (Exit.isSuccess(exit)) written = writeOrderAnswer(res, exit.value)
+      // A miss is answered when its batched read returns. It is counted in flight until then, so a
+      // shutdown waits for it; the answer is written even if the client has gone meanwhile (a no-op).
+      inFlight++
+      route.answerMissed(uid, ifNoneMatch, (exit) => {
+        try {
+          if (Exit.isSuccess(exit)) answered(exit.value)
           else {
             runSync(Effect.logError("GET /order failed", exit.cause))
-            written = writeJson(res, 500, { error: "internal_error", message: "the order could not be read" })
+            const bytes = writeJson(res, 500, {
+              error: "internal_error",
+              message: "the order could not be read"
+            })
+            finished(() => bytes)
           }
+        } finally {
+          inFlight--
+          if (draining && inFlight === 0) runSync(Deferred.succeed(idle, undefined))
         }
       })
     }

@@ -4,7 +4,8 @@
  * the `getOrder` handler of the HttpApi calls it too, so the two cannot answer differently — same
  * status, headers and bytes.
  */
-import { Effect, Either, Option, ParseResult, Schema } from "effect"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Cause, Effect, Either, Exit, Option, ParseResult, Schema } from "effect"
 import { type CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { OrderUid } from "../orders/Order.ts"
 import { Orders } from "../orders/Orders.ts"
@@ -99,20 +100,37 @@ export class OrderRoute extends Effect.Service<OrderRoute>()("OrderRoute", {
       return Option.isSome(problem) ? invalidOrderUid(problem.value) : undefined
     }
 
-    /** What `answerNow` could not answer: the order from the database (which fills the cache). */
-    const answerMissed = (uid: string, ifNoneMatch: string | undefined): Effect.Effect<OrderAnswer> =>
-      orders.get(uid).pipe(
-        Effect.map(
-          Option.match({ onNone: () => notFound(uid), onSome: (order) => found(order, ifNoneMatch) })
-        ),
-        Effect.catchTag("SqlError", () => Effect.succeed(unavailable))
-      )
+    /** The answer for what the database said; a failure to read it is a 503, a defect stays one. */
+    const answerOf = (
+      uid: string,
+      ifNoneMatch: string | undefined,
+      read: Exit.Exit<Option.Option<CachedOrder>, SqlError>
+    ): Exit.Exit<OrderAnswer> => {
+      if (Exit.isSuccess(read))
+        return Exit.succeed(Option.isSome(read.value) ? found(read.value.value, ifNoneMatch) : notFound(uid))
+      return Option.isSome(Cause.failureOption(read.cause))
+        ? Exit.succeed(unavailable)
+        : Exit.failCause(Cause.stripFailures(read.cause))
+    }
+
+    /**
+     * What `answerNow` could not answer: the order from the database (which fills the cache).
+     * `done` is called once, without an Effect per request: a miss costs its share of a batched
+     * read (see `Orders.unsafeGet`). The exit fails only with a defect.
+     */
+    const answerMissed = (
+      uid: string,
+      ifNoneMatch: string | undefined,
+      done: (answer: Exit.Exit<OrderAnswer>) => void
+    ) => orders.unsafeGet(uid, (read) => done(answerOf(uid, ifNoneMatch, read)))
 
     /** The answer for `uid`: from the cache, else from the database. */
     const answer = (uid: string, ifNoneMatch: string | undefined): Effect.Effect<OrderAnswer> =>
       Effect.suspend(() => {
         const now = answerNow(uid, ifNoneMatch)
-        return now !== undefined ? Effect.succeed(now) : answerMissed(uid, ifNoneMatch)
+        return now !== undefined
+          ? Effect.succeed(now)
+          : Effect.async<OrderAnswer>((resume) => answerMissed(uid, ifNoneMatch, resume))
       })
 
     return { answerNow, answerMissed, answer } as const

@@ -1,45 +1,63 @@
 /**
- * The order service: reads go cache → database → cache; concurrent misses for the same uid share
- * one database read. Warm-up loads the most recent orders into the cache at start-up.
+ * The order service: reads go cache → database → cache. Cache misses are read from the database
+ * in batches (`ReadBatcher`): those asked for at about the same time share one statement, and
+ * concurrent misses for the same uid share one read. Warm-up loads the most recent orders into the
+ * cache at start-up.
  */
 import type { SqlError } from "@effect/sql/SqlError"
-import { Deferred, Effect, FiberId, Option, Ref } from "effect"
+import { Effect, Exit, Option, Ref } from "effect"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
-import { CacheConfig } from "../config/AppConfig.ts"
+import { CacheConfig, DatabaseConfig } from "../config/AppConfig.ts"
 import { OrderRepository } from "./OrderRepository.ts"
+import * as ReadBatcher from "./ReadBatcher.ts"
+
+/** Uids read in one statement at most: one index lookup each, a few hundred kilobytes of rows. */
+const MAX_BATCH = 200
+/**
+ * Connections of the pool that are never used for reading misses: however many misses arrive,
+ * ingestion and the other reads find one free.
+ */
+const CONNECTIONS_KEPT = 2
 
 export class Orders extends Effect.Service<Orders>()("Orders", {
   effect: Effect.gen(function* () {
     const repository = yield* OrderRepository
     const cache = yield* OrderCache
-    const inFlight = new Map<string, Deferred.Deferred<Option.Option<CachedOrder>, SqlError>>()
     const warmed = yield* Ref.make(false)
+    const { poolMax } = yield* DatabaseConfig
 
-    const load = (uid: string) =>
-      repository
-        .findJsonByUid(uid)
-        .pipe(
-          Effect.map(Option.map(CachedOrder.fromStored)),
-          Effect.tap(Option.match({ onNone: () => Effect.void, onSome: (c) => cache.put(c) }))
-        )
+    const misses = yield* ReadBatcher.make({
+      read: (uids: ReadonlyArray<string>) =>
+        repository.findJsonByUids(uids).pipe(
+          Effect.map((found) => {
+            const orders = new Map<string, CachedOrder>()
+            for (const [uid, stored] of found) orders.set(uid, CachedOrder.fromStored(stored))
+            return orders
+          }),
+          Effect.tap((orders) =>
+            Effect.forEach(orders.values(), (order) => cache.put(order), { discard: true })
+          )
+        ),
+      maxBatch: MAX_BATCH,
+      maxInFlight: Math.max(1, poolMax - CONNECTIONS_KEPT)
+    })
 
-    /** One database read per uid at a time: later callers wait for the first one's result. */
-    const loadOnce = (uid: string) =>
-      Effect.suspend(() => {
-        const pending = inFlight.get(uid)
-        if (pending !== undefined) return Deferred.await(pending)
-        const deferred = Deferred.unsafeMake<Option.Option<CachedOrder>, SqlError>(FiberId.none)
-        inFlight.set(uid, deferred)
-        return load(uid).pipe(
-          Effect.onExit((exit) => {
-            inFlight.delete(uid)
-            return Deferred.done(deferred, exit)
-          })
-        )
-      })
+    /**
+     * The order, ready to serve, if it is stored, without an Effect per call: `done` is called
+     * once, at once on a cache hit, else when the database has answered.
+     */
+    const unsafeGet = (
+      uid: string,
+      done: (exit: Exit.Exit<Option.Option<CachedOrder>, SqlError>) => void
+    ) => {
+      const hit = cache.unsafeGet(uid)
+      if (Option.isSome(hit)) done(Exit.succeed(hit))
+      else misses.load(uid, done)
+    }
 
-    const get = (uid: string) =>
-      Effect.flatMap(cache.get(uid), (hit) => (Option.isSome(hit) ? Effect.succeed(hit) : loadOnce(uid)))
+    /** The order, ready to serve, if it is stored. */
+    const get = (uid: string): Effect.Effect<Option.Option<CachedOrder>, SqlError> =>
+      Effect.async((resume) => unsafeGet(uid, resume))
 
     const warm = Effect.gen(function* () {
       const { warmCount, maxEntries } = yield* CacheConfig
@@ -56,8 +74,8 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
     }).pipe(Effect.withSpan("Orders.warm"))
 
     return {
-      /** The order, ready to serve, if it is stored. */
       get,
+      unsafeGet,
       listRecent: repository.listRecent,
       search: repository.search,
       warm,

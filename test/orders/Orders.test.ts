@@ -22,10 +22,10 @@ const countingRepository = (reads: { count: number }) =>
   Layer.succeed(
     OrderRepository,
     OrderRepository.make({
-      findJsonByUid: (uid: string) =>
+      findJsonByUids: (uids: ReadonlyArray<string>) =>
         Effect.sync(() => reads.count++).pipe(
           Effect.zipRight(Effect.sleep("50 millis")),
-          Effect.as(uid === model.order_uid ? Option.some(stored) : Option.none())
+          Effect.as(new Map(uids.includes(model.order_uid) ? [[model.order_uid, stored]] : []))
         ),
       mostRecentJson: () => Effect.succeed([stored]),
       insertBatch: () => Effect.die("not used"),

@@ -292,6 +292,7 @@ export const fakeRepository = (ledger: Ledger, options: FakeRepositoryOptions) =
           for (const [uid, json] of fresh) ledger.stored.set(uid, json)
           return Effect.succeed(outcomes)
         }),
+      findJsonByUids: () => notInThisFake("findJsonByUids"),
       findJsonByUid: () => notInThisFake("findJsonByUid"),
       mostRecentJson: () => notInThisFake("mostRecentJson"),
       listRecent: () => notInThisFake("listRecent"),

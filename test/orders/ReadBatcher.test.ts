@@ -1,0 +1,121 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Option } from "effect"
+import * as ReadBatcher from "../../src/orders/ReadBatcher.ts"
+
+/** A store of `k<n>` → n whose reads are recorded and wait for `release` when it is given. */
+const recordingStore = (
+  options: { readonly release?: Deferred.Deferred<void>; readonly failWith?: string } = {}
+) => {
+  const reads: Array<ReadonlyArray<string>> = []
+  const read = (keys: ReadonlyArray<string>) =>
+    Effect.gen(function* () {
+      reads.push(keys)
+      if (options.release) yield* Deferred.await(options.release)
+      if (options.failWith !== undefined) return yield* Effect.fail(options.failWith)
+      return new Map(keys.filter((k) => k.startsWith("k")).map((k) => [k, Number(k.slice(1))]))
+    })
+  return { reads, read }
+}
+
+const keys = (n: number, from = 0) => Array.from({ length: n }, (_, i) => `k${from + i}`)
+
+describe("ReadBatcher", () => {
+  it.live("keys asked for together are read in one statement; each caller gets its own value", () =>
+    Effect.gen(function* () {
+      const store = recordingStore()
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 2 })
+      const results = yield* Effect.all(
+        ["k1", "k2", "missing", "k3"].map((k) => batcher.get(k)),
+        { concurrency: "unbounded" }
+      )
+      expect(results).toEqual([Option.some(1), Option.some(2), Option.none(), Option.some(3)])
+      expect(store.reads).toEqual([["k1", "k2", "missing", "k3"]])
+    })
+  )
+
+  it.live("the same key asked for while it is waiting or being read is read once", () =>
+    Effect.gen(function* () {
+      const release = yield* Deferred.make<void>()
+      const store = recordingStore({ release })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 2 })
+      const first = yield* Effect.fork(Effect.all([batcher.get("k7"), batcher.get("k7")], { concurrency: 2 }))
+      yield* Effect.sleep("20 millis")
+      const later = yield* Effect.fork(batcher.get("k7"))
+      yield* Effect.sleep("20 millis")
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* first).toEqual([Option.some(7), Option.some(7)])
+      expect(yield* later).toEqual(Option.some(7))
+      expect(store.reads).toEqual([["k7"]])
+    })
+  )
+
+  it.live("a batch holds at most maxBatch keys, and at most maxInFlight batches run at once", () =>
+    Effect.gen(function* () {
+      const release = yield* Deferred.make<void>()
+      const store = recordingStore({ release })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 10, maxInFlight: 2 })
+      const all = yield* Effect.fork(Effect.all(keys(35).map(batcher.get), { concurrency: "unbounded" }))
+      yield* Effect.sleep("20 millis")
+      // Two batches of ten are being read; the other fifteen wait.
+      expect(store.reads.map((r) => r.length)).toEqual([10, 10])
+      yield* Deferred.succeed(release, undefined)
+      const results = yield* all
+      expect(results).toEqual(keys(35).map((_, i) => Option.some(i)))
+      expect(store.reads.map((r) => r.length)).toEqual([10, 10, 10, 5])
+      expect(store.reads.flat().sort()).toEqual(keys(35).sort())
+    })
+  )
+
+  it.live("keys asked for while the batches run go together in the next one", () =>
+    Effect.gen(function* () {
+      const release = yield* Deferred.make<void>()
+      const store = recordingStore({ release })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 1 })
+      const first = yield* Effect.fork(batcher.get("k0"))
+      yield* Effect.sleep("20 millis")
+      const rest = yield* Effect.fork(
+        Effect.forEach(keys(5, 1), (k) => Effect.zipRight(Effect.sleep("2 millis"), batcher.get(k)), {
+          concurrency: "unbounded"
+        })
+      )
+      yield* Effect.sleep("30 millis")
+      expect(store.reads).toEqual([["k0"]])
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* first).toEqual(Option.some(0))
+      expect(yield* rest).toEqual([1, 2, 3, 4, 5].map(Option.some))
+      expect(store.reads).toEqual([["k0"], keys(5, 1)])
+    })
+  )
+
+  it.live("a failed read fails each of its callers, and the next keys are read again", () =>
+    Effect.gen(function* () {
+      const store = recordingStore({ failWith: "database down" })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 2 })
+      const exits = yield* Effect.all(
+        ["k1", "k2"].map((k) => Effect.exit(batcher.get(k))),
+        {
+          concurrency: "unbounded"
+        }
+      )
+      expect(exits).toEqual([Exit.fail("database down"), Exit.fail("database down")])
+      const again = yield* Effect.exit(batcher.get("k1"))
+      expect(again).toEqual(Exit.fail("database down"))
+      expect(store.reads).toEqual([["k1", "k2"], ["k1"]])
+    })
+  )
+
+  it.live("a caller whose callback throws does not keep the others of its key from their answer", () =>
+    Effect.gen(function* () {
+      const store = recordingStore()
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 2 })
+      const answered = yield* Deferred.make<Option.Option<number>>()
+      batcher.load("k4", () => {
+        throw new Error("a caller's bug")
+      })
+      batcher.load("k4", (exit) => {
+        if (Exit.isSuccess(exit)) Deferred.unsafeDone(answered, Exit.succeed(exit.value))
+      })
+      expect(yield* Deferred.await(answered)).toEqual(Option.some(4))
+    })
+  )
+})
