@@ -15,7 +15,7 @@
  *   npm run bench -- dlq         # index 100,000 parked letters, time the dead-letter listing (BENCH_DLQ_N)
  */
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { connect, type Socket } from "node:net"
 import { cpus } from "node:os"
 import path from "node:path"
@@ -127,6 +127,42 @@ const stopService = async (child: ChildProcess) => {
   if (child.exitCode === null) child.kill("SIGKILL")
 }
 
+/**
+ * The event-loop stalls of a service run with bench/loop-stalls.mjs preloaded, between `from` and
+ * `to` (epoch ms), split by whether its thread was busy (CPU ≥ 60 % of the stall) or waiting for a
+ * core; printed as a table. Nothing when the service ran without it.
+ */
+const printLoopStalls = (pid: number, from: number, to: number) => {
+  const file = path.resolve(`bench/results/loop-stalls-${pid}.json`)
+  if (!existsSync(file)) return
+  const stalls = (
+    JSON.parse(readFileSync(file, "utf8")) as Array<{ at: number; wallMs: number; cpuMs: number }>
+  ).filter((s) => s.at >= from && s.at <= to)
+  const summary = (kind: string, list: typeof stalls) => {
+    const walls = list.map((s) => s.wallMs).sort((a, b) => a - b)
+    return {
+      stalls: kind,
+      count: walls.length,
+      "total ms": walls.reduce((a, b) => a + b, 0),
+      "median ms": median(walls),
+      "max ms": walls.at(-1) ?? 0
+    }
+  }
+  table(
+    `Event-loop stalls over 12 ms in the ${round((to - from) / 1000)} s measured (bench/loop-stalls.mjs)`,
+    [
+      summary(
+        "thread busy",
+        stalls.filter((s) => s.cpuMs >= 0.6 * s.wallMs)
+      ),
+      summary(
+        "waiting for a core",
+        stalls.filter((s) => s.cpuMs < 0.6 * s.wallMs)
+      )
+    ]
+  )
+}
+
 const count = async (url: string, sql: string): Promise<number> => {
   const client = new pg.Client({ connectionString: url })
   await client.connect()
@@ -150,6 +186,11 @@ const scrape = async (base: string) => {
     }
     return sum
   }
+}
+
+const median = (values: ReadonlyArray<number>): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted.length === 0 ? 0 : sorted[Math.floor(sorted.length / 2)]!
 }
 
 const metric = async (base: string, name: string): Promise<number> => (await scrape(base))(name)
@@ -419,6 +460,23 @@ const cpuFrom = (pid: number) => {
   })
 }
 
+/** The machine's CPU time so far, busy and in all, in clock ticks (/proc/stat, every core). */
+const machineTicks = () => {
+  const [, ...fields] = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/)
+  const ticks = fields.map(Number)
+  const total = ticks.reduce((a, b) => a + b, 0)
+  return { busy: total - ticks[3]! - ticks[4]!, total }
+}
+
+/** How busy the machine's cores were, in %, from when it is called to when its result is. */
+const machineBusyFrom = () => {
+  const start = machineTicks()
+  return () => {
+    const end = machineTicks()
+    return round((100 * (end.busy - start.busy)) / (end.total - start.total))
+  }
+}
+
 /** Clock ticks per second, as /proc counts CPU time (`getconf CLK_TCK`). */
 const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
 
@@ -556,6 +614,8 @@ const mixed = async (env: Env) => {
     KAFKA_BROKERS: env.kafka.bootstrapServers,
     CACHE_WARM_COUNT: String(HTTP_ORDERS)
   })
+  /** The measured stretch (epoch ms), for the loop stalls. */
+  const window = { from: 0, to: 0 }
   try {
     await waitReady(port)
     const base = `http://127.0.0.1:${port}`
@@ -567,6 +627,9 @@ const mixed = async (env: Env) => {
       readonly external: number
       readonly cacheEntries: number
       readonly cacheMb: number
+      /** The event loop's longest delay and its 99th percentile in the second before (prom-client). */
+      readonly loopMaxMs: number
+      readonly loopP99Ms: number
     }
     const samples: Array<Sample> = []
     const sampler = setInterval(() => {
@@ -580,7 +643,9 @@ const mixed = async (env: Env) => {
             heapTotal: mb("nodejs_heap_size_total_bytes"),
             external: mb("nodejs_external_memory_bytes"),
             cacheEntries: value("cache_entries"),
-            cacheMb: mb("cache_bytes")
+            cacheMb: mb("cache_bytes"),
+            loopMaxMs: round(value("nodejs_eventloop_lag_max_seconds") * 1000, 1),
+            loopP99Ms: round(value("nodejs_eventloop_lag_p99_seconds") * 1000, 1)
           })
         })
         .catch(() => undefined)
@@ -615,10 +680,18 @@ const mixed = async (env: Env) => {
       ...Array.from({ length: 500 }, () => "/orders?limit=20")
     ]
     const seconds = Math.max(10, MIXED_SECONDS - 15)
+    const cpu = cpuFrom(service.pid!)
+    const machine = machineBusyFrom()
+    const measuredFrom = samples.length
+    window.from = Date.now()
     const [hits] = await Promise.all([
       wrk(base, orderPaths(known.map((o) => o.order_uid)), { connections: 10, seconds, name: "mixed-hits" }),
       wrk(base, other, { connections: 10, seconds, name: "mixed-other" })
     ])
+    const used = cpu()
+    const machineBusy = machine()
+    window.to = Date.now()
+    const measured = samples.slice(measuredFrom)
     await produced
     // Duplicates are acknowledged without a write: they settle too.
     const settledWithDuplicates = async () =>
@@ -626,6 +699,7 @@ const mixed = async (env: Env) => {
     await waitUntil("every message settled", async () => (await settledWithDuplicates()) >= count, 300_000)
     const settled = await settledWithDuplicates()
     clearInterval(sampler)
+    const ingested = await scrape(base)
     const rows = [
       {
         messages: count,
@@ -636,7 +710,17 @@ const mixed = async (env: Env) => {
         hit_p99_ms: round(hits.p99Ms, 2),
         hit_max_ms: round(hits.maxMs, 2),
         rss_max_mb: Math.max(...rss()),
-        rss_end_mb: rssMbOf(service.pid!)
+        rss_end_mb: rssMbOf(service.pid!),
+        // Where a hit's wait comes from: the service's one thread busy (CPU, loop delay) or not.
+        "service CPU %": round((100 * used.process) / seconds),
+        "PostgreSQL CPU %": round((100 * used.postgres) / seconds),
+        "machine busy % (of all cores)": machineBusy,
+        "messages a batch (mean)": round(
+          ingested("ingest_batch_size_sum") / ingested("ingest_batch_size_count"),
+          1
+        ),
+        "loop delay p99 ms (median second)": median(measured.map((s) => s.loopP99Ms)),
+        "loop delay max ms (worst second)": Math.max(...measured.map((s) => s.loopMaxMs))
       }
     ]
     // The moment of the highest RSS, broken down.
@@ -662,6 +746,7 @@ const mixed = async (env: Env) => {
     }
   } finally {
     await stopService(service)
+    printLoopStalls(service.pid!, window.from, window.to)
   }
 }
 
