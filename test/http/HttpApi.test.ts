@@ -96,6 +96,45 @@ describe("the HTTP API on a real PostgreSQL", () => {
   )
 
   it.live(
+    "misses asked for all at once (read together from the database) each get their own order, or their own 404",
+    () =>
+      Effect.gen(function* () {
+        yield* seed
+        const stored = [model, unicode, awkward, ...many]
+        const asked = [
+          ...stored.map((o) => o.order_uid),
+          ...stored.slice(0, 5).map((o) => o.order_uid), // the same ids again, in the same moment
+          "no-such-order-1",
+          "no-such-order-2"
+        ]
+        // Connections opened beforehand, so that the requests arrive together.
+        yield* Effect.all(
+          asked.map(() => get("/healthz")),
+          { concurrency: "unbounded" }
+        )
+        const answers = yield* Effect.all(
+          asked.map((uid) =>
+            Effect.flatMap(get(`/order/${encodeURIComponent(uid)}`), (response) =>
+              Effect.map(json(response), (body) => ({ uid, status: response.status, body }))
+            )
+          ),
+          { concurrency: "unbounded" }
+        )
+        const byUid = new Map(stored.map((o) => [o.order_uid, o]))
+        for (const { uid, status, body } of answers) {
+          const order = byUid.get(uid)
+          if (order === undefined) {
+            expect(status, uid).toBe(404)
+            expect(body.order_uid, uid).toBe(uid)
+          } else {
+            expect(status, uid).toBe(200)
+            expect(body, uid).toStrictEqual(order)
+          }
+        }
+      }).pipe(Effect.provide(stack))
+  )
+
+  it.live(
     "the typed client derived from the API reads every answer as the API declares it: hit, miss, 404, 400, pages",
     () =>
       Effect.gen(function* () {
