@@ -175,7 +175,6 @@ const count = async (url: string, sql: string): Promise<number> => {
   }
 }
 
-/** A counter from the service's Prometheus text, summed over its label sets (0 while unreachable). */
 /** One scrape of the service's `/metrics`: a series' value by name, summed over its labels. */
 const scrape = async (base: string) => {
   const lines = (await (await fetch(`${base}/metrics`)).text()).split("\n")
@@ -193,6 +192,7 @@ const median = (values: ReadonlyArray<number>): number => {
   return sorted.length === 0 ? 0 : sorted[Math.floor(sorted.length / 2)]!
 }
 
+/** A counter from the service's Prometheus text, summed over its label sets. */
 const metric = async (base: string, name: string): Promise<number> => (await scrape(base))(name)
 
 interface Outgoing {

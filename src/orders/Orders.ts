@@ -29,14 +29,11 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
     const misses = yield* ReadBatcher.make({
       read: (uids: ReadonlyArray<string>) =>
         repository.findJsonByUids(uids).pipe(
-          Effect.map((found) => {
-            const orders = new Map<string, CachedOrder>()
-            for (const [uid, stored] of found) orders.set(uid, CachedOrder.fromStored(stored))
-            return orders
-          }),
-          Effect.tap((orders) =>
-            Effect.forEach(orders.values(), (order) => cache.put(order), { discard: true })
-          )
+          Effect.map(
+            (found) => new Map(Array.from(found, ([uid, stored]) => [uid, CachedOrder.fromStored(stored)]))
+          ),
+          // The batch's orders enter the cache in one atomic step.
+          Effect.tap((orders) => cache.putAll(orders.values()))
         ),
       maxBatch: MAX_BATCH,
       maxInFlight: Math.max(1, poolMax - CONNECTIONS_KEPT)
