@@ -5,6 +5,7 @@
 import { Config, Context, Effect, Layer, Option } from "effect"
 import { OrderCache } from "./cache/OrderCache.ts"
 import { DatabaseConfig, KafkaConfig } from "./config/AppConfig.ts"
+import { ClientReads } from "./db/ClientReads.ts"
 import * as Database from "./db/Database.ts"
 import { DeadLetterIndex } from "./deadletters/DeadLetterIndex.ts"
 import * as DeadLetterIndexer from "./deadletters/DeadLetterIndexer.ts"
@@ -32,7 +33,9 @@ export const layerCore = Layer.mergeAll(
   IngestStatus.Default,
   DeadLetterReplay.DeadLetterReplay.Default
 ).pipe(
-  Layer.provideMerge(Layer.mergeAll(OrderRepository.Default, OrderCache.Default, DeadLetterIndex.Default))
+  Layer.provideMerge(
+    Layer.mergeAll(OrderRepository.Default, OrderCache.Default, DeadLetterIndex.Default, ClientReads.Default)
+  )
 )
 
 /** Loads the most recent orders into the cache in the background; `/readyz` waits for it. */

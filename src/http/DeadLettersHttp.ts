@@ -4,6 +4,7 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Either, Option, Schema } from "effect"
+import { ClientReads } from "../db/ClientReads.ts"
 import {
   DeadLetterIndex,
   encodeBytes,
@@ -85,6 +86,7 @@ const encodePage = Schema.encodeSync(DeadLetterPage)
 export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handlers) =>
   Effect.gen(function* () {
     const index = yield* DeadLetterIndex
+    const reads = yield* ClientReads
     const replay = yield* DeadLetterReplay
     const page = Option.fromNullable((yield* StaticFiles).routes.get("/dead-letters.html"))
     const servePage = Option.map(page, (file) =>
@@ -102,8 +104,8 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
             return yield* invalid("limit must be a whole number from 1 to 200")
           const [letters, counts] = yield* Effect.all(
             [
-              index.list(filter, limit, Option.fromNullable(urlParams.cursor)),
-              index.counts({ since: filter.since, until: filter.until })
+              reads.run(index.list(filter, limit, Option.fromNullable(urlParams.cursor))),
+              reads.run(index.counts({ since: filter.since, until: filter.until }))
             ],
             { concurrency: 2 }
           ).pipe(
@@ -122,8 +124,8 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
         Effect.gen(function* () {
           if (!PARTITION.test(path.partition) || !isOffset(path.offset))
             return yield* invalid("partition and offset are whole numbers ≥ 0")
-          const found = yield* index
-            .get(Number(path.partition), path.offset)
+          const found = yield* reads
+            .run(index.get(Number(path.partition), path.offset))
             .pipe(Effect.catchTag("SqlError", () => Effect.fail(databaseDown())))
           if (Option.isNone(found))
             return yield* new DeadLetterNotFound({ partition: Number(path.partition), offset: path.offset })

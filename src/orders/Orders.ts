@@ -7,28 +7,26 @@
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Exit, Option, Ref } from "effect"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
-import { CacheConfig, DatabaseConfig } from "../config/AppConfig.ts"
-import { OrderRepository } from "./OrderRepository.ts"
+import { CacheConfig } from "../config/AppConfig.ts"
+import { ClientReads } from "../db/ClientReads.ts"
+import { OrderRepository, type SearchQuery } from "./OrderRepository.ts"
 import * as ReadBatcher from "./ReadBatcher.ts"
 
 /** Uids read in one statement at most: one index lookup each, a few hundred kilobytes of rows. */
 const MAX_BATCH = 200
-/**
- * Connections of the pool that are never used for reading misses: however many misses arrive,
- * ingestion and the other reads find one free.
- */
-const CONNECTIONS_KEPT = 2
 
 export class Orders extends Effect.Service<Orders>()("Orders", {
   effect: Effect.gen(function* () {
     const repository = yield* OrderRepository
     const cache = yield* OrderCache
     const warmed = yield* Ref.make(false)
-    const { poolMax } = yield* DatabaseConfig
+    // Every read made for a client holds one of these while it runs, so ingestion keeps its
+    // connections (see ClientReads).
+    const reads = yield* ClientReads
 
     const misses = yield* ReadBatcher.make({
       read: (uids: ReadonlyArray<string>) =>
-        repository.findJsonByUids(uids).pipe(
+        reads.run(repository.findJsonByUids(uids)).pipe(
           Effect.map(
             (found) => new Map(Array.from(found, ([uid, stored]) => [uid, CachedOrder.fromStored(stored)]))
           ),
@@ -36,7 +34,7 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
           Effect.tap((orders) => cache.putAll(orders.values()))
         ),
       maxBatch: MAX_BATCH,
-      maxInFlight: Math.max(1, poolMax - CONNECTIONS_KEPT)
+      maxInFlight: reads.permits
     })
 
     /**
@@ -73,8 +71,9 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
     return {
       get,
       unsafeGet,
-      listRecent: repository.listRecent,
-      search: repository.search,
+      listRecent: (limit: number, cursor: Option.Option<string>) =>
+        reads.run(repository.listRecent(limit, cursor)),
+      search: (query: SearchQuery) => reads.run(repository.search(query)),
       warm,
       isWarm: Ref.get(warmed)
     } as const

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Option, Schema } from "effect"
+import { ConfigProvider, Duration, Effect, Layer, Option, Schema } from "effect"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
+import { ClientReads } from "../../src/db/ClientReads.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { orderToJsonString } from "../../src/orders/OrderDecoder.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
@@ -38,8 +39,33 @@ const countingRepository = (reads: { count: number }) =>
 const withOrders = (reads: { count: number }) =>
   Orders.Default.pipe(
     Layer.provideMerge(OrderCache.layer({ maxEntries: 100, maxBytes: 1_000_000, ttl: Duration.minutes(1) })),
-    Layer.provide(countingRepository(reads))
+    Layer.provide([countingRepository(reads), ClientReads.Default])
   )
+
+/** A repository whose every read takes a while, noting how many run at once. */
+const slowRepository = (running: { now: number; most: number; done: number }) => {
+  const read = <A>(value: A) =>
+    Effect.acquireUseRelease(
+      Effect.sync(() => {
+        running.now++
+        running.most = Math.max(running.most, running.now)
+      }),
+      () => Effect.as(Effect.sleep("20 millis"), value),
+      () =>
+        Effect.sync(() => {
+          running.now--
+          running.done++
+        })
+    )
+  return Layer.succeed(
+    OrderRepository,
+    OrderRepository.make({
+      findJsonByUids: () => read(new Map()),
+      search: () => read({ items: [], nextCursor: Option.none() }),
+      listRecent: () => read({ items: [], nextCursor: Option.none() })
+    } as any)
+  )
+}
 
 describe("Orders", () => {
   it.live("concurrent misses for the same uid read the database once, and later reads hit the cache", () => {
@@ -65,6 +91,35 @@ describe("Orders", () => {
       expect(Option.isNone(yield* orders.get("unknown"))).toBe(true)
       expect(reads.count).toBe(2)
     }).pipe(Effect.provide(withOrders(reads)))
+  })
+
+  it.live("reads for clients hold at most pool_max − 2 connections at once, however many ask", () => {
+    const running = { now: 0, most: 0, done: 0 }
+    return Effect.gen(function* () {
+      const orders = yield* Orders
+      // Misses of distinct uids, searches and pages, all at once: 60 reads, at most 3 running.
+      yield* Effect.all(
+        Array.from({ length: 20 }, (_, i) => [
+          orders.get(`uid-${i}`),
+          orders.search({ q: Option.some(`key-${i}`) } as any),
+          orders.listRecent(10, Option.none())
+        ]).flat(),
+        { concurrency: "unbounded", discard: true }
+      )
+      expect(running.most).toBe(3)
+      expect(running.done).toBeGreaterThanOrEqual(41)
+    }).pipe(
+      Effect.provide(
+        Orders.Default.pipe(
+          Layer.provide([
+            OrderCache.layer({ maxEntries: 100, maxBytes: 1_000_000, ttl: Duration.minutes(1) }),
+            slowRepository(running),
+            ClientReads.Default
+          ]),
+          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromJson({ database: { pool_max: 5 } })))
+        )
+      )
+    )
   })
 
   it.live("warm-up fills the cache from the most recent orders and marks the service warm", () => {
