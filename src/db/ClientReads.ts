@@ -10,16 +10,60 @@ import { DatabaseConfig } from "../config/AppConfig.ts"
 /** Connections of the pool that reads for clients never hold. */
 export const CONNECTIONS_KEPT = 2
 
-export class ClientReads extends Effect.Service<ClientReads>()("ClientReads", {
-  effect: Effect.gen(function* () {
-    const { poolMax } = yield* DatabaseConfig
-    const permits = Math.max(1, poolMax - CONNECTIONS_KEPT)
-    const semaphore = yield* Effect.makeSemaphore(permits)
-    return {
-      /** How many reads may run at once. */
-      permits,
-      /** Runs `read` once fewer than `permits` reads are running; one statement per call. */
-      run: <A, E, R>(read: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => semaphore.withPermits(1)(read)
-    } as const
+export interface Permits {
+  /** How many may run at once. */
+  readonly permits: number
+  /** Runs `effect` holding a permit, once one is free; waiters are served first come, first served. */
+  readonly run: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+}
+
+/**
+ * Permits handed over one at a time, in arrival order. Not `Effect.Semaphore`: in Effect 3 a
+ * release wakes every waiting fiber to try again, and with 50 searches waiting for 8 permits that
+ * cost more than the search itself (measured: 330 → 570 µs of the service's CPU a search). Here a
+ * release hands its permit straight to the longest waiter, or puts it back.
+ */
+export const makePermits = (permits: number): Permits => {
+  let free = permits
+  // Insertion order is arrival order; a waiter that gives up is deleted in O(1).
+  const waiting = new Set<() => void>()
+
+  const release = () => {
+    const next = waiting.values().next()
+    if (next.done) free++
+    else {
+      waiting.delete(next.value)
+      next.value()
+    }
+  }
+
+  const acquire = Effect.async<void>((resume) => {
+    if (free > 0) {
+      free--
+      return resume(Effect.void)
+    }
+    let granted = false
+    const grant = () => {
+      granted = true
+      resume(Effect.void)
+    }
+    waiting.add(grant)
+    // Interrupted while waiting: leave the line, or, if a permit was handed over at the same
+    // moment, pass it on rather than lose it.
+    return Effect.sync(() => (granted ? release() : waiting.delete(grant)))
   })
+
+  return {
+    permits,
+    run: (effect) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.zipRight(restore(acquire), Effect.ensuring(restore(effect), Effect.sync(release)))
+      )
+  }
+}
+
+export class ClientReads extends Effect.Service<ClientReads>()("ClientReads", {
+  effect: Effect.map(DatabaseConfig, ({ poolMax }): Permits =>
+    makePermits(Math.max(1, poolMax - CONNECTIONS_KEPT))
+  )
 }) {}

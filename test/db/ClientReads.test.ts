@@ -1,0 +1,84 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber } from "effect"
+import { makePermits } from "../../src/db/ClientReads.ts"
+
+describe("the permits of reads for clients", () => {
+  it.live("at most `permits` run at once, and those waiting start in the order they came", () =>
+    Effect.gen(function* () {
+      const permits = makePermits(2)
+      const started: Array<number> = []
+      let running = 0
+      let most = 0
+      const work = (i: number) =>
+        permits.run(
+          Effect.gen(function* () {
+            started.push(i)
+            most = Math.max(most, ++running)
+            yield* Effect.sleep("10 millis")
+            running--
+          })
+        )
+      // Forked one after another, so that they ask in this order.
+      const fibers: Array<Fiber.RuntimeFiber<void>> = []
+      for (let i = 0; i < 8; i++) fibers.push(yield* Effect.fork(work(i)))
+      yield* Fiber.joinAll(fibers)
+      expect(most).toBe(2)
+      expect(started).toEqual([0, 1, 2, 3, 4, 5, 6, 7])
+    })
+  )
+
+  it.live("a waiter interrupted in line, or failing, neither keeps a permit nor makes one", () =>
+    Effect.gen(function* () {
+      const permits = makePermits(1)
+      const gate = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(permits.run(Deferred.await(gate)))
+      yield* Effect.sleep("5 millis")
+      const quitter = yield* Effect.fork(permits.run(Effect.void))
+      const failing = yield* Effect.fork(permits.run(Effect.fail("no")))
+      let ran = false
+      const patient = yield* Effect.fork(permits.run(Effect.sync(() => (ran = true))))
+      yield* Effect.sleep("5 millis")
+      yield* Fiber.interrupt(quitter)
+      expect(ran).toBe(false)
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(holder)
+      expect(yield* Effect.either(Fiber.join(failing))).toMatchObject({ _tag: "Left", left: "no" })
+      yield* Fiber.join(patient)
+      expect(ran).toBe(true)
+      // Exactly one permit is left: two at once still run one after the other.
+      let running = 0
+      let most = 0
+      const step = permits.run(
+        Effect.gen(function* () {
+          most = Math.max(most, ++running)
+          yield* Effect.sleep("5 millis")
+          running--
+        })
+      )
+      yield* Effect.all([step, step, step], { concurrency: "unbounded" })
+      expect(most).toBe(1)
+    })
+  )
+
+  it.live("a permit handed over as its waiter is interrupted goes on to the next one", () =>
+    Effect.gen(function* () {
+      const permits = makePermits(1)
+      for (let round = 0; round < 50; round++) {
+        const gate = yield* Deferred.make<void>()
+        const holder = yield* Effect.fork(permits.run(Deferred.await(gate)))
+        yield* Effect.yieldNow()
+        const waiter = yield* Effect.fork(permits.run(Effect.void))
+        yield* Effect.yieldNow()
+        // The release and the interruption at the same moment.
+        yield* Effect.all([Deferred.succeed(gate, undefined), Fiber.interrupt(waiter)], {
+          concurrency: "unbounded"
+        })
+        yield* Fiber.join(holder)
+      }
+      yield* permits.run(Effect.void)
+    }).pipe(
+      // Had a permit been lost, the next round (or the last read) would wait forever.
+      Effect.timeout("5 seconds")
+    )
+  )
+})
