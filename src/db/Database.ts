@@ -14,6 +14,7 @@ import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
 import deadLetters from "./migrations/0003_dead_letters.ts"
 import orderSearch from "./migrations/0004_order_search.ts"
+import searchPlanIndexesOnly from "./migrations/0005_search_plan_indexes_only.ts"
 import { databaseReason, isConnectionError } from "./SqlErrors.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
@@ -21,7 +22,8 @@ const migrations = PgMigrator.fromRecord({
   "0001_create_orders": createOrders,
   "0002_order_document": orderDocument,
   "0003_dead_letters": deadLetters,
-  "0004_order_search": orderSearch
+  "0004_order_search": orderSearch,
+  "0005_search_plan_indexes_only": searchPlanIndexesOnly
 })
 
 /**

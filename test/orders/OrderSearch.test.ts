@@ -216,6 +216,36 @@ describe("searching orders on a real PostgreSQL", () => {
       ),
     120_000
   )
+
+  it.live(
+    "a key most orders share (test data) does not turn the lookups for other keys into sequential scans",
+    () =>
+      withRepository(
+        Effect.gen(function* () {
+          const repo = yield* OrderRepository
+          const sql = yield* SqlClient.SqlClient
+          // Orders produced from one template: the same customer id and e-mail on every one of them.
+          const orders = generateOrders(3_000, 15).map((o) => ({
+            ...o,
+            customer_id: "test",
+            delivery: { ...o.delivery, email: "test@gmail.com" }
+          }))
+          for (let i = 0; i < orders.length; i += 1_000) {
+            yield* repo.insertBatch(orders.slice(i, i + 1_000).map((o) => toOrder(o)))
+          }
+          yield* sql`ANALYZE`
+          const sample = orders[777]!
+          for (const q of [sample.track_number, sample.payment.transaction, "test", "nobody@example.com"]) {
+            const matches = yield* explainMatches(q)
+            yield* Effect.logInfo(`EXPLAIN order_search_matches(${q}) over skewed data:\n${matches.text}`)
+            expect(matches.seqScans, `${q}: ${matches.text}`).toEqual([])
+          }
+          expect(yield* uidsFor(sample.track_number)).toEqual([sample.order_uid])
+          expect((yield* uidsFor("test")).length).toBe(20)
+        })
+      ),
+    120_000
+  )
 })
 
 interface Plan {
@@ -260,12 +290,21 @@ const explainQuery = (search: SearchQuery) =>
     return yield* explain(sql, statement, params)
   })
 
-/** The plan `order_search_matches` keeps for its lookups, explained for `q`. */
+/**
+ * The plan `order_search_matches` keeps for its lookups, explained for `q`: planned under the
+ * settings the function itself runs with (`SET` clauses of its definition, such as the generic
+ * plan it keeps).
+ */
 const explainMatches = (q: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     sql.withTransaction(
       Effect.gen(function* () {
-        yield* sql.unsafe("SET LOCAL plan_cache_mode = force_generic_plan")
+        const [fn] = yield* sql<{ readonly proconfig: ReadonlyArray<string> | null }>`
+          SELECT proconfig FROM pg_proc WHERE proname = 'order_search_matches'`
+        for (const setting of fn?.proconfig ?? []) {
+          const [name, value] = setting.split("=") as [string, string]
+          yield* sql.unsafe(`SET LOCAL ${name} = '${value.replaceAll("'", "''")}'`)
+        }
         yield* sql.unsafe(`PREPARE search_matches(text) AS ${ORDER_SEARCH_MATCHES}`)
         const plan = yield* explain(sql, `EXECUTE search_matches('${q.replaceAll("'", "''")}')`, [])
         yield* sql.unsafe("DEALLOCATE search_matches")
