@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import { DatabaseConfig } from "../config/AppConfig.ts"
 
 /** Connections of the pool that reads for clients never hold. */
-export const CONNECTIONS_KEPT = 2
+const CONNECTIONS_KEPT = 2
 
 export interface Permits {
   /** How many may run at once. */

@@ -47,6 +47,16 @@ const uidsFor = (q: string, more: Partial<SearchQuery> = {}) =>
     Effect.map((page) => page.items.map((i) => i.order_uid))
   )
 
+/** Stores `orders` in batches of 1,000, then ANALYZE, so that the planner sees them as they are. */
+const storeAnalyzed = (orders: ReadonlyArray<unknown>) =>
+  Effect.gen(function* () {
+    const repo = yield* OrderRepository
+    for (let i = 0; i < orders.length; i += 1_000) {
+      yield* repo.insertBatch(orders.slice(i, i + 1_000).map((o) => toOrder(o)))
+    }
+    yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql`ANALYZE`)
+  })
+
 describe("searching orders on a real PostgreSQL", () => {
   it.live("each key a customer may have finds its order, written the way a person types it", () =>
     withRepository(
@@ -168,13 +178,8 @@ describe("searching orders on a real PostgreSQL", () => {
     () =>
       withRepository(
         Effect.gen(function* () {
-          const repo = yield* OrderRepository
-          const sql = yield* SqlClient.SqlClient
           const orders = generateOrders(5_000, 14)
-          for (let i = 0; i < orders.length; i += 1_000) {
-            yield* repo.insertBatch(orders.slice(i, i + 1_000).map((o) => toOrder(o)))
-          }
-          yield* sql`ANALYZE`
+          yield* storeAnalyzed(orders)
           const sample = orders[1234]!
           const keys: Record<(typeof SearchKinds)[number], string> = {
             order_uid: sample.order_uid,
@@ -222,18 +227,13 @@ describe("searching orders on a real PostgreSQL", () => {
     () =>
       withRepository(
         Effect.gen(function* () {
-          const repo = yield* OrderRepository
-          const sql = yield* SqlClient.SqlClient
           // Orders produced from one template: the same customer id and e-mail on every one of them.
           const orders = generateOrders(3_000, 15).map((o) => ({
             ...o,
             customer_id: "test",
             delivery: { ...o.delivery, email: "test@gmail.com" }
           }))
-          for (let i = 0; i < orders.length; i += 1_000) {
-            yield* repo.insertBatch(orders.slice(i, i + 1_000).map((o) => toOrder(o)))
-          }
-          yield* sql`ANALYZE`
+          yield* storeAnalyzed(orders)
           const sample = orders[777]!
           for (const q of [sample.track_number, sample.payment.transaction, "test", "nobody@example.com"]) {
             const matches = yield* explainMatches(q)
