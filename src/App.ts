@@ -14,6 +14,7 @@ import * as Http from "./http/Http.ts"
 import { HttpDrain } from "./http/HttpDrain.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import { OrderRoute } from "./http/OrderRoute.ts"
+import { SearchRoute } from "./http/SearchRoute.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
 import * as IngestPipeline from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
@@ -67,7 +68,7 @@ export const layerHttp = Layer.effectDiscard(
 ).pipe(
   Layer.provideMerge(HttpServer.layer),
   Layer.provide(Http.layer),
-  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default]),
+  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default, SearchRoute.Default]),
   Layer.provideMerge(LiveFeed.Default),
   // One drain signal: the server raises it, the live feed ends its streams on it.
   Layer.provide(HttpDrain.Default),

@@ -3,31 +3,25 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Duration, Effect, Layer, Option, Schema } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
 import { OrderCache } from "../cache/OrderCache.ts"
 import { IngestStatus } from "../ingest/IngestStatus.ts"
 import { LiveFeed } from "../live/LiveFeed.ts"
-import { Timestamp } from "../orders/Order.ts"
 import { OrderRepository } from "../orders/OrderRepository.ts"
 import { Orders } from "../orders/Orders.ts"
 import { Prometheus } from "../observability/Prometheus.ts"
-import {
-  InvalidQuery,
-  NotReady,
-  OrderServiceApi,
-  Ready,
-  SEARCH_QUERY_MAX_LENGTH,
-  Unavailable
-} from "./Api.ts"
+import { InvalidQuery, NotReady, OrderServiceApi, Ready, Unavailable } from "./Api.ts"
 import * as ApiDocs from "./ApiDocs.ts"
 import * as DeadLettersHttp from "./DeadLettersHttp.ts"
-import { type OrderAnswer, OrderRoute } from "./OrderRoute.ts"
+import type { Answer } from "./Answer.ts"
+import { OrderRoute } from "./OrderRoute.ts"
+import { pageLimit, SearchRoute } from "./SearchRoute.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
 const unavailable = (message: string) => new Unavailable({ message })
 
 /** An answer of `OrderRoute` as the platform's response; the platform sets type and length itself. */
-const toResponse = (answer: OrderAnswer): HttpServerResponse.HttpServerResponse => {
+const toResponse = (answer: Answer): HttpServerResponse.HttpServerResponse => {
   const headers: Record<string, string> = {}
   for (let i = 0; i < answer.headers.length; i += 2) {
     const name = answer.headers[i]!
@@ -42,73 +36,11 @@ const toResponse = (answer: OrderAnswer): HttpServerResponse.HttpServerResponse 
       })
 }
 
-const invalidQuery = (message: string) => new InvalidQuery({ message })
-
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/
-
-const pageLimit = (raw: string | undefined) => {
-  const limit = raw === undefined ? 20 : Number(raw)
-  return Number.isInteger(limit) && limit >= 1 && limit <= 100
-    ? Effect.succeed(limit)
-    : Effect.fail(invalidQuery("limit must be a whole number from 1 to 100"))
-}
-
-const isTimestamp = Schema.is(Timestamp)
-
-/** An RFC 3339 bound, or a 400 naming the parameter. */
-const dateBound = (name: string, raw: string | undefined) =>
-  raw === undefined || raw.trim() === ""
-    ? Effect.succeed(Option.none<string>())
-    : isTimestamp(raw.trim())
-      ? Effect.succeed(Option.some(raw.trim()))
-      : Effect.fail(
-          invalidQuery(
-            `${name} must be an RFC 3339 timestamp with a zone, such as 2021-11-26T06:22:19Z; got ${JSON.stringify(raw.slice(0, 64))}`
-          )
-        )
-
-/** What the search looks for: blank means not given; at least one of q, from, to. */
-export const searchQueryOf = (params: {
-  readonly q?: string | undefined
-  readonly from?: string | undefined
-  readonly to?: string | undefined
-  readonly limit?: string | undefined
-  readonly cursor?: string | undefined
-}) =>
-  Effect.gen(function* () {
-    const q = (params.q ?? "").trim()
-    if (q.length > SEARCH_QUERY_MAX_LENGTH) {
-      return yield* Effect.fail(
-        invalidQuery(`q must be at most ${SEARCH_QUERY_MAX_LENGTH} characters; it has ${q.length}`)
-      )
-    }
-    if (CONTROL_CHARACTERS.test(q)) {
-      return yield* Effect.fail(
-        invalidQuery("q must not contain control characters (a tab, line break or similar)")
-      )
-    }
-    const from = yield* dateBound("from", params.from)
-    const to = yield* dateBound("to", params.to)
-    if (Option.isSome(from) && Option.isSome(to) && Date.parse(from.value) >= Date.parse(to.value)) {
-      return yield* Effect.fail(invalidQuery("from must be before to"))
-    }
-    if (q === "" && Option.isNone(from) && Option.isNone(to)) {
-      return yield* Effect.fail(invalidQuery("give q (what to look for), from or to"))
-    }
-    return {
-      q: q === "" ? Option.none<string>() : Option.some(q),
-      from,
-      to,
-      limit: yield* pageLimit(params.limit),
-      cursor: Option.fromNullable(params.cursor)
-    }
-  })
-
 const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =>
   Effect.gen(function* () {
     const orders = yield* Orders
     const route = yield* OrderRoute
+    const search = yield* SearchRoute
     const live = yield* LiveFeed
     return (
       handlers
@@ -131,18 +63,8 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
             return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
           })
         )
-        .handle("searchOrders", ({ urlParams }) =>
-          Effect.gen(function* () {
-            const query = yield* searchQueryOf(urlParams)
-            const page = yield* orders.search(query).pipe(
-              Effect.catchTags({
-                InvalidCursor: (e) => Effect.fail(invalidQuery(`cursor: ${e.message}`)),
-                SqlError: () => Effect.fail(unavailable("the database cannot be reached"))
-              })
-            )
-            return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
-          })
-        )
+        // Answered by SearchRoute, which the server's fast path uses too.
+        .handle("searchOrders", ({ urlParams }) => Effect.map(search.answer(urlParams), toResponse))
         .handle("liveOrders", () =>
           Effect.gen(function* () {
             const request = yield* HttpServerRequest.HttpServerRequest

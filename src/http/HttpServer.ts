@@ -3,9 +3,10 @@
  * app: security headers on every response, one access-log line and one latency observation per
  * request, and a graceful drain on shutdown (Effect 3's Node server only calls `close()`).
  *
- * It also answers `GET /order/{uid}` itself, below the router (`http.order_fast_path`): it is the
- * service's hottest path, and the router and middleware would cost most of its throughput. The
- * answer comes from `OrderRoute`, which the API handler uses too.
+ * It also answers two routes itself, below the router (`http.fast_paths`): `GET /order/{uid}`,
+ * the service's hottest path, and `GET /orders/search`, its costliest repeatable one. The router
+ * and middleware would cost most of the first's throughput and half of the second's CPU. The
+ * answers come from `OrderRoute` and `SearchRoute`, which the API handlers use too.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -14,8 +15,10 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Deferred, Duration, Effect, Either, Exit, Layer, Option, Runtime } from "effect"
 import { HttpConfig } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
-import { type OrderAnswer, OrderRoute, uidFromPath } from "./OrderRoute.ts"
+import { type Answer, json } from "./Answer.ts"
+import { OrderRoute, uidFromPath } from "./OrderRoute.ts"
 import { HttpDrain } from "./HttpDrain.ts"
+import { SearchRoute, searchParamsOf } from "./SearchRoute.ts"
 import { SECURITY_HEADERS } from "./SecurityHeaders.ts"
 
 /** The security headers as a flat name/value list for `writeHead`. */
@@ -23,6 +26,10 @@ const SECURITY_HEADER_LIST: ReadonlyArray<string> = Object.entries(SECURITY_HEAD
 
 const ORDER_PREFIX = "/order/"
 const ORDER_ROUTE = "/order/{order_uid}"
+const SEARCH_ROUTE = "/orders/search"
+
+/** The answer to a request whose handling failed with a defect (logged). */
+const INTERNAL_ERROR = json(500, { error: "internal_error", message: "the request could not be answered" })
 
 /** How long open connections are told (503, `Connection: close`) before idle ones are closed. */
 const DRAIN_NOTICE = Duration.seconds(1)
@@ -78,6 +85,7 @@ export const layer = Layer.scoped(
   Effect.gen(function* () {
     const config = yield* HttpConfig
     const route = yield* OrderRoute
+    const search = yield* SearchRoute
     const drain = yield* HttpDrain
     const app = yield* HttpApiBuilder.httpApp
     // No tracer exports spans from this service, so the platform's span per request is off: it was
@@ -113,7 +121,7 @@ export const layer = Layer.scoped(
       )
 
     /** Writes an `OrderRoute` answer with the security headers. */
-    const writeOrderAnswer = (res: ServerResponse, answer: OrderAnswer) => {
+    const writeAnswer = (res: ServerResponse, answer: Answer) => {
       res.writeHead(answer.status, [...SECURITY_HEADER_LIST, ...answer.headers])
       res.end(answer.body)
     }
@@ -130,44 +138,42 @@ export const layer = Layer.scoped(
       })
     }
 
+    /** Writes `answer` and records the request: its latency, its access-log line. */
+    const finish = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      pathname: string,
+      route: string,
+      started: number,
+      answer: Answer
+    ) => {
+      writeAnswer(res, answer)
+      const ms = performance.now() - started
+      observeHttpRequest("GET", route, res.statusCode, ms / 1000)
+      if (config.accessLog)
+        accessLog(req, res, pathname, ms, answer.body === undefined ? 0 : Buffer.byteLength(answer.body))
+    }
+
     /**
-     * `GET /order/{uid}`, below the router: the id is judged and a cache hit answered at once,
-     * without an Effect; a miss is answered by `OrderRoute.answerMissed` (as the API handler's are)
-     * when its batched read returns, without an Effect of its own either. The router is not used
-     * for these at all: it is most of a request's cost, and it does not match ids longer than 100
-     * characters.
+     * An answer that comes later (`start` calls back once, with an exit that fails only with a
+     * defect). The request is counted in flight until then, so that a shutdown waits for it; the
+     * answer is written even if the client has gone meanwhile (a no-op).
      */
-    const serveOrder = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
-      /** `bytes`: the body's size, measured only for the access log. */
-      const finished = (bytes: () => number) => {
-        const ms = performance.now() - started
-        observeHttpRequest("GET", ORDER_ROUTE, res.statusCode, ms / 1000)
-        if (config.accessLog) accessLog(req, res, pathname, ms, bytes())
-      }
-      const answered = (answer: OrderAnswer) => {
-        writeOrderAnswer(res, answer)
-        finished(() => (answer.body === undefined ? 0 : Buffer.byteLength(answer.body)))
-      }
-      const decoded = uidFromPath(pathname.slice(ORDER_PREFIX.length))
-      if (Either.isLeft(decoded)) return answered(decoded.left)
-      const uid = decoded.right
-      const ifNoneMatch = req.headers["if-none-match"]
-      // A hit or a bad id is answered at once and in full: nothing for a shutdown to wait for.
-      const now = route.answerNow(uid, ifNoneMatch)
-      if (now !== undefined) return answered(now)
-      // A miss is answered when its batched read returns. It is counted in flight until then, so a
-      // shutdown waits for it; the answer is written even if the client has gone meanwhile (a no-op).
+    const finishLater = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      pathname: string,
+      route: string,
+      started: number,
+      start: (done: (exit: Exit.Exit<Answer>) => void) => void
+    ) => {
       inFlight++
-      route.answerMissed(uid, ifNoneMatch, (exit) => {
+      start((exit) => {
         try {
-          if (Exit.isSuccess(exit)) answered(exit.value)
+          if (Exit.isSuccess(exit)) finish(req, res, pathname, route, started, exit.value)
           else {
-            runSync(Effect.logError("GET /order failed", exit.cause))
-            const bytes = writeJson(res, 500, {
-              error: "internal_error",
-              message: "the order could not be read"
-            })
-            finished(() => bytes)
+            runSync(Effect.logError(`GET ${route} failed`, exit.cause))
+            finish(req, res, pathname, route, started, INTERNAL_ERROR)
           }
         } finally {
           inFlight--
@@ -176,13 +182,42 @@ export const layer = Layer.scoped(
       })
     }
 
+    /**
+     * `GET /order/{uid}`, below the router: the id is judged and a cache hit answered at once,
+     * without an Effect; a miss is answered by `OrderRoute.answerMissed` (as the API handler's are)
+     * when its batched read returns, without an Effect of its own either. The router is not used
+     * for these at all: it is most of a request's cost, and it does not match ids longer than 100
+     * characters.
+     */
+    const serveOrder = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
+      const decoded = uidFromPath(pathname.slice(ORDER_PREFIX.length))
+      if (Either.isLeft(decoded)) return finish(req, res, pathname, ORDER_ROUTE, started, decoded.left)
+      const uid = decoded.right
+      const ifNoneMatch = req.headers["if-none-match"]
+      // A hit or a bad id is answered at once and in full: nothing for a shutdown to wait for.
+      const now = route.answerNow(uid, ifNoneMatch)
+      if (now !== undefined) return finish(req, res, pathname, ORDER_ROUTE, started, now)
+      finishLater(req, res, pathname, ORDER_ROUTE, started, (done) =>
+        route.answerMissed(uid, ifNoneMatch, done)
+      )
+    }
+
     const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
       const started = performance.now()
       const url = req.url ?? "/"
       const q = url.indexOf("?")
       const pathname = q === -1 ? url : url.slice(0, q)
-      if (!draining && config.orderFastPath && req.method === "GET" && pathname.startsWith(ORDER_PREFIX))
-        return serveOrder(req, res, pathname, started)
+      if (!draining && config.fastPaths && req.method === "GET") {
+        if (pathname.startsWith(ORDER_PREFIX)) return serveOrder(req, res, pathname, started)
+        if (pathname === SEARCH_ROUTE) {
+          // A parameter given twice is left to the router, whose decoding refuses it.
+          const params = searchParamsOf(q === -1 ? "" : url.slice(q + 1))
+          if (params !== undefined)
+            return finishLater(req, res, pathname, SEARCH_ROUTE, started, (done) =>
+              search.unsafeAnswer(params, done)
+            )
+        }
+      }
       track(req, res, pathname, started)
       for (const name in SECURITY_HEADERS) res.setHeader(name, SECURITY_HEADERS[name]!)
       if (draining) {

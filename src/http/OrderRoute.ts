@@ -9,15 +9,8 @@ import { Cause, Effect, Either, Exit, Option, ParseResult, Schema } from "effect
 import { type CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { OrderUid } from "../orders/Order.ts"
 import { Orders } from "../orders/Orders.ts"
+import { type Answer, json } from "./Answer.ts"
 import { InvalidOrderUid, OrderNotFound, Unavailable } from "./Api.ts"
-
-/** An answer, security headers aside (the server adds those to every response). */
-export interface OrderAnswer {
-  readonly status: 200 | 304 | 400 | 404 | 503
-  /** Names and values in turn, as `writeHead` takes them. */
-  readonly headers: ReadonlyArray<string>
-  readonly body: string | undefined
-}
 
 /** Orders do not change once stored; a client may reuse one briefly and revalidate with the ETag. */
 export const ORDER_CACHE_CONTROL = "private, max-age=60"
@@ -32,16 +25,7 @@ export const orderUidProblem = (uid: string): Option.Option<string> =>
     onRight: () => Option.none()
   })
 
-const json = (status: OrderAnswer["status"], value: unknown): OrderAnswer => {
-  const body = JSON.stringify(value)
-  return {
-    status,
-    headers: ["content-type", "application/json", "content-length", String(Buffer.byteLength(body))],
-    body
-  }
-}
-
-const found = (order: CachedOrder, ifNoneMatch: string | undefined): OrderAnswer =>
+const found = (order: CachedOrder, ifNoneMatch: string | undefined): Answer =>
   ifNoneMatch === order.etag
     ? { status: 304, headers: ["etag", order.etag, "cache-control", ORDER_CACHE_CONTROL], body: undefined }
     : {
@@ -63,11 +47,10 @@ const encodeInvalid = Schema.encodeSync(InvalidOrderUid)
 const encodeNotFound = Schema.encodeSync(OrderNotFound)
 const encodeUnavailable = Schema.encodeSync(Unavailable)
 
-export const invalidOrderUid = (message: string): OrderAnswer =>
+export const invalidOrderUid = (message: string): Answer =>
   json(400, encodeInvalid(new InvalidOrderUid({ message })))
 
-const notFound = (uid: string): OrderAnswer =>
-  json(404, encodeNotFound(new OrderNotFound({ order_uid: uid })))
+const notFound = (uid: string): Answer => json(404, encodeNotFound(new OrderNotFound({ order_uid: uid })))
 
 const unavailable = json(
   503,
@@ -75,7 +58,7 @@ const unavailable = json(
 )
 
 /** The id from the path segment as it arrived (percent-encoded), or the 400 for one that is not UTF-8. */
-export const uidFromPath = (segment: string): Either.Either<string, OrderAnswer> => {
+export const uidFromPath = (segment: string): Either.Either<string, Answer> => {
   try {
     return Either.right(decodeURIComponent(segment))
   } catch {
@@ -93,7 +76,7 @@ export class OrderRoute extends Effect.Service<OrderRoute>()("OrderRoute", {
      * `answerMissed`. Only valid ids are ever cached, so a hit needs no check. A miss is not
      * counted here: `answerMissed` counts it, so that a bad id counts none.
      */
-    const answerNow = (uid: string, ifNoneMatch: string | undefined): OrderAnswer | undefined => {
+    const answerNow = (uid: string, ifNoneMatch: string | undefined): Answer | undefined => {
       const hit = cache.unsafeGet(uid, { countMiss: false })
       if (Option.isSome(hit)) return found(hit.value, ifNoneMatch)
       const problem = orderUidProblem(uid)
@@ -105,7 +88,7 @@ export class OrderRoute extends Effect.Service<OrderRoute>()("OrderRoute", {
       uid: string,
       ifNoneMatch: string | undefined,
       read: Exit.Exit<Option.Option<CachedOrder>, SqlError>
-    ): Exit.Exit<OrderAnswer> => {
+    ): Exit.Exit<Answer> => {
       if (Exit.isSuccess(read))
         return Exit.succeed(Option.isSome(read.value) ? found(read.value.value, ifNoneMatch) : notFound(uid))
       return Option.isSome(Cause.failureOption(read.cause))
@@ -121,16 +104,16 @@ export class OrderRoute extends Effect.Service<OrderRoute>()("OrderRoute", {
     const answerMissed = (
       uid: string,
       ifNoneMatch: string | undefined,
-      done: (answer: Exit.Exit<OrderAnswer>) => void
+      done: (answer: Exit.Exit<Answer>) => void
     ) => orders.unsafeGet(uid, (read) => done(answerOf(uid, ifNoneMatch, read)))
 
     /** The answer for `uid`: from the cache, else from the database. */
-    const answer = (uid: string, ifNoneMatch: string | undefined): Effect.Effect<OrderAnswer> =>
+    const answer = (uid: string, ifNoneMatch: string | undefined): Effect.Effect<Answer> =>
       Effect.suspend(() => {
         const now = answerNow(uid, ifNoneMatch)
         return now !== undefined
           ? Effect.succeed(now)
-          : Effect.async<OrderAnswer>((resume) => answerMissed(uid, ifNoneMatch, resume))
+          : Effect.async<Answer>((resume) => answerMissed(uid, ifNoneMatch, resume))
       })
 
     return { answerNow, answerMissed, answer } as const

@@ -1,7 +1,7 @@
 /**
- * `GET /order/{uid}` has two ways in: the server's fast path below the router (the default) and
- * the HttpApi handler (`http.order_fast_path: false`). Both must give the same answer, byte for
- * byte, so that a change to the response cannot reach one and miss the other.
+ * `GET /order/{uid}` and `GET /orders/search` each have two ways in: the server's fast path below
+ * the router (the default) and the HttpApi handler (`http.fast_paths: false`). Both must give the
+ * same answer, byte for byte, so that a change to the response cannot reach one and miss the other.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
@@ -34,13 +34,13 @@ const request = (base: string, path: string, headers: Record<string, string>) =>
     return { status: response.status, headers: seen, body }
   })
 
-const http = (orderFastPath: boolean) => ({
+const http = (fastPaths: boolean) => ({
   http: {
     host: "127.0.0.1",
     port: 0,
     access_log: false,
     shutdown_timeout: "5 seconds",
-    order_fast_path: orderFastPath
+    fast_paths: fastPaths
   },
   cache: { max_entries: 1000, warm_count: 0 }
 })
@@ -91,6 +91,62 @@ describe("GET /order/{uid} through the fast path and through the API handler", (
         "x-content-type-options": "nosniff",
         etag
       })
+    }).pipe(Effect.scoped)
+  )
+})
+
+describe("GET /orders/search through the fast path and through the API handler", () => {
+  it.live("results, pages, every kind of 400 and a parameter given twice: the same from both", () =>
+    Effect.gen(function* () {
+      const url = yield* createTestDatabase
+      const database = Database.layer({ url: Redacted.make(url), maxConnections: 4 })
+      const fast = yield* Layer.build(httpStack(database, http(true)))
+      const routed = yield* Layer.build(httpStack(database, http(false)))
+      yield* Effect.flatMap(OrderRepository, (repository) =>
+        repository.insertBatch([model, unicode].map((o) => Schema.decodeUnknownSync(Order)(o)))
+      ).pipe(Effect.provide(fast))
+      const bases = [Context.get(fast, HttpAddress).url, Context.get(routed, HttpAddress).url]
+      const ever = "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
+
+      const firstPage = yield* request(bases[0]!, `/orders/search?${ever}&limit=1`, {})
+      const cursor = JSON.parse(Buffer.from(firstPage.body, "hex").toString()).next_cursor as string
+      expect(cursor).toEqual(expect.any(String))
+      const cases: ReadonlyArray<readonly [string, string, number]> = [
+        ["a track number, padded", `q=%20${model.track_number}%20`, 200],
+        ["a phone as typed, with + written as %2B", "q=%2B972%20(000)%2000-00", 200],
+        ["an e-mail in capitals, + in the query as a space", "q=TEST@Gmail.com+", 200],
+        ["a unicode rid", `q=${encodeURIComponent(unicode.items[1]!.rid)}`, 200],
+        ["nothing found", "q=no-such-thing", 200],
+        ["a date range, first page", `${ever}&limit=1`, 200],
+        ["a date range, next page", `${ever}&limit=1&cursor=${encodeURIComponent(cursor)}`, 200],
+        ["parameters it does not read", `q=${model.order_uid}&page=2&sort=asc`, 200],
+        ["no parameter", "", 400],
+        ["blank q", "q=%20%20", 400],
+        ["a control character", "q=a%01b", 400],
+        ["q too long", `q=${"x".repeat(257)}`, 400],
+        ["limit out of range", "q=x&limit=101", 400],
+        ["limit not a number", "q=x&limit=ten", 400],
+        ["from not a timestamp", "from=yesterday", 400],
+        ["from after to", "from=2022-01-01T00:00:00Z&to=2021-01-01T00:00:00Z", 400],
+        ["a cursor it never gave", "q=x&cursor=bogus", 400],
+        ["q given twice", "q=a&q=b", 400],
+        ["malformed percent-encoding", "q=%E0%A4%A", 200]
+      ]
+      for (const [name, query, status] of cases) {
+        const [viaFastPath, viaHandler] = yield* Effect.all(
+          bases.map((base) => request(base, `/orders/search?${query}`, {}))
+        )
+        expect(viaFastPath.status, name).toBe(status)
+        expect(viaHandler, name).toStrictEqual(viaFastPath)
+      }
+      const byTrack = yield* request(bases[0]!, `/orders/search?q=${model.track_number}`, {})
+      expect(byTrack.headers).toMatchObject({
+        "content-type": "application/json",
+        "x-content-type-options": "nosniff"
+      })
+      expect(JSON.parse(Buffer.from(byTrack.body, "hex").toString()).items).toMatchObject([
+        { order_uid: model.order_uid }
+      ])
     }).pipe(Effect.scoped)
   )
 })
