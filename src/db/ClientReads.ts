@@ -15,6 +15,13 @@ export interface Permits {
   readonly permits: number
   /** Runs `effect` holding a permit, once one is free; waiters are served first come, first served. */
   readonly run: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * `run` without an Effect: calls `granted` once a permit is free (at once if one is), and the
+   * caller then holds it until it calls `release`, once. Returns `leave`: before the grant it takes
+   * the caller out of the line and returns true (`granted` is never called); after it, false.
+   */
+  readonly unsafeAcquire: (granted: () => void) => () => boolean
+  readonly release: () => void
 }
 
 /**
@@ -37,24 +44,33 @@ export const makePermits = (permits: number): Permits => {
     }
   }
 
-  const acquire = Effect.async<void>((resume) => {
+  const unsafeAcquire = (granted: () => void) => {
     if (free > 0) {
       free--
-      return resume(Effect.void)
+      granted()
+      return () => false
     }
+    // A function of its own, so that the same `granted` may wait twice and leave once.
+    const grant = () => granted()
+    waiting.add(grant)
+    return () => waiting.delete(grant)
+  }
+
+  const acquire = Effect.async<void>((resume) => {
     let granted = false
-    const grant = () => {
+    const leave = unsafeAcquire(() => {
       granted = true
       resume(Effect.void)
-    }
-    waiting.add(grant)
+    })
     // Interrupted while waiting: leave the line, or, if a permit was handed over at the same
     // moment, pass it on rather than lose it.
-    return Effect.sync(() => (granted ? release() : waiting.delete(grant)))
+    return Effect.sync(() => (granted ? release() : leave()))
   })
 
   return {
     permits,
+    unsafeAcquire,
+    release,
     run: (effect) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.zipRight(restore(acquire), Effect.ensuring(restore(effect), Effect.sync(release)))

@@ -28,6 +28,9 @@ const ORDER_PREFIX = "/order/"
 const ORDER_ROUTE = "/order/{order_uid}"
 const SEARCH_ROUTE = "/orders/search"
 
+/** The status logged for a request whose client went before it was answered (nginx's). */
+const CLIENT_CLOSED_REQUEST = 499
+
 /** The answer to a request whose handling failed with a defect (logged). */
 const INTERNAL_ERROR = json(500, { error: "internal_error", message: "the request could not be answered" })
 
@@ -120,21 +123,26 @@ export const layer = Layer.scoped(
         )
       )
 
-    /** Writes an `OrderRoute` answer with the security headers. */
+    /** Writes an answer of `OrderRoute` or `SearchRoute` with the security headers. */
     const writeAnswer = (res: ServerResponse, answer: Answer) => {
       res.writeHead(answer.status, [...SECURITY_HEADER_LIST, ...answer.headers])
       res.end(answer.body)
+    }
+
+    /** One request fewer in flight; the last one of a drain lets the shutdown go on. */
+    const settled = () => {
+      inFlight--
+      if (draining && inFlight === 0) runSync(Deferred.succeed(idle, undefined))
     }
 
     /** Counts a request that will be answered later, so that a shutdown waits for it. */
     const track = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
       inFlight++
       res.once("close", () => {
-        inFlight--
         const ms = performance.now() - started
         observeHttpRequest(req.method ?? "", routeOf(pathname), res.statusCode, ms / 1000)
         if (config.accessLog) accessLog(req, res, pathname, ms)
-        if (draining && inFlight === 0) runSync(Deferred.succeed(idle, undefined))
+        settled()
       })
     }
 
@@ -155,9 +163,11 @@ export const layer = Layer.scoped(
     }
 
     /**
-     * An answer that comes later (`start` calls back once, with an exit that fails only with a
-     * defect). The request is counted in flight until then, so that a shutdown waits for it; the
-     * answer is written even if the client has gone meanwhile (a no-op).
+     * An answer that comes later: `start` calls back once, with an exit that fails only with a
+     * defect. The request is counted in flight until then, so that a shutdown waits for it; the
+     * answer is written even if the client has gone meanwhile (a no-op). If `start` returns a
+     * `leave` function, it is called when the client goes before its answer: a request still
+     * waiting its turn is then dropped without running (logged with status 499).
      */
     const finishLater = (
       req: IncomingMessage,
@@ -165,10 +175,12 @@ export const layer = Layer.scoped(
       pathname: string,
       route: string,
       started: number,
-      start: (done: (exit: Exit.Exit<Answer>) => void) => void
+      start: (done: (exit: Exit.Exit<Answer>) => void) => (() => boolean) | void
     ) => {
       inFlight++
-      start((exit) => {
+      let answered = false
+      const leave = start((exit) => {
+        answered = true
         try {
           if (Exit.isSuccess(exit)) finish(req, res, pathname, route, started, exit.value)
           else {
@@ -176,10 +188,19 @@ export const layer = Layer.scoped(
             finish(req, res, pathname, route, started, INTERNAL_ERROR)
           }
         } finally {
-          inFlight--
-          if (draining && inFlight === 0) runSync(Deferred.succeed(idle, undefined))
+          settled()
         }
       })
+      if (leave !== undefined && !answered)
+        res.once("close", () => {
+          if (answered || !leave()) return
+          answered = true
+          res.statusCode = CLIENT_CLOSED_REQUEST
+          const ms = performance.now() - started
+          observeHttpRequest("GET", route, CLIENT_CLOSED_REQUEST, ms / 1000)
+          if (config.accessLog) accessLog(req, res, pathname, ms, 0)
+          settled()
+        })
     }
 
     /**

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto"
 import { SqlClient, type Statement } from "@effect/sql"
 import { SqlError } from "@effect/sql/SqlError"
-import { Effect, Option, Schema } from "effect"
+import { Effect, Exit, Option, Schema } from "effect"
 import { PgPool } from "../db/Database.ts"
 import { transaction } from "../db/transaction.ts"
 import { Order, type OrderJson } from "./Order.ts"
@@ -75,6 +75,8 @@ const WARM_PAGE = 2_000
 /** Cursor = the last row's (created_at, order_uid), opaque to clients. */
 const encodeCursor = (createdAt: string, uid: string): string =>
   Buffer.from(JSON.stringify([createdAt, uid])).toString("base64url")
+
+const INVALID_CURSOR = "the cursor is not one this service gave out"
 
 const decodeCursor = (cursor: string): Option.Option<readonly [string, string]> => {
   try {
@@ -188,8 +190,7 @@ const parseCursor = (cursor: Option.Option<string>) =>
     onNone: () => Effect.succeed(Option.none<readonly [string, string]>()),
     onSome: (c) =>
       Option.match(decodeCursor(c), {
-        onNone: () =>
-          Effect.fail(new InvalidCursor({ message: "the cursor is not one this service gave out" })),
+        onNone: () => Effect.fail(new InvalidCursor({ message: INVALID_CURSOR })),
         onSome: (v) => Effect.succeed(Option.some(v))
       })
   })
@@ -445,34 +446,63 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       return pageOf(rows, limit)
     })
 
-    /** The statement `search` runs (tests EXPLAIN it). */
-    const searchStatement = (query: SearchQuery) =>
-      Effect.map(parseCursor(query.cursor), (after) =>
-        summaryStatement(
-          [
-            ...Option.toArray(Option.map(query.q, (q) => sql`o.order_uid IN (${matching(q)})`)),
-            ...Option.toArray(Option.map(query.from, (from) => sql`o.created_at >= ${from}::timestamptz`)),
-            ...Option.toArray(Option.map(query.to, (to) => sql`o.created_at < ${to}::timestamptz`)),
-            ...Option.toArray(Option.map(after, olderThan))
-          ],
-          query.limit
-        )
+    /** The search statement for `query`, its cursor already decoded. */
+    const searchStatementAfter = (query: SearchQuery, after: Option.Option<readonly [string, string]>) =>
+      summaryStatement(
+        [
+          ...Option.toArray(Option.map(query.q, (q) => sql`o.order_uid IN (${matching(q)})`)),
+          ...Option.toArray(Option.map(query.from, (from) => sql`o.created_at >= ${from}::timestamptz`)),
+          ...Option.toArray(Option.map(query.to, (to) => sql`o.created_at < ${to}::timestamptz`)),
+          ...Option.toArray(Option.map(after, olderThan))
+        ],
+        query.limit
       )
 
-    /** Orders matching `query`, newest first, a page at a time (the same cursors as `listRecent`). */
-    const search = Effect.fn("OrderRepository.search")(function* (query: SearchQuery) {
-      const [text, values] = (yield* searchStatement(query)).compile()
-      // Preparing the search (seven index lookups to weigh) costs PostgreSQL more than running it:
-      // each shape of it is a named prepared statement, parsed once per connection.
-      const name = `order-search-${createHash("sha1").update(text).digest("hex").slice(0, 16)}`
-      const rows = yield* Effect.async<ReadonlyArray<SummaryRow>, SqlError>((resume) => {
-        pool.query<SummaryRow>({ name, text, values: [...values] }, (cause, result) => {
-          if (cause) resume(Effect.fail(new SqlError({ cause, message: "Failed to execute statement" })))
-          else resume(Effect.succeed(result.rows))
-        })
-      })
-      return pageOf(rows, query.limit)
-    })
+    /** The statement `search` runs (tests EXPLAIN it). */
+    const searchStatement = (query: SearchQuery) =>
+      Effect.map(parseCursor(query.cursor), (after) => searchStatementAfter(query, after))
+
+    /**
+     * Preparing a search (seven index lookups to weigh) costs PostgreSQL more than running it, so
+     * each shape of it (which of q, from, to and cursor it has: at most 16) is a named prepared
+     * statement, parsed once per connection. Its name is the text's digest, worked out once.
+     */
+    const statementNames = new Map<string, string>()
+    const statementName = (text: string) => {
+      let name = statementNames.get(text)
+      if (name === undefined) {
+        name = `order-search-${createHash("sha1").update(text).digest("hex").slice(0, 16)}`
+        if (statementNames.size < 64) statementNames.set(text, name)
+      }
+      return name
+    }
+
+    /**
+     * Orders matching `query`, newest first, a page at a time (the same cursors as `listRecent`),
+     * without an Effect: `done` is called once. The HTTP fast path runs a search this way.
+     */
+    const unsafeSearch = (
+      query: SearchQuery,
+      done: (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => void
+    ): void => {
+      let after = Option.none<readonly [string, string]>()
+      if (Option.isSome(query.cursor)) {
+        after = decodeCursor(query.cursor.value)
+        if (Option.isNone(after)) return done(Exit.fail(new InvalidCursor({ message: INVALID_CURSOR })))
+      }
+      const [text, values] = searchStatementAfter(query, after).compile()
+      pool.query<SummaryRow>({ name: statementName(text), text, values: [...values] }, (cause, result) =>
+        done(
+          cause
+            ? Exit.fail(new SqlError({ cause, message: "Failed to execute statement" }))
+            : Exit.succeed(pageOf(result.rows, query.limit))
+        )
+      )
+    }
+
+    /** `unsafeSearch` as an Effect. */
+    const search = (query: SearchQuery): Effect.Effect<RecentOrders, InvalidCursor | SqlError> =>
+      Effect.async((resume) => unsafeSearch(query, resume))
 
     /** Summaries of the given orders with their feed sequence numbers, in the order they were stored. */
     const feedEntries = Effect.fn("OrderRepository.feedEntries")(function* (uids: ReadonlyArray<string>) {
@@ -497,6 +527,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       mostRecentJson,
       listRecent,
       search,
+      unsafeSearch,
       searchStatement,
       feedEntries,
       ping

@@ -9,7 +9,12 @@ import { Effect, Exit, Option, Ref } from "effect"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { CacheConfig } from "../config/AppConfig.ts"
 import { ClientReads } from "../db/ClientReads.ts"
-import { OrderRepository, type SearchQuery } from "./OrderRepository.ts"
+import {
+  type InvalidCursor,
+  OrderRepository,
+  type RecentOrders,
+  type SearchQuery
+} from "./OrderRepository.ts"
 import * as ReadBatcher from "./ReadBatcher.ts"
 
 /** Uids read in one statement at most: one index lookup each, a few hundred kilobytes of rows. */
@@ -68,12 +73,45 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
       yield* Ref.set(warmed, true)
     }).pipe(Effect.withSpan("Orders.warm"))
 
+    /**
+     * Orders matching `query`, a page at a time, without an Effect: `done` is called once, unless
+     * the returned `leave` is called while the search still waits for a permit (it then returns
+     * true, and the search never runs).
+     */
+    const unsafeSearch = (
+      query: SearchQuery,
+      done: (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => void
+    ): (() => boolean) =>
+      reads.unsafeAcquire(() => {
+        // The permit goes back, and `done` is called, once, whichever way the search ends.
+        let settled = false
+        const settle = (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => {
+          if (settled) return
+          settled = true
+          reads.release()
+          done(exit)
+        }
+        try {
+          repository.unsafeSearch(query, settle)
+        } catch (defect) {
+          settle(Exit.die(defect))
+        }
+      })
+
+    /** `unsafeSearch` as an Effect; interrupted while it waits for a permit, it leaves the line. */
+    const search = (query: SearchQuery): Effect.Effect<RecentOrders, InvalidCursor | SqlError> =>
+      Effect.async((resume) => {
+        const leave = unsafeSearch(query, resume)
+        return Effect.sync(leave)
+      })
+
     return {
       get,
       unsafeGet,
       listRecent: (limit: number, cursor: Option.Option<string>) =>
         reads.run(repository.listRecent(limit, cursor)),
-      search: (query: SearchQuery) => reads.run(repository.search(query)),
+      search,
+      unsafeSearch,
       warm,
       isWarm: Ref.get(warmed)
     } as const

@@ -81,4 +81,23 @@ describe("the permits of reads for clients", () => {
       Effect.timeout("5 seconds")
     )
   )
+
+  it("without an Effect: a caller that leaves the line is never granted, and its turn passes on", () => {
+    const permits = makePermits(1)
+    const granted: Array<string> = []
+    const grant = (who: string) => () => void granted.push(who)
+    expect(permits.unsafeAcquire(grant("first"))()).toBe(false) // granted at once: nothing to leave
+    const leaveSecond = permits.unsafeAcquire(grant("second"))
+    permits.unsafeAcquire(grant("third"))
+    expect(leaveSecond()).toBe(true)
+    expect(leaveSecond()).toBe(false)
+    expect(granted).toEqual(["first"])
+    permits.release()
+    expect(granted).toEqual(["first", "third"])
+    permits.release()
+    // The permit is free again: the next caller gets it at once, and only one.
+    permits.unsafeAcquire(grant("fourth"))
+    permits.unsafeAcquire(grant("fifth"))
+    expect(granted).toEqual(["first", "third", "fourth"])
+  })
 })

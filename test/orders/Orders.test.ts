@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Layer, Option, Schema } from "effect"
+import { ConfigProvider, Duration, Effect, type Exit, Fiber, Layer, Option, Schema } from "effect"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { ClientReads } from "../../src/db/ClientReads.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
@@ -43,7 +43,7 @@ const withOrders = (reads: { count: number }) =>
   )
 
 /** A repository whose every read takes a while, noting how many run at once. */
-const slowRepository = (running: { now: number; most: number; done: number }) => {
+const slowRepository = (running: { now: number; most: number; done: number; searches?: Array<string> }) => {
   const read = <A>(value: A) =>
     Effect.acquireUseRelease(
       Effect.sync(() => {
@@ -62,6 +62,10 @@ const slowRepository = (running: { now: number; most: number; done: number }) =>
     OrderRepository.make({
       findJsonByUids: () => read(new Map()),
       search: () => read({ items: [], nextCursor: Option.none() }),
+      unsafeSearch: (query: { q: Option.Option<string> }, done: (exit: Exit.Exit<unknown>) => void) => {
+        running.searches?.push(Option.getOrElse(query.q, () => ""))
+        Effect.runCallback(read({ items: [], nextCursor: Option.none() }), { onExit: done })
+      },
       listRecent: () => read({ items: [], nextCursor: Option.none() })
     } as any)
   )
@@ -117,6 +121,36 @@ describe("Orders", () => {
             ClientReads.Default
           ]),
           Layer.provide(Layer.setConfigProvider(ConfigProvider.fromJson({ database: { pool_max: 5 } })))
+        )
+      )
+    )
+  })
+
+  it.live("a search whose caller leaves the line before its turn never runs; the next one does", () => {
+    const running = { now: 0, most: 0, done: 0, searches: [] as Array<string> }
+    return Effect.gen(function* () {
+      const orders = yield* Orders
+      const search = (q: string) => ({ q: Option.some(q) }) as any
+      // pool_max 3: one permit, held by the first search for 20 ms.
+      const first = yield* Effect.fork(orders.search(search("first")))
+      yield* Effect.sleep("5 millis")
+      const answered: Array<string> = []
+      const leave = orders.unsafeSearch(search("gone"), () => answered.push("gone"))
+      orders.unsafeSearch(search("next"), () => answered.push("next"))
+      expect(leave()).toBe(true)
+      yield* Fiber.join(first)
+      yield* Effect.sleep("40 millis")
+      expect(running.searches).toEqual(["first", "next"])
+      expect(answered).toEqual(["next"])
+    }).pipe(
+      Effect.provide(
+        Orders.Default.pipe(
+          Layer.provide([
+            OrderCache.layer({ maxEntries: 100, maxBytes: 1_000_000, ttl: Duration.minutes(1) }),
+            slowRepository(running),
+            ClientReads.Default
+          ]),
+          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromJson({ database: { pool_max: 3 } })))
         )
       )
     )

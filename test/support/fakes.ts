@@ -297,6 +297,9 @@ export const fakeRepository = (ledger: Ledger, options: FakeRepositoryOptions) =
       mostRecentJson: () => notInThisFake("mostRecentJson"),
       listRecent: () => notInThisFake("listRecent"),
       search: () => notInThisFake("search"),
+      unsafeSearch: () => {
+        throw new Error("unsafeSearch is not part of the fake repository")
+      },
       searchStatement: () => notInThisFake("searchStatement"),
       feedEntries: () => notInThisFake("feedEntries"),
       ping: Effect.void
