@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
+import { ClientReads } from "../../src/db/ClientReads.ts"
 import * as Database from "../../src/db/Database.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
@@ -147,6 +148,46 @@ describe("GET /orders/search through the fast path and through the API handler",
       expect(JSON.parse(Buffer.from(byTrack.body, "hex").toString()).items).toMatchObject([
         { order_uid: model.order_uid }
       ])
+    }).pipe(Effect.scoped)
+  )
+})
+
+describe("a search on the fast path whose client leaves", () => {
+  it.live("while it waits for a connection: it never runs (logged 499), and the next search does", () =>
+    Effect.gen(function* () {
+      const url = yield* createTestDatabase
+      const database = Database.layer({ url: Redacted.make(url), maxConnections: 4 })
+      // pool_max 3: reads for clients get one connection, held here, so searches wait in line.
+      const stack = yield* Layer.build(httpStack(database, { ...http(true), database: { pool_max: 3 } }))
+      yield* Effect.flatMap(OrderRepository, (repository) =>
+        repository.insertBatch([Schema.decodeUnknownSync(Order)(model)])
+      ).pipe(Effect.provide(stack))
+      const base = Context.get(stack, HttpAddress).url
+      const reads = Context.get(stack, ClientReads)
+      let held = false
+      reads.unsafeAcquire(() => (held = true))
+      expect(held).toBe(true)
+
+      const leaving = new AbortController()
+      const gone = fetch(`${base}/orders/search?q=${model.track_number}`, { signal: leaving.signal }).then(
+        (response) => response.status,
+        () => "aborted"
+      )
+      yield* Effect.sleep("200 millis")
+      leaving.abort()
+      expect(yield* Effect.promise(() => gone)).toBe("aborted")
+      yield* Effect.sleep("100 millis")
+      const next = fetch(`${base}/orders/search?q=${model.track_number}`)
+      yield* Effect.sleep("100 millis")
+      reads.release()
+      const answered = yield* Effect.promise(() => next)
+      expect(answered.status).toBe(200)
+      expect(((yield* Effect.promise(() => answered.json())) as any).items).toHaveLength(1)
+
+      const metrics = yield* Effect.promise(() => fetch(`${base}/metrics`).then((r) => r.text()))
+      expect(metrics).toMatch(
+        /http_request_duration_seconds_count\{method="GET",route="\/orders\/search",status="499"\} 1\n/
+      )
     }).pipe(Effect.scoped)
   )
 })
