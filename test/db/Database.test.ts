@@ -64,6 +64,8 @@ describe("the database layer", () => {
       const port = yield* Effect.promise(freePort)
       url.hostname = "127.0.0.1"
       url.port = String(port)
+      // Over TCP to the relay, not through the embedded server's Unix socket.
+      url.searchParams.delete("host")
       yield* Effect.sleep("1500 millis").pipe(
         Effect.zipRight(
           Effect.acquireRelease(

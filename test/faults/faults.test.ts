@@ -274,6 +274,8 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
     const relay = await startTcpRelay({ host: database.hostname, port: Number(database.port) })
     database.hostname = "127.0.0.1"
     database.port = String(relay.port)
+    // Over TCP to the relay, not through the embedded server's Unix socket.
+    database.searchParams.delete("host")
     const a = await startInstance(s, { LOG_LEVEL: "info", DATABASE_URL: database.toString() })
     await waitFor(s, "the first instance commits a batch", () => hasCommitted(a.url))
     // Settled in the group: no rebalance has taken its batches back when it is paused.
