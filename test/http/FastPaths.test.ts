@@ -46,17 +46,22 @@ const http = (fastPaths: boolean) => ({
   cache: { max_entries: 1000, warm_count: 0 }
 })
 
+/** Two servers on one database holding both fixtures: the fast paths on, and off; their URLs. */
+const bothWays = Effect.gen(function* () {
+  const url = yield* createTestDatabase
+  const database = Database.layer({ url: Redacted.make(url), maxConnections: 4 })
+  const fast = yield* Layer.build(httpStack(database, http(true)))
+  const routed = yield* Layer.build(httpStack(database, http(false)))
+  yield* Effect.flatMap(OrderRepository, (repository) =>
+    repository.insertBatch([model, unicode].map((o) => Schema.decodeUnknownSync(Order)(o)))
+  ).pipe(Effect.provide(fast))
+  return [Context.get(fast, HttpAddress).url, Context.get(routed, HttpAddress).url] as const
+})
+
 describe("GET /order/{uid} through the fast path and through the API handler", () => {
   it.live("hit, miss, 304, 400 and 404 get the same status, headers and bytes from both", () =>
     Effect.gen(function* () {
-      const url = yield* createTestDatabase
-      const database = Database.layer({ url: Redacted.make(url), maxConnections: 4 })
-      const fast = yield* Layer.build(httpStack(database, http(true)))
-      const routed = yield* Layer.build(httpStack(database, http(false)))
-      yield* Effect.flatMap(OrderRepository, (repository) =>
-        repository.insertBatch([model, unicode].map((o) => Schema.decodeUnknownSync(Order)(o)))
-      ).pipe(Effect.provide(fast))
-      const bases = [Context.get(fast, HttpAddress).url, Context.get(routed, HttpAddress).url]
+      const bases = yield* bothWays
 
       const path = `/order/${model.order_uid}`
       const first = yield* request(bases[0]!, path, {})
@@ -99,14 +104,7 @@ describe("GET /order/{uid} through the fast path and through the API handler", (
 describe("GET /orders/search through the fast path and through the API handler", () => {
   it.live("results, pages, every kind of 400 and a parameter given twice: the same from both", () =>
     Effect.gen(function* () {
-      const url = yield* createTestDatabase
-      const database = Database.layer({ url: Redacted.make(url), maxConnections: 4 })
-      const fast = yield* Layer.build(httpStack(database, http(true)))
-      const routed = yield* Layer.build(httpStack(database, http(false)))
-      yield* Effect.flatMap(OrderRepository, (repository) =>
-        repository.insertBatch([model, unicode].map((o) => Schema.decodeUnknownSync(Order)(o)))
-      ).pipe(Effect.provide(fast))
-      const bases = [Context.get(fast, HttpAddress).url, Context.get(routed, HttpAddress).url]
+      const bases = yield* bothWays
       const ever = "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
 
       const firstPage = yield* request(bases[0]!, `/orders/search?${ever}&limit=1`, {})
