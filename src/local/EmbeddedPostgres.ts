@@ -49,6 +49,11 @@ const HOST = "127.0.0.1"
  */
 const SOCKET_DIR = tmpdir()
 const SOCKET = SOCKET_DIR.length <= 80 && !/[,\s]/.test(SOCKET_DIR) ? Option.some(SOCKET_DIR) : Option.none()
+/** What the URLs add to say so: empty when there is no socket. */
+const SOCKET_PARAM = Option.match(SOCKET, {
+  onNone: () => "",
+  onSome: (dir) => `?host=${encodeURIComponent(dir)}`
+})
 
 /**
  * PostgreSQL's own page cache. Its default, 128 MB, is sized to start anywhere; with a million
@@ -251,10 +256,7 @@ export const make = (
       port,
       dataDir,
       url: (database = "postgres") =>
-        `postgres://${USER}:${PASSWORD}@${HOST}:${port}/${database}${Option.match(SOCKET, {
-          onNone: () => "",
-          onSome: (dir) => `?host=${encodeURIComponent(dir)}`
-        })}`,
+        `postgres://${USER}:${PASSWORD}@${HOST}:${port}/${database}${SOCKET_PARAM}`,
       pause,
       resume: Effect.zipRight(pause, start)
     }

@@ -7,7 +7,7 @@ import * as Database from "../../src/db/Database.ts"
 import { isConnectionError, isDataError, sqlState } from "../../src/db/SqlErrors.ts"
 import { freePort } from "../../src/local/freePort.ts"
 import { createTestDatabase } from "../support/database.ts"
-import { startTcpRelay } from "../support/tcpRelay.ts"
+import { startTcpRelay, throughRelay } from "../support/tcpRelay.ts"
 
 const pgError = (code: string) => new SqlError({ cause: Object.assign(new Error("refused"), { code }) })
 
@@ -58,14 +58,11 @@ describe("the database layer", () => {
 
   it.live("waits for a server that is not reachable yet, and connects once it is", () =>
     Effect.gen(function* () {
-      const url = new URL(yield* createTestDatabase)
-      const target = { host: url.hostname, port: Number(url.port) }
+      const url = yield* createTestDatabase
+      const server = new URL(url)
+      const target = { host: server.hostname, port: Number(server.port) }
       // Nothing listens on `port` at first; after a while a relay to the real server does.
       const port = yield* Effect.promise(freePort)
-      url.hostname = "127.0.0.1"
-      url.port = String(port)
-      // Over TCP to the relay, not through the embedded server's Unix socket.
-      url.searchParams.delete("host")
       yield* Effect.sleep("1500 millis").pipe(
         Effect.zipRight(
           Effect.acquireRelease(
@@ -75,7 +72,7 @@ describe("the database layer", () => {
         ),
         Effect.forkScoped
       )
-      const context = yield* Layer.build(Database.layer({ url: Redacted.make(url.toString()) }))
+      const context = yield* Layer.build(Database.layer({ url: Redacted.make(throughRelay(url, port)) }))
       const sql = yield* Effect.provide(SqlClient.SqlClient, context)
       const [row] = yield* sql<{ tables: number }>`
         SELECT count(*)::int AS tables FROM pg_tables WHERE tablename = 'orders'`

@@ -34,7 +34,7 @@ import {
   type Outcome,
   type Scenario
 } from "./harness.ts"
-import { startTcpRelay } from "../support/tcpRelay.ts"
+import { startTcpRelay, throughRelay } from "../support/tcpRelay.ts"
 import { hostileRequests } from "./hostile.ts"
 
 const seed = Number(process.env["FAULT_SEED"] ?? Math.floor(Math.random() * 1_000_000))
@@ -272,11 +272,10 @@ describe("faults while orders stream in (3 brokers, RF 3, min.insync.replicas 2)
     // batch given back without trying to settle it shows in its log.
     const database = new URL(s.databaseUrl)
     const relay = await startTcpRelay({ host: database.hostname, port: Number(database.port) })
-    database.hostname = "127.0.0.1"
-    database.port = String(relay.port)
-    // Over TCP to the relay, not through the embedded server's Unix socket.
-    database.searchParams.delete("host")
-    const a = await startInstance(s, { LOG_LEVEL: "info", DATABASE_URL: database.toString() })
+    const a = await startInstance(s, {
+      LOG_LEVEL: "info",
+      DATABASE_URL: throughRelay(s.databaseUrl, relay.port)
+    })
     await waitFor(s, "the first instance commits a batch", () => hasCommitted(a.url))
     // Settled in the group: no rebalance has taken its batches back when it is paused.
     await waitFor(s, "the first instance is in a stable group", async () =>

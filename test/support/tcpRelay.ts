@@ -15,6 +15,18 @@ export interface TcpRelay {
   readonly close: () => Promise<void>
 }
 
+/**
+ * `databaseUrl` pointed at a relay on 127.0.0.1:`port`, over TCP: without the `host` parameter
+ * that sends the embedded server's URLs through its Unix socket, past any relay.
+ */
+export const throughRelay = (databaseUrl: string, port: number): string => {
+  const url = new URL(databaseUrl)
+  url.hostname = "127.0.0.1"
+  url.port = String(port)
+  url.searchParams.delete("host")
+  return url.toString()
+}
+
 /** Starts listening at once on `port` (0: any free port), relaying to `target`. */
 export const startTcpRelay = (
   target: { readonly host: string; readonly port: number },
