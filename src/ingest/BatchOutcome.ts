@@ -12,8 +12,8 @@ import type { RejectionKind } from "../orders/Rejection.ts"
 export type MessageOutcome =
   /** Stored by this batch's transaction. */
   | { readonly _tag: "Stored"; readonly order: Order }
-  /** The same order was stored before: nothing written, acknowledged. */
-  | { readonly _tag: "Duplicate" }
+  /** The same order was stored before (a redelivery, or sent again): nothing written, acknowledged. */
+  | { readonly _tag: "Duplicate"; readonly order: Order }
   /** Not stored: goes to the dead-letter topic with its reason. */
   | { readonly _tag: "Parked"; readonly kind: RejectionKind; readonly detail: string }
 
@@ -32,7 +32,7 @@ export const fromInsert = (order: Order, outcome: InsertOutcome): MessageOutcome
     case "inserted":
       return { _tag: "Stored", order }
     case "duplicate":
-      return { _tag: "Duplicate" }
+      return { _tag: "Duplicate", order }
     case "conflict":
       return parked("conflict", conflictDetail(order.order_uid))
   }
@@ -48,6 +48,12 @@ export interface ParkedMessage {
 export interface BatchSummary {
   /** Orders stored by this batch, in the order they arrived. */
   readonly stored: ReadonlyArray<Order>
+  /**
+   * Orders stored by this batch or found stored already, in the order they arrived: what to cache.
+   * A batch whose offsets another instance (or this one, before a rebalance) failed to commit comes
+   * back as duplicates; it is cached by whoever commits it, as it would have been the first time.
+   */
+  readonly toCache: ReadonlyArray<Order>
   readonly duplicates: number
   readonly parked: ReadonlyArray<ParkedMessage>
   /** What became of the replayed messages (a `replay.of` header) among them. */
@@ -61,6 +67,7 @@ export const summarize = (
   outcomes: ReadonlyArray<MessageOutcome>
 ): BatchSummary => {
   const stored: Array<Order> = []
+  const toCache: Array<Order> = []
   const parkedMessages: Array<ParkedMessage> = []
   let duplicates = 0
   const replayed = { stored: 0, duplicate: 0, parked: 0 }
@@ -73,13 +80,15 @@ export const summarize = (
     switch (outcome._tag) {
       case "Stored":
         stored.push(outcome.order)
+        toCache.push(outcome.order)
         break
       case "Duplicate":
         duplicates++
+        toCache.push(outcome.order)
         break
       case "Parked":
         parkedMessages.push({ message: messages[i]!, kind: outcome.kind, detail: outcome.detail })
     }
   })
-  return { stored, duplicates, parked: parkedMessages, replayed }
+  return { stored, toCache, duplicates, parked: parkedMessages, replayed }
 }

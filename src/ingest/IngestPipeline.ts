@@ -1,9 +1,10 @@
 /**
  * The path of every message: decode → store the valid orders (one transaction) → park rejects and
  * conflicts on the dead-letter topic and commit the offsets (one Kafka transaction; a batch with
- * nothing to park just commits its offsets) → cache the stored orders. A batch that fails for a
- * passing reason (PostgreSQL or Kafka down) is retried in place with backoff, holding its
- * partition: nothing is committed past an offset that is neither stored nor dead-lettered.
+ * nothing to park just commits its offsets) → cache the orders, stored now or found stored
+ * already. A batch that fails for a passing reason (PostgreSQL or Kafka down) is retried in place
+ * with backoff, holding its partition: nothing is committed past an offset that is neither stored
+ * nor dead-lettered.
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import {
@@ -272,7 +273,7 @@ export const makeBatchHandler = Effect.gen(function* () {
     Effect.gen(function* () {
       // One atomic step for the whole batch, oldest first (the order they arrived in).
       yield* cache.putAll(
-        summary.stored.map((order) => CachedOrder.fromJson(order.order_uid, orderToJsonString(order)))
+        summary.toCache.map((order) => CachedOrder.fromJson(order.order_uid, orderToJsonString(order)))
       )
       for (const p of summary.parked) {
         yield* Metric.increment(Metric.tagged(IngestMetrics.deadLettered, "kind", p.kind))

@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Metric, Option, Redacted } from "effect"
+import { Effect, Either, Metric, Option, Redacted } from "effect"
 import { findStored, storedCount } from "../support/orders.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { IngestMetrics } from "../../src/ingest/IngestPipeline.ts"
@@ -9,7 +9,8 @@ import * as Database from "../../src/db/Database.ts"
 import { DeadLetterHeaders } from "../../src/kafka/DeadLetters.ts"
 import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
-import { orderToJson } from "../../src/orders/OrderDecoder.ts"
+import { decodeOrderValue, orderToJson } from "../../src/orders/OrderDecoder.ts"
+import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
 import { TestDatabase } from "../support/database.ts"
 import {
@@ -107,6 +108,28 @@ describe("ingestion from a real Kafka broker into a real PostgreSQL", () => {
         expect(header(byOrigin.get("too-large")!, DeadLetterHeaders.offset)).toBe(
           String(offsetOf("too-large"))
         )
+      }).pipe(Effect.provide(ingestStack(topics, TestDatabase)))
+    },
+    90_000
+  )
+
+  it.live(
+    "an order that arrives already stored (another consumer stored it, then lost its partition before committing) is cached by the one that commits it",
+    () => {
+      const topics = freshTopics()
+      const orders = sampleOrders(3, 13, "stored-before")
+      return Effect.gen(function* () {
+        // Stored behind this instance's back, as by a consumer whose commit failed in a rebalance.
+        const repository = yield* OrderRepository
+        yield* repository.insertBatch(orders.map((o) => Either.getOrThrow(decodeOrderValue(o))))
+        const cache = yield* OrderCache
+        const cached = (uid: string) => Effect.map(cache.get(uid), Option.isSome)
+        expect(yield* cached(orders[0]!.order_uid)).toBe(false)
+
+        yield* produce(topics.brokers, topics.topic, orders.map(asMessage))
+        yield* eventually("every offset is committed", allCommitted(topics))
+        expect(yield* storedCount).toBe(3)
+        expect(yield* Effect.forEach(orders, (o) => cached(o.order_uid))).toEqual([true, true, true])
       }).pipe(Effect.provide(ingestStack(topics, TestDatabase)))
     },
     90_000

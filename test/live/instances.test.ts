@@ -67,7 +67,8 @@ describe("the live feed with two instances in one consumer group", () => {
           c.events.filter((e) => e.event === "order").map((e) => [e.id, JSON.parse(e.data).order_uid])
         expect(idsAndUids(clientOfB)).toEqual(idsAndUids(clientOfA))
 
-        // Which instance stored which order: each caches only what it stored itself.
+        // Which instance took which order: each caches what it committed (an order stored by one
+        // instance and, after a rebalance, committed by the other is cached by the other).
         const storedBy = (context: Context.Context<OrderCache>) =>
           orders.filter((o) =>
             Option.isSome(Context.get(context, OrderCache).unsafeGet(o.order_uid, { countMiss: false }))
