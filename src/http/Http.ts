@@ -4,6 +4,7 @@
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Duration, Effect, Layer, Option } from "effect"
+import Negotiator from "negotiator"
 import { OrderCache } from "../cache/OrderCache.ts"
 import { IngestStatus } from "../ingest/IngestStatus.ts"
 import { LiveFeed } from "../live/LiveFeed.ts"
@@ -69,14 +70,23 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
           Effect.gen(function* () {
             const request = yield* HttpServerRequest.HttpServerRequest
             const response = NodeHttpServerRequest.toServerResponse(request)
+            // Browsers take gzip, which the feed compresses once for every client that does.
+            const encoding =
+              new Negotiator(request).encoding(["gzip", "identity"]) === "gzip" ? "gzip" : "identity"
             // On shutdown the stream ends at once: the browser reconnects, to another instance.
-            const events = live.connect(
-              Option.fromNullable(request.headers["last-event-id"]),
-              Effect.sync(() => response.destroy())
-            )
+            const events = live.connect({
+              lastEventId: Option.fromNullable(request.headers["last-event-id"]),
+              encoding,
+              disconnect: Effect.sync(() => response.destroy())
+            })
             return HttpServerResponse.stream(events, {
               contentType: "text/event-stream",
-              headers: { "cache-control": "no-cache", "x-accel-buffering": "no" }
+              headers: {
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+                vary: "accept-encoding",
+                ...(encoding === "gzip" ? { "content-encoding": "gzip" } : {})
+              }
             })
           })
         )

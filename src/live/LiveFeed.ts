@@ -9,17 +9,28 @@
  *
  * Ingestion never waits for a client: each client has a bounded queue that events are offered to
  * without blocking; a client whose queue is full is sent a `dropped` event and let go.
+ *
+ * What the feed costs is the bytes written to every client. Events are encoded once for all
+ * clients, and for clients that accept gzip (browsers do) compressed once for all of them too (see
+ * SharedGzip): about a third of the bytes.
  */
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, Deferred, Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
 import { LiveConfig } from "../config/AppConfig.ts"
 import { HttpDrain } from "../http/HttpDrain.ts"
 import { ORDERS_STORED_CHANNEL, OrderRepository, type FeedEntry } from "../orders/OrderRepository.ts"
+import * as SharedGzip from "./SharedGzip.ts"
 
 const encoder = new TextEncoder()
 
 /** How long a dropped client has to read its `dropped` event before its connection is closed. */
 const DROPPED_GRACE = Duration.seconds(5)
+
+/**
+ * How long orders may wait to be sent on with those that follow: short beside what a person
+ * watching notices, long beside the batches of a busy ingest.
+ */
+const FLUSH_EVERY = Duration.millis(100)
 
 /** How often the feed checks its own listening connection, and after how much silence it renews it. */
 const WATCHDOG_PING = Duration.seconds(5)
@@ -34,9 +45,44 @@ interface Event {
 }
 
 /** Bytes for every client at once — a notification's events, a heartbeat — and how many events. */
-interface Delivery {
-  readonly bytes: Uint8Array
-  readonly events: number
+class Delivery {
+  private compressed: SharedGzip.Piece | undefined
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly events: number
+  ) {}
+  /** Compressed when a client first needs it, once for every client. */
+  get piece(): SharedGzip.Piece {
+    return (this.compressed ??= SharedGzip.compress(this.bytes))
+  }
+}
+
+/** How a client's stream is written: its first bytes, what it is delivered, its last bytes. */
+export type Encoding = "gzip" | "identity"
+
+interface Encoder {
+  readonly first: (bytes: Uint8Array) => Uint8Array
+  readonly deliveries: (list: Chunk.Chunk<Delivery>) => Uint8Array
+  readonly last: (bytes: Uint8Array | undefined) => Uint8Array | undefined
+}
+
+const identity: Encoder = {
+  first: (bytes) => bytes,
+  deliveries: (list) => concatBytes(Chunk.map(list, (d) => d.bytes)),
+  last: (bytes) => bytes
+}
+
+/** A gzip stream of the shared pieces; what only this client is sent is compressed for it alone. */
+const gzip = (): Encoder => {
+  const trailer = new SharedGzip.Trailer()
+  return {
+    first: (bytes) => concatBytes([SharedGzip.HEADER, trailer.add(SharedGzip.compress(bytes))]),
+    deliveries: (list) => concatBytes(Chunk.map(list, (d) => trailer.add(d.piece))),
+    last: (bytes) =>
+      concatBytes(
+        bytes === undefined ? [trailer.bytes()] : [trailer.add(SharedGzip.compress(bytes)), trailer.bytes()]
+      )
+  }
 }
 
 interface Client {
@@ -48,13 +94,15 @@ interface Client {
 
 /** How soon a browser should reconnect after the stream ends. */
 const RETRY = encoder.encode("retry: 2000\n\n")
-const HEARTBEAT = encoder.encode(": heartbeat\n\n")
+/** One for the process: compressed once, the first time a gzip client is sent it. */
+const HEARTBEAT = new Delivery(encoder.encode(": heartbeat\n\n"), 1)
 
 const event = (name: string, data: unknown, id?: string): Uint8Array =>
   encoder.encode(`${id === undefined ? "" : `id: ${id}\n`}event: ${name}\ndata: ${JSON.stringify(data)}\n\n`)
 
 const concatBytes = (parts: Iterable<Uint8Array>): Uint8Array => {
   const list = [...parts]
+  if (list.length === 1) return list[0]!
   const out = new Uint8Array(list.reduce((n, part) => n + part.length, 0))
   let offset = 0
   for (const part of list) {
@@ -93,10 +141,13 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       Effect.runSync(Queue.shutdown(client.queue))
     }
 
-    /** Never waits: a client that cannot take the bytes is dropped. */
+    /**
+     * Never waits: a client that cannot take the bytes is dropped. One that has taken everything
+     * it was offered takes the next, however many events that holds (a busy second's worth).
+     */
     const offerToAll = (delivery: Delivery) => {
       for (const client of clients) {
-        if (client.pending + delivery.events > config.clientBuffer) {
+        if (client.pending > 0 && client.pending + delivery.events > config.clientBuffer) {
           Deferred.unsafeDone(client.dropped, Effect.void)
           end(client)
         } else {
@@ -109,7 +160,7 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     // One heartbeat for every client, rather than a timer merged into each client's stream. It
     // counts as an event, so that a client that stopped reading while nothing happened is let go
     // too, in time, instead of collecting heartbeats.
-    yield* Effect.sync(() => offerToAll({ bytes: HEARTBEAT, events: 1 })).pipe(
+    yield* Effect.sync(() => offerToAll(HEARTBEAT)).pipe(
       Effect.delay(config.heartbeat),
       Effect.forever,
       Effect.forkScoped
@@ -127,12 +178,20 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       Effect.forkScoped
     )
 
-    /**
-     * A notification's orders: each kept for resuming, and all of them sent to every client as one
-     * piece of bytes (one allocation, however many clients).
-     */
+    /** Orders read since the last flush, oldest first. */
+    let unsent: Array<FeedEntry> = []
     const publish = (entries: ReadonlyArray<FeedEntry>) => {
-      if (entries.length === 0) return
+      for (const entry of entries) unsent.push(entry)
+    }
+
+    /**
+     * The orders read since the last flush: each kept for resuming, and all of them sent to every
+     * client as one piece of bytes (one allocation and one compression, however many clients).
+     */
+    const flush = () => {
+      if (unsent.length === 0) return
+      const entries = unsent
+      unsent = []
       const events = entries.map((entry): Event => ({
         seq: entry.seq,
         position: ++position,
@@ -143,15 +202,19 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
         positionOf.set(e.seq, e.position)
       }
       while (recent.length > config.resumeWindow) positionOf.delete(recent.shift()!.seq)
-      offerToAll({ bytes: concatBytes(events.map((e) => e.bytes)), events: events.length })
+      offerToAll(new Delivery(concatBytes(events.map((e) => e.bytes)), events.length))
     }
+
+    // Notifications are sent on together, every FLUSH_EVERY: with orders arriving in many small
+    // batches, a write per client per batch is what would cost the process its time.
+    yield* Effect.sync(flush).pipe(Effect.delay(FLUSH_EVERY), Effect.forever, Effect.forkScoped)
 
     /** Tells every client that orders may have been missed (the listening connection was lost). */
     const publishGap = () => {
-      offerToAll({
-        bytes: event("gap", { message: "the feed was interrupted; orders may have been missed" }),
-        events: 1
-      })
+      flush()
+      offerToAll(
+        new Delivery(event("gap", { message: "the feed was interrupted; orders may have been missed" }), 1)
+      )
     }
 
     const listening = yield* Deferred.make<void>()
@@ -219,17 +282,20 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     )
 
     /**
-     * One client's stream of encoded events, after `lastEventId` if given: the events since then
+     * One client's stream of events, gzip or not, after `lastEventId` if given: the events since then
      * when they are still kept, else a `gap` event first. Ends after a `dropped` event if the client
      * falls more than `client_buffer` events behind; a client that has not read even that
      * `DROPPED_GRACE` later (its connection is full) is cut off with `disconnect`.
      */
-    const connect = (
-      lastEventId: Option.Option<string>,
-      disconnect: Effect.Effect<void> = Effect.void
-    ): Stream.Stream<Uint8Array> =>
+    const connect = (options: {
+      readonly lastEventId: Option.Option<string>
+      readonly encoding: Encoding
+      readonly disconnect?: Effect.Effect<void>
+    }): Stream.Stream<Uint8Array> =>
       Stream.unwrapScoped(
         Effect.gen(function* () {
+          const { lastEventId, disconnect = Effect.void } = options
+          const encode = options.encoding === "gzip" ? gzip() : identity
           const client: Client = {
             // Bounded by `pending` against client_buffer, checked as events are offered.
             queue: yield* Queue.unbounded<Delivery>(),
@@ -258,15 +324,16 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
             Effect.forkScoped
           )
           const farewell = Stream.unwrap(
-            Effect.map(Deferred.isDone(client.dropped), (dropped) =>
-              dropped
-                ? Stream.make(
-                    event("dropped", {
+            Effect.map(Deferred.isDone(client.dropped), (dropped) => {
+              const last = encode.last(
+                dropped
+                  ? event("dropped", {
                       message: `this client fell more than ${config.clientBuffer} events behind and was disconnected; reconnect and reload`
                     })
-                  )
-                : Stream.empty
-            )
+                  : undefined
+              )
+              return last === undefined ? Stream.empty : Stream.make(last)
+            })
           )
           if (closing) end(client)
           // The queue is shut down when the client is dropped or the server closes: its stream ends.
@@ -277,14 +344,10 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
               let events = 0
               for (const delivery of chunk) events += delivery.events
               client.pending -= events
-              return Chunk.of(
-                chunk.length === 1
-                  ? Chunk.unsafeGet(chunk, 0).bytes
-                  : concatBytes(Chunk.map(chunk, (d) => d.bytes))
-              )
+              return Chunk.of(encode.deliveries(chunk))
             })
           )
-          return Stream.make(concatBytes([RETRY, ...backlog])).pipe(
+          return Stream.make(encode.first(concatBytes([RETRY, ...backlog]))).pipe(
             Stream.concat(deliveries),
             Stream.concat(farewell)
           )

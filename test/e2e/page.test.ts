@@ -302,8 +302,11 @@ describe("the web page in Chromium", () => {
         yield* repo.insertBatch(generateOrders(40, 21).map((o) => toOrder(o)))
         const browser = yield* scopedBrowser()
         const { page, errors } = yield* openPage(browser)
+        const feed = page.waitForResponse((r) => new URL(r.url()).pathname === "/orders/live")
         yield* Effect.promise(() => page.goto(`${url}/`))
         yield* Effect.promise(() => page.locator(tid("live-status"), { hasText: "Live" }).waitFor())
+        // The browser takes the feed gzip, as the service compresses it once for all such clients.
+        expect((yield* Effect.promise(() => feed)).headers()["content-encoding"]).toBe("gzip")
         const firstUid = () =>
           Effect.promise(() => page.locator(tid("recent-order")).first().getAttribute("data-uid"))
         const arriving = generateOrders(3, 22).map((o) => ({ ...o, date_created: "2020-01-01T00:00:00Z" }))

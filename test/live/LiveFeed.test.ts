@@ -3,6 +3,7 @@
  * sees as orders are stored, when it reconnects, when it cannot keep up, and when the service stops.
  */
 import { connect, type Socket } from "node:net"
+import { gunzipSync } from "node:zlib"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Schema, Scope } from "effect"
@@ -30,6 +31,10 @@ describe("the live feed on a real PostgreSQL", () => {
         const client = yield* openSse(yield* liveUrl)
         expect(client.status).toBe(200)
         expect(client.contentType).toMatch(/^text\/event-stream/)
+        // Asked for (as browsers do), the stream is gzip; a client that does not ask gets it plain.
+        expect(client.contentEncoding).toBe("gzip")
+        const plain = yield* openSse(yield* liveUrl, { "accept-encoding": "identity" })
+        expect(plain.contentEncoding).toBe(null)
         const [first, ...rest] = generateOrders(5, 1)
         yield* store([first!])
         yield* store(rest)
@@ -52,7 +57,8 @@ describe("the live feed on a real PostgreSQL", () => {
         // Ids are the database's sequence numbers: increasing, distinct.
         const ids = received.map((e) => Number(e.id))
         expect(ids.every((id, i) => Number.isSafeInteger(id) && (i === 0 || id > ids[i - 1]!))).toBe(true)
-        yield* waitUntil("two heartbeats", () => client.comments() >= 2, 5_000)
+        yield* waitUntil("two heartbeats", () => client.comments() >= 2 && plain.comments() >= 2, 5_000)
+        expect(plain.events.filter((e) => e.event === "order")).toEqual(received)
       }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase, { live: { heartbeat: "300 millis" } }))),
     60_000
   )
@@ -89,48 +95,67 @@ describe("the live feed on a real PostgreSQL", () => {
     60_000
   )
 
+  for (const encoding of ["identity", "gzip"] as const) {
+    it.live(
+      `a client that stops reading is dropped with a final event saying so; other clients and storing go on (${encoding})`,
+      () =>
+        Effect.gen(function* () {
+          const url = yield* liveUrl
+          const live = yield* LiveFeed
+          const fast = yield* openSse(url)
+          const slow = yield* slowClient(url, encoding)
+          yield* waitUntil("both clients connected", () => Effect.runSync(live.clients) === 2)
+          // Store until the silent client, its socket buffers full, is let go.
+          const stored: Array<string> = []
+          let seed = 100
+          while (Effect.runSync(live.clients) === 2) {
+            if (stored.length >= 200_000) return yield* Effect.dieMessage("the slow client was never dropped")
+            const batch = generateOrders(4_000, seed++)
+            const outcomes = yield* store(batch)
+            expect(outcomes.every((o) => o === "inserted")).toBe(true)
+            stored.push(...batch.map((o) => o.order_uid))
+            yield* Effect.sleep("20 millis")
+          }
+          yield* Effect.logInfo(`slow client dropped after ${stored.length} orders`)
+          // The dropped client, reading again, finds its stream ended with the reason.
+          const text = yield* Effect.promise(() => slow.readToEnd())
+          const lastEvent = text.trimEnd().split("\n\n").at(-1)!
+          expect(lastEvent).toMatch(/^event: dropped\ndata: \{"message":".*fell more than 2000 events behind/)
+          const slowOrders = text.split("\n\n").filter((block) => block.includes("event: order")).length
+          expect(slowOrders).toBeLessThan(stored.length)
+          // Storing never waited for it, and the client that reads got every order, in order.
+          const more = generateOrders(500, seed++)
+          yield* store(more)
+          stored.push(...more.map((o) => o.order_uid))
+          expect(yield* storedCount).toBe(stored.length)
+          yield* waitUntil(
+            "every order reached the client that reads",
+            () => ordersOf(fast).length >= stored.length,
+            60_000,
+            () => `${ordersOf(fast).length} of ${stored.length}`
+          )
+          expect(ordersOf(fast).map((o) => o.order_uid)).toEqual(stored)
+          expect(fast.events.some((e) => e.event === "dropped")).toBe(false)
+        }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase, { live: { client_buffer: 2000 } }))),
+      300_000
+    )
+  }
+
   it.live(
-    "a client that stops reading is dropped with a final event saying so; other clients and storing go on",
+    "a client that keeps up takes a burst larger than its buffer (one transaction's orders) without being dropped",
     () =>
       Effect.gen(function* () {
-        const url = yield* liveUrl
-        const live = yield* LiveFeed
-        const fast = yield* openSse(url)
-        const slow = yield* slowClient(url)
-        yield* waitUntil("both clients connected", () => Effect.runSync(live.clients) === 2)
-        // Store until the silent client, its socket buffers full, is let go.
-        const stored: Array<string> = []
-        let seed = 100
-        while (Effect.runSync(live.clients) === 2) {
-          if (stored.length >= 200_000) return yield* Effect.dieMessage("the slow client was never dropped")
-          const batch = generateOrders(1_000, seed++)
-          const outcomes = yield* store(batch)
-          expect(outcomes.every((o) => o === "inserted")).toBe(true)
-          stored.push(...batch.map((o) => o.order_uid))
-          yield* Effect.sleep("20 millis")
-        }
-        yield* Effect.logInfo(`slow client dropped after ${stored.length} orders`)
-        // The dropped client, reading again, finds its stream ended with the reason.
-        const text = yield* Effect.promise(() => slow.readToEnd())
-        const lastEvent = text.trimEnd().split("\n\n").at(-1)!
-        expect(lastEvent).toMatch(/^event: dropped\ndata: \{"message":".*fell more than 2000 events behind/)
-        const slowOrders = text.split("\n\n").filter((block) => block.includes("event: order")).length
-        expect(slowOrders).toBeLessThan(stored.length)
-        // Storing never waited for it, and the client that reads got every order, in order.
-        const more = generateOrders(500, seed++)
-        yield* store(more)
-        stored.push(...more.map((o) => o.order_uid))
-        expect(yield* storedCount).toBe(stored.length)
-        yield* waitUntil(
-          "every order reached the client that reads",
-          () => ordersOf(fast).length >= stored.length,
-          60_000,
-          () => `${ordersOf(fast).length} of ${stored.length}`
-        )
-        expect(ordersOf(fast).map((o) => o.order_uid)).toEqual(stored)
-        expect(fast.events.some((e) => e.event === "dropped")).toBe(false)
-      }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase, { live: { client_buffer: 2000 } }))),
-    300_000
+        const client = yield* openSse(yield* liveUrl)
+        const burst = generateOrders(60, 41)
+        yield* store(burst)
+        yield* waitUntil("the burst arrived", () => ordersOf(client).length >= 60)
+        const next = generateOrders(5, 42)
+        yield* store(next)
+        yield* waitUntil("the next orders arrived", () => ordersOf(client).length >= 65)
+        expect(ordersOf(client).map((o) => o.order_uid)).toEqual([...burst, ...next].map((o) => o.order_uid))
+        expect(client.events.some((e) => e.event === "dropped")).toBe(false)
+      }).pipe(Effect.scoped, Effect.provide(httpStack(TestDatabase, { live: { client_buffer: 10 } }))),
+    60_000
   )
 
   it.live(
@@ -187,24 +212,37 @@ describe("the live feed on a real PostgreSQL", () => {
 })
 
 interface SlowClient {
-  /** Starts reading again and resolves with everything received once the server ends the stream. */
+  /**
+   * Starts reading again and resolves with the body received once the server ends the stream,
+   * decoded (a gzip body must be whole: zlib checks its length and CRC).
+   */
   readonly readToEnd: () => Promise<string>
 }
 
 /** A client that sends the request and then reads nothing, as a stalled browser tab would. */
-const slowClient = (url: string) =>
+const slowClient = (url: string, encoding: "gzip" | "identity") =>
   Effect.acquireRelease(
     Effect.promise(
       () =>
         new Promise<{ socket: Socket; client: SlowClient }>((resolve, reject) => {
           const { hostname, port, pathname } = new URL(url)
           const socket = connect({ host: hostname, port: Number(port) }, () => {
-            socket.write(`GET ${pathname} HTTP/1.0\r\nHost: ${hostname}\r\nAccept: text/event-stream\r\n\r\n`)
+            socket.write(
+              `GET ${pathname} HTTP/1.0\r\nHost: ${hostname}\r\nAccept: text/event-stream\r\n` +
+                `Accept-Encoding: ${encoding}\r\n\r\n`
+            )
             socket.pause()
             const chunks: Array<Buffer> = []
             const ended = new Promise<string>((done) => {
               socket.on("data", (chunk: Buffer) => chunks.push(chunk))
-              socket.on("close", () => done(Buffer.concat(chunks).toString("utf8")))
+              socket.on("close", () => {
+                const response = Buffer.concat(chunks)
+                const bodyAt = response.indexOf("\r\n\r\n") + 4
+                const head = response.subarray(0, bodyAt).toString("latin1").toLowerCase()
+                const body = response.subarray(bodyAt)
+                expect(head.includes("content-encoding: gzip")).toBe(encoding === "gzip")
+                done((encoding === "gzip" ? gunzipSync(body) : body).toString("utf8"))
+              })
             })
             resolve({
               socket,

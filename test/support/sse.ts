@@ -10,6 +10,8 @@ export interface SseEvent {
 export interface SseClient {
   readonly status: number
   readonly contentType: string | null
+  /** `gzip` when the server compressed the stream (fetch, like a browser, asks for it and decodes it). */
+  readonly contentEncoding: string | null
   /** Every event received so far, in order. */
   readonly events: Array<SseEvent>
   /** Comment lines (heartbeats) received so far. */
@@ -63,6 +65,7 @@ export const openSse = (url: string, headers: Record<string, string> = {}) =>
       return {
         status: response.status,
         contentType: response.headers.get("content-type"),
+        contentEncoding: response.headers.get("content-encoding"),
         events: state.events,
         comments: () => state.comments,
         ended,
