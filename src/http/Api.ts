@@ -138,7 +138,8 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
         "Send `Last-Event-ID` (browsers do when they reconnect) to resume after that event, within the " +
           "last few thousand orders. Each client has a bounded buffer: one that falls behind is sent a " +
           "`dropped` event and disconnected, never slowing ingestion. When the service shuts down the " +
-          "stream ends; reconnect to another instance."
+          "stream ends; reconnect to another instance. With `Accept-Encoding: gzip` (browsers send it) " +
+          "the stream is gzip-compressed."
       )
   ) {}
 
