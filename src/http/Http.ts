@@ -4,7 +4,6 @@
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Duration, Effect, Layer, Option } from "effect"
-import Negotiator from "negotiator"
 import { OrderCache } from "../cache/OrderCache.ts"
 import { IngestStatus } from "../ingest/IngestStatus.ts"
 import { LiveFeed } from "../live/LiveFeed.ts"
@@ -15,6 +14,7 @@ import { InvalidQuery, NotReady, OrderServiceApi, Ready, Unavailable } from "./A
 import * as ApiDocs from "./ApiDocs.ts"
 import * as DeadLettersHttp from "./DeadLettersHttp.ts"
 import type { Answer } from "./Answer.ts"
+import { encodingOf, liveHeaders } from "./LiveRoute.ts"
 import { OrderRoute } from "./OrderRoute.ts"
 import { pageLimit, SearchRoute } from "./SearchRoute.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
@@ -70,24 +70,15 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
           Effect.gen(function* () {
             const request = yield* HttpServerRequest.HttpServerRequest
             const response = NodeHttpServerRequest.toServerResponse(request)
-            // Browsers take gzip, which the feed compresses once for every client that does.
-            const encoding =
-              new Negotiator(request).encoding(["gzip", "identity"]) === "gzip" ? "gzip" : "identity"
+            const encoding = encodingOf(request.headers)
             // On shutdown the stream ends at once: the browser reconnects, to another instance.
             const events = live.connect({
               lastEventId: Option.fromNullable(request.headers["last-event-id"]),
               encoding,
               disconnect: Effect.sync(() => response.destroy())
             })
-            return HttpServerResponse.stream(events, {
-              contentType: "text/event-stream",
-              headers: {
-                "cache-control": "no-cache",
-                "x-accel-buffering": "no",
-                vary: "accept-encoding",
-                ...(encoding === "gzip" ? { "content-encoding": "gzip" } : {})
-              }
-            })
+            const { "content-type": contentType, ...headers } = liveHeaders(encoding)
+            return HttpServerResponse.stream(events, { contentType, headers })
           })
         )
     )

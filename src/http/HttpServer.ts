@@ -3,10 +3,12 @@
  * app: security headers on every response, one access-log line and one latency observation per
  * request, and a graceful drain on shutdown (Effect 3's Node server only calls `close()`).
  *
- * It also answers two routes itself, below the router (`http.fast_paths`): `GET /order/{uid}`,
- * the service's hottest path, and `GET /orders/search`, its costliest repeatable one. The router
- * and middleware would cost most of the first's throughput and half of the second's CPU. The
- * answers come from `OrderRoute` and `SearchRoute`, which the API handlers use too.
+ * It also answers three routes itself, below the router (`http.fast_paths`): `GET /order/{uid}`,
+ * the service's hottest path, `GET /orders/search`, its costliest repeatable one, and
+ * `GET /orders/live`, whose every client is written to as orders are stored. The router and
+ * middleware would cost most of the first's throughput and half of the second's CPU, and the third
+ * a fiber and a queue per client. The answers come from `OrderRoute`, `SearchRoute` and
+ * `LiveFeed`, which the API handlers use too.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -16,6 +18,8 @@ import { Context, Deferred, Duration, Effect, Either, Exit, Layer, Option, Runti
 import { HttpConfig } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
 import { type Answer, json } from "./Answer.ts"
+import { LiveFeed } from "../live/LiveFeed.ts"
+import { encodingOf, liveHeaders } from "./LiveRoute.ts"
 import { OrderRoute, uidFromPath } from "./OrderRoute.ts"
 import { HttpDrain } from "./HttpDrain.ts"
 import { SearchRoute, searchParamsOf } from "./SearchRoute.ts"
@@ -27,6 +31,7 @@ const SECURITY_HEADER_LIST: ReadonlyArray<string> = Object.entries(SECURITY_HEAD
 const ORDER_PREFIX = "/order/"
 const ORDER_ROUTE = "/order/{order_uid}"
 const SEARCH_ROUTE = "/orders/search"
+const LIVE_ROUTE = "/orders/live"
 
 /** The status logged for a request whose client went before it was answered (nginx's). */
 const CLIENT_CLOSED_REQUEST = 499
@@ -89,6 +94,7 @@ export const layer = Layer.scoped(
     const config = yield* HttpConfig
     const route = yield* OrderRoute
     const search = yield* SearchRoute
+    const live = yield* LiveFeed
     const drain = yield* HttpDrain
     const app = yield* HttpApiBuilder.httpApp
     // No tracer exports spans from this service, so the platform's span per request is off: it was
@@ -223,6 +229,36 @@ export const layer = Layer.scoped(
       )
     }
 
+    /**
+     * `GET /orders/live`, below the router: the response is one of the feed's subscribers, written
+     * to from the feed's loop. It counts as in flight until it ends; the feed ends every stream
+     * when a shutdown begins.
+     */
+    const serveLive = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
+      track(req, res, pathname, started)
+      const encoding = encodingOf(req.headers)
+      res.writeHead(200, [...SECURITY_HEADER_LIST, ...Object.entries(liveHeaders(encoding)).flat()])
+      const lastEventId = req.headers["last-event-id"]
+      const detach = live.unsafeAttach({
+        lastEventId: typeof lastEventId === "string" ? lastEventId : undefined,
+        encoding,
+        subscriber: {
+          write: (bytes, sent) => {
+            res.write(bytes, sent)
+          },
+          end: (bytes) => {
+            res.end(bytes)
+          },
+          destroy: () => {
+            res.destroy()
+          }
+        }
+      })
+      res.once("close", detach)
+      // A write that fails (the connection is gone) is the end of this client, not of the process.
+      res.on("error", detach)
+    }
+
     const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
       const started = performance.now()
       const url = req.url ?? "/"
@@ -230,6 +266,7 @@ export const layer = Layer.scoped(
       const pathname = q === -1 ? url : url.slice(0, q)
       if (!draining && config.fastPaths && req.method === "GET") {
         if (pathname.startsWith(ORDER_PREFIX)) return serveOrder(req, res, pathname, started)
+        if (pathname === LIVE_ROUTE) return serveLive(req, res, pathname, started)
         if (pathname === SEARCH_ROUTE) {
           // A parameter given twice is left to the router, whose decoding refuses it.
           const params = searchParamsOf(q === -1 ? "" : url.slice(q + 1))

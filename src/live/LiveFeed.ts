@@ -7,15 +7,17 @@
  * order whichever instance stored them. An event's id is the order's `feed_seq`, assigned by the
  * database, so a browser may resume on any instance.
  *
- * Ingestion never waits for a client: each client has a bounded queue that events are offered to
- * without blocking; a client whose queue is full is sent a `dropped` event and let go.
+ * Ingestion never waits for a client: what is stored is written to every client's connection
+ * without waiting for any, and a client with more than `client_buffer` events not yet sent on
+ * (it stopped reading) is sent a `dropped` event and let go.
  *
- * What the feed costs is the bytes written to every client. Events are encoded once for all
- * clients, and for clients that accept gzip (browsers do) compressed once for all of them too (see
- * SharedGzip): about a third of the bytes.
+ * What the feed costs is writing to every client. What arrives within FLUSH_EVERY is written in
+ * one piece, encoded once for all clients, and for clients that accept gzip (browsers do)
+ * compressed once for all of them too (see SharedGzip): about a third of the bytes. The server's
+ * fast path writes to each response from the feed's loop, with no fiber or queue per client.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Chunk, Deferred, Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
+import { Chunk, Deferred, Duration, Effect, Option, Queue, Runtime, Schedule, Stream } from "effect"
 import { LiveConfig } from "../config/AppConfig.ts"
 import { HttpDrain } from "../http/HttpDrain.ts"
 import { ORDERS_STORED_CHANNEL, OrderRepository, type FeedEntry } from "../orders/OrderRepository.ts"
@@ -62,13 +64,13 @@ export type Encoding = "gzip" | "identity"
 
 interface Encoder {
   readonly first: (bytes: Uint8Array) => Uint8Array
-  readonly deliveries: (list: Chunk.Chunk<Delivery>) => Uint8Array
+  readonly delivery: (delivery: Delivery) => Uint8Array
   readonly last: (bytes: Uint8Array | undefined) => Uint8Array | undefined
 }
 
 const identity: Encoder = {
   first: (bytes) => bytes,
-  deliveries: (list) => concatBytes(Chunk.map(list, (d) => d.bytes)),
+  delivery: (delivery) => delivery.bytes,
   last: (bytes) => bytes
 }
 
@@ -77,7 +79,7 @@ const gzip = (): Encoder => {
   const trailer = new SharedGzip.Trailer()
   return {
     first: (bytes) => concatBytes([SharedGzip.HEADER, trailer.add(SharedGzip.compress(bytes))]),
-    deliveries: (list) => concatBytes(Chunk.map(list, (d) => trailer.add(d.piece))),
+    delivery: (delivery) => trailer.add(delivery.piece),
     last: (bytes) =>
       concatBytes(
         bytes === undefined ? [trailer.bytes()] : [trailer.add(SharedGzip.compress(bytes)), trailer.bytes()]
@@ -85,12 +87,28 @@ const gzip = (): Encoder => {
   }
 }
 
+/**
+ * Where a client's bytes go: its HTTP response (the server's fast path writes to it directly), or
+ * a stream the router's handler returns.
+ */
+export interface Subscriber {
+  /** Sends bytes; `sent` is called once they have left the process's buffers, or the connection has gone. */
+  readonly write: (bytes: Uint8Array, sent: () => void) => void
+  /** Sends the last bytes, if any, and ends the response. */
+  readonly end: (bytes?: Uint8Array) => void
+  /** Closes the connection at once. */
+  readonly destroy: () => void
+}
+
 interface Client {
-  readonly queue: Queue.Queue<Delivery>
-  readonly dropped: Deferred.Deferred<void>
-  /** Events offered to this client and not yet taken by its stream. */
+  readonly subscriber: Subscriber
+  readonly encode: Encoder
+  /** Events written to this client and not yet sent on. */
   pending: number
 }
+
+/** Ends a stream of `connect`. */
+const END = { bytes: new Uint8Array(0) }
 
 /** How soon a browser should reconnect after the stream ends. */
 const RETRY = encoder.encode("retry: 2000\n\n")
@@ -135,24 +153,37 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     let position = 0
     const clients = new Set<Client>()
 
-    /** Ends a client's stream: what it has not taken yet is discarded. */
+    /** Ends a client's stream (the server is closing): browsers reconnect, to another instance. */
     const end = (client: Client) => {
       clients.delete(client)
-      Effect.runSync(Queue.shutdown(client.queue))
+      client.subscriber.end(client.encode.last(undefined))
     }
 
     /**
+     * Lets go of a client that fell behind: its stream ends with a `dropped` event, and a client
+     * that does not read even that within `DROPPED_GRACE` has its connection closed.
+     */
+    const drop = (client: Client) => {
+      clients.delete(client)
+      client.subscriber.end(client.encode.last(droppedEvent))
+      setTimeout(client.subscriber.destroy, Duration.toMillis(DROPPED_GRACE)).unref()
+    }
+    const droppedEvent = event("dropped", {
+      message: `this client fell more than ${config.clientBuffer} events behind and was disconnected; reconnect and reload`
+    })
+
+    /**
      * Never waits: a client that cannot take the bytes is dropped. One that has taken everything
-     * it was offered takes the next, however many events that holds (a busy second's worth).
+     * it was sent takes the next, however many events that holds (a busy tenth of a second's).
      */
     const offerToAll = (delivery: Delivery) => {
       for (const client of clients) {
-        if (client.pending > 0 && client.pending + delivery.events > config.clientBuffer) {
-          Deferred.unsafeDone(client.dropped, Effect.void)
-          end(client)
-        } else {
+        if (client.pending > 0 && client.pending + delivery.events > config.clientBuffer) drop(client)
+        else {
           client.pending += delivery.events
-          client.queue.unsafeOffer(delivery)
+          client.subscriber.write(client.encode.delivery(delivery), () => {
+            client.pending -= delivery.events
+          })
         }
       }
     }
@@ -282,10 +313,42 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     )
 
     /**
-     * One client's stream of events, gzip or not, after `lastEventId` if given: the events since then
-     * when they are still kept, else a `gap` event first. Ends after a `dropped` event if the client
-     * falls more than `client_buffer` events behind; a client that has not read even that
-     * `DROPPED_GRACE` later (its connection is full) is cut off with `disconnect`.
+     * Attaches a client: it is sent the events after `lastEventId` if given (those still kept, else
+     * a `gap` event first), then every new one, until the server closes or the client falls more
+     * than `client_buffer` events behind (then a `dropped` event ends its stream). Call the
+     * returned function when its connection closes. No fiber per client: what every client is sent
+     * is written to each from the feed's own loop.
+     */
+    const unsafeAttach = (options: {
+      readonly lastEventId: string | undefined
+      readonly encoding: Encoding
+      readonly subscriber: Subscriber
+    }): (() => void) => {
+      const { lastEventId, subscriber } = options
+      const client: Client = {
+        subscriber,
+        encode: options.encoding === "gzip" ? gzip() : identity,
+        pending: 0
+      }
+      const after = lastEventId === undefined ? undefined : positionOf.get(lastEventId)
+      const backlog =
+        lastEventId === undefined
+          ? []
+          : after === undefined
+            ? [event("gap", { last_event_id: lastEventId, message: "events after this id are not kept" })]
+            : recent.filter((e) => e.position > after).map((e) => e.bytes)
+      // Registered in the same synchronous step as the backlog is read: no event falls between.
+      subscriber.write(client.encode.first(concatBytes([RETRY, ...backlog])), () => {})
+      if (closing) subscriber.end(client.encode.last(undefined))
+      else clients.add(client)
+      return () => {
+        clients.delete(client)
+      }
+    }
+
+    /**
+     * `unsafeAttach` as a stream, for the router's handler: the same bytes, through a queue and a
+     * fiber per client. `disconnect` closes the client's connection.
      */
     const connect = (options: {
       readonly lastEventId: Option.Option<string>
@@ -294,67 +357,39 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     }): Stream.Stream<Uint8Array> =>
       Stream.unwrapScoped(
         Effect.gen(function* () {
-          const { lastEventId, disconnect = Effect.void } = options
-          const encode = options.encoding === "gzip" ? gzip() : identity
-          const client: Client = {
-            // Bounded by `pending` against client_buffer, checked as events are offered.
-            queue: yield* Queue.unbounded<Delivery>(),
-            dropped: yield* Deferred.make<void>(),
-            pending: 0
+          const queue = yield* Queue.unbounded<{ readonly bytes: Uint8Array; readonly sent?: () => void }>()
+          const runtime = yield* Effect.runtime<never>()
+          const subscriber: Subscriber = {
+            write: (bytes, sent) => queue.unsafeOffer({ bytes, sent }),
+            end: (bytes) => {
+              if (bytes !== undefined) queue.unsafeOffer({ bytes })
+              queue.unsafeOffer(END)
+            },
+            destroy: () => Runtime.runFork(runtime)(options.disconnect ?? Effect.void)
           }
-          // Registering and reading the backlog in one synchronous step: no event falls between.
-          const backlog = yield* Effect.acquireRelease(
-            Effect.sync(() => {
-              clients.add(client)
-              return Option.match(lastEventId, {
-                onNone: () => [],
-                onSome: (id) => {
-                  const after = positionOf.get(id)
-                  return after === undefined
-                    ? [event("gap", { last_event_id: id, message: "events after this id are not kept" })]
-                    : recent.filter((e) => e.position > after).map((e) => e.bytes)
-                }
+          yield* Effect.acquireRelease(
+            Effect.sync(() =>
+              unsafeAttach({
+                lastEventId: Option.getOrUndefined(options.lastEventId),
+                encoding: options.encoding,
+                subscriber
               })
-            }),
-            () => Effect.sync(() => end(client))
+            ),
+            (detach) => Effect.sync(detach)
           )
-          yield* Deferred.await(client.dropped).pipe(
-            Effect.zipRight(Effect.sleep(DROPPED_GRACE)),
-            Effect.zipRight(disconnect),
-            Effect.forkScoped
-          )
-          const farewell = Stream.unwrap(
-            Effect.map(Deferred.isDone(client.dropped), (dropped) => {
-              const last = encode.last(
-                dropped
-                  ? event("dropped", {
-                      message: `this client fell more than ${config.clientBuffer} events behind and was disconnected; reconnect and reload`
-                    })
-                  : undefined
-              )
-              return last === undefined ? Stream.empty : Stream.make(last)
-            })
-          )
-          if (closing) end(client)
-          // The queue is shut down when the client is dropped or the server closes: its stream ends.
-          const deliveries = Stream.fromQueue(client.queue).pipe(
-            // Whatever is waiting goes out in one write: a write per event per client is what
-            // would cost the process (and so ingestion) its time with many clients.
+          return Stream.fromQueue(queue).pipe(
+            Stream.takeWhile((item) => item !== END),
+            // Whatever is waiting goes out in one write.
             Stream.mapChunks((chunk) => {
-              let events = 0
-              for (const delivery of chunk) events += delivery.events
-              client.pending -= events
-              return Chunk.of(encode.deliveries(chunk))
+              for (const item of chunk) item.sent?.()
+              return Chunk.of(concatBytes(Chunk.map(chunk, (item) => item.bytes)))
             })
-          )
-          return Stream.make(encode.first(concatBytes([RETRY, ...backlog]))).pipe(
-            Stream.concat(deliveries),
-            Stream.concat(farewell)
           )
         })
       )
 
     return {
+      unsafeAttach,
       connect,
       /** Connected clients, for tests and metrics. */
       clients: Effect.sync(() => clients.size)

@@ -1,18 +1,24 @@
 /**
- * `GET /order/{uid}` and `GET /orders/search` each have two ways in: the server's fast path below
- * the router (the default) and the HttpApi handler (`http.fast_paths: false`). Both must give the
- * same answer, byte for byte, so that a change to the response cannot reach one and miss the other.
+ * `GET /order/{uid}`, `GET /orders/search` and `GET /orders/live` each have two ways in: the
+ * server's fast path below the router (the default) and the HttpApi handler
+ * (`http.fast_paths: false`). Both must give the same answer, byte for byte, so that a change to
+ * the response cannot reach one and miss the other.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Redacted, Schema } from "effect"
+import { connect } from "node:net"
+import { gunzipSync } from "node:zlib"
+import { Context, Effect, Exit, Fiber, Layer, Redacted, Schema, Scope } from "effect"
 import { ClientReads } from "../../src/db/ClientReads.ts"
 import * as Database from "../../src/db/Database.ts"
 import { HttpAddress } from "../../src/http/HttpServer.ts"
+import { LiveFeed } from "../../src/live/LiveFeed.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 import { httpStack } from "../support/app.ts"
 import { createTestDatabase } from "../support/database.ts"
 import { readFixtureJson } from "../support/fixtures.ts"
+import { waitUntil } from "../support/sse.ts"
+import { generateOrders } from "../../src/tools/OrderGenerator.ts"
 
 const model = readFixtureJson("valid/model.json") as OrderJson
 const unicode = readFixtureJson("valid/multi-item-unicode.json") as OrderJson
@@ -187,5 +193,92 @@ describe("a search on the fast path whose client leaves", () => {
         /http_request_duration_seconds_count\{method="GET",route="\/orders\/search",status="499"\} 1\n/
       )
     }).pipe(Effect.scoped)
+  )
+})
+
+/** A whole response read from a plain socket (HTTP/1.0: the body runs to the connection's end). */
+const rawResponse = (base: string, path: string, headers: Record<string, string>) =>
+  Effect.promise(
+    () =>
+      new Promise<{ readonly head: Array<string>; readonly body: Buffer }>((resolve, reject) => {
+        const { hostname, port } = new URL(base)
+        const socket = connect({ host: hostname, port: Number(port) }, () => {
+          const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`)
+          socket.write(`GET ${path} HTTP/1.0\r\nHost: ${hostname}\r\n${lines.join("")}\r\n`)
+        })
+        const chunks: Array<Buffer> = []
+        socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+        socket.on("close", () => {
+          const response = Buffer.concat(chunks)
+          const at = response.indexOf("\r\n\r\n")
+          const head = response.subarray(0, at).toString("latin1").split("\r\n")
+          // Every header but `date`, lower-cased and sorted: the two ways may write them in any order.
+          const fields = head
+            .slice(1)
+            .map((line) => line.toLowerCase())
+            .filter((line) => !line.startsWith("date:"))
+            .sort()
+          resolve({ head: [head[0]!, ...fields], body: response.subarray(at + 4) })
+        })
+        socket.once("error", reject)
+      })
+  )
+
+describe("GET /orders/live through the fast path and through the API handler", () => {
+  it.live(
+    "plain and gzip: the same status, headers and events from both, and a whole gzip stream when the server stops",
+    () =>
+      Effect.gen(function* () {
+        const url = yield* createTestDatabase
+        const database = Database.layer({ url: Redacted.make(url), maxConnections: 4 })
+        const servers = yield* Effect.forEach([true, false], (fastPaths) =>
+          Effect.gen(function* () {
+            const scope = yield* Scope.make()
+            const context = yield* Layer.buildWithScope(httpStack(database, http(fastPaths)), scope)
+            return { scope, context, base: Context.get(context, HttpAddress).url }
+          })
+        )
+        const clients = servers.flatMap(({ base }) =>
+          (["identity", "gzip"] as const).map((encoding) => ({
+            encoding,
+            response: Effect.runFork(
+              rawResponse(base, "/orders/live", { accept: "text/event-stream", "accept-encoding": encoding })
+            )
+          }))
+        )
+        const connected = (context: Context.Context<LiveFeed>) =>
+          Effect.runSync(Context.get(context, LiveFeed).clients)
+        yield* waitUntil("every client connected", () =>
+          servers.every(({ context }) => connected(context) === 2)
+        )
+
+        const orders = generateOrders(3, 51)
+        yield* Effect.flatMap(OrderRepository, (repository) =>
+          repository.insertBatch(orders.map((o) => Schema.decodeUnknownSync(Order)(o)))
+        ).pipe(Effect.provide(servers[0]!.context))
+        // Both feeds have sent the orders (they flush every tenth of a second); then both stop.
+        yield* Effect.sleep("1 second")
+        yield* Effect.forEach(servers, ({ scope }) => Scope.close(scope, Exit.void))
+
+        const seen = yield* Effect.forEach(clients, ({ encoding, response }) =>
+          Effect.map(Fiber.join(response), ({ head, body }) => ({
+            encoding,
+            head,
+            // zlib checks the gzip stream's CRC and length: it must be whole.
+            text: (encoding === "gzip" ? gunzipSync(body) : body).toString("utf8")
+          }))
+        )
+        const [fastPlain, fastGzip, routedPlain, routedGzip] = seen
+        expect(fastPlain!.head).toContain("content-type: text/event-stream")
+        expect(fastPlain!.head.some((h) => h.startsWith("content-encoding"))).toBe(false)
+        expect(fastGzip!.head).toContain("content-encoding: gzip")
+        expect(routedPlain!.head).toEqual(fastPlain!.head)
+        expect(routedGzip!.head).toEqual(fastGzip!.head)
+        for (const uid of orders.map((o) => o.order_uid)) expect(fastPlain!.text).toContain(uid)
+        expect(fastGzip!.text).toBe(fastPlain!.text)
+        expect(routedPlain!.text).toBe(fastPlain!.text)
+        expect(routedGzip!.text).toBe(fastPlain!.text)
+      }).pipe(Effect.scoped),
+    60_000
   )
 })
