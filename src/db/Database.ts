@@ -15,6 +15,7 @@ import orderDocument from "./migrations/0002_order_document.ts"
 import deadLetters from "./migrations/0003_dead_letters.ts"
 import orderSearch from "./migrations/0004_order_search.ts"
 import searchPlanIndexesOnly from "./migrations/0005_search_plan_indexes_only.ts"
+import searchHashIndexes from "./migrations/0006_search_hash_indexes.ts"
 import { databaseReason, isConnectionError } from "./SqlErrors.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
@@ -23,7 +24,8 @@ const migrations = PgMigrator.fromRecord({
   "0002_order_document": orderDocument,
   "0003_dead_letters": deadLetters,
   "0004_order_search": orderSearch,
-  "0005_search_plan_indexes_only": searchPlanIndexesOnly
+  "0005_search_plan_indexes_only": searchPlanIndexesOnly,
+  "0006_search_hash_indexes": searchHashIndexes
 })
 
 /**
