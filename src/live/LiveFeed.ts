@@ -59,9 +59,10 @@ class Delivery {
   }
 }
 
-/** How a client's stream is written: its first bytes, what it is delivered, its last bytes. */
+/** How a client takes its stream: gzip, or the events as they are. */
 export type Encoding = "gzip" | "identity"
 
+/** How a client's stream is written: its first bytes, each delivery, its last bytes. */
 interface Encoder {
   readonly first: (bytes: Uint8Array) => Uint8Array
   readonly delivery: (delivery: Delivery) => Uint8Array
@@ -159,6 +160,9 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       client.subscriber.end(client.encode.last(undefined))
     }
 
+    const droppedEvent = event("dropped", {
+      message: `this client fell more than ${config.clientBuffer} events behind and was disconnected; reconnect and reload`
+    })
     /**
      * Lets go of a client that fell behind: its stream ends with a `dropped` event, and a client
      * that does not read even that within `DROPPED_GRACE` has its connection closed.
@@ -168,9 +172,6 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       client.subscriber.end(client.encode.last(droppedEvent))
       setTimeout(client.subscriber.destroy, Duration.toMillis(DROPPED_GRACE)).unref()
     }
-    const droppedEvent = event("dropped", {
-      message: `this client fell more than ${config.clientBuffer} events behind and was disconnected; reconnect and reload`
-    })
 
     /**
      * Never waits: a client that cannot take the bytes is dropped. One that has taken everything
