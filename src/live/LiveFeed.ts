@@ -66,25 +66,23 @@ export type Encoding = "gzip" | "identity"
 interface Encoder {
   readonly first: (bytes: Uint8Array) => Uint8Array
   readonly delivery: (delivery: Delivery) => Uint8Array
-  readonly last: (bytes: Uint8Array | undefined) => Uint8Array | undefined
+  readonly last: (delivery: Delivery | undefined) => Uint8Array | undefined
 }
 
 const identity: Encoder = {
   first: (bytes) => bytes,
   delivery: (delivery) => delivery.bytes,
-  last: (bytes) => bytes
+  last: (delivery) => delivery?.bytes
 }
 
-/** A gzip stream of the shared pieces; what only this client is sent is compressed for it alone. */
+/** A gzip stream of the shared pieces; a client's backlog is compressed for it alone. */
 const gzip = (): Encoder => {
   const trailer = new SharedGzip.Trailer()
   return {
     first: (bytes) => concatBytes([SharedGzip.HEADER, trailer.add(SharedGzip.compress(bytes))]),
     delivery: (delivery) => trailer.add(delivery.piece),
-    last: (bytes) =>
-      concatBytes(
-        bytes === undefined ? [trailer.bytes()] : [trailer.add(SharedGzip.compress(bytes)), trailer.bytes()]
-      )
+    last: (delivery) =>
+      concatBytes(delivery === undefined ? [trailer.bytes()] : [trailer.add(delivery.piece), trailer.bytes()])
   }
 }
 
@@ -160,16 +158,19 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       client.subscriber.end(client.encode.last(undefined))
     }
 
-    const droppedEvent = event("dropped", {
-      message: `this client fell more than ${config.clientBuffer} events behind and was disconnected; reconnect and reload`
-    })
+    const dropped = new Delivery(
+      event("dropped", {
+        message: `this client fell more than ${config.clientBuffer} events behind and was disconnected; reconnect and reload`
+      }),
+      1
+    )
     /**
      * Lets go of a client that fell behind: its stream ends with a `dropped` event, and a client
      * that does not read even that within `DROPPED_GRACE` has its connection closed.
      */
     const drop = (client: Client) => {
       clients.delete(client)
-      client.subscriber.end(client.encode.last(droppedEvent))
+      client.subscriber.end(client.encode.last(dropped))
       setTimeout(client.subscriber.destroy, Duration.toMillis(DROPPED_GRACE)).unref()
     }
 

@@ -3,7 +3,6 @@
  * sees as orders are stored, when it reconnects, when it cannot keep up, and when the service stops.
  */
 import { connect, type Socket } from "node:net"
-import { gunzipSync } from "node:zlib"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Schema, Scope } from "effect"
@@ -14,7 +13,7 @@ import { generateOrders } from "../../src/tools/OrderGenerator.ts"
 import { baseUrl, httpStack } from "../support/app.ts"
 import { TestDatabase } from "../support/database.ts"
 import { storedCount } from "../support/orders.ts"
-import { openSse, ordersOf, waitUntil } from "../support/sse.ts"
+import { openSse, ordersOf, parseRawResponse, waitUntil } from "../support/sse.ts"
 
 const toOrder = Schema.decodeUnknownSync(Order)
 
@@ -236,12 +235,9 @@ const slowClient = (url: string, encoding: "gzip" | "identity") =>
             const ended = new Promise<string>((done) => {
               socket.on("data", (chunk: Buffer) => chunks.push(chunk))
               socket.on("close", () => {
-                const response = Buffer.concat(chunks)
-                const bodyAt = response.indexOf("\r\n\r\n") + 4
-                const head = response.subarray(0, bodyAt).toString("latin1").toLowerCase()
-                const body = response.subarray(bodyAt)
-                expect(head.includes("content-encoding: gzip")).toBe(encoding === "gzip")
-                done((encoding === "gzip" ? gunzipSync(body) : body).toString("utf8"))
+                const { headers, text } = parseRawResponse(Buffer.concat(chunks))
+                expect(headers.includes("content-encoding: gzip")).toBe(encoding === "gzip")
+                done(text)
               })
             })
             resolve({

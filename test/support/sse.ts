@@ -1,5 +1,20 @@
 /** A server-sent events client for tests: reads `GET /orders/live` as a browser would. */
+import { gunzipSync } from "node:zlib"
 import { Effect } from "effect"
+
+/**
+ * A whole HTTP/1.0 response as read from a plain socket: its status line, its header lines
+ * (lower-cased) and its body as text, gunzipped when the response says gzip (zlib checks that the
+ * stream is whole: its length and CRC).
+ */
+export const parseRawResponse = (response: Buffer) => {
+  const at = response.indexOf("\r\n\r\n")
+  const [status, ...fields] = response.subarray(0, at).toString("latin1").split("\r\n")
+  const headers = fields.map((line) => line.toLowerCase())
+  const body = response.subarray(at + 4)
+  const text = (headers.includes("content-encoding: gzip") ? gunzipSync(body) : body).toString("utf8")
+  return { status: status!, headers, text }
+}
 
 export interface SseEvent {
   readonly id: string | undefined
