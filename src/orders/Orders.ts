@@ -5,7 +5,7 @@
  * cache at start-up.
  */
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Exit, Option, Ref } from "effect"
+import { Effect, Either, Exit, Option, Ref } from "effect"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { CacheConfig } from "../config/AppConfig.ts"
 import { ClientReads } from "../db/ClientReads.ts"
@@ -20,6 +20,41 @@ import * as ReadBatcher from "./ReadBatcher.ts"
 /** Uids read in one statement at most: one index lookup each, a few hundred kilobytes of rows. */
 const MAX_BATCH = 200
 
+/**
+ * Searches by `q` in one statement at most. Measured with 1,000,000 orders, 50 callers and 8
+ * connections: alone, a search cost PostgreSQL ~270 µs; in batches of up to 16, ~110 (up to 4, 250;
+ * 8, 180). A page is at most 101 rows, so a batch reads at most 1,616 (and more only for keys that
+ * many orders share, as a single search would).
+ */
+const MAX_SEARCH_BATCH = 16
+
+/** A search as a key of the batcher: equal searches, equal keys. */
+const keyOfQuery = (query: SearchQuery): string =>
+  JSON.stringify([
+    Option.getOrNull(query.q),
+    Option.getOrNull(query.from),
+    Option.getOrNull(query.to),
+    Option.getOrNull(query.cursor),
+    query.limit
+  ])
+
+const queryOfKey = (key: string): SearchQuery => {
+  const [q, from, to, cursor, limit] = JSON.parse(key) as [
+    string | null,
+    string | null,
+    string | null,
+    string | null,
+    number
+  ]
+  return {
+    q: Option.fromNullable(q),
+    from: Option.fromNullable(from),
+    to: Option.fromNullable(to),
+    cursor: Option.fromNullable(cursor),
+    limit
+  }
+}
+
 export class Orders extends Effect.Service<Orders>()("Orders", {
   effect: Effect.gen(function* () {
     const repository = yield* OrderRepository
@@ -31,7 +66,7 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
 
     const misses = yield* ReadBatcher.make({
       read: (uids: ReadonlyArray<string>) =>
-        reads.run(repository.findJsonByUids(uids)).pipe(
+        repository.findJsonByUids(uids).pipe(
           Effect.map(
             (found) => new Map(Array.from(found, ([uid, stored]) => [uid, CachedOrder.fromStored(stored)]))
           ),
@@ -39,7 +74,19 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
           Effect.tap((orders) => cache.putAll(orders.values()))
         ),
       maxBatch: MAX_BATCH,
-      maxInFlight: reads.permits
+      permits: reads
+    })
+
+    // Searches by `q` asked for at about the same time share one statement too; the same search
+    // asked twice at once is run once. Keyed by the query's text, as the batcher keys by value.
+    const byKeys = yield* ReadBatcher.make({
+      read: (keys: ReadonlyArray<string>) =>
+        Effect.map(
+          repository.searchByKeys(keys.map(queryOfKey)),
+          (pages) => new Map(keys.map((key, i) => [key, pages[i]!]))
+        ),
+      maxBatch: MAX_SEARCH_BATCH,
+      permits: reads
     })
 
     /**
@@ -82,21 +129,27 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
       query: SearchQuery,
       done: (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => void
     ): (() => boolean) =>
-      reads.unsafeAcquire(() => {
-        // The permit goes back, and `done` is called, once, whichever way the search ends.
-        let settled = false
-        const settle = (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => {
-          if (settled) return
-          settled = true
-          reads.release()
-          done(exit)
-        }
-        try {
-          repository.unsafeSearch(query, settle)
-        } catch (defect) {
-          settle(Exit.die(defect))
-        }
-      })
+      Option.isSome(query.q)
+        ? byKeys.load(keyOfQuery(query), (exit) => {
+            if (Exit.isFailure(exit)) return done(Exit.failCause(exit.cause))
+            if (Option.isNone(exit.value)) return done(Exit.die("a search by keys came back without its page"))
+            done(Either.match(exit.value.value, { onLeft: Exit.fail, onRight: Exit.succeed }))
+          })
+        : reads.unsafeAcquire(() => {
+            // The permit goes back, and `done` is called, once, whichever way the search ends.
+            let settled = false
+            const settle = (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => {
+              if (settled) return
+              settled = true
+              reads.release()
+              done(exit)
+            }
+            try {
+              repository.unsafeSearch(query, settle)
+            } catch (defect) {
+              settle(Exit.die(defect))
+            }
+          })
 
     /** `unsafeSearch` as an Effect; interrupted while it waits for a permit, it leaves the line. */
     const search = (query: SearchQuery): Effect.Effect<RecentOrders, InvalidCursor | SqlError> =>

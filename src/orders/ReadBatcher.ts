@@ -1,31 +1,36 @@
 /**
- * Reads by key, batched across callers: the keys asked for while the event loop handles one round
- * of I/O are read together, in one statement, once that round is done (`setImmediate`). At most
- * `maxInFlight` batches run at a time; keys asked for meanwhile wait for the next one, so under
- * load batches grow instead of queueing for connections, and reads never hold more than
- * `maxInFlight` of the pool's connections (ingestion keeps the rest). A key already waiting or
- * being read is not read twice: its callers share the one read.
+ * Reads by key, batched across callers. A batch waits for a permit of the pool's share for clients
+ * (`ClientReads`) and takes its keys only once it holds one, after the event loop has finished its
+ * round of I/O (`setImmediate`): every key asked for until then goes in, up to `maxBatch`. Under
+ * load, batches therefore grow instead of queueing for connections, and a caller can still leave
+ * the line until its key is taken. A key already waiting or being read is not read twice: its
+ * callers share the one read.
  *
- * Callers pass a callback rather than running an Effect each: a cache miss on the HTTP fast path
- * costs no fiber of its own, only its share of its batch's one (see src/http/HttpServer.ts).
- * `Effect.request` with a `RequestResolver` would batch only the requests of one fiber, and
- * `@effect/experimental`'s `dataLoader` still needs a fiber per caller.
+ * Callers pass a callback rather than running an Effect each: a cache miss or a search on the
+ * HTTP fast path costs no fiber of its own, only its share of its batch's one (see
+ * src/http/HttpServer.ts). `Effect.request` with a `RequestResolver` would batch only the requests
+ * of one fiber, and `@effect/experimental`'s `dataLoader` still needs a fiber per caller.
  */
 import { Cause, Effect, Exit, Option, Runtime } from "effect"
+import type { Permits } from "../db/ClientReads.ts"
 
 export interface ReadBatcherOptions<K, V, E, R> {
   /** The values of the keys found; a key missing from the map is not stored. */
   readonly read: (keys: ReadonlyArray<K>) => Effect.Effect<ReadonlyMap<K, V>, E, R>
   /** Keys in one batch at most. */
   readonly maxBatch: number
-  /** Batches being read at once at most. */
-  readonly maxInFlight: number
+  /** One is held by each batch while it is read; at most `permits.permits` batches at once. */
+  readonly permits: Permits
 }
 
 export interface ReadBatcher<K, V, E> {
-  /** Calls `done` once, with the key's value (none if it is not stored) or why it could not be read. */
-  readonly load: (key: K, done: (exit: Exit.Exit<Option.Option<V>, E>) => void) => void
-  /** The same as an Effect. */
+  /**
+   * Calls `done` once, with the key's value (none if it is not stored) or why it could not be
+   * read, unless the returned `leave` is called while the key still waits for a batch: it then
+   * returns true, and `done` is never called (after that, it returns false).
+   */
+  readonly load: (key: K, done: (exit: Exit.Exit<Option.Option<V>, E>) => void) => () => boolean
+  /** The same as an Effect; interrupted while the key waits, it leaves the line. */
   readonly get: (key: K) => Effect.Effect<Option.Option<V>, E>
 }
 
@@ -37,11 +42,15 @@ export const make = <K, V, E, R>(
   Effect.map(Effect.runtime<R>(), (runtime) => {
     const runCallback = Runtime.runCallback(runtime)
     const runSync = Runtime.runSync(runtime)
-    /** Keys not yet sent, with their callers, in the order first asked. */
+    const { permits, maxBatch } = options
+    /** Keys not yet taken by a batch, with their callers, in the order first asked. */
     let waiting = new Map<K, Array<Done<V, E>>>()
     /** Keys being read, with their callers. */
     const reading = new Map<K, Array<Done<V, E>>>()
-    let inFlight = 0
+    /** Permits asked for and not yet granted; granted and not yet used; held by a running batch. */
+    let requested = 0
+    let held = 0
+    let running = 0
     let scheduled = false
 
     const settle = (callers: ReadonlyArray<Done<V, E>>, exit: Exit.Exit<Option.Option<V>, E>) => {
@@ -55,21 +64,47 @@ export const make = <K, V, E, R>(
       }
     }
 
+    /** Asks for as many permits as the waiting keys fill batches, within the batcher's share. */
+    const askForPermits = () => {
+      while (
+        (requested + held) * maxBatch < waiting.size &&
+        requested + held + running < permits.permits
+      ) {
+        requested++
+        permits.unsafeAcquire(granted)
+      }
+    }
+
+    const granted = () => {
+      requested--
+      held++
+      if (!scheduled) {
+        scheduled = true
+        setImmediate(flush)
+      }
+    }
+
     const flush = () => {
       scheduled = false
-      while (inFlight < options.maxInFlight && waiting.size > 0) {
+      for (; held > 0; held--) {
+        // Every waiting caller left: the permit goes back unused.
+        if (waiting.size === 0) {
+          permits.release()
+          continue
+        }
         const batch = new Map<K, Array<Done<V, E>>>()
         for (const [key, callers] of waiting) {
-          if (batch.size === options.maxBatch) break
+          if (batch.size === maxBatch) break
           batch.set(key, callers)
           reading.set(key, callers)
         }
         if (batch.size === waiting.size) waiting = new Map()
         else for (const key of batch.keys()) waiting.delete(key)
-        inFlight++
+        running++
         runCallback(options.read(Array.from(batch.keys())), {
           onExit: (exit) => {
-            inFlight--
+            running--
+            permits.release()
             for (const key of batch.keys()) reading.delete(key)
             if (Exit.isSuccess(exit)) {
               const found = exit.value
@@ -79,27 +114,36 @@ export const make = <K, V, E, R>(
               const failed: Exit.Exit<never, E> = Exit.failCause(exit.cause)
               for (const callers of batch.values()) settle(callers, failed)
             }
-            schedule()
+            askForPermits()
           }
         })
       }
     }
 
-    const schedule = () => {
-      if (!scheduled && waiting.size > 0 && inFlight < options.maxInFlight) {
-        scheduled = true
-        setImmediate(flush)
+    const load = (key: K, done: Done<V, E>): (() => boolean) => {
+      // A function of its own, so that the same `done` may wait twice and leave once.
+      const caller: Done<V, E> = (exit) => done(exit)
+      const callers = reading.get(key) ?? waiting.get(key)
+      if (callers !== undefined) callers.push(caller)
+      else {
+        waiting.set(key, [caller])
+        askForPermits()
+      }
+      return () => {
+        const line = waiting.get(key)
+        const at = line === undefined ? -1 : line.indexOf(caller)
+        if (line === undefined || at === -1) return false
+        line.splice(at, 1)
+        if (line.length === 0) waiting.delete(key)
+        return true
       }
     }
 
-    const load = (key: K, done: Done<V, E>) => {
-      const callers = reading.get(key) ?? waiting.get(key)
-      if (callers !== undefined) return void callers.push(done)
-      waiting.set(key, [done])
-      schedule()
-    }
-
-    const get = (key: K): Effect.Effect<Option.Option<V>, E> => Effect.async((resume) => load(key, resume))
+    const get = (key: K): Effect.Effect<Option.Option<V>, E> =>
+      Effect.async((resume) => {
+        const leave = load(key, resume)
+        return Effect.sync(leave)
+      })
 
     return { load, get }
   })

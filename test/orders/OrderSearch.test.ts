@@ -4,7 +4,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Option, Schema } from "effect"
+import { Effect, Either, Layer, Option, Schema } from "effect"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { OrderRepository, type SearchQuery, SearchKinds } from "../../src/orders/OrderRepository.ts"
 import { ORDER_SEARCH_MATCHES } from "../../src/db/migrations/0004_order_search.ts"
@@ -169,6 +169,45 @@ describe("searching orders on a real PostgreSQL", () => {
         )
         const bad = yield* Effect.either(repo.search(query("x", { cursor: Option.some("not-a-cursor") })))
         expect(bad._tag === "Left" && bad.left._tag).toBe("InvalidCursor")
+      })
+    )
+  )
+
+  it.live("searches run together in one statement each get the page they would get alone", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const hour = (h: number) => `2024-07-01T${String(h).padStart(2, "0")}:00:00Z`
+        // 12 orders of one customer, an hour apart, each with its own phone, transaction and rid.
+        const orders = Array.from({ length: 12 }, (_, i) =>
+          variant(`b-${String(i).padStart(2, "0")}`, { phone: `+7 900 000 00 ${10 + i}` }, hour(i + 5))
+        )
+        yield* repo.insertBatch(orders.map((o) => toOrder(o)))
+        const firstPage = yield* repo.search(query(model.customer_id, { limit: 5 }))
+        const queries: Array<SearchQuery> = [
+          query(model.customer_id, { limit: 5 }),
+          query(model.customer_id, { limit: 5, cursor: firstPage.nextCursor }),
+          query(model.customer_id, { from: Option.some(hour(8)), to: Option.some(hour(11)) }),
+          query("+7 900 000 00 13"),
+          query("tx-b-07"),
+          query("nothing has this"),
+          query(model.customer_id, { cursor: Option.some("not-a-cursor") }),
+          query("rid-b-11", { limit: 1 })
+        ]
+        const together = yield* repo.searchByKeys(queries)
+        const alone = yield* Effect.forEach(queries, (q) => Effect.either(repo.search(q)))
+        expect(together).toEqual(alone)
+        // And what alone gives is right: pages, bounds, keys and the refused cursor.
+        const uids = (i: number) => Either.getOrThrow(alone[i]!).items.map((item) => item.order_uid)
+        expect(uids(0)).toEqual(["b-11", "b-10", "b-09", "b-08", "b-07"])
+        expect(uids(1)).toEqual(["b-06", "b-05", "b-04", "b-03", "b-02"])
+        expect(uids(2)).toEqual(["b-05", "b-04", "b-03"])
+        expect(uids(3)).toEqual(["b-03"])
+        expect(uids(4)).toEqual(["b-07"])
+        expect(uids(5)).toEqual([])
+        expect(Either.isLeft(alone[6]!) && alone[6].left._tag).toBe("InvalidCursor")
+        expect(uids(7)).toEqual(["b-11"])
+        expect(yield* repo.searchByKeys([])).toEqual([])
       })
     )
   )

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Option } from "effect"
+import { makePermits } from "../../src/db/ClientReads.ts"
 import * as ReadBatcher from "../../src/orders/ReadBatcher.ts"
 
 /** A store of `k<n>` → n whose reads are recorded and wait for `release` when it is given. */
@@ -23,7 +24,7 @@ describe("ReadBatcher", () => {
   it.live("keys asked for together are read in one statement; each caller gets its own value", () =>
     Effect.gen(function* () {
       const store = recordingStore()
-      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 2 })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits: makePermits(2) })
       const results = yield* Effect.all(
         ["k1", "k2", "missing", "k3"].map((k) => batcher.get(k)),
         { concurrency: "unbounded" }
@@ -37,7 +38,7 @@ describe("ReadBatcher", () => {
     Effect.gen(function* () {
       const release = yield* Deferred.make<void>()
       const store = recordingStore({ release })
-      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 2 })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits: makePermits(2) })
       const first = yield* Effect.fork(Effect.all([batcher.get("k7"), batcher.get("k7")], { concurrency: 2 }))
       yield* Effect.sleep("20 millis")
       const later = yield* Effect.fork(batcher.get("k7"))
@@ -49,11 +50,11 @@ describe("ReadBatcher", () => {
     })
   )
 
-  it.live("a batch holds at most maxBatch keys, and at most maxInFlight batches run at once", () =>
+  it.live("a batch holds at most maxBatch keys, and at most as many batches run as there are permits", () =>
     Effect.gen(function* () {
       const release = yield* Deferred.make<void>()
       const store = recordingStore({ release })
-      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 10, maxInFlight: 2 })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 10, permits: makePermits(2) })
       const all = yield* Effect.fork(Effect.all(keys(35).map(batcher.get), { concurrency: "unbounded" }))
       yield* Effect.sleep("20 millis")
       // Two batches of ten are being read; the other fifteen wait.
@@ -70,7 +71,7 @@ describe("ReadBatcher", () => {
     Effect.gen(function* () {
       const release = yield* Deferred.make<void>()
       const store = recordingStore({ release })
-      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 1 })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits: makePermits(1) })
       const first = yield* Effect.fork(batcher.get("k0"))
       yield* Effect.sleep("20 millis")
       const rest = yield* Effect.fork(
@@ -90,7 +91,7 @@ describe("ReadBatcher", () => {
   it.live("a failed read fails each of its callers, and the next keys are read again", () =>
     Effect.gen(function* () {
       const store = recordingStore({ failWith: "database down" })
-      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 2 })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits: makePermits(2) })
       const exits = yield* Effect.all(
         ["k1", "k2"].map((k) => Effect.exit(batcher.get(k))),
         {
@@ -107,7 +108,7 @@ describe("ReadBatcher", () => {
   it.live("a caller whose callback throws does not keep the others of its key from their answer", () =>
     Effect.gen(function* () {
       const store = recordingStore()
-      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, maxInFlight: 2 })
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits: makePermits(2) })
       const answered = yield* Deferred.make<Option.Option<number>>()
       batcher.load("k4", () => {
         throw new Error("a caller's bug")
@@ -116,6 +117,58 @@ describe("ReadBatcher", () => {
         if (Exit.isSuccess(exit)) Deferred.unsafeDone(answered, Exit.succeed(exit.value))
       })
       expect(yield* Deferred.await(answered)).toEqual(Option.some(4))
+    })
+  )
+  it.live("a batch takes its keys once it holds a permit; until then a caller may leave the line", () =>
+    Effect.gen(function* () {
+      const store = recordingStore()
+      const permits = makePermits(1)
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits })
+      // Someone else (a page of recent orders, say) holds the only permit.
+      permits.unsafeAcquire(() => {})
+      const answered: Array<string> = []
+      const answer = (name: string) => (exit: Exit.Exit<Option.Option<number>, string>) =>
+        answered.push(`${name}=${Exit.isSuccess(exit) ? Option.getOrNull(exit.value) : "failed"}`)
+      batcher.load("k1", answer("first"))
+      const leave = batcher.load("k2", answer("gone"))
+      batcher.load("k3", answer("third"))
+      // The same key twice, one of its callers leaving: the other still gets it.
+      const leaveOne = batcher.load("k3", answer("third again"))
+      yield* Effect.sleep("20 millis")
+      expect(store.reads).toEqual([])
+      expect(leave()).toBe(true)
+      expect(leaveOne()).toBe(true)
+      expect(leave()).toBe(false)
+      permits.release()
+      yield* Effect.sleep("20 millis")
+      expect(store.reads).toEqual([["k1", "k3"]])
+      expect(answered).toEqual(["first=1", "third=3"])
+    })
+  )
+
+  it.live("a caller taken into a batch can no longer leave; a permit nobody needs any more goes back", () =>
+    Effect.gen(function* () {
+      const release = yield* Deferred.make<void>()
+      const store = recordingStore({ release })
+      const permits = makePermits(1)
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits })
+      const taken = batcher.load("k1", () => {})
+      yield* Effect.sleep("20 millis")
+      expect(store.reads).toEqual([["k1"]])
+      expect(taken()).toBe(false)
+      yield* Deferred.succeed(release, undefined)
+      yield* Effect.sleep("20 millis")
+      // k2 asks for a permit while another holds it, and leaves before it is granted: the batch
+      // it would have gone in gets the permit, finds nobody, and gives it back.
+      permits.unsafeAcquire(() => {})
+      const leave = batcher.load("k2", () => {})
+      expect(leave()).toBe(true)
+      permits.release()
+      yield* Effect.sleep("20 millis")
+      expect(store.reads).toEqual([["k1"]])
+      let granted = false
+      permits.unsafeAcquire(() => (granted = true))
+      expect(granted).toBe(true)
     })
   )
 })

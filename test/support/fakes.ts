@@ -297,6 +297,7 @@ export const fakeRepository = (ledger: Ledger, options: FakeRepositoryOptions) =
       mostRecentJson: () => notInThisFake("mostRecentJson"),
       listRecent: () => notInThisFake("listRecent"),
       search: () => notInThisFake("search"),
+      searchByKeys: () => notInThisFake("searchByKeys"),
       unsafeSearch: () => {
         throw new Error("unsafeSearch is not part of the fake repository")
       },
