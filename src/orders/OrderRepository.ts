@@ -555,13 +555,12 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       queries: ReadonlyArray<SearchQuery>,
       done: (exit: Exit.Exit<ReadonlyArray<Either.Either<RecentOrders, InvalidCursor>>, SqlError>) => void
     ): void => {
-      const results: Array<Either.Either<RecentOrders, InvalidCursor>> = queries.map(() =>
-        Either.left(new InvalidCursor({ message: INVALID_CURSOR }))
-      )
+      const results = new Array<Either.Either<RecentOrders, InvalidCursor>>(queries.length)
       const searches: Array<{ query: SearchQuery; after: Option.Option<readonly [string, string]>; at: number }> = []
       queries.forEach((query, at) => {
         const after = Option.flatMap(query.cursor, decodeCursor)
         if (Option.isNone(query.cursor) || Option.isSome(after)) searches.push({ query, after, at })
+        else results[at] = Either.left(new InvalidCursor({ message: INVALID_CURSOR }))
       })
       if (searches.length === 0) return done(Exit.succeed(results))
       pool.query<SummaryRow & { readonly search: string }>(

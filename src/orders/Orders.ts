@@ -1,8 +1,8 @@
 /**
  * The order service: reads go cache → database → cache. Cache misses are read from the database
  * in batches (`ReadBatcher`): those asked for at about the same time share one statement, and
- * concurrent misses for the same uid share one read. Warm-up loads the most recent orders into the
- * cache at start-up.
+ * concurrent misses for the same uid share one read. Searches by key are batched the same way.
+ * Warm-up loads the most recent orders into the cache at start-up.
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Either, Exit, Option, Ref } from "effect"
@@ -22,11 +22,19 @@ const MAX_BATCH = 200
 
 /**
  * Searches by `q` in one statement at most. Measured with 1,000,000 orders, 50 callers and 8
- * connections: alone, a search cost PostgreSQL ~270 µs; in batches of up to 16, ~110 (up to 4, 250;
- * 8, 180). A page is at most 101 rows, so a batch reads at most 1,616 (and more only for keys that
- * many orders share, as a single search would).
+ * connections: alone, a search cost PostgreSQL ~270 µs; in batches of up to 4, 250; 8, 180; 16,
+ * 110; 32, 95. A page is at most 101 rows, so a batch reads at most 3,232 (and more only for keys
+ * that many orders share, as single searches would).
  */
-const MAX_SEARCH_BATCH = 16
+const MAX_SEARCH_BATCH = 32
+
+/**
+ * Statements of searches by `q` at once at most. Two keep the benchmark machine's two cores busy;
+ * with more, the statements took turns on the CPU and a search's p99 grew (BENCHMARKS.md), while
+ * batches stayed smaller. The rest of the client reads' connections stay free for cache misses and
+ * pages, however many searches wait.
+ */
+const SEARCH_STATEMENTS = 2
 
 /** A search as a key of the batcher: equal searches, equal keys. */
 const keyOfQuery = (query: SearchQuery): string =>
@@ -86,7 +94,8 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
           (pages) => new Map(keys.map((key, i) => [key, pages[i]!]))
         ),
       maxBatch: MAX_SEARCH_BATCH,
-      permits: reads
+      permits: reads,
+      maxInFlight: SEARCH_STATEMENTS
     })
 
     /**

@@ -19,8 +19,10 @@ export interface ReadBatcherOptions<K, V, E, R> {
   readonly read: (keys: ReadonlyArray<K>) => Effect.Effect<ReadonlyMap<K, V>, E, R>
   /** Keys in one batch at most. */
   readonly maxBatch: number
-  /** One is held by each batch while it is read; at most `permits.permits` batches at once. */
+  /** One is held by each batch while it is read. */
   readonly permits: Permits
+  /** Batches being read at once at most (and never more than there are permits); all when not given. */
+  readonly maxInFlight?: number | undefined
 }
 
 export interface ReadBatcher<K, V, E> {
@@ -43,6 +45,7 @@ export const make = <K, V, E, R>(
     const runCallback = Runtime.runCallback(runtime)
     const runSync = Runtime.runSync(runtime)
     const { permits, maxBatch } = options
+    const maxInFlight = Math.min(permits.permits, options.maxInFlight ?? permits.permits)
     /** Keys not yet taken by a batch, with their callers, in the order first asked. */
     let waiting = new Map<K, Array<Done<V, E>>>()
     /** Keys being read, with their callers. */
@@ -68,7 +71,7 @@ export const make = <K, V, E, R>(
     const askForPermits = () => {
       while (
         (requested + held) * maxBatch < waiting.size &&
-        requested + held + running < permits.permits
+        requested + held + running < maxInFlight
       ) {
         requested++
         permits.unsafeAcquire(granted)

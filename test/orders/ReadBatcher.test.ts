@@ -171,4 +171,23 @@ describe("ReadBatcher", () => {
       expect(granted).toBe(true)
     })
   )
+  it.live("maxInFlight bounds the batches below the permits; the other permits stay free for others", () =>
+    Effect.gen(function* () {
+      const release = yield* Deferred.make<void>()
+      const store = recordingStore({ release })
+      const permits = makePermits(4)
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 10, permits, maxInFlight: 1 })
+      const all = yield* Effect.fork(Effect.all(keys(25).map(batcher.get), { concurrency: "unbounded" }))
+      yield* Effect.sleep("20 millis")
+      expect(store.reads.map((r) => r.length)).toEqual([10])
+      // Three permits are left for other reads.
+      let granted = 0
+      for (let i = 0; i < 3; i++) permits.unsafeAcquire(() => granted++)
+      expect(granted).toBe(3)
+      for (let i = 0; i < 3; i++) permits.release()
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* all).toEqual(keys(25).map((_, i) => Option.some(i)))
+      expect(store.reads.map((r) => r.length)).toEqual([10, 10, 5])
+    })
+  )
 })
