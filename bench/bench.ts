@@ -10,6 +10,7 @@
  *   npm run bench -- latency     # produce → stored, at a steady 1,000 messages/s
  *   npm run bench -- search      # GET /orders/search p99 per key kind, 50 connections (wrk)
  *   BENCH_SEARCH_N=20000 npm run bench -- search
+ *   BENCH_SEARCH_DATABASE_URL=postgres://… npm run bench -- search   # search a database stored before
  *   npm run bench -- live        # ingest time with 100 clients on GET /orders/live vs none
  *   BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=bench/results" npm run bench -- ingest   # profile the service
  *   npm run bench -- dlq         # index 100,000 parked letters, time the dead-letter listing (BENCH_DLQ_N)
@@ -46,6 +47,8 @@ const MIXED_RATE = Number(process.env["BENCH_MIXED_RATE"] ?? 2_000)
 const MIXED_SECONDS = Number(process.env["BENCH_MIXED_SECONDS"] ?? 60)
 const SEARCH_N = Number(process.env["BENCH_SEARCH_N"] ?? 1_000_000)
 const SEARCH_SECONDS = Number(process.env["BENCH_SEARCH_SECONDS"] ?? 10)
+/** A database an earlier run stored (its orders are kept), searched instead of storing new ones. */
+const SEARCH_DATABASE_URL = process.env["BENCH_SEARCH_DATABASE_URL"]
 const LIVE_N = Number(process.env["BENCH_LIVE_N"] ?? 100_000)
 const LIVE_CLIENTS = Number(process.env["BENCH_LIVE_CLIENTS"] ?? 100)
 const LIVE_ROUNDS = Number(process.env["BENCH_LIVE_ROUNDS"] ?? 3)
@@ -828,6 +831,14 @@ const searchKeys: Record<string, (o: OrderJson) => string> = {
   rid: (o) => o.items[0]!.rid
 }
 
+/** How many orders the database at `url` holds. */
+const countOrders = async (url: string) => {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  const { rows } = await client.query<{ n: string }>("SELECT count(*) AS n FROM orders").finally(() => client.end())
+  return Number(rows[0]!.n)
+}
+
 /**
  * GET /orders/search with `BENCH_SEARCH_N` orders stored: for each kind of key, 50 connections
  * searching random keys of that kind (one order each, or a few for a common customer id).
@@ -835,11 +846,26 @@ const searchKeys: Record<string, (o: OrderJson) => string> = {
 const search = async (env: Env) => {
   requireWrk()
   mkdirSync("bench/results", { recursive: true })
-  const url = await freshDatabase(env)
   const keys: Record<string, Array<string>> = Object.fromEntries(Object.keys(searchKeys).map((k) => [k, []]))
+  const url = SEARCH_DATABASE_URL ?? (await freshDatabase(env))
+  let ordersStored = SEARCH_N
+  if (SEARCH_DATABASE_URL !== undefined) {
+    // A database stored by an earlier run: keys from 20,000 of its orders, picked at random.
+    const client = new pg.Client({ connectionString: url })
+    await client.connect()
+    const { rows } = await client
+      .query<{ document: string }>("SELECT document FROM orders ORDER BY random() LIMIT 20000")
+      .finally(() => client.end())
+    ordersStored = await countOrders(url)
+    for (const { document } of rows) {
+      const o = JSON.parse(document) as OrderJson
+      for (const [kind, key] of Object.entries(searchKeys)) keys[kind]!.push(key(o))
+    }
+    console.log(`search: ${rows.length} orders' keys from the database given`)
+  }
   const CHUNK = 50_000
-  console.log(`search: storing ${SEARCH_N} orders…`)
-  for (let stored = 0; stored < SEARCH_N; stored += CHUNK) {
+  if (SEARCH_DATABASE_URL === undefined) console.log(`search: storing ${SEARCH_N} orders…`)
+  for (let stored = 0; SEARCH_DATABASE_URL === undefined && stored < SEARCH_N; stored += CHUNK) {
     const orders = generateOrders(Math.min(CHUNK, SEARCH_N - stored), 1_000 + stored / CHUNK)
     await seedDatabase(url, orders)
     // Keys from every part of the table, not only the newest rows.
@@ -848,9 +874,11 @@ const search = async (env: Env) => {
     }
     if (stored % 200_000 === 0) console.log(`  ${stored + orders.length} stored`)
   }
-  const analyze = new pg.Client({ connectionString: url })
-  await analyze.connect()
-  await analyze.query("ANALYZE").finally(() => analyze.end())
+  if (SEARCH_DATABASE_URL === undefined) {
+    const analyze = new pg.Client({ connectionString: url })
+    await analyze.connect()
+    await analyze.query("ANALYZE").finally(() => analyze.end())
+  }
   const port = await freePort()
   const service = startService({
     DATABASE_URL: url,
@@ -895,7 +923,7 @@ const search = async (env: Env) => {
       }
       rows.push({
         key: kind,
-        orders: SEARCH_N,
+        orders: ordersStored,
         keys: list.length,
         "req/s": r.rps,
         p50_ms: r.p50,
@@ -911,7 +939,7 @@ const search = async (env: Env) => {
     await stopService(service)
   }
   table(
-    `Search: GET /orders/search?q= with ${SEARCH_N} orders stored, 50 connections, ${SEARCH_SECONDS} s per kind`,
+    `Search: GET /orders/search?q= with ${ordersStored} orders stored, 50 connections, ${SEARCH_SECONDS} s per kind`,
     rows
   )
   return { rows, result }
