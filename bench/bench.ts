@@ -835,7 +835,9 @@ const searchKeys: Record<string, (o: OrderJson) => string> = {
 const countOrders = async (url: string) => {
   const client = new pg.Client({ connectionString: url })
   await client.connect()
-  const { rows } = await client.query<{ n: string }>("SELECT count(*) AS n FROM orders").finally(() => client.end())
+  const { rows } = await client
+    .query<{ n: string }>("SELECT count(*) AS n FROM orders")
+    .finally(() => client.end())
   return Number(rows[0]!.n)
 }
 

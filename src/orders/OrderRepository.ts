@@ -481,7 +481,10 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
 
     /** The values of `SEARCH_BY_KEYS` for searches by `q`, their cursors already decoded. */
     const byKeysValues = (
-      searches: ReadonlyArray<{ readonly query: SearchQuery; readonly after: Option.Option<readonly [string, string]> }>
+      searches: ReadonlyArray<{
+        readonly query: SearchQuery
+        readonly after: Option.Option<readonly [string, string]>
+      }>
     ) => [
       searches.map(({ query }) => Option.getOrNull(query.q)),
       searches.map(({ query }) => Option.getOrNull(query.from)),
@@ -515,7 +518,8 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       return name
     }
 
-    const failedStatement = (cause: unknown) => new SqlError({ cause, message: "Failed to execute statement" })
+    const failedStatement = (cause: unknown) =>
+      new SqlError({ cause, message: "Failed to execute statement" })
 
     /**
      * Orders matching `query`, newest first, a page at a time (the same cursors as `listRecent`),
@@ -556,7 +560,11 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       done: (exit: Exit.Exit<ReadonlyArray<Either.Either<RecentOrders, InvalidCursor>>, SqlError>) => void
     ): void => {
       const results = new Array<Either.Either<RecentOrders, InvalidCursor>>(queries.length)
-      const searches: Array<{ query: SearchQuery; after: Option.Option<readonly [string, string]>; at: number }> = []
+      const searches: Array<{
+        query: SearchQuery
+        after: Option.Option<readonly [string, string]>
+        at: number
+      }> = []
       queries.forEach((query, at) => {
         const after = Option.flatMap(query.cursor, decodeCursor)
         if (Option.isNone(query.cursor) || Option.isSome(after)) searches.push({ query, after, at })

@@ -141,7 +141,8 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
       Option.isSome(query.q)
         ? byKeys.load(keyOfQuery(query), (exit) => {
             if (Exit.isFailure(exit)) return done(Exit.failCause(exit.cause))
-            if (Option.isNone(exit.value)) return done(Exit.die("a search by keys came back without its page"))
+            if (Option.isNone(exit.value))
+              return done(Exit.die("a search by keys came back without its page"))
             done(Either.match(exit.value.value, { onLeft: Exit.fail, onRight: Exit.succeed }))
           })
         : reads.unsafeAcquire(() => {

@@ -69,10 +69,7 @@ export const make = <K, V, E, R>(
 
     /** Asks for as many permits as the waiting keys fill batches, within the batcher's share. */
     const askForPermits = () => {
-      while (
-        (requested + held) * maxBatch < waiting.size &&
-        requested + held + running < maxInFlight
-      ) {
+      while ((requested + held) * maxBatch < waiting.size && requested + held + running < maxInFlight) {
         requested++
         permits.unsafeAcquire(granted)
       }
