@@ -831,16 +831,6 @@ const searchKeys: Record<string, (o: OrderJson) => string> = {
   rid: (o) => o.items[0]!.rid
 }
 
-/** How many orders the database at `url` holds. */
-const countOrders = async (url: string) => {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  const { rows } = await client
-    .query<{ n: string }>("SELECT count(*) AS n FROM orders")
-    .finally(() => client.end())
-  return Number(rows[0]!.n)
-}
-
 /**
  * GET /orders/search with `BENCH_SEARCH_N` orders stored: for each kind of key, 50 connections
  * searching random keys of that kind (one order each, or a few for a common customer id).
@@ -849,37 +839,36 @@ const search = async (env: Env) => {
   requireWrk()
   mkdirSync("bench/results", { recursive: true })
   const keys: Record<string, Array<string>> = Object.fromEntries(Object.keys(searchKeys).map((k) => [k, []]))
+  const addKeys = (o: OrderJson) => {
+    for (const [kind, key] of Object.entries(searchKeys)) keys[kind]!.push(key(o))
+  }
   const url = SEARCH_DATABASE_URL ?? (await freshDatabase(env))
   let ordersStored = SEARCH_N
-  if (SEARCH_DATABASE_URL !== undefined) {
-    // A database stored by an earlier run: keys from 20,000 of its orders, picked at random.
-    const client = new pg.Client({ connectionString: url })
-    await client.connect()
-    const { rows } = await client
-      .query<{ document: string }>("SELECT document FROM orders ORDER BY random() LIMIT 20000")
-      .finally(() => client.end())
-    ordersStored = await countOrders(url)
-    for (const { document } of rows) {
-      const o = JSON.parse(document) as OrderJson
-      for (const [kind, key] of Object.entries(searchKeys)) keys[kind]!.push(key(o))
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    if (SEARCH_DATABASE_URL !== undefined) {
+      // A database stored by an earlier run: keys from 20,000 of its orders, picked at random.
+      const { rows } = await client.query<{ document: string; stored: string }>(
+        "SELECT document, (SELECT count(*) FROM orders) AS stored FROM orders ORDER BY random() LIMIT 20000"
+      )
+      ordersStored = Number(rows[0]?.stored ?? 0)
+      for (const { document } of rows) addKeys(JSON.parse(document) as OrderJson)
+      console.log(`search: ${rows.length} orders' keys from the database given`)
+    } else {
+      const CHUNK = 50_000
+      console.log(`search: storing ${SEARCH_N} orders…`)
+      for (let stored = 0; stored < SEARCH_N; stored += CHUNK) {
+        const orders = generateOrders(Math.min(CHUNK, SEARCH_N - stored), 1_000 + stored / CHUNK)
+        await seedDatabase(url, orders)
+        // Keys from every part of the table, not only the newest rows.
+        orders.filter((_, i) => i % Math.max(1, Math.floor(SEARCH_N / 20_000)) === 0).forEach(addKeys)
+        if (stored % 200_000 === 0) console.log(`  ${stored + orders.length} stored`)
+      }
+      await client.query("ANALYZE")
     }
-    console.log(`search: ${rows.length} orders' keys from the database given`)
-  }
-  const CHUNK = 50_000
-  if (SEARCH_DATABASE_URL === undefined) console.log(`search: storing ${SEARCH_N} orders…`)
-  for (let stored = 0; SEARCH_DATABASE_URL === undefined && stored < SEARCH_N; stored += CHUNK) {
-    const orders = generateOrders(Math.min(CHUNK, SEARCH_N - stored), 1_000 + stored / CHUNK)
-    await seedDatabase(url, orders)
-    // Keys from every part of the table, not only the newest rows.
-    for (const o of orders.filter((_, i) => i % Math.max(1, Math.floor(SEARCH_N / 20_000)) === 0)) {
-      for (const [kind, key] of Object.entries(searchKeys)) keys[kind]!.push(key(o))
-    }
-    if (stored % 200_000 === 0) console.log(`  ${stored + orders.length} stored`)
-  }
-  if (SEARCH_DATABASE_URL === undefined) {
-    const analyze = new pg.Client({ connectionString: url })
-    await analyze.connect()
-    await analyze.query("ANALYZE").finally(() => analyze.end())
+  } finally {
+    await client.end()
   }
   const port = await freePort()
   const service = startService({
