@@ -441,13 +441,21 @@ const orderPaths = (uids: ReadonlyArray<string>) => uids.map((uid) => `/order/${
 const rssMbOf = (pid: number) =>
   round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024)
 
-/** User and system CPU seconds the processes have used so far (those that still run). */
+/**
+ * User and system CPU seconds the processes have used so far, with that of their children that
+ * have ended: a PostgreSQL backend that exits mid-measure moves its time to the postmaster's count
+ * instead of taking it out of the sum.
+ */
 const cpuSecondsOf = (pids: ReadonlyArray<number>): number =>
   pids.reduce((sum, pid) => {
     try {
-      // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+      // Fields after the command's closing parenthesis; utime, stime, cutime and cstime are the
+      // 12th to 15th.
       const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
-      return sum + (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+      return (
+        sum +
+        (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS
+      )
     } catch {
       return sum
     }

@@ -16,6 +16,8 @@ import deadLetters from "./migrations/0003_dead_letters.ts"
 import orderSearch from "./migrations/0004_order_search.ts"
 import searchPlanIndexesOnly from "./migrations/0005_search_plan_indexes_only.ts"
 import searchHashIndexes from "./migrations/0006_search_hash_indexes.ts"
+import searchMatchesBatched from "./migrations/0007_search_matches_batched.ts"
+import orderSummaryColumns from "./migrations/0008_order_summary_columns.ts"
 import { databaseReason, isConnectionError } from "./SqlErrors.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
@@ -25,7 +27,9 @@ const migrations = PgMigrator.fromRecord({
   "0003_dead_letters": deadLetters,
   "0004_order_search": orderSearch,
   "0005_search_plan_indexes_only": searchPlanIndexesOnly,
-  "0006_search_hash_indexes": searchHashIndexes
+  "0006_search_hash_indexes": searchHashIndexes,
+  "0007_search_matches_batched": searchMatchesBatched,
+  "0008_order_summary_columns": orderSummaryColumns
 })
 
 /**

@@ -79,25 +79,26 @@ const encodeCursor = (createdAt: string, uid: string): string =>
 /** `created_at` as text with microseconds, so a cursor round-trips exactly. */
 const CREATED_AT_TEXT = `to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
 
-/** A summary's columns, from `orders o JOIN payments p`. */
-const SUMMARY_COLUMNS = `o.order_uid, o.date_created, o.customer_id, p.amount, p.currency,
-  (SELECT count(*) FROM items i WHERE i.order_uid = o.order_uid) AS item_count,
+/** A summary's columns, all of them on `orders o` (migration 0008). */
+const SUMMARY_COLUMNS = `o.order_uid, o.date_created, o.customer_id, o.amount, o.currency, o.item_count,
   ${CREATED_AT_TEXT} AS created_at`
 
 /**
  * Searches by `q`, any number in one statement: each row of the arrays is one search (its key,
- * bounds and cursor position, NULL where not given, and its limit), and for each the lateral
- * subquery is what a single search runs. Batched, a search costs PostgreSQL and the service less
- * than half of what it costs alone: one statement's round trip, executor start and result for many.
+ * bounds and cursor position, NULL where not given, and its limit). The keys are looked up all at
+ * once (`order_search_matches`), and for each search the lateral subquery orders and pages its
+ * matches. Batched, a search costs PostgreSQL and the service less than half of what it costs
+ * alone: one statement's round trip, executor start and result for many.
  */
 const SEARCH_BY_KEYS = `
+  WITH m AS MATERIALIZED (SELECT q, order_uid FROM order_search_matches($1::text[]))
   SELECT k.search, s.*
   FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::int[])
     WITH ORDINALITY AS k(q, since, until, after_at, after_uid, lim, search)
   CROSS JOIN LATERAL (
     SELECT ${SUMMARY_COLUMNS}
-    FROM orders o JOIN payments p USING (order_uid)
-    WHERE o.order_uid IN (SELECT order_search_matches(k.q))
+    FROM orders o
+    WHERE o.order_uid IN (SELECT m.order_uid FROM m WHERE m.q = k.q)
       AND (k.since IS NULL OR o.created_at >= k.since)
       AND (k.until IS NULL OR o.created_at < k.until)
       AND (k.after_at IS NULL OR (o.created_at, o.order_uid) < (k.after_at, k.after_uid))
@@ -189,7 +190,7 @@ interface SummaryRow {
   readonly customer_id: string
   readonly amount: string
   readonly currency: string
-  readonly item_count: string
+  readonly item_count: number
   readonly created_at: string
 }
 
@@ -199,7 +200,7 @@ const toSummary = (r: SummaryRow): OrderSummary => ({
   customer_id: r.customer_id,
   amount: Number(r.amount),
   currency: r.currency,
-  item_count: Number(r.item_count)
+  item_count: r.item_count
 })
 
 /** One page of `rows` (fetched with one extra to tell whether another page follows). */
@@ -262,7 +263,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
     const summaryStatement = (where: ReadonlyArray<Statement.Fragment>, limit: number) =>
       sql<SummaryRow>`
         SELECT ${sql.literal(SUMMARY_COLUMNS)}
-        FROM orders o JOIN payments p USING (order_uid)
+        FROM orders o
         ${where.length === 0 ? sql`` : sql`WHERE ${sql.and(where)}`}
         ORDER BY o.created_at DESC, o.order_uid DESC
         LIMIT ${limit + 1}`
@@ -326,6 +327,9 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
             sm_id: o.sm_id,
             date_created: o.date_created,
             oof_shard: o.oof_shard,
+            amount: o.payment.amount,
+            currency: o.payment.currency,
+            item_count: o.items.length,
             content_hash: hash
           }))
           // The documents travel beside the JSON rows, joined by a character that JSON text never
@@ -333,19 +337,19 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
           const documents = candidates.map((c) => c.json).join(RECORD_SEPARATOR)
           const inserted = yield* sql<{ order_uid: string }>`
             INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
-                                delivery_service, shardkey, sm_id, date_created, created_at, oof_shard, content_hash,
-                                document)
+                                delivery_service, shardkey, sm_id, date_created, created_at, oof_shard, amount,
+                                currency, item_count, content_hash, document)
             SELECT order_uid, track_number, entry, locale, internal_signature, customer_id,
-                   delivery_service, shardkey, sm_id, date_created, date_created::timestamptz, oof_shard,
-                   decode(content_hash, 'hex'), document
+                   delivery_service, shardkey, sm_id, date_created, date_created::timestamptz, oof_shard, amount,
+                   currency, item_count, decode(content_hash, 'hex'), document
             FROM ROWS FROM (
               json_to_recordset(${JSON.stringify(headers)}::json) AS (
                 order_uid text, track_number text, entry text, locale text, internal_signature text,
                 customer_id text, delivery_service text, shardkey text, sm_id bigint, date_created text,
-                oof_shard text, content_hash text),
+                oof_shard text, amount bigint, currency text, item_count integer, content_hash text),
               unnest(string_to_array(${documents}::text, chr(30)))
             ) AS x(order_uid, track_number, entry, locale, internal_signature, customer_id, delivery_service,
-                   shardkey, sm_id, date_created, oof_shard, content_hash, document)
+                   shardkey, sm_id, date_created, oof_shard, amount, currency, item_count, content_hash, document)
             ON CONFLICT (order_uid) DO NOTHING
             RETURNING order_uid`
           const insertedUids = new Set(inserted.map((r) => r.order_uid))
@@ -598,7 +602,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
     const feedEntries = Effect.fn("OrderRepository.feedEntries")(function* (uids: ReadonlyArray<string>) {
       const rows = yield* sql<SummaryRow & { readonly feed_seq: string }>`
         SELECT ${sql.literal(SUMMARY_COLUMNS)}, o.feed_seq
-        FROM orders o JOIN payments p USING (order_uid)
+        FROM orders o
         WHERE o.order_uid IN (SELECT json_array_elements_text(${JSON.stringify(uids)}::json))
           AND o.feed_seq IS NOT NULL
         ORDER BY o.feed_seq`

@@ -5,7 +5,8 @@ import { Effect, Layer, Option } from "effect"
 import { findStored, mostRecentStored, newestFirstUids, storedCount } from "../support/orders.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { orderToJson, orderToJsonString } from "../../src/orders/OrderDecoder.ts"
-import { OrderRepository } from "../../src/orders/OrderRepository.ts"
+import { OrderRepository, type RecentOrders } from "../../src/orders/OrderRepository.ts"
+import orderSummaryColumns from "../../src/db/migrations/0008_order_summary_columns.ts"
 import { sampleOrders } from "../support/arbitraries.ts"
 import { TestDatabase } from "../support/database.ts"
 import { readFixtureJson } from "../support/fixtures.ts"
@@ -194,6 +195,43 @@ describe("OrderRepository on a real PostgreSQL", () => {
         expect(yield* repo.mostRecentJson(2)).toStrictEqual(before)
         const found = yield* repo.findJsonByUid(unicode.order_uid)
         expect(Option.getOrThrow(found).json).toBe(orderToJsonString(unicode))
+      })
+    )
+  )
+
+  it.live("orders stored before summaries were on orders list with their amount, currency and items", () =>
+    withRepository(
+      Effect.gen(function* () {
+        const repo = yield* OrderRepository
+        const sql = yield* SqlClient.SqlClient
+        const stored = [
+          toOrder(readFixtureJson("valid/multi-item-unicode.json")),
+          toOrder(readFixtureJson("valid/model.json")),
+          ...orders(20, "summary")
+        ]
+        yield* repo.insertBatch(stored)
+        const expected = new Map(
+          stored.map((o) => [
+            o.order_uid,
+            { amount: o.payment.amount, currency: o.payment.currency, item_count: o.items.length }
+          ])
+        )
+        const summaries = (page: RecentOrders) =>
+          page.items.map(
+            ({ order_uid, amount, currency, item_count }) =>
+              [order_uid, { amount, currency, item_count }] as const
+          )
+        const listed = yield* repo.listRecent(50, Option.none())
+        expect(listed.items).toHaveLength(stored.length)
+        expect(new Map(summaries(listed))).toStrictEqual(expected)
+        // The database as it was before migration 0008; running it fills the columns from the tables.
+        yield* sql`ALTER TABLE orders DROP COLUMN amount, DROP COLUMN currency, DROP COLUMN item_count`
+        yield* orderSummaryColumns
+        expect(yield* repo.listRecent(50, Option.none())).toStrictEqual(listed)
+        const columns = yield* sql<{ column_name: string; is_nullable: string }>`
+          SELECT column_name, is_nullable FROM information_schema.columns
+          WHERE table_name = 'orders' AND column_name IN ('amount', 'currency', 'item_count')`
+        expect(columns.map((c) => c.is_nullable)).toEqual(["NO", "NO", "NO"])
       })
     )
   )

@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Layer, Option, Schema } from "effect"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { OrderRepository, type SearchQuery, SearchKinds } from "../../src/orders/OrderRepository.ts"
-import { ORDER_SEARCH_MATCHES } from "../../src/db/migrations/0004_order_search.ts"
+import { ORDER_SEARCH_MATCHES } from "../../src/db/migrations/0007_search_matches_batched.ts"
 import { generateOrders } from "../../src/tools/OrderGenerator.ts"
 import { TestDatabase } from "../support/database.ts"
 import { newestFirstUids } from "../support/orders.ts"
@@ -344,8 +344,8 @@ const explainMatches = (q: string) =>
           const [name, value] = setting.split("=") as [string, string]
           yield* sql.unsafe(`SET LOCAL ${name} = '${value.replaceAll("'", "''")}'`)
         }
-        yield* sql.unsafe(`PREPARE search_matches(text) AS ${ORDER_SEARCH_MATCHES}`)
-        const plan = yield* explain(sql, `EXECUTE search_matches('${q.replaceAll("'", "''")}')`, [])
+        yield* sql.unsafe(`PREPARE search_matches(text[]) AS ${ORDER_SEARCH_MATCHES}`)
+        const plan = yield* explain(sql, `EXECUTE search_matches(ARRAY['${q.replaceAll("'", "''")}'])`, [])
         yield* sql.unsafe("DEALLOCATE search_matches")
         return plan
       })
