@@ -29,9 +29,10 @@ const main = Effect.gen(function* () {
   const app = process.argv.includes("--demo")
     ? App.layer((yield* Effect.promise(() => import("./tools/DemoOrders.ts"))).DemoOrders(200))
     : App.layer()
+  shutdownLimit = Duration.sum(config.http.shutdownTimeout, SHUTDOWN_GRACE)
   return yield* App.launch(
     app,
-    armShutdownDeadline(Duration.sum(config.http.shutdownTimeout, SHUTDOWN_GRACE))
+    Effect.sync(() => armShutdownDeadline())
   ).pipe(
     Effect.onInterrupt(() => Effect.logInfo("Order service stopped")),
     Effect.provide(Layer.merge(configLayer, logging))
@@ -45,20 +46,28 @@ const main = Effect.gen(function* () {
  */
 const SHUTDOWN_GRACE = Duration.seconds(30)
 
+/** How long closing down may take: `http.shutdown_timeout` (its default until it is read) + grace. */
+let shutdownLimit = Duration.sum(Duration.seconds(10), SHUTDOWN_GRACE)
+let deadlineArmed = false
+
 /**
  * Whatever closing waits on — a broker that stopped answering, a finalizer that hangs — the process
- * ends by `limit` after closing began, exiting 1 with one line saying so. The timer does not itself
- * keep the process alive.
+ * ends by `shutdownLimit` after closing began, exiting 1 with one line saying so. Armed by the
+ * first signal itself, and when ingestion stops by itself: a signal may come while the layers are
+ * still being built, before the service's own closing has anything to arm it from. The timer does
+ * not itself keep the process alive.
  */
-const armShutdownDeadline = (limit: Duration.Duration) =>
-  Effect.sync(() => {
-    setTimeout(() => {
-      process.stderr.write(
-        `order-service: closing down took longer than ${Duration.format(limit)}; exiting without waiting further\n`
-      )
-      process.exit(1)
-    }, Duration.toMillis(limit)).unref()
-  })
+const armShutdownDeadline = () => {
+  if (deadlineArmed) return
+  deadlineArmed = true
+  const limit = shutdownLimit
+  setTimeout(() => {
+    process.stderr.write(
+      `order-service: closing down took longer than ${Duration.format(limit)}; exiting without waiting further\n`
+    )
+    process.exit(1)
+  }, Duration.toMillis(limit)).unref()
+}
 
 /**
  * A repeated signal ends the process at once — but not one that arrives within a second of the
@@ -72,6 +81,7 @@ const onSignal = (signal: NodeJS.Signals) => {
   const now = Date.now()
   if (firstSignalAt === undefined) {
     firstSignalAt = now
+    armShutdownDeadline()
     return
   }
   if (now - firstSignalAt < REPEAT_SIGNAL_GRACE_MS) return
