@@ -197,6 +197,19 @@ const median = (values: ReadonlyArray<number>): number => {
   return sorted.length === 0 ? 0 : sorted[Math.floor(sorted.length / 2)]!
 }
 
+/**
+ * The service's young-generation garbage collections so far (prom-client's
+ * `nodejs_gc_duration_seconds{kind="minor"}`): how many, and the seconds they stopped it for.
+ */
+const youngGcs = async (base: string): Promise<{ count: number; seconds: number }> => {
+  const text = await (await fetch(`${base}/metrics`)).text()
+  const value = (series: string) =>
+    Number(
+      new RegExp(`^nodejs_gc_duration_seconds_${series}\\{kind="minor"\\} (\\S+)$`, "m").exec(text)?.[1] ?? 0
+    )
+  return { count: value("count"), seconds: value("sum") }
+}
+
 /** A counter from the service's Prometheus text, summed over its label sets. */
 const metric = async (base: string, name: string): Promise<number> => (await scrape(base))(name)
 
@@ -911,6 +924,7 @@ const search = async (env: Env) => {
       name: "search-warm"
     })
     for (const [kind, list] of Object.entries(keys)) {
+      const gcBefore = await youngGcs(base)
       const cpu = cpuFrom(service.pid!)
       const w = await wrk(base, searchPaths(list), {
         connections: 50,
@@ -918,6 +932,8 @@ const search = async (env: Env) => {
         name: `search-${kind}`
       })
       const used = cpu()
+      const gcAfter = await youngGcs(base)
+      const gcs = gcAfter.count - gcBefore.count
       const usPerRequest = (cpuSeconds: number) => round((cpuSeconds * 1e6) / (w.rps * SEARCH_SECONDS))
       const r = {
         rps: round(w.rps),
@@ -934,7 +950,9 @@ const search = async (env: Env) => {
         p99_ms: r.p99,
         errors_or_non2xx: r.errors,
         "service CPU µs/req": usPerRequest(used.process),
-        "PostgreSQL CPU µs/req": usPerRequest(used.postgres)
+        "PostgreSQL CPU µs/req": usPerRequest(used.postgres),
+        "young GCs": gcs,
+        "young GC ms (mean)": gcs === 0 ? 0 : round(((gcAfter.seconds - gcBefore.seconds) * 1000) / gcs, 2)
       })
       result[`search_${kind}_p99_ms`] = r.p99
       result[`search_${kind}_rps`] = r.rps

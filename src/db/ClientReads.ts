@@ -24,6 +24,11 @@ export interface Permits {
   readonly release: () => void
 }
 
+interface Waiter {
+  readonly granted: () => void
+  state: "waiting" | "granted" | "left"
+}
+
 /**
  * Permits handed over one at a time, in arrival order. Not `Effect.Semaphore`: in Effect 3 a
  * release wakes every waiting fiber to try again, and with 50 searches waiting for 8 permits that
@@ -32,16 +37,26 @@ export interface Permits {
  */
 export const makePermits = (permits: number): Permits => {
   let free = permits
-  // Insertion order is arrival order; a waiter that gives up is deleted in O(1).
-  const waiting = new Set<() => void>()
+  // Waiters in arrival order, from `head` on; one that gives up is marked and skipped at its turn.
+  // An array, not a Set: a long-lived Set or Map whose entries keep coming and going keeps what its
+  // old hash tables held alive through V8's young-generation collections (see ReadBatcher).
+  let waiting: Array<Waiter | undefined> = []
+  let head = 0
 
   const release = () => {
-    const next = waiting.values().next()
-    if (next.done) free++
-    else {
-      waiting.delete(next.value)
-      next.value()
+    while (head < waiting.length) {
+      const waiter = waiting[head]!
+      waiting[head++] = undefined
+      if (waiter.state === "waiting") {
+        waiter.state = "granted"
+        if (head === waiting.length) ((waiting = []), (head = 0))
+        waiter.granted()
+        return
+      }
     }
+    waiting = []
+    head = 0
+    free++
   }
 
   const unsafeAcquire = (granted: () => void) => {
@@ -50,10 +65,15 @@ export const makePermits = (permits: number): Permits => {
       granted()
       return () => false
     }
-    // A function of its own, so that the same `granted` may wait twice and leave once.
-    const grant = () => granted()
-    waiting.add(grant)
-    return () => waiting.delete(grant)
+    // Served waiters leave holes at the front; past half the array, they are cut off.
+    if (head > 64 && head * 2 > waiting.length) ((waiting = waiting.slice(head)), (head = 0))
+    const waiter: Waiter = { granted, state: "waiting" }
+    waiting.push(waiter)
+    return () => {
+      if (waiter.state !== "waiting") return false
+      waiter.state = "left"
+      return true
+    }
   }
 
   const acquire = Effect.async<void>((resume) => {

@@ -46,10 +46,21 @@ export const make = <K, V, E, R>(
     const runSync = Runtime.runSync(runtime)
     const { permits, maxBatch } = options
     const maxInFlight = Math.min(permits.permits, options.maxInFlight ?? permits.permits)
+    // No Map here outlives its batch. A Map that lives on while keys come and go keeps its old hash
+    // tables linked to its new ones in V8, and with them every caller that passed through it (and
+    // its request): they all survived young-generation collections and were promoted to the old
+    // generation, which made each collection several times slower (BENCHMARKS.md).
     /** Keys not yet taken by a batch, with their callers, in the order first asked. */
     let waiting = new Map<K, Array<Done<V, E>>>()
-    /** Keys being read, with their callers. */
-    const reading = new Map<K, Array<Done<V, E>>>()
+    /** The batches being read (`maxInFlight` at most), each with its keys' callers. */
+    const reading: Array<Map<K, Array<Done<V, E>>>> = []
+    const callersReading = (key: K) => {
+      for (const batch of reading) {
+        const callers = batch.get(key)
+        if (callers !== undefined) return callers
+      }
+      return undefined
+    }
     /** Permits asked for and not yet granted; granted and not yet used; held by a running batch. */
     let requested = 0
     let held = 0
@@ -92,20 +103,22 @@ export const make = <K, V, E, R>(
           permits.release()
           continue
         }
-        const batch = new Map<K, Array<Done<V, E>>>()
-        for (const [key, callers] of waiting) {
-          if (batch.size === maxBatch) break
-          batch.set(key, callers)
-          reading.set(key, callers)
+        // The batch takes the waiting keys' Map, or, when more wait, the first `maxBatch` of them
+        // and the rest go to a new one.
+        let batch = waiting
+        waiting = new Map()
+        if (batch.size > maxBatch) {
+          const all = batch
+          batch = new Map()
+          for (const entry of all) (batch.size < maxBatch ? batch : waiting).set(entry[0], entry[1])
         }
-        if (batch.size === waiting.size) waiting = new Map()
-        else for (const key of batch.keys()) waiting.delete(key)
+        reading.push(batch)
         running++
         runCallback(options.read(Array.from(batch.keys())), {
           onExit: (exit) => {
             running--
             permits.release()
-            for (const key of batch.keys()) reading.delete(key)
+            reading.splice(reading.indexOf(batch), 1)
             if (Exit.isSuccess(exit)) {
               const found = exit.value
               for (const [key, callers] of batch)
@@ -123,7 +136,7 @@ export const make = <K, V, E, R>(
     const load = (key: K, done: Done<V, E>): (() => boolean) => {
       // A function of its own, so that the same `done` may wait twice and leave once.
       const caller: Done<V, E> = (exit) => done(exit)
-      const callers = reading.get(key) ?? waiting.get(key)
+      const callers = callersReading(key) ?? waiting.get(key)
       if (callers !== undefined) callers.push(caller)
       else {
         waiting.set(key, [caller])

@@ -100,4 +100,39 @@ describe("the permits of reads for clients", () => {
     permits.unsafeAcquire(grant("fifth"))
     expect(granted).toEqual(["first", "third", "fourth"])
   })
+
+  it("a long line, with callers leaving and coming all along, is served in arrival order and loses no permit", () => {
+    const permits = makePermits(2)
+    const granted: Array<number> = []
+    const leaves = new Map<number, () => boolean>()
+    let next = 0
+    const ask = () => {
+      const who = next++
+      leaves.set(
+        who,
+        permits.unsafeAcquire(() => void granted.push(who))
+      )
+    }
+    ask()
+    ask() // both permits held: everyone else waits
+    const expected = [0, 1]
+    for (let round = 0; round < 300; round++) {
+      for (let i = 0; i < 3; i++) ask()
+      // Every third caller asked so far who is still waiting gives up.
+      const quitter = next - 2
+      expect(leaves.get(quitter)!()).toBe(true)
+      permits.release()
+    }
+    for (let who = 2; who < next; who++) if ((who - 2) % 3 !== 1) expected.push(who)
+    // Serve everyone still waiting, then both permits come back free.
+    while (granted.length < expected.length) permits.release()
+    expect(granted).toEqual(expected)
+    expect(leaves.get(5)!()).toBe(false) // granted long ago: nothing to leave
+    permits.release()
+    permits.release()
+    permits.unsafeAcquire(() => void granted.push(-1))
+    permits.unsafeAcquire(() => void granted.push(-2))
+    permits.unsafeAcquire(() => void granted.push(-3))
+    expect(granted.slice(expected.length)).toEqual([-1, -2])
+  })
 })
