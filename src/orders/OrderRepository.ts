@@ -621,6 +621,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       search,
       unsafeSearch,
       searchByKeys,
+      unsafeSearchByKeys,
       searchStatement,
       feedEntries,
       ping

@@ -88,10 +88,14 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
     // Searches by `q` asked for at about the same time share one statement too; the same search
     // asked twice at once is run once. Keyed by the query's text, as the batcher keys by value.
     const byKeys = yield* ReadBatcher.make({
-      read: (keys: ReadonlyArray<string>) =>
-        Effect.map(
-          repository.searchByKeys(keys.map(queryOfKey)),
-          (pages) => new Map(keys.map((key, i) => [key, pages[i]!]))
+      unsafeRead: (
+        keys: ReadonlyArray<string>,
+        done: (
+          exit: Exit.Exit<ReadonlyMap<string, Either.Either<RecentOrders, InvalidCursor>>, SqlError>
+        ) => void
+      ) =>
+        repository.unsafeSearchByKeys(keys.map(queryOfKey), (exit) =>
+          done(Exit.map(exit, (pages) => new Map(keys.map((key, i) => [key, pages[i]!]))))
         ),
       maxBatch: MAX_SEARCH_BATCH,
       permits: reads,

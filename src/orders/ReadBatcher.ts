@@ -14,9 +14,23 @@
 import { Cause, Effect, Exit, Option, Runtime } from "effect"
 import type { Permits } from "../db/ClientReads.ts"
 
-export interface ReadBatcherOptions<K, V, E, R> {
-  /** The values of the keys found; a key missing from the map is not stored. */
-  readonly read: (keys: ReadonlyArray<K>) => Effect.Effect<ReadonlyMap<K, V>, E, R>
+/** The values of the keys found; a key missing from the map is not stored. */
+export type BatchRead<K, V, E, R> =
+  /** As an Effect, run in a fiber of its own per batch. */
+  | { readonly read: (keys: ReadonlyArray<K>) => Effect.Effect<ReadonlyMap<K, V>, E, R> }
+  /**
+   * Without an Effect: calls `done` once. No fiber is run: where a batch is read often, each one
+   * would pass through Effect's global set of root fibers, whose churn keeps what they held alive
+   * through young-generation collections (see below).
+   */
+  | {
+      readonly unsafeRead: (
+        keys: ReadonlyArray<K>,
+        done: (exit: Exit.Exit<ReadonlyMap<K, V>, E>) => void
+      ) => void
+    }
+
+export type ReadBatcherOptions<K, V, E, R> = BatchRead<K, V, E, R> & {
   /** Keys in one batch at most. */
   readonly maxBatch: number
   /** One is held by each batch while it is read. */
@@ -38,7 +52,7 @@ export interface ReadBatcher<K, V, E> {
 
 type Done<V, E> = (exit: Exit.Exit<Option.Option<V>, E>) => void
 
-export const make = <K, V, E, R>(
+export const make = <K, V, E, R = never>(
   options: ReadBatcherOptions<K, V, E, R>
 ): Effect.Effect<ReadBatcher<K, V, E>, never, R> =>
   Effect.map(Effect.runtime<R>(), (runtime) => {
@@ -114,22 +128,28 @@ export const make = <K, V, E, R>(
         }
         reading.push(batch)
         running++
-        runCallback(options.read(Array.from(batch.keys())), {
-          onExit: (exit) => {
-            running--
-            permits.release()
-            reading.splice(reading.indexOf(batch), 1)
-            if (Exit.isSuccess(exit)) {
-              const found = exit.value
-              for (const [key, callers] of batch)
-                settle(callers, Exit.succeed(Option.fromNullable(found.get(key))))
-            } else {
-              const failed: Exit.Exit<never, E> = Exit.failCause(exit.cause)
-              for (const callers of batch.values()) settle(callers, failed)
-            }
-            askForPermits()
+        const onExit = (exit: Exit.Exit<ReadonlyMap<K, V>, E>) => {
+          running--
+          permits.release()
+          reading.splice(reading.indexOf(batch), 1)
+          if (Exit.isSuccess(exit)) {
+            const found = exit.value
+            for (const [key, callers] of batch)
+              settle(callers, Exit.succeed(Option.fromNullable(found.get(key))))
+          } else {
+            const failed: Exit.Exit<never, E> = Exit.failCause(exit.cause)
+            for (const callers of batch.values()) settle(callers, failed)
           }
-        })
+          askForPermits()
+        }
+        const keys = Array.from(batch.keys())
+        if ("unsafeRead" in options) {
+          try {
+            options.unsafeRead(keys, onExit)
+          } catch (defect) {
+            onExit(Exit.die(defect))
+          }
+        } else runCallback(options.read(keys), { onExit })
       }
     }
 

@@ -66,11 +66,15 @@ const slowRepository = (running: { now: number; most: number; done: number; sear
         running.searches?.push(Option.getOrElse(query.q, () => ""))
         Effect.runCallback(read({ items: [], nextCursor: Option.none() }), { onExit: done })
       },
-      searchByKeys: (queries: ReadonlyArray<{ q: Option.Option<string> }>) =>
-        Effect.suspend(() => {
-          running.searches?.push(...queries.map((query) => Option.getOrElse(query.q, () => "")))
-          return read(queries.map(() => Either.right({ items: [], nextCursor: Option.none() })))
-        }),
+      unsafeSearchByKeys: (
+        queries: ReadonlyArray<{ q: Option.Option<string> }>,
+        done: (exit: Exit.Exit<unknown>) => void
+      ) => {
+        running.searches?.push(...queries.map((query) => Option.getOrElse(query.q, () => "")))
+        Effect.runCallback(read(queries.map(() => Either.right({ items: [], nextCursor: Option.none() }))), {
+          onExit: done
+        })
+      },
       listRecent: () => read({ items: [], nextCursor: Option.none() })
     } as any)
   )

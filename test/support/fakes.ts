@@ -301,6 +301,9 @@ export const fakeRepository = (ledger: Ledger, options: FakeRepositoryOptions) =
       unsafeSearch: () => {
         throw new Error("unsafeSearch is not part of the fake repository")
       },
+      unsafeSearchByKeys: () => {
+        throw new Error("unsafeSearchByKeys is not part of the fake repository")
+      },
       searchStatement: () => notInThisFake("searchStatement"),
       feedEntries: () => notInThisFake("feedEntries"),
       ping: Effect.void
