@@ -190,4 +190,34 @@ describe("ReadBatcher", () => {
       expect(store.reads.map((r) => r.length)).toEqual([10, 10, 5])
     })
   )
+
+  it.live(
+    "a read without an Effect is batched the same; one that throws fails its callers, and its permit comes back",
+    () =>
+      Effect.gen(function* () {
+        const reads: Array<ReadonlyArray<string>> = []
+        let throwing = false
+        const permits = makePermits(1)
+        const batcher = yield* ReadBatcher.make<string, number, string>({
+          unsafeRead: (keys, done) => {
+            reads.push(keys)
+            if (throwing) throw new Error("the driver threw")
+            setTimeout(() => done(Exit.succeed(new Map(keys.map((k) => [k, Number(k.slice(1))])))), 5)
+          },
+          maxBatch: 3,
+          permits
+        })
+        const results = yield* Effect.all(keys(5).map(batcher.get), { concurrency: "unbounded" })
+        expect(results).toEqual([0, 1, 2, 3, 4].map(Option.some))
+        expect(reads).toEqual([keys(3), keys(2, 3)])
+        throwing = true
+        const failed = yield* Effect.exit(
+          Effect.all([batcher.get("k8"), batcher.get("k9")], { concurrency: 2 })
+        )
+        expect(Exit.isFailure(failed) && String(failed.cause)).toContain("the driver threw")
+        throwing = false
+        // The one permit was given back: the next read runs.
+        expect(yield* batcher.get("k10").pipe(Effect.timeout("2 seconds"))).toEqual(Option.some(10))
+      })
+  )
 })
