@@ -38,8 +38,8 @@ interface Waiter {
 export const makePermits = (permits: number): Permits => {
   let free = permits
   // Waiters in arrival order, from `head` on; one that gives up is marked and skipped at its turn.
-  // An array, not a Set: a long-lived Set or Map whose entries keep coming and going keeps what its
-  // old hash tables held alive through V8's young-generation collections (see ReadBatcher).
+  // An array, not a Set: a long-lived Set or Map whose entries come and go keeps them alive through
+  // V8's young-generation collections (see ReadBatcher).
   let waiting: Array<Waiter | undefined> = []
   let head = 0
 

@@ -19,9 +19,9 @@ export type BatchRead<K, V, E, R> =
   /** As an Effect, run in a fiber of its own per batch. */
   | { readonly read: (keys: ReadonlyArray<K>) => Effect.Effect<ReadonlyMap<K, V>, E, R> }
   /**
-   * Without an Effect: calls `done` once. No fiber is run: where a batch is read often, each one
-   * would pass through Effect's global set of root fibers, whose churn keeps what they held alive
-   * through young-generation collections (see below).
+   * Without an Effect: calls `done` once, and no fiber is run. Where batches are read often (the
+   * searches), a fiber per batch measurably kept more of what it held alive through
+   * young-generation collections than a plain callback does.
    */
   | {
       readonly unsafeRead: (
@@ -60,10 +60,10 @@ export const make = <K, V, E, R = never>(
     const runSync = Runtime.runSync(runtime)
     const { permits, maxBatch } = options
     const maxInFlight = Math.min(permits.permits, options.maxInFlight ?? permits.permits)
-    // No Map here outlives its batch. A Map that lives on while keys come and go keeps its old hash
-    // tables linked to its new ones in V8, and with them every caller that passed through it (and
-    // its request): they all survived young-generation collections and were promoted to the old
-    // generation, which made each collection several times slower (BENCHMARKS.md).
+    // No Map here outlives its batch. In V8, a Map that lives on while keys come and go keeps what
+    // passed through it alive through young-generation collections (its rehashed tables stay linked
+    // to the newer ones): every caller, and its request, was promoted to the old generation, and
+    // each collection took several times longer (BENCHMARKS.md).
     /** Keys not yet taken by a batch, with their callers, in the order first asked. */
     let waiting = new Map<K, Array<Done<V, E>>>()
     /** The batches being read (`maxInFlight` at most), each with its keys' callers. */
