@@ -202,12 +202,11 @@ const median = (values: ReadonlyArray<number>): number => {
  * `nodejs_gc_duration_seconds{kind="minor"}`): how many, and the seconds they stopped it for.
  */
 const youngGcs = async (base: string): Promise<{ count: number; seconds: number }> => {
-  const text = await (await fetch(`${base}/metrics`)).text()
-  const value = (series: string) =>
-    Number(
-      new RegExp(`^nodejs_gc_duration_seconds_${series}\\{kind="minor"\\} (\\S+)$`, "m").exec(text)?.[1] ?? 0
-    )
-  return { count: value("count"), seconds: value("sum") }
+  const read = await scrape(base)
+  return {
+    count: read(`nodejs_gc_duration_seconds_count{kind="minor"}`),
+    seconds: read(`nodejs_gc_duration_seconds_sum{kind="minor"}`)
+  }
 }
 
 /** A counter from the service's Prometheus text, summed over its label sets. */

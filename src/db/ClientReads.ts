@@ -49,7 +49,6 @@ export const makePermits = (permits: number): Permits => {
       waiting[head++] = undefined
       if (waiter.state === "waiting") {
         waiter.state = "granted"
-        if (head === waiting.length) ((waiting = []), (head = 0))
         waiter.granted()
         return
       }

@@ -58,6 +58,12 @@ export const make = <K, V, E, R = never>(
   Effect.map(Effect.runtime<R>(), (runtime) => {
     const runCallback = Runtime.runCallback(runtime)
     const runSync = Runtime.runSync(runtime)
+    // One way to read a batch, whichever the caller gave.
+    const read =
+      "unsafeRead" in options
+        ? options.unsafeRead
+        : (keys: ReadonlyArray<K>, done: (exit: Exit.Exit<ReadonlyMap<K, V>, E>) => void) =>
+            void runCallback(options.read(keys), { onExit: done })
     const { permits, maxBatch } = options
     const maxInFlight = Math.min(permits.permits, options.maxInFlight ?? permits.permits)
     // No Map here outlives its batch. In V8, a Map that lives on while keys come and go keeps what
@@ -142,14 +148,11 @@ export const make = <K, V, E, R = never>(
           }
           askForPermits()
         }
-        const keys = Array.from(batch.keys())
-        if ("unsafeRead" in options) {
-          try {
-            options.unsafeRead(keys, onExit)
-          } catch (defect) {
-            onExit(Exit.die(defect))
-          }
-        } else runCallback(options.read(keys), { onExit })
+        try {
+          read(Array.from(batch.keys()), onExit)
+        } catch (defect) {
+          onExit(Exit.die(defect))
+        }
       }
     }
 
