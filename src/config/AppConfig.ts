@@ -154,7 +154,14 @@ export const DeadLettersConfig = Config.all({
       }),
       Config.nested("replay_token")
     )
-  )
+  ),
+  /**
+   * How long a letter stays in the service's index (`dead_letters`) after it was parked: older
+   * rows are deleted. The dead-letter topic's own retention (`retention.ms`) is separate.
+   */
+  retention: positiveDuration("retention").pipe(Config.withDefault(Duration.days(30))),
+  /** How often letters past `retention` are removed from the index (and once at start). */
+  retentionCheck: positiveDuration("retention_check").pipe(Config.withDefault(Duration.hours(1)))
 }).pipe(Config.nested("dead_letters"))
 
 const LOG_LEVELS: Record<string, LogLevel.LogLevel> = {

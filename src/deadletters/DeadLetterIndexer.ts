@@ -9,9 +9,13 @@
  * assignment each partition is read from one past its last indexed offset (from the start when it
  * has none), so a start-up reads only what is new, and a new table is rebuilt from the whole
  * topic. The insert is idempotent by (partition, offset): reading a letter twice is harmless.
+ *
+ * Letters do not stay in the index forever: those parked longer ago than `dead_letters.retention`
+ * are deleted every `dead_letters.retention_check` (`layerRetention`), and never indexed again.
  */
-import { Duration, Effect, Layer, Option, Runtime, Schedule } from "effect"
+import { Clock, Duration, Effect, Layer, Option, Runtime, Schedule } from "effect"
 import type { EachBatchPayload } from "kafkajs"
+import { DeadLettersConfig } from "../config/AppConfig.ts"
 import { isDataError } from "../db/SqlErrors.ts"
 import { KafkaClient } from "../kafka/KafkaClient.ts"
 import { kafkaError } from "../kafka/KafkaError.ts"
@@ -21,10 +25,38 @@ import { DeadLetterIndex, letterFromMessage, type IndexedLetter } from "./DeadLe
 /** The indexer's consumer group, beside the service's own. */
 export const indexerGroupId = (groupId: string) => `${groupId}.dead-letter-index`
 
-export const layer = Layer.scopedDiscard(
+/**
+ * Deletes the letters parked more than `dead_letters.retention` ago from the index, at start and
+ * then every `dead_letters.retention_check`, logging how many when there were any. Every instance
+ * prunes: a prune is idempotent and concurrent ones take disjoint rows (`DeadLetterIndex.prune`),
+ * so an advisory lock would only add a lock key to keep unique, for an hourly statement that is
+ * a range scan. A failure (PostgreSQL down) is logged and the next check tries again.
+ */
+export const layerRetention = Layer.scopedDiscard(
+  Effect.gen(function* () {
+    const index = yield* DeadLetterIndex
+    const { retention, retentionCheck } = yield* DeadLettersConfig
+    const pruneOnce = Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const removed = yield* index.prune(new Date(now - Duration.toMillis(retention)))
+      if (removed > 0)
+        yield* Effect.logInfo("Dead letters past their retention removed from the index").pipe(
+          Effect.annotateLogs({ removed, retention: Duration.format(retention) })
+        )
+    }).pipe(
+      Effect.catchAllCause((cause) =>
+        Effect.logWarning("Pruning the dead-letter index failed; trying again at the next check", cause)
+      )
+    )
+    yield* pruneOnce.pipe(Effect.repeat(Schedule.spaced(retentionCheck)), Effect.forkScoped)
+  })
+)
+
+const layerIndexer = Layer.scopedDiscard(
   Effect.gen(function* () {
     const client = yield* KafkaClient
     const index = yield* DeadLetterIndex
+    const { retention } = yield* DeadLettersConfig
     const topic = client.topics.deadLetters
     // kafkajs calls us back from its own promises: run our effects there with this layer's runtime.
     const runtime = yield* Effect.runtime<never>()
@@ -53,7 +85,12 @@ export const layer = Layer.scopedDiscard(
       )
 
     const indexBatch = ({ batch, heartbeat, isRunning }: EachBatchPayload) => {
-      const letters = batch.messages.map((m) => letterFromMessage(batch.partition, m))
+      // A letter past its retention is not indexed: once a partition's rows are all pruned it is
+      // read again from the topic's start, and what the topic still keeps must not come back.
+      const expired = Date.now() - Duration.toMillis(retention)
+      const letters = batch.messages
+        .map((m) => letterFromMessage(batch.partition, m))
+        .filter((l) => l.failedAt.getTime() >= expired)
       return index.upsert(letters).pipe(
         Effect.catchIf(isDataError, () => upsertEach(letters)),
         Effect.catchAllDefect((defect) => Effect.fail({ message: describeFailure(defect) })),
@@ -85,7 +122,8 @@ export const layer = Layer.scopedDiscard(
           const next = yield* index.nextOffset(partition)
           const low = earliest.find((p) => p.partition === partition)?.low ?? "0"
           const offset = Option.getOrElse(next, () => low)
-          // Letters the topic has deleted (retention) stay in the index; reading starts where it can.
+          // Letters the topic has deleted (its retention) stay in the index until the index's own
+          // retention; reading starts where it can.
           const from = BigInt(offset) < BigInt(low) ? low : offset
           yield* Effect.sync(() => consumer.seek({ topic, partition, offset: from }))
         }
@@ -131,3 +169,6 @@ export const layer = Layer.scopedDiscard(
     yield* Effect.logInfo("Indexing dead letters").pipe(Effect.annotateLogs({ topic }))
   })
 )
+
+/** The index kept up with the topic, and pruned of letters past their retention. */
+export const layer = Layer.merge(layerIndexer, layerRetention)

@@ -50,7 +50,11 @@ export const createTopics = (topics: TestTopics, partitions = 3) =>
     for (const topic of [topics.topic, topics.dlqTopic]) await topicEnds(kafka, topic)
   })
 
-/** Config for the service under test: its topics, quick retries, and small caches. */
+/**
+ * Config for the service under test: its topics, quick retries, and small caches. Letters are kept
+ * in the index for a century, so that the fixed dates tests park them at never expire (a test of
+ * retention gives its own `dead_letters.retention`).
+ */
 export const testConfig = (topics: TestTopics, extra: Record<string, unknown> = {}) =>
   Layer.setConfigProvider(
     ConfigProvider.fromJson({
@@ -64,7 +68,8 @@ export const testConfig = (topics: TestTopics, extra: Record<string, unknown> = 
       },
       ingest: { retry_base: "100 millis", retry_max: "1 seconds", max_message_bytes: 65536 },
       cache: { max_entries: 1000, warm_count: 0 },
-      ...extra
+      ...extra,
+      dead_letters: { retention: "36500 days", ...(extra.dead_letters as object | undefined) }
     })
   )
 
