@@ -2,6 +2,7 @@
 
 import { announce, h, isRecord } from "./dom.js"
 import { getJson, RequestFailed } from "./api.js"
+import { canSignIn, forbiddenText, sessionEnded, signInLink } from "./auth.js"
 import { display, list, record, shortDateTimeFormat } from "./format.js"
 import { bytesText, visibleText } from "./visible-text.js"
 
@@ -11,7 +12,12 @@ const ui = {
   body: document.getElementById("letters-body"),
   status: document.getElementById("letters-status"),
   more: document.getElementById("letters-more"),
-  counts: document.getElementById("counts")
+  counts: document.getElementById("counts"),
+  table: document.querySelector(".dl-letters .dl-table-scroll"),
+  auth: document.getElementById("letters-auth"),
+  signIn: document.getElementById("letters-signin"),
+  forbidden: document.getElementById("letters-forbidden"),
+  forbiddenMessage: document.getElementById("letters-forbidden-message")
 }
 
 const state = { filter: {}, cursor: null, loading: false, generation: 0 }
@@ -45,6 +51,7 @@ export async function loadLetters(filter, { reset }) {
   try {
     const page = record(await getJson(`/dead-letters?${params}`))
     if (generation !== state.generation) return
+    showTable()
     if (reset) {
       ui.body.replaceChildren()
       renderCounts(record(page.counts))
@@ -58,6 +65,15 @@ export async function loadLetters(filter, { reset }) {
     markSelected(selected)
   } catch (error) {
     if (generation !== state.generation) return
+    if (error instanceof RequestFailed && error.kind === "forbidden") {
+      lettersUnavailable("forbidden", forbiddenText(error))
+      return
+    }
+    if (error instanceof RequestFailed && error.kind === "signed-out") {
+      setStatus("Couldn't load the letters: you are signed out. Sign in again to see them.", true)
+      sessionEnded()
+      return
+    }
     const why = error instanceof RequestFailed ? error.message : "The letters could not be displayed."
     setStatus(`Couldn't load the letters. ${why}`, true)
   } finally {
@@ -67,6 +83,38 @@ export async function loadLetters(filter, { reset }) {
       ui.more.disabled = false
     }
   }
+}
+
+function showTable() {
+  ui.auth.hidden = true
+  ui.table.hidden = false
+  ui.counts.hidden = false
+}
+
+/**
+ * In place of the letters, which the page did not get (or will not ask for): nobody is signed in
+ * ("signed-out"), or the person is not an operator ("forbidden", with the words to say).
+ */
+export function lettersUnavailable(kind, message = forbiddenText(null, "operator")) {
+  ui.body.replaceChildren()
+  ui.counts.replaceChildren()
+  ui.table.hidden = true
+  ui.counts.hidden = true
+  ui.more.hidden = true
+  state.cursor = null
+  setStatus("")
+  ui.signIn.hidden = kind !== "signed-out"
+  ui.forbidden.hidden = kind !== "forbidden"
+  if (kind === "forbidden") {
+    ui.forbiddenMessage.textContent = message
+    announce(message)
+  } else
+    ui.signIn.replaceChildren(
+      ...(canSignIn()
+        ? [signInLink("Sign in", "letters-signin"), " to see the dead letters: they are shown to operators."]
+        : ["The dead letters are shown to signed-in operators; this service has no sign-in page."])
+    )
+  ui.auth.hidden = false
 }
 
 function setStatus(text, isError = false) {

@@ -3,6 +3,7 @@
 
 import { announce, h, isRecord } from "./dom.js"
 import { getJson, RequestFailed } from "./api.js"
+import { forbiddenText, sessionEnded } from "./auth.js"
 import { display, isoTime, list, record } from "./format.js"
 import { pageUrl as orderPageUrl } from "./order-id.js"
 import { letterUrl, markSelected } from "./dead-letter-list.js"
@@ -51,7 +52,12 @@ export async function showLetter(id, filter) {
   } catch (error) {
     if (controller.signal.aborted) return
     if (error instanceof RequestFailed && error.kind === "not-found") setStatus(`No letter at ${id}.`, true)
-    else if (error instanceof RequestFailed) setStatus(`Couldn't load letter ${id}. ${error.message}`, true)
+    else if (error instanceof RequestFailed && error.kind === "forbidden")
+      setStatus(`Couldn't load letter ${id}. ${forbiddenText(error)}`, true)
+    else if (error instanceof RequestFailed && error.kind === "signed-out") {
+      setStatus(`Couldn't load letter ${id}: you are signed out. Sign in again to see it.`, true)
+      sessionEnded()
+    } else if (error instanceof RequestFailed) setStatus(`Couldn't load letter ${id}. ${error.message}`, true)
     else {
       console.error(error)
       setStatus(`Letter ${id} could not be displayed.`, true)
@@ -59,6 +65,16 @@ export async function showLetter(id, filter) {
   } finally {
     if (inFlight === controller) inFlight = null
   }
+}
+
+/** In place of a letter the page will not ask for: nobody is signed in, or not an operator. */
+export function letterUnavailable(kind) {
+  inFlight?.abort()
+  setStatus(
+    kind === "forbidden"
+      ? "Letters are shown to operators."
+      : "Sign in as an operator to see a letter's bytes and headers."
+  )
 }
 
 const position = (p) => `${display(p.topic)}/${display(p.partition)}/${display(p.offset)}`

@@ -1,8 +1,9 @@
 // The dead-letters page: wires the filters, the list and the letter view to the URL, so that a
 // filter or a letter can be linked to and the back button works.
 
-import { loadLetters, pageUrl } from "./dead-letter-list.js"
-import { showLetter } from "./dead-letter-view.js"
+import { lettersUnavailable, loadLetters, pageUrl } from "./dead-letter-list.js"
+import { letterUnavailable, showLetter } from "./dead-letter-view.js"
+import { access, configureSignIn, whoAmI } from "./auth.js"
 
 const byId = (id) => document.getElementById(id)
 
@@ -50,13 +51,29 @@ function toIso(local) {
 
 let current = fromLocation()
 
-function apply(state) {
+function fill(state) {
   current = state
   ui.kind.value = state.filter.kind
   ui.since.value = toLocalInput(state.filter.since)
   ui.until.value = toLocalInput(state.filter.until)
+}
+
+function apply(state) {
+  fill(state)
   loadLetters(state.filter, { reset: true })
   showLetter(state.letter, state.filter)
+}
+
+/** The page's URL for the filters as typed (those applied where a typed one is incomplete). */
+function typedUrl() {
+  const since = toIso(ui.since.value)
+  const until = toIso(ui.until.value)
+  return pageUrl({
+    kind: ui.kind.value,
+    since: since ?? current.filter.since,
+    until: until ?? current.filter.until,
+    letter: current.letter
+  })
 }
 
 function navigate(state) {
@@ -117,4 +134,15 @@ ui.counts.addEventListener("click", (event) => {
 
 window.addEventListener("popstate", () => apply(fromLocation()))
 
-apply(current)
+// Signing in comes back to the filters as typed. The letters are an operator's: they are asked for
+// only when the person may see them (or when that cannot be told).
+configureSignIn({ returnTo: typedUrl })
+fill(current)
+whoAmI().then((me) => {
+  const verdict = access(me, "operator")
+  if (verdict === "allowed") apply(current)
+  else {
+    lettersUnavailable(verdict)
+    letterUnavailable(verdict)
+  }
+})

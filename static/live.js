@@ -1,9 +1,14 @@
 // Orders arriving live (GET /orders/live, server-sent events) go on top of the recent orders.
 // While the list is scrolled away from its top, or paused, they wait behind an "N new orders"
 // button instead of moving what the agent is reading.
+//
+// An EventSource says nothing of why it failed: one refused for want of a session (401) would be
+// tried again forever. So each failure asks GET /auth/me, and the feed stops when nobody is signed
+// in any more (or the person lost the agent role), saying so.
 
 import { isRecord } from "./dom.js"
-import { loadRecent, prependRecent, recentScrolled, scrollRecentToTop } from "./recent.js"
+import { access, sessionEnded, whoAmI } from "./auth.js"
+import { loadRecent, prependRecent, recentScrolled, recentStopped, scrollRecentToTop } from "./recent.js"
 
 const ui = {
   status: document.getElementById("live-status"),
@@ -16,6 +21,8 @@ const ui = {
 let waiting = []
 let paused = false
 let source = null
+/** Set when the feed stopped for good: signed out, or not allowed. */
+let stopped = false
 let reconnectDelay = 1_000
 /** Arrivals are put on the page once per frame, however many come in. */
 let frame = 0
@@ -66,31 +73,57 @@ function resync() {
   loadRecent({ reset: true })
 }
 
+/** After a failure: whether the feed may go on; if not, it stops and the page says why. */
+async function stillAllowed() {
+  const verdict = access(await whoAmI(), "agent")
+  if (verdict === "allowed") return !stopped
+  stop(verdict)
+  return false
+}
+
+function stop(verdict) {
+  if (stopped) return
+  stopped = true
+  source?.close()
+  setStatus("offline", verdict === "forbidden" ? "Not allowed" : "Signed out")
+  ui.toggle.hidden = true
+  recentStopped(verdict)
+  if (verdict === "signed-out") sessionEnded()
+}
+
 function connect() {
-  source = new EventSource("/orders/live")
+  if (stopped) return
+  const current = new EventSource("/orders/live")
+  source = current
   setStatus("connecting", "Connecting…")
-  source.addEventListener("open", () => {
+  current.addEventListener("open", () => {
     reconnectDelay = 1_000
     setStatus(paused ? "paused" : "live", paused ? "Paused" : "Live")
   })
-  source.addEventListener("order", onOrder)
-  source.addEventListener("gap", resync)
-  source.addEventListener("dropped", () => {
+  current.addEventListener("order", onOrder)
+  current.addEventListener("gap", resync)
+  current.addEventListener("dropped", () => {
     // Too far behind: start over rather than resume into the same backlog.
-    source.close()
+    current.close()
     resync()
     setTimeout(connect, 1_000)
   })
-  source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CONNECTING) {
+  current.addEventListener("error", () => {
+    if (stopped) return
+    // The stream broke and the browser tries again itself: a refused retry ends up below.
+    if (current.readyState === EventSource.CONNECTING) {
       setStatus("connecting", "Reconnecting…")
       return
     }
-    // The browser gave up (e.g. a 503 while an instance shuts down): try again, less and less often.
-    source.close()
+    // The browser gave up: refused (401, 403), or e.g. a 503 while an instance shuts down. Unless
+    // the person is signed out now, try again, less and less often.
+    current.close()
     setStatus("offline", "Offline — retrying")
-    setTimeout(connect, reconnectDelay)
+    const delay = reconnectDelay
     reconnectDelay = Math.min(reconnectDelay * 2, 30_000)
+    stillAllowed().then((allowed) => {
+      if (allowed) setTimeout(connect, delay)
+    })
   })
 }
 

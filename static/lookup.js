@@ -3,6 +3,7 @@
 
 import { announce, isRecord } from "./dom.js"
 import { getJson, RequestFailed } from "./api.js"
+import { access, forbiddenText, hadSession, lastKnown, sessionEnded } from "./auth.js"
 import { countText, list, record } from "./format.js"
 import { checkUid, orderUrl, pageUrl, uidInLocation } from "./order-id.js"
 import { renderOrder } from "./order-view.js"
@@ -38,10 +39,14 @@ const ui = {
   error: document.querySelector("[data-testid=state-error]"),
   errorTitle: byId("error-title"),
   errorMessage: byId("error-message"),
+  signedOut: document.querySelector("[data-testid=state-signed-out]"),
+  signedOutMessage: byId("signed-out-message"),
+  forbidden: document.querySelector("[data-testid=forbidden-notice]"),
+  forbiddenMessage: byId("forbidden-message"),
   order: byId("order-view")
 }
 
-// Exactly one of empty, loading, not-found, bad-id, error, list, order is visible.
+// Exactly one of empty, loading, not-found, bad-id, error, signed-out, forbidden, list, order is visible.
 let current = { kind: "empty" }
 let inFlight = null
 
@@ -51,6 +56,8 @@ function show(state) {
   ui.loading.hidden = state.kind !== "loading"
   ui.notFound.hidden = state.kind !== "not-found"
   ui.error.hidden = state.kind !== "error"
+  ui.signedOut.hidden = state.kind !== "signed-out"
+  ui.forbidden.hidden = state.kind !== "forbidden"
   ui.order.hidden = state.kind !== "order"
   ui.list.hidden = state.kind !== "list"
   ui.uidError.hidden = state.kind !== "bad-id"
@@ -99,6 +106,18 @@ function show(state) {
       ui.errorMessage.textContent = state.message
       document.title = "Error · Order lookup"
       announce(`${ui.errorTitle.textContent}. ${state.message}`)
+      break
+    case "signed-out":
+      // The page-wide notice (auth.js) says it and links to the sign-in; this keeps the place.
+      ui.signedOutMessage.textContent = state.triedId
+        ? "No order has this id, and searching by anything else needs a signed-in agent. What you typed is still in the box above."
+        : "Searching needs a signed-in agent. What you typed is still in the box above."
+      document.title = "Sign in · Order lookup"
+      break
+    case "forbidden":
+      ui.forbiddenMessage.textContent = state.message
+      document.title = "Not allowed · Order lookup"
+      announce(state.message)
       break
     case "order":
       ui.order.replaceChildren(...renderOrder(state.order, state.uid))
@@ -178,7 +197,24 @@ function searchRequest(q, dates, cursor) {
 const nextCursor = (page) =>
   typeof page.next_cursor === "string" && page.next_cursor !== "" ? page.next_cursor : null
 
+const isRefusal = (error) =>
+  error instanceof RequestFailed && (error.kind === "signed-out" || error.kind === "forbidden")
+
+/**
+ * A search or lookup refused: signed out (401) or without the role (403); false for other failures.
+ * `triedId`: the text was also looked up as an order id, and no order has it.
+ */
+function refused(error, uid, { triedId = false } = {}) {
+  if (!isRefusal(error)) return false
+  if (error.kind === "signed-out") {
+    show({ kind: "signed-out", uid, triedId })
+    sessionEnded()
+  } else show({ kind: "forbidden", uid, message: forbiddenText(error) })
+  return true
+}
+
 function failed(error, uid) {
+  if (refused(error, uid)) return
   if (!(error instanceof RequestFailed)) {
     console.error(error)
     show({ kind: "error", uid, message: "The result could not be displayed." })
@@ -193,6 +229,9 @@ async function runSearch(q, dates) {
   inFlight = controller
   show({ kind: "loading", uid: q || datesText(dates) })
   try {
+    // Known not to be allowed: not asked (the answer would only be a refusal).
+    const verdict = access(lastKnown(), "agent")
+    if (verdict !== "allowed") throw new RequestFailed(verdict, "", { requiredRole: "agent" })
     const page = record(await getJson(searchRequest(q, dates, null), controller.signal))
     const items = list(page.items).filter(isRecord)
     // An exact order id opens the order, as it always has; with dates, the agent asked for a list.
@@ -206,9 +245,30 @@ async function runSearch(q, dates) {
     else show({ kind: "list", query: { q, dates }, items, cursor: nextCursor(page) })
   } catch (error) {
     if (controller.signal.aborted) return
+    // Refused, but what was typed may be an order id, and looking one up needs nobody signed in.
+    if (isRefusal(error) && q !== "" && !hasDates(dates) && checkUid(q).ok) {
+      await lookUpInstead(q, error, controller)
+      return
+    }
     failed(error, q)
   } finally {
     if (inFlight === controller) inFlight = null
+  }
+}
+
+/** A refused search for `q`, which may be an order id: the order by its id, if there is one. */
+async function lookUpInstead(q, refusal, controller) {
+  try {
+    const order = await getJson(orderUrl(q), controller.signal)
+    if (!isRecord(order)) throw new RequestFailed("server", "The server sent something that is not an order.")
+    if (uidInLocation() !== q) history.replaceState({ uid: q }, "", pageUrl(q))
+    show({ kind: "order", uid: q, order })
+    // The order is there; a session that ended is still worth knowing about.
+    if (refusal.kind === "signed-out" && hadSession()) sessionEnded()
+  } catch (error) {
+    if (controller.signal.aborted) return
+    if (error instanceof RequestFailed && error.kind === "not-found") refused(refusal, q, { triedId: true })
+    else failed(error, q)
   }
 }
 
@@ -232,8 +292,14 @@ export async function moreResults() {
     entries[0]?.querySelector("a")?.focus()
   } catch (error) {
     if (controller.signal.aborted) return
-    ui.listStatus.textContent = `Couldn't load more. ${error instanceof RequestFailed ? error.message : ""}`
+    ui.listStatus.textContent =
+      error instanceof RequestFailed && error.kind === "forbidden"
+        ? `Couldn't load more. ${forbiddenText(error)}`
+        : error instanceof RequestFailed && error.kind === "signed-out"
+          ? "Couldn't load more: you are signed out. Sign in again to see the rest."
+          : `Couldn't load more. ${error instanceof RequestFailed ? error.message : ""}`
     ui.listStatus.hidden = false
+    if (error instanceof RequestFailed && error.kind === "signed-out") sessionEnded()
   } finally {
     ui.listMore.disabled = false
     if (inFlight === controller) inFlight = null
@@ -271,6 +337,8 @@ async function loadOrder(uid) {
     show({ kind: "order", uid, order })
   } catch (error) {
     if (controller.signal.aborted) return // a newer lookup replaced this one
+    // Looking an order up by its id is public by default; a service may ask for an agent.
+    if (refused(error, uid)) return
     if (!(error instanceof RequestFailed)) {
       console.error(error)
       show({ kind: "error", uid, message: "The order could not be displayed." })
@@ -304,6 +372,49 @@ export function retry() {
   const search = searchInLocation()
   if (search !== null) runSearch(search.q, search.dates)
   else loadOrder(current.uid)
+}
+
+/** The page's URL for what is typed in the search fields, or the current one when nothing is. */
+export function typedSearchUrl() {
+  const q = ui.input.value.trim()
+  const dates = { from: ui.from.value, to: ui.to.value }
+  if (q === "" && !hasDates(dates)) return `${window.location.pathname}${window.location.search}`
+  return searchUrl(q, dates)
+}
+
+const SAVED_SEARCH = "order-lookup:typed-search"
+
+/** Keeps what is typed in the search fields for this tab, to be put back after a sign-in. */
+export function saveTypedSearch({ signingOut = false } = {}) {
+  try {
+    if (signingOut) sessionStorage.removeItem(SAVED_SEARCH)
+    else
+      sessionStorage.setItem(
+        SAVED_SEARCH,
+        JSON.stringify({ q: ui.input.value, from: ui.from.value, to: ui.to.value })
+      )
+  } catch {
+    // Storage may be off or full: the sign-in link's return_to still carries the search.
+  }
+}
+
+/** Puts back what saveTypedSearch kept (once), unless the URL asks for a search or an order. */
+export function restoreTypedSearch() {
+  let saved = null
+  try {
+    saved = JSON.parse(sessionStorage.getItem(SAVED_SEARCH) ?? "null")
+    sessionStorage.removeItem(SAVED_SEARCH)
+  } catch {
+    return
+  }
+  const params = new URLSearchParams(window.location.search)
+  if (!isRecord(saved) || params.has("q") || uidInLocation() !== null) return
+  const text = (value) => (typeof value === "string" ? value : "")
+  ui.input.value = text(saved.q)
+  if (!params.has("from") && !params.has("to")) {
+    ui.from.value = text(saved.from)
+    ui.to.value = text(saved.to)
+  }
 }
 
 /** Editing the id: the error described the previous text; stale advice is worse than none. */

@@ -1,7 +1,8 @@
 // The recent orders in the sidebar, a page at a time.
 
-import { isRecord } from "./dom.js"
+import { h, isRecord } from "./dom.js"
 import { getJson, RequestFailed } from "./api.js"
+import { canSignIn, forbiddenText, sessionEnded, signInLink } from "./auth.js"
 import { list, record } from "./format.js"
 import { summaryEntry } from "./summary.js"
 
@@ -10,7 +11,11 @@ const RECENT_PAGE_SIZE = 20
 const ui = {
   recentList: document.getElementById("recent-list"),
   recentStatus: document.getElementById("recent-status"),
-  recentMore: document.getElementById("recent-more")
+  recentMore: document.getElementById("recent-more"),
+  recentRefresh: document.getElementById("recent-refresh"),
+  recentAuth: document.getElementById("recent-auth"),
+  liveBar: document.querySelector(".live-bar"),
+  liveNew: document.getElementById("live-new")
 }
 
 const recent = { cursor: null, loading: false, generation: 0 }
@@ -40,10 +45,17 @@ export async function loadRecent({ reset }) {
     if (!reset && moreHadFocus && entries.length > 0) entries[0].querySelector("a")?.focus()
   } catch (error) {
     if (generation !== recent.generation) return
+    if (error instanceof RequestFailed && error.kind === "signed-out") {
+      setRecentStatus("Couldn't load recent orders: you are signed out. Sign in again to see them.", true)
+      sessionEnded()
+      return
+    }
     const why =
       error instanceof RequestFailed && (error.kind === "network" || error.kind === "server")
         ? error.message
-        : "Use Refresh to try again."
+        : error instanceof RequestFailed && error.kind === "forbidden"
+          ? forbiddenText(error)
+          : "Use Refresh to try again."
     setRecentStatus(`Couldn't load recent orders. ${why}`, true)
   } finally {
     if (generation === recent.generation) {
@@ -61,6 +73,44 @@ function setRecentStatus(text, isError = false) {
 }
 
 const recentEntry = (summary) => summaryEntry(summary, "recent-order")
+
+/**
+ * In place of the recent orders and the live feed, when the page does not ask for them: nobody is
+ * signed in ("signed-out"), or the person lacks the agent role ("forbidden").
+ */
+export function recentUnavailable(kind) {
+  for (const part of [
+    ui.recentRefresh,
+    ui.liveBar,
+    ui.liveNew,
+    ui.recentList,
+    ui.recentMore,
+    ui.recentStatus
+  ])
+    part.hidden = true
+  ui.recentAuth.replaceChildren(
+    kind === "forbidden"
+      ? h("p", { "data-testid": "recent-forbidden" }, forbiddenText(null, "agent"))
+      : canSignIn()
+        ? h("p", {}, signInLink("Sign in", "recent-signin"), " to see recent orders")
+        : h(
+            "p",
+            { class: "muted" },
+            "Recent orders are shown to signed-in agents; this service has no sign-in page."
+          )
+  )
+  ui.recentAuth.hidden = false
+}
+
+/** The live feed stopped: the session ended ("signed-out"), or the role went ("forbidden"). */
+export function recentStopped(kind) {
+  setRecentStatus(
+    kind === "forbidden"
+      ? `New orders are no longer shown. ${forbiddenText(null, "agent")}`
+      : "New orders are no longer shown: you are signed out. Sign in again to see them.",
+    true
+  )
+}
 
 /** Most entries the list keeps while orders arrive live; older ones are dropped from the bottom. */
 const RECENT_MAX = 500

@@ -1,9 +1,21 @@
 // Order lookup page: wires the page's events to its parts. Each part is an ES module of its own
 // (no build step); orders are always rendered as text, never as HTML (see order-view.js).
 
-import { close, find, forgetBadId, moreResults, open, retry, searchInLocation } from "./lookup.js"
-import { loadRecent } from "./recent.js"
+import {
+  close,
+  find,
+  forgetBadId,
+  moreResults,
+  open,
+  restoreTypedSearch,
+  retry,
+  saveTypedSearch,
+  searchInLocation,
+  typedSearchUrl
+} from "./lookup.js"
+import { loadRecent, recentUnavailable } from "./recent.js"
 import { startLive } from "./live.js"
+import { access, configureSignIn, whoAmI } from "./auth.js"
 import { uidInLocation } from "./order-id.js"
 
 const byId = (id) => document.getElementById(id)
@@ -86,6 +98,30 @@ document.addEventListener("keydown", (event) => {
 // rendering step, which can come after keys typed right away went nowhere.
 if (document.activeElement === null || document.activeElement === document.body) ui.input.focus()
 
-follow()
-loadRecent({ reset: true })
-startLive()
+// Signing in comes back to what is typed in the search box (also kept in this tab's storage).
+configureSignIn({ returnTo: typedSearchUrl, beforeLeave: saveTypedSearch })
+const who = whoAmI()
+
+// An order by its id is public: it is looked up at once. A search, the recent orders and the live
+// feed need an agent: asked for once it is known whether the person may (lookup.js then asks only
+// for what they may see; an order id typed by anyone is still looked up).
+restoreTypedSearch()
+const search = uidInLocation() === null ? searchInLocation() : null
+if (search === null) follow()
+else {
+  ui.input.value = search.q
+  ui.from.value = search.dates.from
+  ui.to.value = search.dates.to
+  who.then(() => {
+    // Unless the person started another search meanwhile.
+    if (searchInLocation()?.q === search.q) follow()
+  })
+}
+
+who.then((me) => {
+  const verdict = access(me, "agent")
+  if (verdict === "allowed") {
+    loadRecent({ reset: true })
+    startLive()
+  } else recentUnavailable(verdict)
+})
