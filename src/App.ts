@@ -3,6 +3,7 @@
  * a layer swapped where they need to.
  */
 import { Config, Context, Effect, Layer, Option } from "effect"
+import { Auth } from "./auth/Auth.ts"
 import { OrderCache } from "./cache/OrderCache.ts"
 import { DatabaseConfig, KafkaConfig } from "./config/AppConfig.ts"
 import { ClientReads } from "./db/ClientReads.ts"
@@ -69,6 +70,8 @@ export const layerHttp = Layer.effectDiscard(
   Layer.provideMerge(HttpServer.layer),
   Layer.provide(Http.layer),
   Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default, SearchRoute.Default]),
+  // Who may call what, for every request either way in (src/auth/).
+  Layer.provideMerge(Auth.Default),
   Layer.provideMerge(LiveFeed.Default),
   // One drain signal: the server raises it, the live feed ends its streams on it.
   Layer.provide(HttpDrain.Default),

@@ -14,6 +14,8 @@ const main = Effect.gen(function* () {
   const env = { ...process.env }
   if (process.argv.includes("--local") && env["CONFIG_FILE"] === undefined)
     env["CONFIG_FILE"] = "config/config.local.yaml"
+  // `--auth`: sign-in on this machine, through an OpenID provider started here for the service's life.
+  if (process.argv.includes("--auth")) Object.assign(env, yield* localSignIn)
   const configLayer = yield* Effect.try({
     try: () => AppConfig.layerFromFileAndEnv(env),
     catch: (e) =>
@@ -37,6 +39,31 @@ const main = Effect.gen(function* () {
     Effect.onInterrupt(() => Effect.logInfo("Order service stopped")),
     Effect.provide(Layer.merge(configLayer, logging))
   )
+})
+
+/**
+ * Starts the local OpenID provider (src/local/LocalOidc.ts) and says how to use it; the settings
+ * that point the service at it. It stops when the service has.
+ */
+const localSignIn = Effect.gen(function* () {
+  const LocalOidc = yield* Effect.promise(() => import("./local/LocalOidc.ts"))
+  const provider = yield* LocalOidc.make()
+  process.stderr.write(
+    [
+      `order-service: sign-in through a local OpenID provider at ${provider.issuer} (a demo: in-memory, fixed passwords)`,
+      `  people: ${provider.users.map((u) => `${u.username} / ${u.password} (${u.roles.join(", ")})`).join("; ")}`,
+      `  npm run dlq: ORDER_SERVICE_OIDC_ISSUER=${provider.issuer} ORDER_SERVICE_CLIENT_ID=${provider.cliClient.id} ORDER_SERVICE_CLIENT_SECRET=${provider.cliClient.secret}`,
+      ""
+    ].join("\n")
+  )
+  return {
+    AUTH_MODE: "required",
+    AUTH_OIDC_ISSUER: provider.issuer,
+    AUTH_OIDC_CLIENT_ID: provider.webClient.id,
+    AUTH_OIDC_CLIENT_SECRET: provider.webClient.secret,
+    AUTH_OIDC_AUDIENCE: provider.audience,
+    AUTH_OIDC_ROLES_CLAIM: "roles"
+  }
 })
 
 /**
@@ -92,7 +119,7 @@ process.on("SIGINT", onSignal)
 process.on("SIGTERM", onSignal)
 
 NodeRuntime.runMain(
-  main.pipe(
+  Effect.scoped(main).pipe(
     // Expected start-up failures get one clear line, not a stack trace.
     Effect.catchAll((error) =>
       Effect.sync(() => {

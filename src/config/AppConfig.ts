@@ -164,6 +164,143 @@ export const DeadLettersConfig = Config.all({
   retentionCheck: positiveDuration("retention_check").pipe(Config.withDefault(Duration.hours(1)))
 }).pipe(Config.nested("dead_letters"))
 
+/** The roles the service knows: `operator` includes `agent`; `metrics` may only scrape `/metrics`. */
+export const ROLES = ["agent", "operator", "metrics"] as const
+export type Role = (typeof ROLES)[number]
+const isRole = (s: string): s is Role => (ROLES as ReadonlyArray<string>).includes(s)
+
+/** One configured API key: who it is, its role, and the SHA-256 (hex) of the key itself. */
+export interface ApiKey {
+  readonly name: string
+  readonly role: Role
+  readonly sha256: string
+}
+
+const API_KEY = /^([\w.@-]{1,64}):([a-z]+):([0-9a-f]{64})$/
+export const API_KEYS_EXPECTED =
+  "expected a comma-separated list of name:role:sha256, where role is agent, operator or metrics and sha256 is the key's SHA-256 in lower-case hex (`printf %s \"$KEY\" | sha256sum`)"
+
+/** `name:role:sha256,…` (empty: no keys). */
+export const parseApiKeys = (s: string): ReadonlyArray<ApiKey> | undefined => {
+  const keys: Array<ApiKey> = []
+  for (const item of s.split(",").map((i) => i.trim())) {
+    if (item === "") continue
+    const m = API_KEY.exec(item)
+    if (m === null || !isRole(m[2]!)) return undefined
+    keys.push({ name: m[1]!, role: m[2], sha256: m[3]! })
+  }
+  return keys
+}
+
+/** `provider:service,…`: names the provider gives roles, mapped to the service's. */
+export const parseRoleMap = (s: string): ReadonlyMap<string, Role> | undefined => {
+  const map = new Map<string, Role>()
+  for (const item of s.split(",").map((i) => i.trim())) {
+    if (item === "") continue
+    const at = item.lastIndexOf(":")
+    const role = item.slice(at + 1)
+    if (at < 1 || !isRole(role)) return undefined
+    map.set(item.slice(0, at), role)
+  }
+  return map
+}
+
+const JWS_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+/** A list given as one string (`a,b c`), as an environment variable gives it, or as a YAML list. */
+const listOf = (name: string) =>
+  Config.string().pipe(
+    Config.orElse(() => Config.array(Config.string()).pipe(Config.map((items) => items.join(",")))),
+    Config.nested(name)
+  )
+
+export const AuthConfig = Config.all({
+  /**
+   * `required`: every route but the public ones needs a signed-in person or a program's credential.
+   * `none`: no sign-in, everything open (for one machine: see `validateAuth`).
+   */
+  mode: Config.literal("required", "none")("mode").pipe(Config.withDefault("required" as const)),
+  /** `GET /order/{order_uid}` by exact id for anyone (the original contract). */
+  publicOrderLookup: Config.boolean("public_order_lookup").pipe(Config.withDefault(true)),
+  /** The URL people reach the service at; the sign-in callback is under it. Unset: the request's Host. */
+  publicUrl: Config.option(
+    Config.url("public_url").pipe(
+      Config.validate({
+        message: "expected an http or https URL such as https://orders.example.com",
+        validation: (u) => u.protocol === "https:" || u.protocol === "http:"
+      })
+    )
+  ),
+  apiKeys: listOf("api_keys").pipe(
+    Config.mapOrFail((s) => {
+      const keys = parseApiKeys(s)
+      return keys === undefined ? Either.left(ConfigError.InvalidData([], API_KEYS_EXPECTED)) : Either.right(keys)
+    }),
+    Config.withDefault([] as ReadonlyArray<ApiKey>)
+  ),
+  oidc: Config.all({
+    issuer: Config.option(Config.url("issuer")),
+    clientId: Config.string("client_id").pipe(Config.withDefault("order-service")),
+    clientSecret: Config.option(Config.redacted("client_secret")),
+    scopes: Config.string("scopes").pipe(Config.withDefault("openid profile email")),
+    /** The `aud` a bearer access token must name. */
+    audience: Config.string("audience").pipe(Config.withDefault("order-service")),
+    /** Where the roles are in the claims, as a dotted path (Keycloak: `realm_access.roles`). */
+    rolesClaim: Config.string("roles_claim").pipe(Config.withDefault("roles")),
+    roleMap: listOf("role_map").pipe(
+      Config.mapOrFail((s) => {
+        const map = parseRoleMap(s)
+        return map === undefined
+          ? Either.left(
+              ConfigError.InvalidData([], "expected a comma-separated list of provider-role:role, role one of agent, operator, metrics")
+            )
+          : Either.right(map)
+      }),
+      Config.withDefault(new Map<string, Role>() as ReadonlyMap<string, Role>)
+    ),
+    algorithms: listOf("algorithms").pipe(
+      Config.map((s) => s.split(/[\s,]+/).filter((a) => a !== "")),
+      Config.validate({
+        message: `expected asymmetric JWS algorithms among ${JWS_ALGORITHMS.join(", ")}`,
+        validation: (list) => list.length > 0 && list.every((a) => JWS_ALGORITHMS.includes(a))
+      }),
+      Config.withDefault(["RS256", "PS256", "ES256", "EdDSA"])
+    )
+  }).pipe(Config.nested("oidc")),
+  session: Config.all({
+    /** How long a sign-in lasts, however active. */
+    ttl: positiveDuration("ttl").pipe(Config.withDefault(Duration.hours(8))),
+    cookie: Config.string("cookie").pipe(
+      Config.validate({ message: "expected a cookie name of letters, digits, _ and -", validation: (s) => /^[\w-]{1,64}$/.test(s) }),
+      Config.withDefault("order_session")
+    ),
+    /** How long an instance trusts what it read of a session: a sign-out elsewhere takes this long to reach it. */
+    recheck: positiveDuration("recheck").pipe(Config.withDefault(Duration.seconds(5)))
+  }).pipe(Config.nested("session"))
+}).pipe(Config.nested("auth"))
+
+export type AuthSettings = Config.Config.Success<typeof AuthConfig>
+
+/** Hosts that only this machine reaches. */
+export const isLoopbackHost = (host: string): boolean =>
+  host === "localhost" || host === "::1" || host === "[::1]" || /^127(\.\d{1,3}){3}$/.test(host)
+
+/**
+ * What the keys allow together, beyond each key's own check: `auth.mode: required` needs a way to
+ * sign in or a key on a network address, or nothing but the public lookup could ever be used.
+ */
+export const checkAuth = (host: string, auth: AuthSettings): string | undefined => {
+  if (auth.mode === "none") return undefined
+  if (Option.isSome(auth.oidc.issuer) && Option.isNone(auth.oidc.clientSecret))
+    return "auth.oidc.client_secret (env AUTH_OIDC_CLIENT_SECRET): required with auth.oidc.issuer, for the sign-in"
+  if (Option.isNone(auth.oidc.issuer) && auth.apiKeys.length === 0 && !isLoopbackHost(host))
+    return (
+      `auth.mode (env AUTH_MODE): required, but neither auth.oidc.issuer nor auth.api_keys is set, so nobody could sign in ` +
+      `to what ${host} would serve. Configure a provider or keys, or set auth.mode: none to serve without sign-in (open to anyone who reaches ${host})`
+    )
+  return undefined
+}
+
 const LOG_LEVELS: Record<string, LogLevel.LogLevel> = {
   all: LogLevel.All,
   trace: LogLevel.Trace,
@@ -206,6 +343,7 @@ export const AllConfig = Config.all({
   cache: CacheConfig,
   deadLetters: DeadLettersConfig,
   live: LiveConfig,
+  auth: AuthConfig,
   log: LogConfig
 })
 

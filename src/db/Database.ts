@@ -18,6 +18,7 @@ import searchPlanIndexesOnly from "./migrations/0005_search_plan_indexes_only.ts
 import searchHashIndexes from "./migrations/0006_search_hash_indexes.ts"
 import searchMatchesBatched from "./migrations/0007_search_matches_batched.ts"
 import orderSummaryColumns from "./migrations/0008_order_summary_columns.ts"
+import authSessions from "./migrations/0009_auth_sessions.ts"
 import { databaseReason, isConnectionError } from "./SqlErrors.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
@@ -29,7 +30,8 @@ const migrations = PgMigrator.fromRecord({
   "0005_search_plan_indexes_only": searchPlanIndexesOnly,
   "0006_search_hash_indexes": searchHashIndexes,
   "0007_search_matches_batched": searchMatchesBatched,
-  "0008_order_summary_columns": orderSummaryColumns
+  "0008_order_summary_columns": orderSummaryColumns,
+  "0009_auth_sessions": authSessions
 })
 
 /**

@@ -6,14 +6,12 @@
  * idempotent insert), and parks again what is still wrong — the new letter keeps `replay.of`, so
  * it names its previous one.
  *
- * It writes to the orders topic, so it is off unless `dead_letters.replay_token` is set, and a
- * caller must present that token. Kafka is the ingest side's: its producer attaches itself here
+ * It writes to the orders topic, so only an operator may ask for it (`src/auth/Access.ts`); the
+ * log line names who did. Kafka is the ingest side's: its producer attaches itself here
  * (`layerPublisher`) once connected, and until then a replay answers that it cannot run yet.
  */
-import { createHash, timingSafeEqual } from "node:crypto"
-import { Data, Deferred, Effect, Layer, Metric, Option, Redacted } from "effect"
+import { Data, Deferred, Effect, Layer, Metric, Option } from "effect"
 import { CompressionTypes, Partitioners, type Message } from "kafkajs"
-import { DeadLettersConfig } from "../config/AppConfig.ts"
 import { DeadLetterHeaders, ReplayHeaders } from "../kafka/DeadLetters.ts"
 import { KafkaClient } from "../kafka/KafkaClient.ts"
 import { kafkaError, type KafkaError } from "../kafka/KafkaError.ts"
@@ -25,26 +23,8 @@ export const ReplayMetrics = {
   })
 }
 
-/** No `dead_letters.replay_token` is configured: replay over HTTP is off. */
-export class ReplayOff extends Data.TaggedError("ReplayOff")<{}> {}
-
-/** The caller did not present the replay token. */
-export class NotAuthorized extends Data.TaggedError("NotAuthorized")<{ readonly message: string }> {}
-
 /** Kafka is not connected yet: nothing can be sent. */
 export class ReplayUnavailable extends Data.TaggedError("ReplayUnavailable")<{ readonly message: string }> {}
-
-const digest = (text: string) => createHash("sha256").update(text, "utf8").digest()
-
-/**
- * Whether `authorization` is `Bearer <token>`. Both sides are hashed first, so the comparison
- * takes the same time whatever the given token's length or how much of it is right.
- */
-export const presentsToken = (authorization: string | undefined, token: Redacted.Redacted): boolean => {
-  const match = /^Bearer +(\S+) *$/i.exec(authorization ?? "")
-  const given = digest(match?.[1] ?? "")
-  return timingSafeEqual(given, digest(Redacted.value(token))) && match !== null
-}
 
 const PARKING_HEADERS: ReadonlySet<string> = new Set([
   ...Object.values(DeadLetterHeaders),
@@ -87,25 +67,14 @@ export interface ReplayOptions {
   readonly dryRun: boolean
   readonly limit: number
   readonly cursor: Option.Option<string>
+  /** Who asked (the principal's subject), for the log line. */
+  readonly requestedBy: string
 }
 
 export class DeadLetterReplay extends Effect.Service<DeadLetterReplay>()("DeadLetterReplay", {
   effect: Effect.gen(function* () {
     const index = yield* DeadLetterIndex
-    const { replayToken } = yield* DeadLettersConfig
     const target = yield* Deferred.make<ReplayTarget>()
-
-    /** Off without a configured token; else the caller must present it. */
-    const authorize = (authorization: string | undefined): Effect.Effect<void, ReplayOff | NotAuthorized> =>
-      Option.match(replayToken, {
-        onNone: () => Effect.fail(new ReplayOff()),
-        onSome: (token) =>
-          presentsToken(authorization, token)
-            ? Effect.void
-            : Effect.fail(
-                new NotAuthorized({ message: "send the replay token as Authorization: Bearer <token>" })
-              )
-      })
 
     /**
      * Replay a page of `selection` (oldest first); the cursor leads to the next page. With
@@ -137,6 +106,7 @@ export class DeadLetterReplay extends Effect.Service<DeadLetterReplay>()("DeadLe
       const count = (o: ReplayOutcome) => outcomes.filter((x) => x === o).length
       yield* Effect.logInfo(options.dryRun ? "Dead letters replay (dry run)" : "Dead letters replayed").pipe(
         Effect.annotateLogs({
+          requested_by: options.requestedBy,
           selection: describeSelection(selection),
           selected: Option.getOrNull(selected),
           page: page.items.length,
@@ -154,7 +124,6 @@ export class DeadLetterReplay extends Effect.Service<DeadLetterReplay>()("DeadLe
     })
 
     return {
-      authorize,
       replay,
       /** Called by the ingest side once its producer is connected. */
       attach: (t: ReplayTarget) => Deferred.succeed(target, t)

@@ -48,6 +48,28 @@ export class Unavailable extends Schema.TaggedError<Unavailable>()(
   })
 ) {}
 
+/** 401: the route needs a role and the request carries no credentials, or ones that do not hold. */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
+  "Unauthorized",
+  { error: errorCode("unauthorized"), message: Schema.String },
+  HttpApiSchema.annotations({
+    status: 401,
+    description:
+      "Sign in (the page), or send `Authorization: Bearer <token>`: an access token of the OpenID provider or an API key"
+  })
+) {}
+
+/** 403: the caller is known but lacks the role, or a page's request came from another site. */
+export class Forbidden extends Schema.TaggedError<Forbidden>()(
+  "Forbidden",
+  {
+    error: errorCode("forbidden"),
+    message: Schema.String,
+    required_role: Schema.NullOr(Schema.Literal("agent", "operator", "metrics"))
+  },
+  HttpApiSchema.annotations({ status: 403, description: "The caller's roles do not include the one this needs" })
+) {}
+
 /** `limit` and `cursor`, as every paged listing takes them. */
 const pageParams = (things: string, max: number, byDefault: number) => ({
   limit: Schema.optional(Schema.String).annotations({
@@ -76,6 +98,8 @@ export const LiveEvents = HttpApiSchema.Text({ contentType: "text/event-stream" 
 })
 
 export class OrdersGroup extends HttpApiGroup.make("orders")
+  .addError(Unauthorized)
+  .addError(Forbidden)
   .add(
     HttpApiEndpoint.get("getOrder", "/order/:order_uid")
       .setPath(Schema.Struct({ order_uid: Schema.String }))
@@ -182,24 +206,6 @@ export class DeadLetterNotFound extends Schema.TaggedError<DeadLetterNotFound>()
   })
 ) {}
 
-export class ReplayUnauthorized extends Schema.TaggedError<ReplayUnauthorized>()(
-  "ReplayUnauthorized",
-  { error: errorCode("unauthorized"), message: Schema.String },
-  HttpApiSchema.annotations({
-    status: 401,
-    description: "Replay is on, and the request does not carry its token as `Authorization: Bearer <token>`"
-  })
-) {}
-
-export class ReplayDisabled extends Schema.TaggedError<ReplayDisabled>()(
-  "ReplayDisabled",
-  { error: errorCode("replay_disabled"), message: Schema.String },
-  HttpApiSchema.annotations({
-    status: 403,
-    description: "Replay is off on this instance: no `dead_letters.replay_token` is configured"
-  })
-) {}
-
 const timeParam = (description: string) =>
   Schema.optional(Schema.String).annotations({
     description: `${description} (ISO 8601, e.g. 2026-11-30T08:00:00Z)`
@@ -257,6 +263,8 @@ export const ReplayResponse = Schema.Struct({
 }).annotations({ identifier: "ReplayResponse" })
 
 export class DeadLettersGroup extends HttpApiGroup.make("deadLetters")
+  .addError(Unauthorized)
+  .addError(Forbidden)
   .add(
     HttpApiEndpoint.get("listDeadLetters", "/dead-letters")
       .setUrlParams(
@@ -287,24 +295,82 @@ export class DeadLettersGroup extends HttpApiGroup.make("deadLetters")
   )
   .add(
     HttpApiEndpoint.post("replayDeadLetters", "/dead-letters/replay")
-      .setHeaders(Schema.Struct({ authorization: Schema.optional(Schema.String) }))
       .setPayload(ReplayRequest)
       .addSuccess(ReplayResponse)
       .addError(InvalidQuery)
-      .addError(ReplayUnauthorized)
-      .addError(ReplayDisabled)
       .addError(Unavailable)
       .annotate(OpenApi.Summary, "Send parked messages back to the orders topic (a copy; the letters stay)")
       .annotate(
         OpenApi.Description,
-        "Re-publishes each selected letter's original key, bytes and headers with `replay.of` (the letter's topic/partition/offset) and `replay.at`. Off (403) unless `dead_letters.replay_token` is configured; then it needs `Authorization: Bearer <token>` (401 without). Safe to repeat: a stored order is stored once, one still invalid is parked again naming its previous letter."
+        "Re-publishes each selected letter's original key, bytes and headers with `replay.of` (the letter's topic/partition/offset) and `replay.at`. Needs the `operator` role; from the page, only from the service's own origin. Safe to repeat: a stored order is stored once, one still invalid is parked again naming its previous letter."
       )
+  ) {}
+
+export class SignInOff extends Schema.TaggedError<SignInOff>()(
+  "SignInOff",
+  { error: errorCode("sign_in_off"), message: Schema.String },
+  HttpApiSchema.annotations({ status: 404, description: "No OpenID provider is configured: nobody signs in here" })
+) {}
+
+export class SignInFailed extends Schema.TaggedError<SignInFailed>()(
+  "SignInFailed",
+  { error: errorCode("sign_in_failed"), message: Schema.String },
+  HttpApiSchema.annotations({ status: 400, description: "The provider's answer could not be used; start again" })
+) {}
+
+export const Me = Schema.Struct({
+  mode: Schema.Literal("required", "none").annotations({
+    description: "`none`: no sign-in here, everything is open (one machine)"
+  }),
+  signed_in: Schema.Boolean,
+  subject: Schema.NullOr(Schema.String),
+  name: Schema.NullOr(Schema.String),
+  roles: Schema.Array(Schema.Literal("agent", "operator", "metrics")),
+  sign_in: Schema.Boolean.annotations({ description: "Whether people can sign in here (a provider is configured)" })
+}).annotations({ identifier: "Me" })
+
+export class AuthGroup extends HttpApiGroup.make("auth")
+  .add(
+    HttpApiEndpoint.get("me", "/auth/me")
+      .addSuccess(Me)
+      .annotate(OpenApi.Summary, "Who the caller is and what they may see (the page asks on load)")
+  )
+  .add(
+    HttpApiEndpoint.get("login", "/auth/login")
+      .setUrlParams(
+        Schema.Struct({
+          return_to: Schema.optional(Schema.String).annotations({
+            description: "A path of this service to come back to once signed in (default `/`)"
+          })
+        })
+      )
+      .addSuccess(HttpApiSchema.Empty(302))
+      .addError(SignInOff)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "Sign in: off to the OpenID provider (authorization code with PKCE)")
+  )
+  .add(
+    HttpApiEndpoint.get("callback", "/auth/callback")
+      .setUrlParams(Schema.Struct({ code: Schema.optional(Schema.String), state: Schema.optional(Schema.String) }))
+      .addSuccess(HttpApiSchema.Empty(303))
+      .addError(SignInOff)
+      .addError(SignInFailed)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "Where the provider sends a person back; sets the session cookie")
+  )
+  .add(
+    HttpApiEndpoint.post("logout", "/auth/logout")
+      .addSuccess(HttpApiSchema.Text({ contentType: "text/html" }))
+      .addError(Forbidden)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "Sign out: the session ends on every instance, then at the provider")
   ) {}
 
 export class OrderServiceApi extends HttpApi.make("order-service")
   .add(OrdersGroup)
   .add(HealthGroup)
   .add(DeadLettersGroup)
+  .add(AuthGroup)
   .annotate(OpenApi.Title, "Order service")
   .annotate(OpenApi.Version, "1.0.0")
   .annotate(

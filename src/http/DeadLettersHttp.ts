@@ -4,6 +4,8 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Either, Option, Schema } from "effect"
+import { NodeHttpServerRequest } from "@effect/platform-node"
+import { Auth } from "../auth/Auth.ts"
 import { ClientReads } from "../db/ClientReads.ts"
 import {
   DeadLetterIndex,
@@ -19,8 +21,6 @@ import {
   DeadLetterPage,
   InvalidQuery,
   OrderServiceApi,
-  ReplayDisabled,
-  ReplayUnauthorized,
   Unavailable,
   type ReplayRequest
 } from "./Api.ts"
@@ -88,6 +88,7 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
     const index = yield* DeadLetterIndex
     const reads = yield* ClientReads
     const replay = yield* DeadLetterReplay
+    const auth = yield* Auth
     const page = Option.fromNullable((yield* StaticFiles).routes.get("/dead-letters.html"))
     const servePage = Option.map(page, (file) =>
       serveStaticFile({ ...file, headers: { ...file.headers, ...VARY } })
@@ -132,25 +133,17 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
           return found.value
         })
       )
-      .handle("replayDeadLetters", ({ headers, payload }) =>
+      .handle("replayDeadLetters", ({ payload }) =>
         Effect.gen(function* () {
-          yield* replay.authorize(headers.authorization).pipe(
-            Effect.catchTags({
-              ReplayOff: () =>
-                Effect.fail(
-                  new ReplayDisabled({
-                    message: "replay is off on this instance: no dead_letters.replay_token is configured"
-                  })
-                ),
-              NotAuthorized: (e) => Effect.fail(new ReplayUnauthorized({ message: e.message }))
-            })
-          )
           const selection = yield* selectionOf(payload)
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const who = auth.principalOf(NodeHttpServerRequest.toIncomingMessage(request))
           const result = yield* replay
             .replay(selection, {
               dryRun: payload.dry_run ?? false,
               limit: payload.limit ?? 500,
-              cursor: Option.fromNullable(payload.cursor)
+              cursor: Option.fromNullable(payload.cursor),
+              requestedBy: who?.subject ?? "unknown"
             })
             .pipe(
               Effect.catchTags({

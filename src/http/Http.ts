@@ -12,6 +12,7 @@ import { Orders } from "../orders/Orders.ts"
 import { Prometheus } from "../observability/Prometheus.ts"
 import { InvalidQuery, NotReady, OrderServiceApi, Ready, Unavailable } from "./Api.ts"
 import * as ApiDocs from "./ApiDocs.ts"
+import * as AuthHttp from "./AuthHttp.ts"
 import * as DeadLettersHttp from "./DeadLettersHttp.ts"
 import type { Answer } from "./Answer.ts"
 import { encodingOf, liveHeaders } from "./LiveRoute.ts"
@@ -140,6 +141,6 @@ export const layer = Layer.mergeAll(
   extraRoutes
 ).pipe(
   Layer.provideMerge(
-    HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([ordersGroup, healthGroup, DeadLettersHttp.layer]))
+    HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([ordersGroup, healthGroup, DeadLettersHttp.layer, AuthHttp.layer]))
   )
 )

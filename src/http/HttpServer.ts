@@ -27,7 +27,9 @@ import {
   Option,
   Runtime
 } from "effect"
-import { HttpConfig } from "../config/AppConfig.ts"
+import { ORDER_PREFIX, routeOf } from "../auth/Access.ts"
+import { Auth, type Verdict } from "../auth/Auth.ts"
+import { HttpConfig, isLoopbackHost } from "../config/AppConfig.ts"
 import { observeHttpRequest } from "../observability/Prometheus.ts"
 import { type Answer, json } from "./Answer.ts"
 import { LiveFeed } from "../live/LiveFeed.ts"
@@ -40,7 +42,6 @@ import { SECURITY_HEADERS } from "./SecurityHeaders.ts"
 /** The security headers as a flat name/value list for `writeHead`. */
 const SECURITY_HEADER_LIST: ReadonlyArray<string> = Object.entries(SECURITY_HEADERS).flat()
 
-const ORDER_PREFIX = "/order/"
 const ORDER_ROUTE = "/order/{order_uid}"
 const SEARCH_ROUTE = "/orders/search"
 const LIVE_ROUTE = "/orders/live"
@@ -54,27 +55,8 @@ const INTERNAL_ERROR = json(500, { error: "internal_error", message: "the reques
 /** How long open connections are told (503, `Connection: close`) before idle ones are closed. */
 const DRAIN_NOTICE = Duration.seconds(1)
 
-/** A low-cardinality label for metrics and logs. */
-export const routeOf = (pathname: string): string => {
-  if (pathname.startsWith(ORDER_PREFIX)) return ORDER_ROUTE
-  if (pathname.startsWith("/dead-letters/"))
-    return pathname === "/dead-letters/replay" ? pathname : "/dead-letters/{partition}/{offset}"
-  switch (pathname) {
-    case "/orders":
-    case "/orders/search":
-    case "/orders/live":
-    case "/dead-letters":
-    case "/healthz":
-    case "/readyz":
-    case "/metrics":
-    case "/openapi.json":
-    case "/docs":
-    case "/":
-      return pathname
-    default:
-      return /^\/[\w.-]+\.(js|css|html|svg|ico|png)$/.test(pathname) ? "static" : "other"
-  }
-}
+/** A low-cardinality label for metrics and logs (and the key of the access rules). */
+export { routeOf }
 
 /** Where the server listens, once it does. */
 export class HttpAddress extends Context.Tag("HttpAddress")<
@@ -108,6 +90,11 @@ export const layer = Layer.scoped(
     const search = yield* SearchRoute
     const live = yield* LiveFeed
     const drain = yield* HttpDrain
+    const auth = yield* Auth
+    if (auth.mode === "none" && !isLoopbackHost(config.host))
+      yield* Effect.logWarning(
+        "auth.mode is none on a network address: anyone who reaches it sees every order and dead letter"
+      ).pipe(Effect.annotateLogs({ host: config.host }))
     const app = yield* HttpApiBuilder.httpApp
     // No tracer exports spans from this service, so the platform's span per request is off: it was
     // a tenth of a search's CPU. Whoever adds a tracer (an OpenTelemetry layer) removes this.
@@ -139,6 +126,7 @@ export const layer = Layer.scoped(
           Effect.annotateLogs({
             method: req.method ?? "",
             path: pathname,
+            principal: auth.principalOf(req)?.subject ?? "-",
             status: res.statusCode,
             ms: Math.round(ms * 100) / 100,
             bytes
@@ -146,9 +134,17 @@ export const layer = Layer.scoped(
         )
       )
 
-    /** Writes an answer of `OrderRoute` or `SearchRoute` with the security headers. */
+    /**
+     * Writes an answer of `OrderRoute`, `SearchRoute` or the authorization step with the security
+     * headers; what says nothing of caching is not to be stored (it is a customer's data, or a refusal).
+     */
     const writeAnswer = (res: ServerResponse, answer: Answer) => {
-      res.writeHead(answer.status, [...SECURITY_HEADER_LIST, ...answer.headers])
+      res.writeHead(
+        answer.status,
+        answer.headers.includes("cache-control")
+          ? [...SECURITY_HEADER_LIST, ...answer.headers]
+          : [...SECURITY_HEADER_LIST, "cache-control", "no-store", ...answer.headers]
+      )
       res.end(answer.body)
     }
 
@@ -180,7 +176,7 @@ export const layer = Layer.scoped(
     ) => {
       writeAnswer(res, answer)
       const ms = performance.now() - started
-      observeHttpRequest("GET", route, res.statusCode, ms / 1000)
+      observeHttpRequest(req.method ?? "GET", route, res.statusCode, ms / 1000)
       if (accessLogOn)
         accessLog(req, res, pathname, ms, answer.body === undefined ? 0 : Buffer.byteLength(answer.body))
     }
@@ -276,11 +272,9 @@ export const layer = Layer.scoped(
       res.on("error", detach)
     }
 
-    const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
-      const started = performance.now()
-      const url = req.url ?? "/"
+    /** A request the authorization step let through, answered one of the two ways. */
+    const serve = (req: IncomingMessage, res: ServerResponse, url: string, pathname: string, started: number) => {
       const q = url.indexOf("?")
-      const pathname = q === -1 ? url : url.slice(0, q)
       if (!draining && config.fastPaths && req.method === "GET") {
         if (pathname.startsWith(ORDER_PREFIX)) return serveOrder(req, res, pathname, started)
         if (pathname === LIVE_ROUTE) return serveLive(req, res, pathname, started)
@@ -295,6 +289,8 @@ export const layer = Layer.scoped(
       }
       track(req, res, pathname, started)
       for (const name in SECURITY_HEADERS) res.setHeader(name, SECURITY_HEADERS[name]!)
+      // Whatever a handler says of caching wins (the page's files); the rest holds customer data.
+      res.setHeader("cache-control", "no-store")
       if (draining) {
         writeJson(
           res,
@@ -305,6 +301,50 @@ export const layer = Layer.scoped(
         return
       }
       handleWithApp(req, res)
+    }
+
+    /** Let through, or answered with the refusal. */
+    const decided = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      url: string,
+      pathname: string,
+      route: string,
+      started: number,
+      verdict: Verdict
+    ) =>
+      verdict._tag === "Allow"
+        ? serve(req, res, url, pathname, started)
+        : finish(req, res, pathname, route, started, verdict.answer)
+
+    const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
+      const started = performance.now()
+      const url = req.url ?? "/"
+      const q = url.indexOf("?")
+      const pathname = q === -1 ? url : url.slice(0, q)
+      const route = routeOf(pathname)
+      // The one authorization step, for both ways a request is answered. From its caches (and for
+      // public routes) it decides at once; a token or session it has not seen lately takes a promise.
+      const verdict = auth.check(req, route)
+      if (!(verdict instanceof Promise)) return decided(req, res, url, pathname, route, started, verdict)
+      inFlight++
+      verdict.then(
+        (v) => {
+          try {
+            decided(req, res, url, pathname, route, started, v)
+          } finally {
+            settled()
+          }
+        },
+        (error: unknown) => {
+          try {
+            runSync(Effect.logError("The authorization step failed", error))
+            finish(req, res, pathname, route, started, INTERNAL_ERROR)
+          } finally {
+            settled()
+          }
+        }
+      )
     })
 
     yield* Effect.async<void, Error>((resume) => {

@@ -15,7 +15,7 @@ export const encodingOf = (
 
 export const liveHeaders = (encoding: Encoding): Record<string, string> => ({
   "content-type": "text/event-stream",
-  "cache-control": "no-cache",
+  "cache-control": "no-store",
   // Proxies (nginx) must not hold events back to fill a buffer.
   "x-accel-buffering": "no",
   vary: "accept-encoding",

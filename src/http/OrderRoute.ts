@@ -12,8 +12,11 @@ import { Orders } from "../orders/Orders.ts"
 import { type Answer, json } from "./Answer.ts"
 import { InvalidOrderUid, OrderNotFound, Unavailable } from "./Api.ts"
 
-/** Orders do not change once stored; a client may reuse one briefly and revalidate with the ETag. */
-export const ORDER_CACHE_CONTROL = "private, max-age=60"
+/**
+ * An order is a customer's data: no cache keeps it (a shared browser, a proxy). Orders do not
+ * change once stored, so a program that keeps its own copy revalidates it with the ETag.
+ */
+export const ORDER_CACHE_CONTROL = "no-store"
 
 const decodeUid = Schema.decodeUnknownEither(OrderUid)
 

@@ -18,8 +18,13 @@ replay.of (the letter's topic/partition/offset) and replay.at. The letters stay 
 dead-letter topic. Safe to repeat: an order is stored once; one still invalid is parked
 again, naming its previous letter.
 
-Replay must be on in the service (dead_letters.replay_token, env DEAD_LETTERS_REPLAY_TOKEN);
-this command sends the token it finds in DEAD_LETTERS_REPLAY_TOKEN.
+Replay needs the operator role. Unless the service runs open (auth.mode: none, as under
+npm start), give this command credentials in the environment, either
+  ORDER_SERVICE_TOKEN      an API key of the service (auth.api_keys) or an access token of its
+                           OpenID provider, sent as Authorization: Bearer, or
+  ORDER_SERVICE_OIDC_ISSUER, ORDER_SERVICE_CLIENT_ID, ORDER_SERVICE_CLIENT_SECRET
+                           a client of the provider allowed the client-credentials grant: the
+                           command asks the provider for an access token itself.
 
 Options:
   --url URL               the service (default: $ORDER_SERVICE_URL, else http://localhost:8081)
@@ -36,8 +41,8 @@ Options:
 
 Examples:
   npm run dlq -- replay --kind conflict --since 2h --dry-run
-  DEAD_LETTERS_REPLAY_TOKEN=… npm run dlq -- replay --kind schema --since 2026-11-30T08:00:00Z
-  DEAD_LETTERS_REPLAY_TOKEN=… npm run dlq -- replay --partition 1 --offset 42
+  ORDER_SERVICE_TOKEN=… npm run dlq -- replay --kind schema --since 2026-11-30T08:00:00Z
+  ORDER_SERVICE_TOKEN=… npm run dlq -- replay --partition 1 --offset 42
 
 Exit status: 0 when every selected letter was sent (or listed, with --dry-run); 1 on an error
 or when the broker refused some; 2 on a usage error.`
@@ -183,9 +188,9 @@ const requestPage = (options: ReplayOptions, token: string | undefined, cursor: 
     return yield* new ServiceError({
       message:
         response.status === 401
-          ? `the service refused the token${said}. Set DEAD_LETTERS_REPLAY_TOKEN to its dead_letters.replay_token.`
+          ? `the service wants credentials${said}. Set ORDER_SERVICE_TOKEN (an API key or access token), or the client credentials (see --help).`
           : response.status === 403
-            ? `replay is off in the service${said}. Start it with dead_letters.replay_token (DEAD_LETTERS_REPLAY_TOKEN) set.`
+            ? `the service refused${said}. Replay needs the operator role.`
             : `the service answered HTTP ${response.status}${said}`
     })
   })
@@ -258,14 +263,52 @@ export const formatReport = (
   return { text: lines.join("\n"), refused }
 }
 
+const nonEmpty = (env: NodeJS.ProcessEnv, name: string) =>
+  Option.filter(Option.fromNullable(env[name]), (v) => v.trim() !== "")
+
+/**
+ * What to send as `Authorization: Bearer`: `ORDER_SERVICE_TOKEN` (or, from earlier versions,
+ * `DEAD_LETTERS_REPLAY_TOKEN`), else an access token the provider grants the client named in the
+ * environment, else nothing (a service running open).
+ */
+export const bearerToken = (env: NodeJS.ProcessEnv) =>
+  Effect.gen(function* () {
+    const given = Option.orElse(nonEmpty(env, "ORDER_SERVICE_TOKEN"), () => nonEmpty(env, "DEAD_LETTERS_REPLAY_TOKEN"))
+    if (Option.isSome(given)) return given.value
+    const issuer = nonEmpty(env, "ORDER_SERVICE_OIDC_ISSUER")
+    if (Option.isNone(issuer)) return undefined
+    const id = nonEmpty(env, "ORDER_SERVICE_CLIENT_ID")
+    const secret = nonEmpty(env, "ORDER_SERVICE_CLIENT_SECRET")
+    if (Option.isNone(id) || Option.isNone(secret))
+      return yield* new ServiceError({
+        message: "ORDER_SERVICE_OIDC_ISSUER is set: ORDER_SERVICE_CLIENT_ID and ORDER_SERVICE_CLIENT_SECRET are needed too"
+      })
+    const url = new URL(issuer.value)
+    return yield* Effect.tryPromise({
+      try: async () => {
+        const oidc = await import("openid-client")
+        const config = await oidc.discovery(
+          url,
+          id.value,
+          secret.value,
+          undefined,
+          url.protocol === "http:" ? { execute: [oidc.allowInsecureRequests] } : undefined
+        )
+        return (await oidc.clientCredentialsGrant(config)).access_token
+      },
+      catch: (e) =>
+        new ServiceError({
+          message: `the OpenID provider at ${url.href} gave no access token: ${e instanceof Error ? e.message : String(e)}`
+        })
+    })
+  })
+
 let failureStatus = 0
 
 const main = Effect.gen(function* () {
   const options = yield* parseOptions(process.argv.slice(2))
   if (options.help) return yield* Console.log(USAGE)
-  const token = Option.getOrUndefined(
-    Option.filter(Option.fromNullable(process.env["DEAD_LETTERS_REPLAY_TOKEN"]), (t) => t !== "")
-  )
+  const token = yield* bearerToken(process.env)
   const result = yield* replay(options, token)
   const report = formatReport(result, options.dryRun)
   yield* Console.log(report.text)

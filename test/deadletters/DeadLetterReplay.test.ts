@@ -3,10 +3,9 @@
  * off the topic into the index, too. No servers: see replay.test.ts for the real broker.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Redacted } from "effect"
 import type { KafkaMessage } from "kafkajs"
 import { letterFromMessage, parsePosition } from "../../src/deadletters/DeadLetterIndex.ts"
-import { presentsToken, replayMessage } from "../../src/deadletters/DeadLetterReplay.ts"
+import { replayMessage } from "../../src/deadletters/DeadLetterReplay.ts"
 import { DeadLetterHeaders, toKafkaMessage } from "../../src/kafka/DeadLetters.ts"
 
 const parkedAt = new Date("2026-11-30T08:00:00.123Z")
@@ -109,29 +108,5 @@ describe("a replayed message", () => {
       new Date()
     )
     expect(message.headers?.["tag"]).toEqual([Buffer.from("a"), Buffer.from("b")])
-  })
-})
-
-describe("who may replay", () => {
-  const token = Redacted.make("s3cret-token-of-enough-length")
-
-  it("a request with Authorization: Bearer and the token may", () => {
-    expect(presentsToken("Bearer s3cret-token-of-enough-length", token)).toBe(true)
-    expect(presentsToken("bearer s3cret-token-of-enough-length", token)).toBe(true)
-  })
-
-  it("no header, another scheme, a wrong, shorter or longer token may not", () => {
-    for (const header of [
-      undefined,
-      "",
-      "s3cret-token-of-enough-length",
-      "Basic s3cret-token-of-enough-length",
-      "Bearer s3cret-token-of-enough-lengtH",
-      "Bearer s3cret",
-      "Bearer s3cret-token-of-enough-length-and-more",
-      "Bearer "
-    ]) {
-      expect(presentsToken(header, token), String(header)).toBe(false)
-    }
   })
 })

@@ -98,7 +98,7 @@ describe("GET /order/{uid} through the fast path and through the API handler", (
       expect(statuses.map((s) => s.status)).toEqual([200, 200, 200, 304, 200, 400, 400, 404, 404])
       expect(statuses[2]!.headers).toMatchObject({
         "content-type": "application/json",
-        "cache-control": "private, max-age=60",
+        "cache-control": "no-store",
         "x-content-type-options": "nosniff",
         etag
       })

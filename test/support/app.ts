@@ -55,6 +55,8 @@ export const httpStack = <E>(
         ConfigProvider.fromJson({
           http: { host: "127.0.0.1", port: 0, access_log: false, shutdown_timeout: "5 seconds" },
           cache: { max_entries: 1000, warm_count: 100 },
+          // Open, as under `npm start`: tests of who may see what (test/auth/) set their own.
+          auth: { mode: "none" },
           ...config
         })
       )

@@ -68,6 +68,8 @@ export const testConfig = (topics: TestTopics, extra: Record<string, unknown> = 
       },
       ingest: { retry_base: "100 millis", retry_max: "1 seconds", max_message_bytes: 65536 },
       cache: { max_entries: 1000, warm_count: 0 },
+      // Open, as under `npm start`: tests of who may see what (test/auth/) set their own.
+      auth: { mode: "none" },
       ...extra,
       dead_letters: { retention: "36500 days", ...(extra.dead_letters as object | undefined) }
     })

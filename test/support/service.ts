@@ -14,7 +14,8 @@ export interface ServiceProcess {
 export const startService = (env: Record<string, string>): ServiceProcess => {
   // One process (no tsx wrapper), so that a signal reaches the service itself.
   const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    env: { ...process.env, LOG_FORMAT: "json", ...env },
+    // Open (no sign-in) unless a test says otherwise, as under `npm start`.
+    env: { ...process.env, LOG_FORMAT: "json", AUTH_MODE: "none", ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
   let output = ""
