@@ -207,10 +207,15 @@ export const parseRoleMap = (s: string): ReadonlyMap<string, Role> | undefined =
 
 const JWS_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
-/** A list given as one string (`a,b c`), as an environment variable gives it, or as a YAML list. */
-const listOf = (name: string) =>
+/**
+ * A list given as one string (`a,b c`), as an environment variable gives it, or as a YAML list;
+ * `check` turns it into its value or says what was expected. Nested last, so that an error names
+ * the key itself.
+ */
+const listOf = <A>(name: string, check: (s: string) => Either.Either<A, string>) =>
   Config.string().pipe(
     Config.orElse(() => Config.array(Config.string()).pipe(Config.map((items) => items.join(",")))),
+    Config.mapOrFail((s) => Either.mapLeft(check(s), (message) => ConfigError.InvalidData([], message))),
     Config.nested(name)
   )
 
@@ -231,11 +236,7 @@ export const AuthConfig = Config.all({
       })
     )
   ),
-  apiKeys: listOf("api_keys").pipe(
-    Config.mapOrFail((s) => {
-      const keys = parseApiKeys(s)
-      return keys === undefined ? Either.left(ConfigError.InvalidData([], API_KEYS_EXPECTED)) : Either.right(keys)
-    }),
+  apiKeys: listOf("api_keys", (s) => Either.fromNullable(parseApiKeys(s), () => API_KEYS_EXPECTED)).pipe(
     Config.withDefault([] as ReadonlyArray<ApiKey>)
   ),
   oidc: Config.all({
@@ -247,25 +248,18 @@ export const AuthConfig = Config.all({
     audience: Config.string("audience").pipe(Config.withDefault("order-service")),
     /** Where the roles are in the claims, as a dotted path (Keycloak: `realm_access.roles`). */
     rolesClaim: Config.string("roles_claim").pipe(Config.withDefault("roles")),
-    roleMap: listOf("role_map").pipe(
-      Config.mapOrFail((s) => {
-        const map = parseRoleMap(s)
-        return map === undefined
-          ? Either.left(
-              ConfigError.InvalidData([], "expected a comma-separated list of provider-role:role, role one of agent, operator, metrics")
-            )
-          : Either.right(map)
-      }),
-      Config.withDefault(new Map<string, Role>() as ReadonlyMap<string, Role>)
-    ),
-    algorithms: listOf("algorithms").pipe(
-      Config.map((s) => s.split(/[\s,]+/).filter((a) => a !== "")),
-      Config.validate({
-        message: `expected asymmetric JWS algorithms among ${JWS_ALGORITHMS.join(", ")}`,
-        validation: (list) => list.length > 0 && list.every((a) => JWS_ALGORITHMS.includes(a))
-      }),
-      Config.withDefault(["RS256", "PS256", "ES256", "EdDSA"])
-    )
+    roleMap: listOf("role_map", (s) =>
+      Either.fromNullable(
+        parseRoleMap(s),
+        () => "expected a comma-separated list of provider-role:role, role one of agent, operator, metrics"
+      )
+    ).pipe(Config.withDefault(new Map<string, Role>() as ReadonlyMap<string, Role>)),
+    algorithms: listOf("algorithms", (s) => {
+      const list = s.split(/[\s,]+/).filter((a) => a !== "")
+      return list.length > 0 && list.every((a) => JWS_ALGORITHMS.includes(a))
+        ? Either.right(list)
+        : Either.left(`expected asymmetric JWS algorithms among ${JWS_ALGORITHMS.join(", ")}`)
+    }).pipe(Config.withDefault(["RS256", "PS256", "ES256", "EdDSA"]))
   }).pipe(Config.nested("oidc")),
   session: Config.all({
     /** How long a sign-in lasts, however active. */
@@ -421,6 +415,9 @@ export const validate = Effect.gen(function* () {
       new ConfigFileError({ message: `Invalid configuration:\n${formatConfigError(result.left)}` })
     )
   }
+  const authProblem = checkAuth(result.right.http.host, result.right.auth)
+  if (authProblem !== undefined)
+    return yield* Effect.fail(new ConfigFileError({ message: `Invalid configuration:\n${authProblem}` }))
   return result.right
 })
 
@@ -437,7 +434,12 @@ export const describeForLog = (c: AppConfigValues) => ({
   },
   kafka: { brokers: Option.getOrElse(c.kafka.brokers, () => ["(local)"]).join(","), topic: c.kafka.topic },
   cache: { maxEntries: c.cache.maxEntries, warmCount: c.cache.warmCount },
-  deadLetters: { replay: Option.isSome(c.deadLetters.replayToken) ? "on (token set)" : "off" }
+  deadLetters: { replay: Option.isSome(c.deadLetters.replayToken) ? "on (token set)" : "off" },
+  auth: {
+    mode: c.auth.mode,
+    issuer: Option.match(c.auth.oidc.issuer, { onNone: () => null, onSome: (u) => u.href }),
+    api_keys: c.auth.apiKeys.map((k) => `${k.name} (${k.role})`)
+  }
 })
 
 const redactUrl = (u: string): string => {

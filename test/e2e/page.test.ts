@@ -443,7 +443,11 @@ describe("the web page in Chromium", () => {
           "/readyz",
           "/dead-letters",
           "/dead-letters/{partition}/{offset}",
-          "/dead-letters/replay"
+          "/dead-letters/replay",
+          "/auth/me",
+          "/auth/login",
+          "/auth/callback",
+          "/auth/logout"
         ])
         const getOrder = page.locator(".opblock", { has: page.locator('[data-path="/order/{order_uid}"]') })
         yield* Effect.promise(async () => {
