@@ -15,6 +15,7 @@
  *   BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=bench/results" npm run bench -- ingest   # profile the service
  *   npm run bench -- dlq         # index 100,000 parked letters, time the dead-letter listing (BENCH_DLQ_N)
  */
+import { createHash } from "node:crypto"
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { connect, type Socket } from "node:net"
@@ -97,6 +98,9 @@ const startService = (vars: Record<string, string>): ChildProcess =>
       CONFIG_FILE: "config/config.yaml",
       HTTP_HOST: "127.0.0.1",
       HTTP_ACCESS_LOG: "false",
+      // Open, as under `npm start`: the public order lookup costs the same either way, and search
+      // measures its authenticated cost on a service of its own (below).
+      AUTH_MODE: "none",
       LOG_LEVEL: process.env["BENCH_LOG_LEVEL"] ?? "warning",
       LOG_FORMAT: "json",
       ...vars
@@ -963,7 +967,71 @@ const search = async (env: Env) => {
     `Search: GET /orders/search?q= with ${ordersStored} orders stored, 50 connections, ${SEARCH_SECONDS} s per kind`,
     rows
   )
-  return { rows, result }
+  // The same searches by e-mail with sign-in required, each request carrying an agent's API key
+  // (checked like a cached access token or session: a hash and a map), against the open figures.
+  const authRows = await authenticatedSearch(env, url, keys["email"]!, rows.find((r) => r["key"] === "email")!)
+  Object.assign(result, authRows.result)
+  table("Search by e-mail, open against signed in (an agent's API key on every request)", authRows.rows)
+  return { rows: [...rows, ...authRows.rows], result }
+}
+
+const BENCH_AGENT_KEY = "bench-agent-key-0123456789abcdef"
+
+const authenticatedSearch = async (
+  env: Env,
+  url: string,
+  keys: ReadonlyArray<string>,
+  open: Record<string, string | number>
+) => {
+  const port = await freePort()
+  const service = startService({
+    DATABASE_URL: url,
+    KAFKA_BROKERS: env.kafka.bootstrapServers,
+    KAFKA_TOPIC: `bench-search-${port}`,
+    KAFKA_DLQ_TOPIC: `bench-search-${port}.dlq`,
+    HTTP_PORT: String(port),
+    CACHE_WARM_COUNT: "0",
+    AUTH_MODE: "required",
+    AUTH_API_KEYS: `bench:agent:${createHash("sha256").update(BENCH_AGENT_KEY).digest("hex")}`
+  })
+  try {
+    const base = `http://127.0.0.1:${port}`
+    const headers = { authorization: `Bearer ${BENCH_AGENT_KEY}` }
+    await waitUntil("ready", async () => (await fetch(`${base}/readyz`)).status === 200, 120_000)
+    const check = await fetch(`${base}/orders/search?q=${encodeURIComponent(keys[0]!)}`, { headers })
+    if (check.status !== 200) throw new Error(`an agent's search answered ${check.status}`)
+    const paths = keys.map((key) => `/orders/search?q=${encodeURIComponent(key)}`)
+    await wrk(base, paths, { connections: 50, seconds: 8, name: "search-auth-warm", headers })
+    const cpu = cpuFrom(service.pid!)
+    const w = await wrk(base, paths, { connections: 50, seconds: SEARCH_SECONDS, name: "search-auth", headers })
+    const used = cpu()
+    const usPerRequest = round((used.process * 1e6) / (w.rps * SEARCH_SECONDS))
+    const signedIn = {
+      key: "email (signed in)",
+      "req/s": round(w.rps),
+      p50_ms: round(w.p50Ms, 2),
+      p99_ms: round(w.p99Ms, 2),
+      errors_or_non2xx: w.non2xx + w.socketErrors,
+      "service CPU µs/req": usPerRequest
+    }
+    const openRow = {
+      key: "email (open)",
+      "req/s": open["req/s"]!,
+      p50_ms: open["p50_ms"]!,
+      p99_ms: open["p99_ms"]!,
+      errors_or_non2xx: open["errors_or_non2xx"]!,
+      "service CPU µs/req": open["service CPU µs/req"]!
+    }
+    return {
+      rows: [openRow, signedIn],
+      result: {
+        search_authenticated_cpu_ratio: round(usPerRequest / Number(open["service CPU µs/req"]), 3),
+        search_authenticated_p99_ratio: round(w.p99Ms / Number(open["p99_ms"]), 3)
+      }
+    }
+  } finally {
+    await stopService(service)
+  }
 }
 
 const ORDER_EVENT = Buffer.from("event: order\n")

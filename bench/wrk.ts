@@ -60,7 +60,13 @@ export const parseWrk = (output: string): WrkResult => {
 export const wrk = (
   base: string,
   paths: ReadonlyArray<string>,
-  options: { readonly connections: number; readonly seconds: number; readonly name: string }
+  options: {
+    readonly connections: number
+    readonly seconds: number
+    readonly name: string
+    /** Sent with every request, e.g. `Authorization: Bearer …`. */
+    readonly headers?: Readonly<Record<string, string>>
+  }
 ): Promise<WrkResult & { readonly report: string }> => {
   const file = path.resolve(`bench/results/paths-${options.name.replace(/\W+/g, "-")}.txt`)
   writeFileSync(file, paths.join("\n") + "\n")
@@ -69,6 +75,7 @@ export const wrk = (
     `-c${options.connections}`,
     `-d${options.seconds}s`,
     "--latency",
+    ...Object.entries(options.headers ?? {}).flatMap(([name, value]) => ["-H", `${name}: ${value}`]),
     "-s",
     path.resolve("bench/random-path.lua"),
     base,
