@@ -70,6 +70,13 @@ export const hadSession = () => wasSignedIn
 const holds = (who, role) => who.roles.includes(role) || (role === "agent" && who.roles.includes("operator"))
 
 /**
+ * Whether the person is known to hold `role` (or nobody needs one: open mode). Unlike access(), an
+ * unknown answer is "no": for a control that changes something, shown only to whom it is for.
+ */
+export const knownToHold = (role) =>
+  known !== null && (known.mode === "none" || (known.signedIn && holds(known, role)))
+
+/**
  * Whether `who` (an answer of whoAmI) may do what needs `role`: "allowed", "signed-out" or
  * "forbidden". Unknown (null) is "allowed": the request is made and its answer tells.
  */
@@ -82,7 +89,8 @@ export function access(who, role) {
 /** Whether a person could sign in here (an OpenID provider is configured); unknown counts as yes. */
 export const canSignIn = () => known === null || known.signIn
 
-const sentence = (text) => {
+/** `text` as a sentence: trimmed, capitalised, ending with a full stop unless it has its own. */
+export const sentence = (text) => {
   const trimmed = text.trim()
   if (trimmed === "") return ""
   const capital = trimmed[0].toUpperCase() + trimmed.slice(1)

@@ -1,5 +1,6 @@
-// One dead letter: why it was parked, where it came from, its bytes and its headers. Everything
-// from the message is shown as text (visible-text.js), never parsed as HTML.
+// One dead letter: why it was parked, where it came from, its bytes and its headers, and for an
+// operator the means to replay it (dead-letter-replay.js). Everything from the message is shown as
+// text (visible-text.js), never parsed as HTML.
 
 import { announce, h, isRecord } from "./dom.js"
 import { getJson, RequestFailed } from "./api.js"
@@ -7,6 +8,7 @@ import { forbiddenText, sessionEnded } from "./auth.js"
 import { display, isoTime, list, record } from "./format.js"
 import { pageUrl as orderPageUrl } from "./order-id.js"
 import { letterUrl, markSelected } from "./dead-letter-list.js"
+import { replayControl } from "./dead-letter-replay.js"
 import { bytesText, visibleText } from "./visible-text.js"
 
 /** More than this is cut for display: the page stays responsive with a megabyte-sized message. */
@@ -45,7 +47,7 @@ export async function showLetter(id, filter) {
     )
     if (!isRecord(letter))
       throw new RequestFailed("server", "The server sent something that is not a letter.")
-    ui.view.replaceChildren(...render(letter, filter))
+    ui.view.replaceChildren(...render(letter, filter).filter((part) => part !== null))
     setStatus("")
     ui.view.hidden = false
     announce(`Dead letter ${id}, ${display(letter.kind)}`)
@@ -127,6 +129,8 @@ function render(letter, filter) {
     ),
     h("p", { class: "dl-why", "data-testid": "letter-why" }, visibleText(display(letter.detail))),
     ...links,
+    // Only for operators (or anyone, in open mode); null for the others.
+    replayControl(letter.partition, letter.offset),
     h(
       "dl",
       { class: "dl-fields" },

@@ -135,6 +135,8 @@ describe("the dead-letters page in Chromium", () => {
         expect(yield* count(page, "img:not(.brand img)")).toBe(0)
         expect(yield* count(page, "main script, aside script")).toBe(0)
         expect(yield* xss(page)).toBeUndefined()
+        // Open mode (auth.mode none): anyone may replay, so the letter's view offers it.
+        expect(yield* text(page, tid("replay-button"))).toBe("Replay")
 
         // Not UTF-8: shown as base64, said so.
         yield* Effect.promise(() => page.locator(`${tid("letter-link")}[data-letter="0/3"]`).click())

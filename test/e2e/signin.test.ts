@@ -163,7 +163,7 @@ layer(stack, { excludeTestServices: true, timeout: "150 seconds" })("signing in,
   )
 
   it.effect(
-    "an agent signs in through the provider's form; searches by e-mail, sees orders arrive live, and is told the dead letters need the operator role",
+    "an agent signs in through the provider's form; searches by e-mail, sees orders arrive live, and is told the dead letters need the operator role, with no letter shown",
     () =>
       Effect.gen(function* () {
         yield* seeded
@@ -220,12 +220,20 @@ layer(stack, { excludeTestServices: true, timeout: "150 seconds" })("signing in,
         expect(yield* step(() => page.getByTestId("letter-row").count())).toBe(0)
         expect(yield* step(() => page.getByTestId("letters-table").isVisible())).toBe(false)
         expect(yield* text(page, "letter-status")).toBe("Letters are shown to operators.")
+        // Nor is a letter shown when its address is opened: no view, nothing to replay.
+        const [letter] = yield* lettersUnder(invalidKey)
+        yield* step(() => page.goto(`${base}/dead-letters?letter=${letter!.partition}/${letter!.offset}`))
+        yield* step(() => page.getByTestId("forbidden-notice").waitFor())
+        expect(yield* text(page, "letter-status")).toBe("Letters are shown to operators.")
+        expect(yield* step(() => page.getByTestId("letter-view").isVisible())).toBe(false)
+        expect(yield* step(() => page.getByTestId("letter-id").count())).toBe(0)
+        expect(yield* step(() => page.getByTestId("replay-button").count())).toBe(0)
         expect(errors).toEqual([])
       }).pipe(Effect.scoped)
   )
 
   it.effect(
-    "an operator signs in from the dead-letters page, replays the invalid order's letter and sees it parked again; after Sign out the letters are gone",
+    "an operator signs in from the dead-letters page, replays the invalid order's letter with its Replay button and sees it parked again; after Sign out the letters are gone",
     () =>
       Effect.gen(function* () {
         yield* seeded
@@ -259,23 +267,19 @@ layer(stack, { excludeTestServices: true, timeout: "150 seconds" })("signing in,
         expect(yield* text(page, "letter-key")).toBe(invalidKey)
         expect(yield* text(page, "letter-payload")).toContain('"order_uid": "b563feb7b2b84b6test"')
 
-        // The page has no control to replay a letter (static/dead-letter-view.js only shows it): the
-        // replay is asked for from the page, with its session, as the page's own script would ask.
-        const replayed = yield* step(() =>
-          page.evaluate(
-            async (letter) => {
-              const response = await fetch("/dead-letters/replay", {
-                method: "POST",
-                headers: { "content-type": "application/json", accept: "application/json" },
-                body: JSON.stringify(letter)
-              })
-              return { status: response.status, body: await response.json() }
-            },
-            { partition: original!.partition, offset: original!.offset }
-          )
+        // Replay, from the letter's view: asked to confirm in the page, then sent.
+        yield* step(() => page.getByTestId("replay-button").click())
+        expect(yield* step(() => page.getByTestId("replay-status").isVisible())).toBe(false)
+        yield* step(() => page.getByTestId("replay-confirm").click())
+        yield* step(() =>
+          page
+            .getByTestId("replay-status")
+            .filter({ hasText: "Sent back to the orders topic." })
+            .waitFor({ timeout: 20_000 })
         )
-        expect(replayed.status, JSON.stringify(replayed.body)).toBe(200)
-        expect(replayed.body).toMatchObject({ dry_run: false, selected: 1, sent: 1, failed: 0 })
+        expect(yield* text(page, "replay-status")).toBe(
+          "Sent back to the orders topic. If it is still invalid it will be parked again, linked to this letter."
+        )
 
         // Still invalid, it is parked again, naming the letter it is a copy of.
         yield* eventually(
