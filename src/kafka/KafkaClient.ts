@@ -74,7 +74,16 @@ export const ensureTopics = (
       return missing
     },
     catch: kafkaError("Could not create the topics")
-  })
+  }).pipe(
+    // A broker busy electing the new partitions' leaders answers "does not host this
+    // topic-partition" to kafkajs' wait for them, retriable; the topics are created meanwhile
+    // (a second try finds them). Anything else fails at once.
+    Effect.retry({
+      schedule: Schedule.exponential("250 millis"),
+      times: 5,
+      while: (e) => (e.cause as { retriable?: unknown } | undefined)?.retriable === true
+    })
+  )
 
 /** What the client needs: where the brokers are, and the service's names and topic settings. */
 export interface KafkaClientOptions {
