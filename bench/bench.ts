@@ -969,7 +969,12 @@ const search = async (env: Env) => {
   )
   // The same searches by e-mail with sign-in required, each request carrying an agent's API key
   // (checked like a cached access token or session: a hash and a map), against the open figures.
-  const authRows = await authenticatedSearch(env, url, keys["email"]!, rows.find((r) => r["key"] === "email")!)
+  const authRows = await authenticatedSearch(
+    env,
+    url,
+    keys["email"]!,
+    rows.find((r) => r["key"] === "email")!
+  )
   Object.assign(result, authRows.result)
   table("Search by e-mail, open against signed in (an agent's API key on every request)", authRows.rows)
   return { rows: [...rows, ...authRows.rows], result }
@@ -1003,7 +1008,12 @@ const authenticatedSearch = async (
     const paths = keys.map((key) => `/orders/search?q=${encodeURIComponent(key)}`)
     await wrk(base, paths, { connections: 50, seconds: 8, name: "search-auth-warm", headers })
     const cpu = cpuFrom(service.pid!)
-    const w = await wrk(base, paths, { connections: 50, seconds: SEARCH_SECONDS, name: "search-auth", headers })
+    const w = await wrk(base, paths, {
+      connections: 50,
+      seconds: SEARCH_SECONDS,
+      name: "search-auth",
+      headers
+    })
     const used = cpu()
     const usPerRequest = round((used.process * 1e6) / (w.rps * SEARCH_SECONDS))
     const signedIn = {

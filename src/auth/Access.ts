@@ -19,7 +19,8 @@ export interface Principal {
 }
 
 /** What a route needs: nobody in particular, or one of some roles. */
-export type Rule = { readonly _tag: "Public" } | { readonly _tag: "Role"; readonly anyOf: ReadonlyArray<Role> }
+export type Rule =
+  { readonly _tag: "Public" } | { readonly _tag: "Role"; readonly anyOf: ReadonlyArray<Role> }
 
 export const PUBLIC: Rule = { _tag: "Public" }
 const role = (...anyOf: ReadonlyArray<Role>): Rule => ({ _tag: "Role", anyOf })

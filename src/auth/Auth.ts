@@ -84,7 +84,12 @@ const remember = <V>(cache: Map<string, V>, key: string, value: V) => {
 
 /** The value at a dotted path (`realm_access.roles`) of some claims. */
 const claimAt = (claims: Record<string, unknown>, path: string): unknown =>
-  path.split(".").reduce<unknown>((at, key) => (at !== null && typeof at === "object" ? (at as any)[key] : undefined), claims)
+  path
+    .split(".")
+    .reduce<unknown>(
+      (at, key) => (at !== null && typeof at === "object" ? (at as any)[key] : undefined),
+      claims
+    )
 
 /** Where a request came from: the page's own origin, or someone else's. */
 const originOf = (url: URL) => `${url.protocol}//${url.host}`
@@ -130,7 +135,9 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
       const roles = new Set<Role>()
       for (const name of names) {
         if (typeof name !== "string") continue
-        const mapped = config.oidc.roleMap.get(name) ?? ((ROLES as ReadonlyArray<string>).includes(name) ? (name as Role) : undefined)
+        const mapped =
+          config.oidc.roleMap.get(name) ??
+          ((ROLES as ReadonlyArray<string>).includes(name) ? (name as Role) : undefined)
         if (mapped !== undefined) roles.add(mapped)
       }
       return roles
@@ -160,7 +167,10 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
             algorithms: [...config.oidc.algorithms],
             clockTolerance: 5
           }
-          return { config: configuration, verify: async (token) => (await jwtVerify(token, jwks, options)).payload }
+          return {
+            config: configuration,
+            verify: async (token) => (await jwtVerify(token, jwks, options)).payload
+          }
         }),
         Effect.tapError((e) =>
           Effect.logWarning("OpenID provider not reachable yet; retrying").pipe(
@@ -171,7 +181,9 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
       )
       yield* discover.pipe(
         Effect.flatMap((p) => Deferred.succeed(provider, p)),
-        Effect.zipRight(Effect.logInfo("OpenID provider ready").pipe(Effect.annotateLogs({ issuer: issuer.href }))),
+        Effect.zipRight(
+          Effect.logInfo("OpenID provider ready").pipe(Effect.annotateLogs({ issuer: issuer.href }))
+        ),
         Effect.forkScoped
       )
     }
@@ -207,7 +219,8 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
         remember(tokens, token, { principal: key, until: Date.now() + TOKEN_CACHE_MAX_MS })
         return key
       }
-      if (!JWT_SHAPE.test(token)) return unauthorized("the bearer token is not a known API key", "invalid_token")
+      if (!JWT_SHAPE.test(token))
+        return unauthorized("the bearer token is not a known API key", "invalid_token")
       const p = readyProvider
       if (p === undefined)
         return Option.isSome(config.oidc.issuer)
@@ -221,7 +234,10 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
           return principal
         },
         (e: unknown) =>
-          unauthorized(`the bearer token was refused: ${e instanceof Error ? e.message : String(e)}`, "invalid_token")
+          unauthorized(
+            `the bearer token was refused: ${e instanceof Error ? e.message : String(e)}`,
+            "invalid_token"
+          )
       )
     }
 
@@ -243,7 +259,9 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
               : {
                   subject: row.subject,
                   name: row.name ?? undefined,
-                  roles: new Set(row.roles.filter((r): r is Role => (ROLES as ReadonlyArray<string>).includes(r))),
+                  roles: new Set(
+                    row.roles.filter((r): r is Role => (ROLES as ReadonlyArray<string>).includes(r))
+                  ),
                   via: "session"
                 }
           remember(sessions, idHash, { principal, at: Date.now() })
@@ -275,7 +293,8 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
       const authorization = req.headers.authorization
       if (authorization !== undefined) {
         const m = /^Bearer +([^\s]+) *$/i.exec(authorization)
-        if (m === null) return unauthorized("send credentials as Authorization: Bearer <token>", "invalid_request")
+        if (m === null)
+          return unauthorized("send credentials as Authorization: Bearer <token>", "invalid_request")
         return fromBearer(m[1]!)
       }
       const id = sessionIdOf(req)
@@ -286,7 +305,8 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
     const expectedOrigins = (req: IncomingMessage): ReadonlyArray<string> =>
       Option.match(config.publicUrl, {
         onSome: (url) => [originOf(url)],
-        onNone: () => (req.headers.host === undefined ? [] : [`http://${req.headers.host}`, `https://${req.headers.host}`])
+        onNone: () =>
+          req.headers.host === undefined ? [] : [`http://${req.headers.host}`, `https://${req.headers.host}`]
       })
 
     /**
@@ -306,7 +326,9 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
       if (found !== undefined && "status" in found) return deny(found)
       if (allows(rule, found)) {
         if (found?.via === "session" && req.method !== "GET" && req.method !== "HEAD" && !sameOrigin(req))
-          return deny(forbidden("a request that changes something must come from the service's own page", undefined))
+          return deny(
+            forbidden("a request that changes something must come from the service's own page", undefined)
+          )
         return allow(found)
       }
       const role = neededRole(rule)
@@ -337,13 +359,17 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
      */
     const check = (req: IncomingMessage, route: string): Verdict | Promise<Verdict> => {
       // `Accept` only matters to one route; reading `req.headers` makes Node build them all.
-      const rule = ruleFor(table, ruleKeyOf(req.method, route, route === "/dead-letters" ? req.headers.accept : undefined))
+      const rule = ruleFor(
+        table,
+        ruleKeyOf(req.method, route, route === "/dead-letters" ? req.headers.accept : undefined)
+      )
       if (rule._tag === "Public") return allow(undefined)
       const found = authenticate(req)
       if (found instanceof Promise)
         return found.then((f) => {
           const verdict = decide(req, rule, f)
-          if (verdict._tag === "Allow" && verdict.principal !== undefined) principals.set(req, verdict.principal)
+          if (verdict._tag === "Allow" && verdict.principal !== undefined)
+            principals.set(req, verdict.principal)
           return verdict
         }, failed)
       const verdict = decide(req, rule, found)
@@ -357,7 +383,8 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
         const known = principals.get(req)
         if (known !== undefined) return Effect.succeed(known)
         const found = authenticate(req)
-        const settle = (f: Principal | undefined | Answer) => (f !== undefined && "status" in f ? undefined : f)
+        const settle = (f: Principal | undefined | Answer) =>
+          f !== undefined && "status" in f ? undefined : f
         return found instanceof Promise
           ? Effect.promise(() => found.then(settle, () => undefined))
           : Effect.succeed(settle(found))
@@ -366,7 +393,9 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
     // Sessions past their expiry are deleted now and then (they are refused as soon as they expire).
     yield* Effect.tryPromise(() => pool.query("DELETE FROM auth_sessions WHERE expires_at < now()")).pipe(
       Effect.tap((r) =>
-        (r.rowCount ?? 0) > 0 ? Effect.logDebug("Expired sessions removed").pipe(Effect.annotateLogs({ sessions: r.rowCount })) : Effect.void
+        (r.rowCount ?? 0) > 0
+          ? Effect.logDebug("Expired sessions removed").pipe(Effect.annotateLogs({ sessions: r.rowCount }))
+          : Effect.void
       ),
       Effect.ignore,
       Effect.repeat(Schedule.spaced("10 minutes")),
@@ -385,7 +414,14 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
         const idHash = sha256hex(id)
         await pool.query(
           "INSERT INTO auth_sessions (id_hash, subject, name, roles, id_token, expires_at) VALUES (decode($1, 'hex'), $2, $3, $4, $5, now() + make_interval(secs => $6))",
-          [idHash, who.subject, who.name ?? null, [...who.roles], who.idToken ?? null, Duration.toSeconds(config.session.ttl)]
+          [
+            idHash,
+            who.subject,
+            who.name ?? null,
+            [...who.roles],
+            who.idToken ?? null,
+            Duration.toSeconds(config.session.ttl)
+          ]
         )
         return Cookies.unsafeMakeCookie(config.session.cookie, id, {
           path: "/",

@@ -178,7 +178,7 @@ export interface ApiKey {
 
 const API_KEY = /^([\w.@-]{1,64}):([a-z]+):([0-9a-f]{64})$/
 export const API_KEYS_EXPECTED =
-  "expected a comma-separated list of name:role:sha256, where role is agent, operator or metrics and sha256 is the key's SHA-256 in lower-case hex (`printf %s \"$KEY\" | sha256sum`)"
+  'expected a comma-separated list of name:role:sha256, where role is agent, operator or metrics and sha256 is the key\'s SHA-256 in lower-case hex (`printf %s "$KEY" | sha256sum`)'
 
 /** `name:role:sha256,…` (empty: no keys). */
 export const parseApiKeys = (s: string): ReadonlyArray<ApiKey> | undefined => {
@@ -205,7 +205,18 @@ export const parseRoleMap = (s: string): ReadonlyMap<string, Role> | undefined =
   return map
 }
 
-const JWS_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+const JWS_ALGORITHMS = [
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA"
+]
 
 /**
  * A list given as one string (`a,b c`), as an environment variable gives it, or as a YAML list;
@@ -265,7 +276,10 @@ export const AuthConfig = Config.all({
     /** How long a sign-in lasts, however active. */
     ttl: positiveDuration("ttl").pipe(Config.withDefault(Duration.hours(8))),
     cookie: Config.string("cookie").pipe(
-      Config.validate({ message: "expected a cookie name of letters, digits, _ and -", validation: (s) => /^[\w-]{1,64}$/.test(s) }),
+      Config.validate({
+        message: "expected a cookie name of letters, digits, _ and -",
+        validation: (s) => /^[\w-]{1,64}$/.test(s)
+      }),
       Config.withDefault("order_session")
     ),
     /** How long an instance trusts what it read of a session: a sign-out elsewhere takes this long to reach it. */

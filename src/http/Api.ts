@@ -67,7 +67,10 @@ export class Forbidden extends Schema.TaggedError<Forbidden>()(
     message: Schema.String,
     required_role: Schema.NullOr(Schema.Literal("agent", "operator", "metrics"))
   },
-  HttpApiSchema.annotations({ status: 403, description: "The caller's roles do not include the one this needs" })
+  HttpApiSchema.annotations({
+    status: 403,
+    description: "The caller's roles do not include the one this needs"
+  })
 ) {}
 
 /** `limit` and `cursor`, as every paged listing takes them. */
@@ -309,13 +312,19 @@ export class DeadLettersGroup extends HttpApiGroup.make("deadLetters")
 export class SignInOff extends Schema.TaggedError<SignInOff>()(
   "SignInOff",
   { error: errorCode("sign_in_off"), message: Schema.String },
-  HttpApiSchema.annotations({ status: 404, description: "No OpenID provider is configured: nobody signs in here" })
+  HttpApiSchema.annotations({
+    status: 404,
+    description: "No OpenID provider is configured: nobody signs in here"
+  })
 ) {}
 
 export class SignInFailed extends Schema.TaggedError<SignInFailed>()(
   "SignInFailed",
   { error: errorCode("sign_in_failed"), message: Schema.String },
-  HttpApiSchema.annotations({ status: 400, description: "The provider's answer could not be used; start again" })
+  HttpApiSchema.annotations({
+    status: 400,
+    description: "The provider's answer could not be used; start again"
+  })
 ) {}
 
 export const Me = Schema.Struct({
@@ -326,7 +335,9 @@ export const Me = Schema.Struct({
   subject: Schema.NullOr(Schema.String),
   name: Schema.NullOr(Schema.String),
   roles: Schema.Array(Schema.Literal("agent", "operator", "metrics")),
-  sign_in: Schema.Boolean.annotations({ description: "Whether people can sign in here (a provider is configured)" })
+  sign_in: Schema.Boolean.annotations({
+    description: "Whether people can sign in here (a provider is configured)"
+  })
 }).annotations({ identifier: "Me" })
 
 export class AuthGroup extends HttpApiGroup.make("auth")
@@ -351,7 +362,9 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.get("callback", "/auth/callback")
-      .setUrlParams(Schema.Struct({ code: Schema.optional(Schema.String), state: Schema.optional(Schema.String) }))
+      .setUrlParams(
+        Schema.Struct({ code: Schema.optional(Schema.String), state: Schema.optional(Schema.String) })
+      )
       .addSuccess(HttpApiSchema.Empty(303))
       .addError(SignInOff)
       .addError(SignInFailed)

@@ -22,7 +22,12 @@ const LOGIN_TTL = Duration.minutes(10)
 const PROVIDER_WAIT = Duration.seconds(5)
 
 const LoginState = Schema.parseJson(
-  Schema.Struct({ state: Schema.String, nonce: Schema.String, verifier: Schema.String, return_to: Schema.String })
+  Schema.Struct({
+    state: Schema.String,
+    nonce: Schema.String,
+    verifier: Schema.String,
+    return_to: Schema.String
+  })
 )
 const encodeLogin = Schema.encodeSync(LoginState)
 const decodeLogin = Schema.decodeUnknownOption(LoginState)
@@ -35,7 +40,8 @@ export const safeReturnTo = (raw: string | undefined): string =>
   raw !== undefined && /^\/(?![/\\])[^\s]*$/.test(raw) && raw.length <= 2048 ? raw : "/"
 
 const signInOff = () => new SignInOff({ message: "no OpenID provider is configured: nobody signs in here" })
-const providerDown = () => new Unavailable({ message: "the OpenID provider has not been reached yet; try again shortly" })
+const providerDown = () =>
+  new Unavailable({ message: "the OpenID provider has not been reached yet; try again shortly" })
 
 const escapeHtml = (s: string) =>
   s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!)
@@ -82,7 +88,9 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "auth", (handlers) =>
             roles: ROLES.filter((r) => who?.roles.has(r) ?? false) as Array<Role>,
             sign_in: auth.signIn
           }
-        }).pipe(Effect.map((me) => HttpServerResponse.unsafeJson(me, { headers: { "cache-control": "no-store" } })))
+        }).pipe(
+          Effect.map((me) => HttpServerResponse.unsafeJson(me, { headers: { "cache-control": "no-store" } }))
+        )
       )
       .handle("login", ({ urlParams }) =>
         Effect.gen(function* () {
@@ -113,10 +121,12 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "auth", (handlers) =>
           const { config, verify } = yield* provider
           const request = yield* HttpServerRequest.HttpServerRequest
           const saved = request.cookies[LOGIN_COOKIE]
-          const login = saved === undefined ? Option.none() : decodeLogin(Buffer.from(saved, "base64url").toString())
+          const login =
+            saved === undefined ? Option.none() : decodeLogin(Buffer.from(saved, "base64url").toString())
           if (Option.isNone(login))
             return yield* new SignInFailed({
-              message: "no sign-in is under way in this browser (it took over 10 minutes, or cookies are off); start again"
+              message:
+                "no sign-in is under way in this browser (it took over 10 minutes, or cookies are off); start again"
             })
           const { state, nonce, verifier, return_to } = login.value
           const current = new URL(request.url, baseOf(request))
@@ -128,7 +138,10 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "auth", (handlers) =>
                 expectedNonce: nonce,
                 idTokenExpected: true
               }),
-            catch: (e) => new SignInFailed({ message: `the provider's answer was refused: ${e instanceof Error ? e.message : String(e)}` })
+            catch: (e) =>
+              new SignInFailed({
+                message: `the provider's answer was refused: ${e instanceof Error ? e.message : String(e)}`
+              })
           })
           const claims = tokens.claims()!
           // Roles are in the ID token with some providers; others (Keycloak) put them in the access token only.
@@ -138,12 +151,15 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "auth", (handlers) =>
             if (access !== undefined) roles = auth.rolesOf(access as Record<string, unknown>)
           }
           const name =
-            [claims["name"], claims["preferred_username"], claims["email"]].find((c): c is string => typeof c === "string") ??
-            undefined
+            [claims["name"], claims["preferred_username"], claims["email"]].find(
+              (c): c is string => typeof c === "string"
+            ) ?? undefined
           const session = yield* auth
             .startSession({ subject: claims.sub, name, roles, idToken: tokens.id_token })
             .pipe(Effect.mapError(() => new Unavailable({ message: "the database cannot be reached" })))
-          yield* Effect.logInfo("Signed in").pipe(Effect.annotateLogs({ subject: claims.sub, roles: [...roles].join(",") }))
+          yield* Effect.logInfo("Signed in").pipe(
+            Effect.annotateLogs({ subject: claims.sub, roles: [...roles].join(",") })
+          )
           return HttpServerResponse.empty({
             status: 303,
             headers: { location: return_to, "cache-control": "no-store" },
@@ -156,7 +172,10 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "auth", (handlers) =>
           const request = yield* HttpServerRequest.HttpServerRequest
           const req = NodeHttpServerRequest.toIncomingMessage(request)
           if (!auth.sameOrigin(req))
-            return yield* new Forbidden({ message: "sign-out must come from the service's own page", required_role: null })
+            return yield* new Forbidden({
+              message: "sign-out must come from the service's own page",
+              required_role: null
+            })
           const who = yield* auth.whoIs(req)
           const idToken = yield* auth
             .endSession(req)

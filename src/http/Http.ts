@@ -141,6 +141,8 @@ export const layer = Layer.mergeAll(
   extraRoutes
 ).pipe(
   Layer.provideMerge(
-    HttpApiBuilder.api(OrderServiceApi).pipe(Layer.provide([ordersGroup, healthGroup, DeadLettersHttp.layer, AuthHttp.layer]))
+    HttpApiBuilder.api(OrderServiceApi).pipe(
+      Layer.provide([ordersGroup, healthGroup, DeadLettersHttp.layer, AuthHttp.layer])
+    )
   )
 )

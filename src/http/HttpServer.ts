@@ -273,7 +273,13 @@ export const layer = Layer.scoped(
     }
 
     /** A request the authorization step let through, answered one of the two ways. */
-    const serve = (req: IncomingMessage, res: ServerResponse, url: string, pathname: string, started: number) => {
+    const serve = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      url: string,
+      pathname: string,
+      started: number
+    ) => {
       const q = url.indexOf("?")
       if (!draining && config.fastPaths && req.method === "GET") {
         if (pathname.startsWith(ORDER_PREFIX)) return serveOrder(req, res, pathname, started)

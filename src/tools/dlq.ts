@@ -273,7 +273,9 @@ const nonEmpty = (env: NodeJS.ProcessEnv, name: string) =>
  */
 export const bearerToken = (env: NodeJS.ProcessEnv) =>
   Effect.gen(function* () {
-    const given = Option.orElse(nonEmpty(env, "ORDER_SERVICE_TOKEN"), () => nonEmpty(env, "DEAD_LETTERS_REPLAY_TOKEN"))
+    const given = Option.orElse(nonEmpty(env, "ORDER_SERVICE_TOKEN"), () =>
+      nonEmpty(env, "DEAD_LETTERS_REPLAY_TOKEN")
+    )
     if (Option.isSome(given)) return given.value
     const issuer = nonEmpty(env, "ORDER_SERVICE_OIDC_ISSUER")
     if (Option.isNone(issuer)) return undefined
@@ -281,7 +283,8 @@ export const bearerToken = (env: NodeJS.ProcessEnv) =>
     const secret = nonEmpty(env, "ORDER_SERVICE_CLIENT_SECRET")
     if (Option.isNone(id) || Option.isNone(secret))
       return yield* new ServiceError({
-        message: "ORDER_SERVICE_OIDC_ISSUER is set: ORDER_SERVICE_CLIENT_ID and ORDER_SERVICE_CLIENT_SECRET are needed too"
+        message:
+          "ORDER_SERVICE_OIDC_ISSUER is set: ORDER_SERVICE_CLIENT_ID and ORDER_SERVICE_CLIENT_SECRET are needed too"
       })
     const url = new URL(issuer.value)
     return yield* Effect.tryPromise({

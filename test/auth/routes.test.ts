@@ -9,7 +9,16 @@
 import { expect, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { baseUrl, httpStack } from "../support/app.ts"
-import { API_KEYS, authConfig, cookieJar, fetchWith, signIn, startProvider, type Jar, type TestProvider } from "../support/auth.ts"
+import {
+  API_KEYS,
+  authConfig,
+  cookieJar,
+  fetchWith,
+  signIn,
+  startProvider,
+  type Jar,
+  type TestProvider
+} from "../support/auth.ts"
 import { TestDatabase } from "../support/database.ts"
 
 let provider: TestProvider
@@ -17,7 +26,10 @@ let provider: TestProvider
 const stack = Layer.unwrapScoped(
   Effect.map(startProvider, (p) => {
     provider = p
-    return httpStack(TestDatabase, { auth: authConfig(p.server), http: { host: "127.0.0.1", port: 0, access_log: false } })
+    return httpStack(TestDatabase, {
+      auth: authConfig(p.server),
+      http: { host: "127.0.0.1", port: 0, access_log: false }
+    })
   })
 )
 
@@ -44,13 +56,23 @@ const json = { "content-type": "application/json" }
 const CASES: ReadonlyArray<Case> = [
   { method: "GET", documented: "/order/{order_uid}", path: "/order/no-such-order", expect: open },
   { method: "GET", documented: "/orders", path: "/orders", expect: agents },
-  { method: "GET", documented: "/orders/search", path: "/orders/search?q=nobody%40example.com", expect: agents },
+  {
+    method: "GET",
+    documented: "/orders/search",
+    path: "/orders/search?q=nobody%40example.com",
+    expect: agents
+  },
   { method: "GET", documented: "/orders/live", path: "/orders/live", expect: agents },
   { method: "GET", documented: "/healthz", path: "/healthz", expect: open },
   { method: "GET", documented: "/readyz", path: "/readyz", expect: open },
   { method: "GET", documented: "/dead-letters", path: "/dead-letters", expect: operators },
   { method: "GET", path: "/dead-letters", headers: { accept: "text/html" }, expect: open },
-  { method: "GET", documented: "/dead-letters/{partition}/{offset}", path: "/dead-letters/0/1", expect: operators },
+  {
+    method: "GET",
+    documented: "/dead-letters/{partition}/{offset}",
+    path: "/dead-letters/0/1",
+    expect: operators
+  },
   {
     method: "POST",
     documented: "/dead-letters/replay",
@@ -102,80 +124,108 @@ layer(stack, { excludeTestServices: true, timeout: "120 seconds" })("who may cal
       const documented = Object.entries(document.paths as Record<string, Record<string, unknown>>).flatMap(
         ([path, methods]) => Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`)
       )
-      const covered = CASES.filter((c) => c.documented !== undefined).map((c) => `${c.method} ${c.documented}`)
+      const covered = CASES.filter((c) => c.documented !== undefined).map(
+        (c) => `${c.method} ${c.documented}`
+      )
       expect(documented.filter((route) => !covered.includes(route))).toEqual([])
     })
   )
 
-  it.effect("each route answers anonymous, agent, operator and scraper as the table says, however they prove it", () =>
-    Effect.gen(function* () {
-      const url = yield* baseUrl
-      const agentSession = (yield* Effect.promise(() => signIn(url, "agent", "agent"))).jar
-      const operatorSession = (yield* Effect.promise(() => signIn(url, "operator", "operator"))).jar
-      const agentToken = yield* Effect.promise(() => provider.sign({ sub: "token-agent", roles: ["agent"] }))
-      const operatorToken = yield* Effect.promise(() => provider.clientCredentialsToken())
-      const ways: ReadonlyArray<{ who: Who; how: string; credentials: Record<string, string>; jar?: Jar }> = [
-        { who: "anonymous", how: "nothing", credentials: {} },
-        { who: "agent", how: "API key", credentials: { authorization: `Bearer ${API_KEYS.agent}` } },
-        { who: "agent", how: "access token", credentials: { authorization: `Bearer ${agentToken}` } },
-        { who: "agent", how: "session", credentials: {}, jar: agentSession },
-        { who: "operator", how: "API key", credentials: { authorization: `Bearer ${API_KEYS.operator}` } },
-        { who: "operator", how: "client-credentials token", credentials: { authorization: `Bearer ${operatorToken}` } },
-        { who: "operator", how: "session", credentials: {}, jar: operatorSession },
-        { who: "metrics", how: "API key", credentials: { authorization: `Bearer ${API_KEYS.metrics}` } }
-      ]
-      const wrong: Array<string> = []
-      for (const c of CASES)
-        for (const way of ways) {
-          // Signing out would end the session the rows after it use: it is asked last, below.
-          if (c.documented === "/auth/logout" && way.jar !== undefined) continue
-          const answer = yield* ask(url, c, way.credentials, way.jar)
-          const got = outcomeOf(answer)
-          if (got !== c.expect[way.who])
-            wrong.push(`${c.method} ${c.path} ${JSON.stringify(c.headers ?? {})} as ${way.who} by ${way.how}: expected ${c.expect[way.who]}, got ${answer.status} ${answer.body.slice(0, 120)}`)
-          if (got !== "pass") expect(answer.headers.get("cache-control")).toBe("no-store")
-          if (got === 401) expect(answer.headers.get("www-authenticate")).toMatch(/^Bearer realm="order-service"/)
-        }
-      expect(wrong).toEqual([])
-    })
+  it.effect(
+    "each route answers anonymous, agent, operator and scraper as the table says, however they prove it",
+    () =>
+      Effect.gen(function* () {
+        const url = yield* baseUrl
+        const agentSession = (yield* Effect.promise(() => signIn(url, "agent", "agent"))).jar
+        const operatorSession = (yield* Effect.promise(() => signIn(url, "operator", "operator"))).jar
+        const agentToken = yield* Effect.promise(() =>
+          provider.sign({ sub: "token-agent", roles: ["agent"] })
+        )
+        const operatorToken = yield* Effect.promise(() => provider.clientCredentialsToken())
+        const ways: ReadonlyArray<{ who: Who; how: string; credentials: Record<string, string>; jar?: Jar }> =
+          [
+            { who: "anonymous", how: "nothing", credentials: {} },
+            { who: "agent", how: "API key", credentials: { authorization: `Bearer ${API_KEYS.agent}` } },
+            { who: "agent", how: "access token", credentials: { authorization: `Bearer ${agentToken}` } },
+            { who: "agent", how: "session", credentials: {}, jar: agentSession },
+            {
+              who: "operator",
+              how: "API key",
+              credentials: { authorization: `Bearer ${API_KEYS.operator}` }
+            },
+            {
+              who: "operator",
+              how: "client-credentials token",
+              credentials: { authorization: `Bearer ${operatorToken}` }
+            },
+            { who: "operator", how: "session", credentials: {}, jar: operatorSession },
+            { who: "metrics", how: "API key", credentials: { authorization: `Bearer ${API_KEYS.metrics}` } }
+          ]
+        const wrong: Array<string> = []
+        for (const c of CASES)
+          for (const way of ways) {
+            // Signing out would end the session the rows after it use: it is asked last, below.
+            if (c.documented === "/auth/logout" && way.jar !== undefined) continue
+            const answer = yield* ask(url, c, way.credentials, way.jar)
+            const got = outcomeOf(answer)
+            if (got !== c.expect[way.who])
+              wrong.push(
+                `${c.method} ${c.path} ${JSON.stringify(c.headers ?? {})} as ${way.who} by ${way.how}: expected ${c.expect[way.who]}, got ${answer.status} ${answer.body.slice(0, 120)}`
+              )
+            if (got !== "pass") expect(answer.headers.get("cache-control")).toBe("no-store")
+            if (got === 401)
+              expect(answer.headers.get("www-authenticate")).toMatch(/^Bearer realm="order-service"/)
+          }
+        expect(wrong).toEqual([])
+      })
   )
 
-  it.effect("forged, expired, unsigned, wrong-audience and wrong-issuer tokens and a tampered cookie are refused with 401", () =>
-    Effect.gen(function* () {
-      const url = yield* baseUrl
-      const now = Math.floor(Date.now() / 1000)
-      const valid = yield* Effect.promise(() => provider.sign({ roles: ["operator"] }))
-      const [header, payload] = valid.split(".")
-      const unsigned = `${Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url")}.${payload}.`
-      const tokens: Record<string, string> = {
-        "signed with another key": yield* Effect.promise(() => provider.sign({ roles: ["operator"] }, { foreignKey: true })),
-        expired: yield* Effect.promise(() => provider.sign({ roles: ["operator"], iat: now - 600, exp: now - 60 })),
-        "alg none": unsigned,
-        "for another audience": yield* Effect.promise(() => provider.sign({ roles: ["operator"], aud: "someone-else" })),
-        "from another issuer": yield* Effect.promise(() => provider.sign({ roles: ["operator"], iss: "http://127.0.0.1:1" })),
-        "its payload changed": `${header}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, "base64url").toString()), roles: ["operator", "x"] })).toString("base64url")}.${valid.split(".")[2]}`,
-        "an unknown API key": "not-a-key-of-this-service-at-all",
-        "an API key with a character changed": `${API_KEYS.operator.slice(0, -1)}2`
-      }
-      const route: Case = CASES.find((c) => c.path === "/dead-letters" && c.headers === undefined)!
-      for (const [what, token] of Object.entries(tokens)) {
-        const answer = yield* ask(url, route, { authorization: `Bearer ${token}` })
-        expect(answer.status, what).toBe(401)
-        expect(answer.body, what).toContain('"unauthorized"')
-        expect(answer.headers.get("www-authenticate"), what).toContain('error="invalid_token"')
-      }
-      // The valid one, for contrast.
-      expect((yield* ask(url, route, { authorization: `Bearer ${valid}` })).status).toBe(200)
+  it.effect(
+    "forged, expired, unsigned, wrong-audience and wrong-issuer tokens and a tampered cookie are refused with 401",
+    () =>
+      Effect.gen(function* () {
+        const url = yield* baseUrl
+        const now = Math.floor(Date.now() / 1000)
+        const valid = yield* Effect.promise(() => provider.sign({ roles: ["operator"] }))
+        const [header, payload] = valid.split(".")
+        const unsigned = `${Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url")}.${payload}.`
+        const tokens: Record<string, string> = {
+          "signed with another key": yield* Effect.promise(() =>
+            provider.sign({ roles: ["operator"] }, { foreignKey: true })
+          ),
+          expired: yield* Effect.promise(() =>
+            provider.sign({ roles: ["operator"], iat: now - 600, exp: now - 60 })
+          ),
+          "alg none": unsigned,
+          "for another audience": yield* Effect.promise(() =>
+            provider.sign({ roles: ["operator"], aud: "someone-else" })
+          ),
+          "from another issuer": yield* Effect.promise(() =>
+            provider.sign({ roles: ["operator"], iss: "http://127.0.0.1:1" })
+          ),
+          "its payload changed": `${header}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, "base64url").toString()), roles: ["operator", "x"] })).toString("base64url")}.${valid.split(".")[2]}`,
+          "an unknown API key": "not-a-key-of-this-service-at-all",
+          "an API key with a character changed": `${API_KEYS.operator.slice(0, -1)}2`
+        }
+        const route: Case = CASES.find((c) => c.path === "/dead-letters" && c.headers === undefined)!
+        for (const [what, token] of Object.entries(tokens)) {
+          const answer = yield* ask(url, route, { authorization: `Bearer ${token}` })
+          expect(answer.status, what).toBe(401)
+          expect(answer.body, what).toContain('"unauthorized"')
+          expect(answer.headers.get("www-authenticate"), what).toContain('error="invalid_token"')
+        }
+        // The valid one, for contrast.
+        expect((yield* ask(url, route, { authorization: `Bearer ${valid}` })).status).toBe(200)
 
-      const { jar } = yield* Effect.promise(() => signIn(url, "operator", "operator"))
-      expect((yield* ask(url, route, {}, jar)).status).toBe(200)
-      const [name, value] = [...jar.cookies].find(([n]) => n === "order_session")!
-      const tampered = cookieJar()
-      tampered.cookies.set(name, `${value.slice(0, -1)}${value.endsWith("A") ? "B" : "A"}`)
-      const refused = yield* ask(url, route, {}, tampered)
-      expect(refused.status).toBe(401)
-      expect(refused.body).toContain("your session has ended")
-    })
+        const { jar } = yield* Effect.promise(() => signIn(url, "operator", "operator"))
+        expect((yield* ask(url, route, {}, jar)).status).toBe(200)
+        const [name, value] = [...jar.cookies].find(([n]) => n === "order_session")!
+        const tampered = cookieJar()
+        tampered.cookies.set(name, `${value.slice(0, -1)}${value.endsWith("A") ? "B" : "A"}`)
+        const refused = yield* ask(url, route, {}, tampered)
+        expect(refused.status).toBe(401)
+        expect(refused.body).toContain("your session has ended")
+      })
   )
 
   it.effect("a session's POST from another site is refused; signing out ends the session", () =>
@@ -183,16 +233,28 @@ layer(stack, { excludeTestServices: true, timeout: "120 seconds" })("who may cal
       const url = yield* baseUrl
       const { jar } = yield* Effect.promise(() => signIn(url, "operator", "operator"))
       const replay = CASES.find((c) => c.path === "/dead-letters/replay")!
-      const crossSite = yield* ask(url, { ...replay, headers: { ...json, origin: "https://evil.example" } }, {}, jar)
+      const crossSite = yield* ask(
+        url,
+        { ...replay, headers: { ...json, origin: "https://evil.example" } },
+        {},
+        jar
+      )
       expect(crossSite.status).toBe(403)
       expect(crossSite.body).toContain("service's own page")
       expect((yield* ask(url, replay, {}, jar)).status).toBe(200)
 
       const me = yield* Effect.promise(() => fetchWith(jar, `${url}/auth/me`).then((r) => r.json()))
-      expect(me).toMatchObject({ mode: "required", signed_in: true, subject: "operator", roles: ["agent", "operator"].filter((r) => r === "operator") })
+      expect(me).toMatchObject({
+        mode: "required",
+        signed_in: true,
+        subject: "operator",
+        roles: ["agent", "operator"].filter((r) => r === "operator")
+      })
 
       const session = jar.cookies.get("order_session")!
-      const out = yield* Effect.promise(() => fetchWith(jar, `${url}/auth/logout`, { method: "POST", headers: { origin: url } }))
+      const out = yield* Effect.promise(() =>
+        fetchWith(jar, `${url}/auth/logout`, { method: "POST", headers: { origin: url } })
+      )
       expect(out.status).toBe(200)
       expect(jar.cookies.has("order_session")).toBe(false)
       // The old cookie, kept by someone, no longer opens anything.

@@ -26,22 +26,26 @@ describe("configuration", () => {
     })
   )
 
-  it.effect("on a network address, start-up refuses to serve without sign-in unless auth.mode: none says so, naming the key", () =>
-    Effect.gen(function* () {
-      const docker = readConfigFile("config/config.docker.yaml")
-      const refused = yield* load(docker)
-      expect(Either.isLeft(refused)).toBe(true)
-      if (Either.isLeft(refused)) expect(refused.left.message).toContain("auth.mode (env AUTH_MODE)")
-      for (const env of [
-        { AUTH_MODE: "none" },
-        { AUTH_API_KEYS: `ci:operator:${"a".repeat(64)}` },
-        { HTTP_HOST: "127.0.0.1" }
-      ])
-        expect(Either.isRight(yield* load(docker, env)), JSON.stringify(env)).toBe(true)
-      // A provider without its client secret cannot sign anyone in.
-      const noSecret = yield* load(docker, { AUTH_OIDC_ISSUER: "https://id.example.com/realms/orders" })
-      expect(Either.isLeft(noSecret) && noSecret.left.message).toContain("auth.oidc.client_secret (env AUTH_OIDC_CLIENT_SECRET)")
-    })
+  it.effect(
+    "on a network address, start-up refuses to serve without sign-in unless auth.mode: none says so, naming the key",
+    () =>
+      Effect.gen(function* () {
+        const docker = readConfigFile("config/config.docker.yaml")
+        const refused = yield* load(docker)
+        expect(Either.isLeft(refused)).toBe(true)
+        if (Either.isLeft(refused)) expect(refused.left.message).toContain("auth.mode (env AUTH_MODE)")
+        for (const env of [
+          { AUTH_MODE: "none" },
+          { AUTH_API_KEYS: `ci:operator:${"a".repeat(64)}` },
+          { HTTP_HOST: "127.0.0.1" }
+        ])
+          expect(Either.isRight(yield* load(docker, env)), JSON.stringify(env)).toBe(true)
+        // A provider without its client secret cannot sign anyone in.
+        const noSecret = yield* load(docker, { AUTH_OIDC_ISSUER: "https://id.example.com/realms/orders" })
+        expect(Either.isLeft(noSecret) && noSecret.left.message).toContain(
+          "auth.oidc.client_secret (env AUTH_OIDC_CLIENT_SECRET)"
+        )
+      })
   )
 
   it.effect("API keys and role maps are checked: a bad entry names auth.api_keys or auth.oidc.role_map", () =>

@@ -5,7 +5,11 @@ import { describeForLog, makeConfigProvider, readConfigFile, validate } from "..
 
 const load = (env: Record<string, string>) =>
   validate.pipe(
-    Effect.provide(Layer.setConfigProvider(makeConfigProvider(readConfigFile("config/config.yaml"), { AUTH_MODE: "none", ...env }))),
+    Effect.provide(
+      Layer.setConfigProvider(
+        makeConfigProvider(readConfigFile("config/config.yaml"), { AUTH_MODE: "none", ...env })
+      )
+    ),
     Effect.either
   )
 

@@ -234,7 +234,9 @@ describe("the dead-letter index's retention", () => {
       const load = (env: Record<string, string>) =>
         validate.pipe(
           Effect.provide(
-            Layer.setConfigProvider(makeConfigProvider(readConfigFile("config/config.yaml"), { AUTH_MODE: "none", ...env }))
+            Layer.setConfigProvider(
+              makeConfigProvider(readConfigFile("config/config.yaml"), { AUTH_MODE: "none", ...env })
+            )
           ),
           Effect.either
         )

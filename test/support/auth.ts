@@ -26,20 +26,28 @@ export const apiKeysConfig = Object.entries(API_KEYS)
 /** A signing key for the provider that the test holds too, and one the provider has never seen. */
 const makeKey = async (kid: string): Promise<{ readonly jwk: JWK; readonly privateKey: CryptoKey }> => {
   const { privateKey } = await generateKeyPair("RS256", { extractable: true })
-  return { jwk: { ...(await exportJWK(privateKey)), kid, alg: "RS256", use: "sig" }, privateKey: privateKey as CryptoKey }
+  return {
+    jwk: { ...(await exportJWK(privateKey)), kid, alg: "RS256", use: "sig" },
+    privateKey: privateKey as CryptoKey
+  }
 }
 
 export interface TestProvider {
   readonly server: LocalOidc.LocalOidcServer
   /** A token signed with the provider's own key: claims as given, on top of valid ones. */
-  readonly sign: (claims: Record<string, unknown>, options?: { readonly foreignKey?: boolean }) => Promise<string>
+  readonly sign: (
+    claims: Record<string, unknown>,
+    options?: { readonly foreignKey?: boolean }
+  ) => Promise<string>
   /** An access token of the command-line client (operator), by the client-credentials grant. */
   readonly clientCredentialsToken: () => Promise<string>
 }
 
 export const startProvider: Effect.Effect<TestProvider, LocalOidc.LocalOidcError, Scope.Scope> = Effect.gen(
   function* () {
-    const [own, foreign] = yield* Effect.promise(() => Promise.all([makeKey("test-own"), makeKey("test-foreign")]))
+    const [own, foreign] = yield* Effect.promise(() =>
+      Promise.all([makeKey("test-own"), makeKey("test-foreign")])
+    )
     const server = yield* LocalOidc.make({ jwks: { keys: [own.jwk] } })
     const sign = (claims: Record<string, unknown>, options: { readonly foreignKey?: boolean } = {}) => {
       const now = Math.floor(Date.now() / 1000)
@@ -118,7 +126,12 @@ export const fetchWith = async (jar: Jar, url: string, init: RequestInit = {}) =
  * Signs `username` in through the service at `serviceUrl`, as a browser would: `/auth/login`, the
  * provider's form, back to `/auth/callback`. The jar then holds the session cookie.
  */
-export const signIn = async (serviceUrl: string, username: string, password: string, jar: Jar = cookieJar()) => {
+export const signIn = async (
+  serviceUrl: string,
+  username: string,
+  password: string,
+  jar: Jar = cookieJar()
+) => {
   let response = await fetchWith(jar, `${serviceUrl}/auth/login?return_to=/`)
   let location = new URL(response.headers.get("location") ?? "", serviceUrl).href
   for (let hop = 0; hop < 10 && !location.startsWith(serviceUrl); hop++) {
@@ -128,12 +141,14 @@ export const signIn = async (serviceUrl: string, username: string, password: str
         headers: { "content-type": "application/x-www-form-urlencoded" },
         body: new URLSearchParams({ login: username, password }).toString()
       })
-      if (response.status !== 303) throw new Error(`sign-in refused: ${response.status} ${await response.text()}`)
+      if (response.status !== 303)
+        throw new Error(`sign-in refused: ${response.status} ${await response.text()}`)
     } else response = await fetchWith(jar, location)
     location = new URL(response.headers.get("location") ?? "", location).href
   }
   response = await fetchWith(jar, location)
-  if (response.status !== 303) throw new Error(`callback answered ${response.status}: ${await response.text()}`)
+  if (response.status !== 303)
+    throw new Error(`callback answered ${response.status}: ${await response.text()}`)
   return { jar, landed: response.headers.get("location") }
 }
 
