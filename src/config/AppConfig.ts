@@ -83,7 +83,17 @@ export const HttpConfig = Config.all({
    * `GET /order/{uid}` and `GET /orders/search` answered below the router: the same answers, for
    * a fraction of the CPU.
    */
-  fastPaths: Config.boolean("fast_paths").pipe(Config.withDefault(true))
+  fastPaths: Config.boolean("fast_paths").pipe(Config.withDefault(true)),
+  /** How long a client may take to send a request's headers; then its connection is closed (408). */
+  headersTimeout: positiveDuration("headers_timeout").pipe(Config.withDefault(Duration.seconds(10))),
+  /** How long a client may take to send a whole request, body included (408). */
+  requestTimeout: positiveDuration("request_timeout").pipe(Config.withDefault(Duration.seconds(30))),
+  /** How long an idle keep-alive connection is kept. */
+  keepAliveTimeout: positiveDuration("keep_alive_timeout").pipe(Config.withDefault(Duration.seconds(5))),
+  /** Open connections at most; past it a new connection is closed as it arrives. */
+  maxConnections: positiveInt("max_connections").pipe(Config.withDefault(4096)),
+  /** The largest request body taken (a replay's selection is a few hundred bytes); larger is 413, unread. */
+  maxBodyBytes: positiveInt("max_body_bytes").pipe(Config.withDefault(64 * 1024))
 }).pipe(Config.nested("http"))
 
 export const DatabaseConfig = Config.all({

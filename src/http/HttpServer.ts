@@ -12,7 +12,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
-import { HttpApiBuilder, HttpMiddleware } from "@effect/platform"
+import { HttpApiBuilder, HttpIncomingMessage, HttpMiddleware } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import {
   Context,
@@ -30,7 +30,7 @@ import {
 import { ORDER_PREFIX, routeOf } from "../auth/Access.ts"
 import { Auth, type Verdict } from "../auth/Auth.ts"
 import { HttpConfig, isLoopbackHost } from "../config/AppConfig.ts"
-import { observeHttpRequest } from "../observability/Prometheus.ts"
+import { countShed, observeHttpRequest } from "../observability/Prometheus.ts"
 import { type Answer, json } from "./Answer.ts"
 import { LiveFeed } from "../live/LiveFeed.ts"
 import { encodingOf, liveHeaders } from "./LiveRoute.ts"
@@ -45,6 +45,9 @@ const SECURITY_HEADER_LIST: ReadonlyArray<string> = Object.entries(SECURITY_HEAD
 const ORDER_ROUTE = "/order/{order_uid}"
 const SEARCH_ROUTE = "/orders/search"
 const LIVE_ROUTE = "/orders/live"
+
+/** Routes whose body is JSON: anything else sent to them is refused before it is read. */
+const JSON_BODIES: ReadonlySet<string> = new Set(["/dead-letters/replay"])
 
 /** The status logged for a request whose client went before it was answered (nginx's). */
 const CLIENT_CLOSED_REQUEST = 499
@@ -99,7 +102,9 @@ export const layer = Layer.scoped(
     // No tracer exports spans from this service, so the platform's span per request is off: it was
     // a tenth of a search's CPU. Whoever adds a tracer (an OpenTelemetry layer) removes this.
     const handleWithApp = yield* NodeHttpServer.makeHandler(app).pipe(
-      Effect.locally(HttpMiddleware.currentTracerDisabledWhen, () => true)
+      Effect.locally(HttpMiddleware.currentTracerDisabledWhen, () => true),
+      // Whatever the checks below let through, the platform reads no more than this either.
+      HttpIncomingMessage.withMaxBodySize(Option.some(config.maxBodyBytes))
     )
     const runtime = yield* Effect.runtime<never>()
     const runSync = Runtime.runSync(runtime)
@@ -272,6 +277,34 @@ export const layer = Layer.scoped(
       res.on("error", detach)
     }
 
+    /**
+     * 413 for a body over `http.max_body_bytes` (by `Content-Length`), 411 for a body of unknown
+     * length (chunked: it could only be measured by reading it), 415 for anything but JSON where
+     * JSON is expected; otherwise nothing. The platform's own limit (`MaxBodySize`) guards the rest.
+     */
+    const bodyRefusal = (req: IncomingMessage, route: string): Answer | undefined => {
+      const length = req.headers["content-length"]
+      if (length === undefined) {
+        if (req.headers["transfer-encoding"] === undefined) return undefined
+        countShed("body_length_unknown")
+        return json(411, { error: "length_required", message: "send the body with a Content-Length" })
+      }
+      const bytes = Number(length)
+      if (!(bytes <= config.maxBodyBytes)) {
+        countShed("body_too_large")
+        return json(413, {
+          error: "body_too_large",
+          message: `a request body may be at most ${config.maxBodyBytes} bytes (http.max_body_bytes)`
+        })
+      }
+      if (bytes > 0 && JSON_BODIES.has(route)) {
+        const type = req.headers["content-type"] ?? ""
+        if (!/^application\/json\s*(;|$)/i.test(type))
+          return json(415, { error: "unsupported_media_type", message: "the body must be application/json" })
+      }
+      return undefined
+    }
+
     /** A request the authorization step let through, answered one of the two ways. */
     const serve = (
       req: IncomingMessage,
@@ -323,35 +356,53 @@ export const layer = Layer.scoped(
         ? serve(req, res, url, pathname, started)
         : finish(req, res, pathname, route, started, verdict.answer)
 
-    const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
-      const started = performance.now()
-      const url = req.url ?? "/"
-      const q = url.indexOf("?")
-      const pathname = q === -1 ? url : url.slice(0, q)
-      const route = routeOf(pathname)
-      // The one authorization step, for both ways a request is answered. From its caches (and for
-      // public routes) it decides at once; a token or session it has not seen lately takes a promise.
-      const verdict = auth.check(req, route)
-      if (!(verdict instanceof Promise)) return decided(req, res, url, pathname, route, started, verdict)
-      inFlight++
-      verdict.then(
-        (v) => {
-          try {
-            decided(req, res, url, pathname, route, started, v)
-          } finally {
-            settled()
-          }
-        },
-        (error: unknown) => {
-          try {
-            runSync(Effect.logError("The authorization step failed", error))
-            finish(req, res, pathname, route, started, INTERNAL_ERROR)
-          } finally {
-            settled()
-          }
+    const server = createServer(
+      {
+        keepAliveTimeout: Duration.toMillis(config.keepAliveTimeout),
+        headersTimeout: Duration.toMillis(config.headersTimeout),
+        requestTimeout: Duration.toMillis(config.requestTimeout),
+        // Node checks both timeouts this often (its default is 30 s, longer than either of ours).
+        connectionsCheckingInterval: Math.min(1_000, Duration.toMillis(config.headersTimeout))
+      },
+      (req, res) => {
+        const started = performance.now()
+        const url = req.url ?? "/"
+        const q = url.indexOf("?")
+        const pathname = q === -1 ? url : url.slice(0, q)
+        const route = routeOf(pathname)
+        // A body is judged by its headers before anything else is done for the request: its size,
+        // and its type where JSON is expected. What is refused is never read (the connection closes).
+        const refusal = bodyRefusal(req, route)
+        if (refusal !== undefined) {
+          res.shouldKeepAlive = false
+          return finish(req, res, pathname, route, started, refusal)
         }
-      )
-    })
+        // The one authorization step, for both ways a request is answered. From its caches (and for
+        // public routes) it decides at once; a token or session it has not seen lately takes a promise.
+        const verdict = auth.check(req, route)
+        if (!(verdict instanceof Promise)) return decided(req, res, url, pathname, route, started, verdict)
+        inFlight++
+        verdict.then(
+          (v) => {
+            try {
+              decided(req, res, url, pathname, route, started, v)
+            } finally {
+              settled()
+            }
+          },
+          (error: unknown) => {
+            try {
+              runSync(Effect.logError("The authorization step failed", error))
+              finish(req, res, pathname, route, started, INTERNAL_ERROR)
+            } finally {
+              settled()
+            }
+          }
+        )
+      }
+    )
+    server.maxConnections = config.maxConnections
+    server.on("drop", () => countShed("connections"))
 
     yield* Effect.async<void, Error>((resume) => {
       const onError = (error: Error) => resume(Effect.fail(error))

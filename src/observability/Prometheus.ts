@@ -32,6 +32,19 @@ export const observeHttpRequest = (method: string, route: string, status: number
   child.observe(seconds)
 }
 
+const shed = new client.Counter({
+  name: "http_shed_requests_total",
+  help: "Requests (and connections) turned away because a bound was reached, by which one",
+  labelNames: ["reason"] as const,
+  registers: [registry]
+})
+
+/**
+ * One request shed past a bound (`connections`, `body_too_large`, `live_clients`, `read_queue`…):
+ * answered 503, 413 or dropped rather than held. Callable from callbacks: no Effect needed.
+ */
+export const countShed = (reason: string): void => shed.inc({ reason })
+
 const sanitize = (name: string): string => {
   const clean = name.replace(/[^a-zA-Z0-9_:]/g, "_")
   return /^[a-zA-Z_:]/.test(clean) ? clean : `_${clean}`
