@@ -4,7 +4,7 @@
  * (embedded PostgreSQL, a local Kafka broker, the service as its own process), on loopback only.
  *
  *   npm run bench                # all parts
- *   npm run bench -- ingest      # one part: ingest | latency | http | mixed | startup | search | live
+ *   npm run bench -- ingest      # one part: ingest | latency | http | mixed | startup | search | live | dlq | overload
  *   BENCH_INGEST_N=50000 npm run bench -- ingest
  *   BENCH_INGEST_N=0 BENCH_INGEST_PER_MESSAGE_N=0 npm run bench -- ingest   # only the run with rejects
  *   npm run bench -- latency     # produce → stored, at a steady 1,000 messages/s
@@ -14,6 +14,18 @@
  *   npm run bench -- live        # ingest time with 100 clients on GET /orders/live vs none
  *   BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=bench/results" npm run bench -- ingest   # profile the service
  *   npm run bench -- dlq         # index 100,000 parked letters, time the dead-letter listing (BENCH_DLQ_N)
+ *   npm run bench -- overload    # bounded under overload: ingest and cached reads, quiet then under abuse
+ *     BENCH_OVERLOAD_RATE=2000       orders/s produced throughout
+ *     BENCH_OVERLOAD_LIVE=10000      idle live-feed clients (Last-Event-ID inside the resume window, never reading)
+ *     BENCH_OVERLOAD_SLOW=1000       connections sending their headers one byte a second
+ *     BENCH_OVERLOAD_SEARCH=200      wrk connections searching a key BENCH_OVERLOAD_SHARED orders share
+ *     BENCH_OVERLOAD_SHARED=100000   orders stored with that key (one customer e-mail)
+ *     BENCH_OVERLOAD_SECONDS=20      the quiet measure; the abuse is held 5 s less (at least 5)
+ *     BENCH_OVERLOAD_LIVE_PER_ADDRESS=…  the service's live.max_clients_per_address for the run (default:
+ *                                    the service's, 50: the clients, all from 127.0.0.1, mostly get 503)
+ *     BENCH_OVERLOAD_LIVE_ENCODING=identity  what the live clients accept (gzip: as browsers do)
+ *   BENCH_OVERLOAD_LIVE=500 BENCH_OVERLOAD_SLOW=100 BENCH_OVERLOAD_SEARCH=20 BENCH_OVERLOAD_SHARED=5000 \
+ *     BENCH_OVERLOAD_SECONDS=8 npm run bench -- overload   # a small run
  */
 import { createHash } from "node:crypto"
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
@@ -55,6 +67,15 @@ const LIVE_CLIENTS = Number(process.env["BENCH_LIVE_CLIENTS"] ?? 100)
 const LIVE_ROUNDS = Number(process.env["BENCH_LIVE_ROUNDS"] ?? 3)
 const DLQ_N = Number(process.env["BENCH_DLQ_N"] ?? 100_000)
 const DLQ_REQUESTS = Number(process.env["BENCH_DLQ_REQUESTS"] ?? 50)
+const OVERLOAD_RATE = Number(process.env["BENCH_OVERLOAD_RATE"] ?? 2_000)
+const OVERLOAD_LIVE = Number(process.env["BENCH_OVERLOAD_LIVE"] ?? 10_000)
+const OVERLOAD_SLOW = Number(process.env["BENCH_OVERLOAD_SLOW"] ?? 1_000)
+const OVERLOAD_SEARCH = Number(process.env["BENCH_OVERLOAD_SEARCH"] ?? 200)
+const OVERLOAD_SHARED = Number(process.env["BENCH_OVERLOAD_SHARED"] ?? 100_000)
+const OVERLOAD_SECONDS = Number(process.env["BENCH_OVERLOAD_SECONDS"] ?? 20)
+/** The service's live.max_clients_per_address for the overload run; unset: the service's default. */
+const OVERLOAD_LIVE_PER_ADDRESS = process.env["BENCH_OVERLOAD_LIVE_PER_ADDRESS"]
+const OVERLOAD_LIVE_ENCODING = process.env["BENCH_OVERLOAD_LIVE_ENCODING"] ?? "identity"
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** digits
@@ -1329,9 +1350,533 @@ const dlq = async (env: Env) => {
   }
 }
 
+/** Every series of one metric by its labels as written (`{reason="connections"}`), from `/metrics`. */
+const scrapeSeries = async (base: string, name: string): Promise<Record<string, number>> => {
+  const out: Record<string, number> = {}
+  for (const line of (await (await fetch(`${base}/metrics`)).text()).split("\n")) {
+    if (!line.startsWith(`${name}{`)) continue
+    const labels = line.slice(name.length, line.lastIndexOf("}") + 1)
+    out[labels] = (out[labels] ?? 0) + Number(line.split(" ").at(-1))
+  }
+  return out
+}
+
+/** `{reason="connections"}` → `connections`. */
+const reasonOf = (labels: string) => /reason="([^"]*)"/.exec(labels)?.[1] ?? labels
+
+const fdsOf = (pid: number) => {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length
+  } catch {
+    return 0
+  }
+}
+
+/** The status code of an HTTP response's first bytes, or 0 when they are not one. */
+const statusOf = (chunk: Buffer) =>
+  Number(/^HTTP\/1\.[01] (\d{3})/.exec(chunk.toString("latin1", 0, 16))?.[1] ?? 0)
+
+/** Opens `n` sockets to `port` in batches of `batch`, each batch given `pauseMs` before the next. */
+const inBatches = async (n: number, batch: number, pauseMs: number, open: (i: number) => Promise<void>) => {
+  for (let i = 0; i < n; i += batch) {
+    await Promise.all(Array.from({ length: Math.min(batch, n - i) }, (_, j) => open(i + j)))
+    await sleep(pauseMs)
+  }
+}
+
+/**
+ * `n` idle live-feed clients: each asks for GET /orders/live resuming after `lastEventId` (its
+ * backlog is written at once), reads only the first chunk of the answer (its status line) and then
+ * never reads again (`socket.pause()`), as a frozen browser tab would. A client answered anything
+ * but 200 lets go. Counts what each was answered and, of those taken in, how many the service let
+ * go of while they were held.
+ */
+const idleLiveClients = async (port: number, n: number, lastEventId: string) => {
+  const sockets = new Set<Socket>()
+  const answered: Record<string, number> = {}
+  const note = (what: string) => (answered[what] = (answered[what] ?? 0) + 1)
+  let closedByService = 0
+  let gaps = 0
+  let closing = false
+  const request =
+    `GET /orders/live HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: text/event-stream\r\n` +
+    `Accept-Encoding: ${OVERLOAD_LIVE_ENCODING}\r\nLast-Event-ID: ${lastEventId}\r\n\r\n`
+  const open = () =>
+    new Promise<void>((resolve) => {
+      const socket = connect({ host: "127.0.0.1", port })
+      let status = -1 // -1: no answer yet
+      const settle = setTimeout(() => resolve(), 2_000) // a connect the service leaves waiting
+      socket.once("connect", () => {
+        socket.write(request)
+        sockets.add(socket)
+        resolve()
+      })
+      socket.once("data", (chunk: Buffer) => {
+        status = statusOf(chunk)
+        note(String(status))
+        if (status === 200) {
+          if (chunk.includes("event: gap")) gaps++
+          socket.pause()
+        } else socket.destroy()
+      })
+      socket.on("error", (error: NodeJS.ErrnoException) => {
+        if (status === -1) note(error.code ?? "error")
+      })
+      socket.once("close", () => {
+        clearTimeout(settle)
+        sockets.delete(socket)
+        if (status === -1) note("closed unanswered")
+        else if (status === 200 && !closing) closedByService++
+        resolve()
+      })
+    })
+  const started = Date.now()
+  await inBatches(n, 250, 50, open)
+  return {
+    openSeconds: (Date.now() - started) / 1000,
+    answered,
+    open: () => sockets.size,
+    closedByService: () => closedByService,
+    gaps: () => gaps,
+    close: () => {
+      closing = true
+      for (const s of sockets) s.destroy()
+    }
+  }
+}
+
+/**
+ * `n` connections sending a request's headers one byte a second, never finishing them. One the
+ * service closes is opened again while the abuse lasts (at most `n * 20` openings in all).
+ */
+const slowClients = (port: number, n: number) => {
+  const head = Buffer.from(`GET /orders?limit=20 HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nX-Slow: `)
+  const byteAt = (i: number) => (i < head.length ? head.subarray(i, i + 1) : Buffer.from("a"))
+  const sockets = new Map<Socket, { sent: number }>()
+  const answered: Record<string, number> = {}
+  const note = (what: string) => (answered[what] = (answered[what] ?? 0) + 1)
+  let openings = 0
+  let closedByService = 0
+  let stopping = false
+  const open = () =>
+    new Promise<void>((resolve) => {
+      if (stopping || openings >= n * 20) return resolve()
+      openings++
+      const socket = connect({ host: "127.0.0.1", port })
+      const state = { sent: 0 }
+      const settle = setTimeout(() => resolve(), 2_000)
+      socket.once("connect", () => {
+        socket.write(byteAt(state.sent++))
+        sockets.set(socket, state)
+        resolve()
+      })
+      socket.once("data", (chunk: Buffer) => note(String(statusOf(chunk))))
+      socket.on("error", () => undefined)
+      socket.once("close", () => {
+        clearTimeout(settle)
+        sockets.delete(socket)
+        resolve()
+        if (!stopping) {
+          closedByService++
+          void open()
+        }
+      })
+    })
+  const ticker = setInterval(() => {
+    for (const [socket, state] of sockets) if (socket.writable) socket.write(byteAt(state.sent++))
+  }, 1000)
+  const opened = inBatches(n, 100, 50, open)
+  return {
+    opened,
+    open: () => sockets.size,
+    openings: () => openings,
+    closedByService: () => closedByService,
+    answered,
+    close: () => {
+      stopping = true
+      clearInterval(ticker)
+      for (const s of sockets.keys()) s.destroy()
+    }
+  }
+}
+
+/** The service's RSS, descriptors and gauges every 500 ms, as the highest values in a window. */
+const overloadSampler = (pid: number, base: string) => {
+  let window = { rssMb: 0, fds: 0, liveClients: 0, readsQueued: 0 }
+  /** When each shed reason was first counted, ms after `mark`. */
+  const firstShed = new Map<string, number>()
+  let mark = Date.now()
+  let busy = false
+  const timer = setInterval(() => {
+    try {
+      window.rssMb = Math.max(window.rssMb, rssMbOf(pid))
+    } catch {
+      // the service has exited
+    }
+    window.fds = Math.max(window.fds, fdsOf(pid))
+    if (busy) return // a scrape the service has not answered yet: no pile of them
+    busy = true
+    fetch(`${base}/metrics`, { signal: AbortSignal.timeout(2_000) })
+      .then((r) => r.text())
+      .then((text) => {
+        for (const line of text.split("\n")) {
+          const value = Number(line.split(" ").at(-1))
+          if (line.startsWith("live_clients ") || line.startsWith("live_clients{"))
+            window.liveClients = Math.max(window.liveClients, value)
+          else if (line.startsWith("client_reads_queued ") || line.startsWith("client_reads_queued{"))
+            window.readsQueued = Math.max(window.readsQueued, value)
+          else if (line.startsWith("http_shed_requests_total{") && value > 0) {
+            const reason = reasonOf(line)
+            if (!firstShed.has(reason)) firstShed.set(reason, Date.now() - mark)
+          }
+        }
+      })
+      .catch(() => undefined)
+      .finally(() => (busy = false))
+  }, 500)
+  return {
+    /** Starts a new window; returns the one that ended. */
+    next: () => {
+      const ended = window
+      window = { rssMb: 0, fds: 0, liveClients: 0, readsQueued: 0 }
+      mark = Date.now()
+      return ended
+    },
+    firstShed,
+    stop: () => clearInterval(timer)
+  }
+}
+
+/**
+ * Bounded under overload: the service ingesting `BENCH_OVERLOAD_RATE` orders/s (the producer, as in
+ * `mixed`) and answering cached orders to wrk -c50, first alone (quiet), then with abusive clients
+ * besides (abuse): `BENCH_OVERLOAD_LIVE` idle live-feed clients resuming inside the resume window
+ * and never reading, `BENCH_OVERLOAD_SLOW` connections trickling their headers a byte a second, and
+ * `BENCH_OVERLOAD_SEARCH` connections searching a key `BENCH_OVERLOAD_SHARED` orders share. What
+ * the service keeps doing (hits, ingest), what it holds (RSS, descriptors), what it sheds, how long
+ * it takes to come back, and that no order was lost or stored twice.
+ */
+const overload = async (env: Env) => {
+  requireWrk()
+  const limit = Number(execFileSync("sh", ["-c", "ulimit -n"], { encoding: "utf8" }).trim()) || 1024
+  // This process holds the live and slow sockets (wrk holds its own): keep under its descriptors.
+  const spare = limit - OVERLOAD_SLOW - 500
+  const liveN = Math.max(0, Math.min(OVERLOAD_LIVE, spare))
+  if (liveN < OVERLOAD_LIVE)
+    console.log(`overload: ulimit -n is ${limit}: ${liveN} live clients instead of ${OVERLOAD_LIVE}`)
+  const known = generateOrders(HTTP_ORDERS, 23)
+  const sharedEmail = "overload.shared@example.com"
+  const url = await freshDatabase(env)
+  console.log(
+    `overload: storing ${OVERLOAD_SHARED} orders sharing ${sharedEmail}, then ${HTTP_ORDERS} to read…`
+  )
+  // Older than every generated order, so that the cache is warmed with the known ones.
+  for (let stored = 0; stored < OVERLOAD_SHARED; stored += 50_000) {
+    const shared = generateOrders(Math.min(50_000, OVERLOAD_SHARED - stored), 5_000 + stored / 50_000).map(
+      (o) => ({ ...o, date_created: "2020-01-01T00:00:00Z", delivery: { ...o.delivery, email: sharedEmail } })
+    )
+    await seedDatabase(url, shared)
+  }
+  await seedDatabase(url, known)
+  const seeded = await count(url, "SELECT count(*) AS n FROM orders")
+  {
+    const client = new pg.Client({ connectionString: url })
+    await client.connect()
+    await client.query("ANALYZE").finally(() => client.end())
+  }
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const topic = `bench-overload-${port}`
+  await produceAll(env.kafka.bootstrapServers, topic, []) // the topics, nothing in them
+  const service = startOnTopic(url, port, topic, {
+    KAFKA_BROKERS: env.kafka.bootstrapServers,
+    CACHE_WARM_COUNT: String(HTTP_ORDERS),
+    ...(OVERLOAD_LIVE_PER_ADDRESS === undefined
+      ? {}
+      : { LIVE_MAX_CLIENTS_PER_ADDRESS: OVERLOAD_LIVE_PER_ADDRESS })
+  })
+  let producer: ChildProcess | undefined
+  let sampler: ReturnType<typeof overloadSampler> | undefined
+  let abuse: { close: () => void } | undefined
+  try {
+    await waitReady(port)
+    const hitPaths = orderPaths(known.map((o) => o.order_uid))
+    const found = await fetch(`${base}${hitPaths[0]}`)
+    if (found.status !== 200) throw new Error(`a seeded order answered ${found.status}`)
+    const searched = await fetch(`${base}/orders/search?q=${encodeURIComponent(sharedEmail)}`, {
+      headers: { accept: "application/json" }
+    })
+    if (searched.status !== 200) throw new Error(`the shared key's search answered ${searched.status}`)
+    await wrk(base, hitPaths, { connections: 50, seconds: 2, name: "overload-warm" }) // JIT, connections
+
+    const hold = Math.max(5, OVERLOAD_SECONDS - 5)
+    const plannedS = 5 + OVERLOAD_SECONDS + 3 + hold + 15
+    const toProduce = OVERLOAD_RATE * plannedS
+    console.log(
+      `overload: producing ${toProduce} messages at ${OVERLOAD_RATE}/s (2 % invalid, 2 % duplicates) for ~${plannedS} s…`
+    )
+    producer = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "src/tools/produce.ts",
+        "--brokers",
+        env.kafka.bootstrapServers,
+        "--topic",
+        topic,
+        "--count",
+        String(toProduce),
+        "--rate",
+        String(OVERLOAD_RATE),
+        "--invalid-ratio",
+        "0.02",
+        "--duplicate-ratio",
+        "0.02",
+        "--seed",
+        "29"
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] }
+    )
+    let producerOutput = ""
+    producer.stdout!.on("data", (chunk: Buffer) => (producerOutput += chunk.toString()))
+    const produced = new Promise<number | null>((resolve) => producer!.once("exit", resolve))
+    await sleep(5_000) // the producer is up and sending
+    sampler = overloadSampler(service.pid!, base)
+
+    /** The figures of one stretch: hits under wrk, orders stored a second, the sampler's highs. */
+    const stretch = async (hits: Awaited<ReturnType<typeof wrk>>, from: { at: number; stored: number }) => {
+      const stored = await metric(base, "ingest_orders_stored_total")
+      return {
+        hits,
+        ingestPerS: (stored - from.stored) / ((Date.now() - from.at) / 1000),
+        ...sampler!.next()
+      }
+    }
+    const storedNow = async () => ({
+      at: Date.now(),
+      stored: await metric(base, "ingest_orders_stored_total")
+    })
+
+    // Quiet.
+    console.log(`overload: quiet, ${OVERLOAD_SECONDS} s…`)
+    sampler.next()
+    let from = await storedNow()
+    const quiet = await stretch(
+      await wrk(base, hitPaths, { connections: 50, seconds: OVERLOAD_SECONDS, name: "overload-hits" }),
+      from
+    )
+    await sleep(3_000)
+
+    // Abuse.
+    const lastEventId = String(
+      await count(
+        url,
+        `SELECT feed_seq AS n FROM orders WHERE feed_seq IS NOT NULL ORDER BY feed_seq DESC OFFSET ${Math.min(
+          2_000,
+          OVERLOAD_RATE
+        )} LIMIT 1`
+      )
+    )
+    const shedBefore = await scrapeSeries(base, "http_shed_requests_total")
+    console.log(
+      `overload: abuse, ${hold} s: ${liveN} idle live clients (Last-Event-ID ${lastEventId}), ` +
+        `${OVERLOAD_SLOW} slow-header connections, ${OVERLOAD_SEARCH} searching a key ${OVERLOAD_SHARED} orders share…`
+    )
+    const abuseStarted = Date.now()
+    sampler.next()
+    from = await storedNow()
+    const searchRun = wrk(base, [`/orders/search?q=${encodeURIComponent(sharedEmail)}`], {
+      connections: OVERLOAD_SEARCH,
+      seconds: hold,
+      name: "overload-search",
+      headers: { accept: "application/json" }
+    })
+    const slow = slowClients(port, OVERLOAD_SLOW)
+    const liveFeed = await idleLiveClients(port, liveN, lastEventId)
+    abuse = {
+      close: () => {
+        liveFeed.close()
+        slow.close()
+      }
+    }
+    await slow.opened
+    const openedS = (Date.now() - abuseStarted) / 1000
+    const abuseHits = await wrk(base, hitPaths, {
+      connections: 50,
+      seconds: Math.max(3, Math.round(hold - openedS)),
+      name: "overload-hits"
+    })
+    const search = await searchRun
+    const abused = await stretch(abuseHits, from)
+    const held = {
+      live: liveFeed.open(),
+      liveClosedByService: liveFeed.closedByService(),
+      gaps: liveFeed.gaps(),
+      slow: slow.open(),
+      slowOpenings: slow.openings(),
+      slowClosedByService: slow.closedByService()
+    }
+    const shedAfter = await scrapeSeries(base, "http_shed_requests_total")
+    const firstShed = [...sampler.firstShed.entries()].sort((a, b) => a[1] - b[1])
+    abuse.close()
+    abuse = undefined
+    const abuseEnded = Date.now()
+
+    // Recovery: 1 s windows of hits until p99 and RSS are near the quiet figures (60 s at most).
+    const p99Near = Math.max(quiet.hits.p99Ms * 1.5, quiet.hits.p99Ms + 1)
+    const rssNear = Math.max(quiet.rssMb * 1.2, quiet.rssMb + 50)
+    let recoverS: number | undefined
+    let p99RecoverS: number | undefined
+    let rssRecoverS: number | undefined
+    let last = { p99: 0, rss: 0 }
+    while (Date.now() - abuseEnded < 60_000) {
+      const w = await wrk(base, hitPaths, { connections: 50, seconds: 1, name: "overload-recover" })
+      const rss = rssMbOf(service.pid!)
+      const at = (Date.now() - abuseEnded) / 1000
+      last = { p99: w.p99Ms, rss }
+      if (w.p99Ms <= p99Near) p99RecoverS ??= at
+      if (rss <= rssNear) rssRecoverS ??= at
+      if (w.p99Ms <= p99Near && rss <= rssNear) {
+        recoverS = at
+        break
+      }
+    }
+    sampler.next()
+
+    // Every message settled: orders stored = valid orders produced, none twice.
+    const exit = await Promise.race([produced, sleep(120_000).then(() => "timeout" as const)])
+    if (exit !== 0) throw new Error(`the producer ended with ${exit}`)
+    const valid = /valid\s+(\d+), of which (\d+) duplicates/.exec(producerOutput)
+    if (valid === null) throw new Error(`no summary from the producer:\n${producerOutput}`)
+    const expected = Number(valid[1]) - Number(valid[2])
+    await waitUntil(
+      "every valid order is stored",
+      async () => (await metric(base, "ingest_orders_stored_total")) >= expected,
+      120_000
+    ).catch(() => undefined)
+    await sleep(2_000) // anything more that would come (it must not)
+    const storedCounter = await metric(base, "ingest_orders_stored_total")
+    const stored = (await count(url, "SELECT count(*) AS n FROM orders")) - seeded
+    const distinct = await count(url, "SELECT count(DISTINCT order_uid) AS n FROM orders")
+    const exact = stored === expected && distinct === stored + seeded
+    console.log(
+      `\noverload: ${expected} distinct valid orders produced (${valid[1]} valid, ${valid[2]} duplicates); ` +
+        `PostgreSQL holds ${stored} new ones (service counter ${storedCounter}), ${distinct - seeded} distinct: ` +
+        (exact ? "none lost, none stored twice" : "MISMATCH")
+    )
+
+    const sheds: Record<string, number> = {}
+    for (const [labels, value] of Object.entries(shedAfter)) {
+      const delta = value - (shedBefore[labels] ?? 0)
+      if (delta > 0) sheds[reasonOf(labels)] = delta
+    }
+    const row = (name: string, s: typeof quiet, extra: Record<string, string | number>) => ({
+      run: name,
+      "hit req/s": round(s.hits.rps),
+      hit_p50_ms: round(s.hits.p50Ms, 2),
+      hit_p99_ms: round(s.hits.p99Ms, 2),
+      hit_errors_or_non2xx: s.hits.non2xx + s.hits.socketErrors,
+      "ingest orders/s": round(s.ingestPerS),
+      rss_max_mb: s.rssMb,
+      fds_max: s.fds,
+      live_clients_max: s.liveClients,
+      client_reads_queued_max: s.readsQueued,
+      ...extra
+    })
+    const rows = [
+      row("quiet", quiet, { "search req/s": "—", search_p99_ms: "—", search_non2xx_or_errors: "—" }),
+      row("abuse", abused, {
+        "search req/s": round(search.rps),
+        search_p99_ms: round(search.p99Ms, 2),
+        search_non2xx_or_errors: search.non2xx + search.socketErrors
+      })
+    ]
+    table(
+      `Overload: ${OVERLOAD_RATE} orders/s in, wrk -c50 on cached orders; abuse: ${liveN} idle live clients, ` +
+        `${OVERLOAD_SLOW} slow-header connections, ${OVERLOAD_SEARCH} searching ${OVERLOAD_SHARED} orders' key`,
+      rows
+    )
+    const clientRows = [
+      {
+        clients: "idle live feed",
+        asked: liveN,
+        answered: Object.entries(liveFeed.answered)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join(", "),
+        "held at the end": held.live,
+        "let go by the service while held": held.liveClosedByService,
+        "answered gap": held.gaps,
+        "seconds to open": round(liveFeed.openSeconds, 1)
+      },
+      {
+        clients: "slow headers",
+        asked: OVERLOAD_SLOW,
+        answered:
+          Object.entries(slow.answered)
+            .map(([k, v]) => `${k}: ${v}`)
+            .join(", ") || "—",
+        "held at the end": held.slow,
+        "let go by the service while held": held.slowClosedByService,
+        "answered gap": "—",
+        "seconds to open": `${held.slowOpenings} openings`
+      }
+    ]
+    table("… the abusive clients: what they were answered, and held", clientRows)
+    table(
+      "… shed during the abuse (http_shed_requests_total by reason), in the order first seen",
+      Object.keys(sheds).length === 0
+        ? [{ reason: "(none)", count: 0, "first seen s after start": "—" }]
+        : Object.entries(sheds)
+            .sort((a, b) => (sampler!.firstShed.get(a[0]) ?? 1e9) - (sampler!.firstShed.get(b[0]) ?? 1e9))
+            .map(([reason, n]) => ({
+              reason,
+              count: n,
+              "first seen s after start": round((sampler!.firstShed.get(reason) ?? Number.NaN) / 1000, 1)
+            }))
+    )
+    const perAddress = OVERLOAD_LIVE_PER_ADDRESS === undefined ? 50 : Number(OVERLOAD_LIVE_PER_ADDRESS)
+    if ((sheds["live_clients_per_address"] ?? 0) > 0)
+      console.log(
+        `Every live client comes from 127.0.0.1: past live.max_clients_per_address (${perAddress}` +
+          `${OVERLOAD_LIVE_PER_ADDRESS === undefined ? ", the default" : ""}) they are answered 503 — the bound working. ` +
+          `BENCH_OVERLOAD_LIVE_PER_ADDRESS=${liveN} raises it for the run so that live.max_clients is exercised.`
+      )
+    if (firstShed.length > 0) console.log(`first bound to shed: ${firstShed[0]![0]}`)
+    console.log(
+      recoverS === undefined
+        ? `not back near the quiet figures 60 s after the abuse stopped (hit p99 ${round(last.p99, 2)} ms, RSS ${last.rss} MB; ` +
+            `near: p99 ≤ ${round(p99Near, 2)} ms, RSS ≤ ${round(rssNear)} MB)`
+        : `back near the quiet figures ${round(recoverS, 1)} s after the abuse stopped ` +
+            `(p99 after ${round(p99RecoverS ?? 0, 1)} s, RSS after ${round(rssRecoverS ?? 0, 1)} s; ` +
+            `near: p99 ≤ ${round(p99Near, 2)} ms, RSS ≤ ${round(rssNear)} MB)`
+    )
+    const result: Record<string, number> = {
+      overload_ingest_ratio: round(abused.ingestPerS / quiet.ingestPerS, 3),
+      overload_hit_p99_ratio: round(abused.hits.p99Ms / quiet.hits.p99Ms, 3),
+      overload_rss_mb: abused.rssMb,
+      overload_max_fds: abused.fds,
+      overload_recover_s: round(recoverS ?? 60, 1),
+      overload_recovered: recoverS === undefined ? 0 : 1,
+      overload_orders_exact: exact ? 1 : 0,
+      ...Object.fromEntries(Object.entries(sheds).map(([reason, n]) => [`overload_shed_${reason}`, n])),
+      overload_live_clients_max: abused.liveClients
+    }
+    return {
+      rows: [...rows, ...clientRows, { sheds, firstShed: Object.fromEntries(firstShed) }],
+      result
+    }
+  } finally {
+    abuse?.close()
+    sampler?.stop()
+    if (producer !== undefined && producer.exitCode === null) producer.kill("SIGTERM")
+    await stopService(service)
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
-const parts = { ingest, latency, http, mixed, startup, dlq, search, live } as const
+const parts = { ingest, latency, http, mixed, startup, dlq, search, live, overload } as const
 const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof typeof parts>
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 

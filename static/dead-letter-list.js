@@ -54,7 +54,7 @@ export async function loadLetters(filter, { reset }) {
     showTable()
     if (reset) {
       ui.body.replaceChildren()
-      renderCounts(record(page.counts))
+      renderCounts(record(page.counts), page.counts_capped === true)
     }
     const rows = list(page.items).filter(isRecord).map(row)
     ui.body.append(...rows)
@@ -123,9 +123,20 @@ function setStatus(text, isError = false) {
   ui.status.classList.toggle("error-text", isError)
 }
 
-function renderCounts(counts) {
+/**
+ * Where the service stops a kind's count over a time range (`COUNTS_CAP` in
+ * src/deadletters/DeadLetterIndex.ts): with `counts_capped`, a count that reached it means that
+ * many or more.
+ */
+const COUNTS_CAP = 10_000
+
+const atLeast = (n) => `${n.toLocaleString("en-US")}+`
+
+function renderCounts(counts, capped) {
   const entries = Object.entries(counts).filter(([, n]) => typeof n === "number")
   const total = entries.reduce((sum, [, n]) => sum + n, 0)
+  const shown = (count, kind) =>
+    !capped ? String(count) : kind === "" || count >= COUNTS_CAP ? atLeast(count) : String(count)
   const item = (kind, count) => {
     const current = (state.filter.kind || "") === kind
     return h(
@@ -141,7 +152,7 @@ function renderCounts(counts) {
           "aria-current": current ? "true" : undefined
         },
         h("span", {}, kind === "" ? "All" : kind),
-        h("span", { class: "count" }, String(count))
+        h("span", { class: "count" }, shown(count, kind))
       )
     )
   }

@@ -101,6 +101,15 @@ export const DatabaseConfig = Config.all({
   url: Config.option(Config.redacted("url")),
   poolMax: positiveInt("pool_max").pipe(Config.withDefault(10)),
   connectTimeout: positiveDuration("connect_timeout").pipe(Config.withDefault(Duration.seconds(5))),
+  /**
+   * Every statement read for an HTTP client is cancelled by PostgreSQL past this (503
+   * `unavailable`); ingestion's and the rest's statements keep the server's own setting.
+   */
+  clientStatementTimeout: positiveDuration("client_statement_timeout").pipe(
+    Config.withDefault(Duration.seconds(5))
+  ),
+  /** Reads for HTTP clients waiting for a connection at most; past it one is refused at once (503). */
+  clientReadQueue: positiveInt("client_read_queue").pipe(Config.withDefault(1_000)),
   embeddedDataDir: Config.option(Config.string("embedded_data_dir")),
   embeddedPort: Config.option(port("embedded_port"))
 }).pipe(Config.nested("database"))
@@ -145,7 +154,15 @@ export const CacheConfig = Config.all({
 export const LiveConfig = Config.all({
   heartbeat: positiveDuration("heartbeat").pipe(Config.withDefault(Duration.seconds(15))),
   clientBuffer: positiveInt("client_buffer").pipe(Config.withDefault(4096)),
-  resumeWindow: positiveInt("resume_window").pipe(Config.withDefault(5_000))
+  resumeWindow: positiveInt("resume_window").pipe(Config.withDefault(5_000)),
+  /** Clients at most; past it a new one is answered 503 (`live_clients`). */
+  maxClients: positiveInt("max_clients").pipe(Config.withDefault(2_000)),
+  /** Clients at most from one remote address; past it 503 (`live_clients_per_address`). */
+  maxClientsPerAddress: positiveInt("max_clients_per_address").pipe(Config.withDefault(50)),
+  /** Bytes a client may have waiting, a resumed backlog included; past it `dropped` (a resume: `gap`). */
+  clientBufferBytes: positiveInt("client_buffer_bytes").pipe(Config.withDefault(1024 * 1024)),
+  /** How long a client's connection may take nothing while bytes wait for it; then `dropped`. */
+  drainTimeout: positiveDuration("drain_timeout").pipe(Config.withDefault(Duration.seconds(30)))
 }).pipe(Config.nested("live"))
 
 /** A replay token shorter than this is refused at start-up: it would be guessable. */
@@ -171,7 +188,12 @@ export const DeadLettersConfig = Config.all({
    */
   retention: positiveDuration("retention").pipe(Config.withDefault(Duration.days(30))),
   /** How often letters past `retention` are removed from the index (and once at start). */
-  retentionCheck: positiveDuration("retention_check").pipe(Config.withDefault(Duration.hours(1)))
+  retentionCheck: positiveDuration("retention_check").pipe(Config.withDefault(Duration.hours(1))),
+  /**
+   * Most bytes of letters (value, key and headers) one replay call holds and sends: the page ends
+   * before the letter that would go past it (always at least one), `next_cursor` leads on.
+   */
+  replayPageBytes: positiveInt("replay_page_bytes").pipe(Config.withDefault(8 * 1024 * 1024))
 }).pipe(Config.nested("dead_letters"))
 
 /** The roles the service knows: `operator` includes `agent`; `metrics` may only scrape `/metrics`. */

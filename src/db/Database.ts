@@ -8,7 +8,6 @@ import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { MigrationError } from "@effect/sql/Migrator"
 import { SqlError } from "@effect/sql/SqlError"
 import { Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
-import pg from "pg"
 import { DatabaseConfig, DatabaseUrl } from "../config/AppConfig.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
@@ -19,7 +18,9 @@ import searchHashIndexes from "./migrations/0006_search_hash_indexes.ts"
 import searchMatchesBatched from "./migrations/0007_search_matches_batched.ts"
 import orderSummaryColumns from "./migrations/0008_order_summary_columns.ts"
 import authSessions from "./migrations/0009_auth_sessions.ts"
+import deadLetterReplays from "./migrations/0010_dead_letter_replays.ts"
 import { databaseReason, isConnectionError } from "./SqlErrors.ts"
+import { TimedPool } from "./TimedPool.ts"
 
 // Listed here rather than loaded from the folder, so they work however the code is run or bundled.
 const migrations = PgMigrator.fromRecord({
@@ -31,7 +32,8 @@ const migrations = PgMigrator.fromRecord({
   "0006_search_hash_indexes": searchHashIndexes,
   "0007_search_matches_batched": searchMatchesBatched,
   "0008_order_summary_columns": orderSummaryColumns,
-  "0009_auth_sessions": authSessions
+  "0009_auth_sessions": authSessions,
+  "0010_dead_letter_replays": deadLetterReplays
 })
 
 /**
@@ -61,14 +63,17 @@ export interface PoolOptions {
   readonly url: Redacted.Redacted
   readonly maxConnections?: number
   readonly connectTimeout?: Duration.DurationInput
+  /** `statement_timeout` of reads for HTTP clients (see `TimedPool`); 5 seconds when not given. */
+  readonly clientStatementTimeout?: Duration.DurationInput
 }
 
 /**
  * The `pg` pool under the `SqlClient`, for the reads worth a named prepared statement (orders by
  * id on cache misses, searches: see `OrderRepository`). Everything else goes through the
- * `SqlClient`.
+ * `SqlClient`. Its connections carry the statement timeout of reads for clients while they serve
+ * them (`TimedPool`).
  */
-export class PgPool extends Context.Tag("PgPool")<PgPool, pg.Pool>() {}
+export class PgPool extends Context.Tag("PgPool")<PgPool, TimedPool>() {}
 
 /** A pool that has answered once; ended with its scope. */
 const makePool = (options: PoolOptions) => {
@@ -76,12 +81,15 @@ const makePool = (options: PoolOptions) => {
   return Effect.acquireRelease(
     Effect.tryPromise({
       try: async () => {
-        const pool = new pg.Pool({
-          connectionString: Redacted.value(options.url),
-          max: options.maxConnections ?? 10,
-          connectionTimeoutMillis: Duration.toMillis(connectTimeout),
-          application_name: "order-service"
-        })
+        const pool = new TimedPool(
+          {
+            connectionString: Redacted.value(options.url),
+            max: options.maxConnections ?? 10,
+            connectionTimeoutMillis: Duration.toMillis(connectTimeout),
+            application_name: "order-service"
+          },
+          Math.max(1, Math.round(Duration.toMillis(options.clientStatementTimeout ?? Duration.seconds(5))))
+        )
         // An idle connection that breaks is dropped by the pool; without a listener it would crash us.
         pool.on("error", () => undefined)
         await pool.query("SELECT 1").catch(async (error: unknown) => {
@@ -142,6 +150,11 @@ export const layerConfig = Layer.unwrapEffect(
   Effect.gen(function* () {
     const url = yield* DatabaseUrl
     const config = yield* DatabaseConfig
-    return layer({ url, maxConnections: config.poolMax, connectTimeout: config.connectTimeout })
+    return layer({
+      url,
+      maxConnections: config.poolMax,
+      connectTimeout: config.connectTimeout,
+      clientStatementTimeout: config.clientStatementTimeout
+    })
   })
 )

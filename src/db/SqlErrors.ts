@@ -34,6 +34,12 @@ export const isConnectionError = (error: unknown): error is SqlError => {
   return code === undefined || code.startsWith("08") || code.startsWith("53") || /^57P0[123]$/.test(code)
 }
 
+/**
+ * PostgreSQL cancelled the statement (57014): past the statement timeout of reads for clients
+ * (`database.client_statement_timeout`), or cancelled on purpose.
+ */
+export const isStatementCancelled = (error: SqlError): boolean => sqlState(error) === "57014"
+
 /** PostgreSQL's (or the network's) own words for a failure, rather than the client's generic message. */
 export const databaseReason = (error: unknown): string => {
   const cause = error instanceof SqlError ? error.cause : error

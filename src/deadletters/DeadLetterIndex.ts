@@ -6,7 +6,7 @@
  */
 import { isUtf8 } from "node:buffer"
 import { SqlClient } from "@effect/sql"
-import { Effect, Option, Schema } from "effect"
+import { Duration, Effect, Option, Schema } from "effect"
 import type { IHeaders, KafkaMessage } from "kafkajs"
 import { DeadLetterHeaders, ReplayHeaders } from "../kafka/DeadLetters.ts"
 
@@ -168,24 +168,74 @@ export interface LetterPage<A> {
   readonly nextCursor: Option.Option<string>
 }
 
-/** A cursor is the last row's (failed_at, partition, offset), opaque to clients. */
+/** How a replay takes a page of its selection. */
+export interface ReplayPageOptions {
+  /** Letters at most. */
+  readonly limit: number
+  /**
+   * Bytes at most (each letter's value, key and headers): the page ends before the letter that
+   * would take it past this, and always holds at least one.
+   */
+  readonly maxBytes: number
+  /** Take letters replayed before too; by default only those never replayed. */
+  readonly includeReplayed: boolean
+  readonly cursor: Option.Option<string>
+}
+
+/** A letter a replay page takes, without its bytes. */
+export interface LetterRef {
+  readonly partition: number
+  readonly offset: string
+  readonly kind: string
+  readonly key: Buffer | null
+}
+
+export interface ReplayPage {
+  readonly letters: ReadonlyArray<LetterRef>
+  readonly nextCursor: Option.Option<string>
+  /** A filter's end (exclusive), fixed by its first page and kept by the cursor; none for one letter. */
+  readonly until: Option.Option<Date>
+}
+
+/** Letters a replay holds for sending, until it settles them with `token`. */
+export interface ClaimedLetters {
+  readonly letters: ReadonlyArray<StoredLetter>
+  readonly token: string
+}
+
+/** How many letters a selection takes in: those never replayed, and those replayed before. */
+export interface SelectionCount {
+  readonly notReplayed: number
+  readonly replayed: number
+}
+
+/**
+ * A cursor is the last row's (failed_at, partition, offset), opaque to clients. A replay's cursor
+ * holds the `until` its first page fixed as well, so that its later pages keep to it.
+ */
 type Position = readonly [failedAt: string, partition: number, offset: string]
+type ReplayPosition = readonly [failedAt: string, partition: number, offset: string, until: string]
 
-const encodeCursor = (p: Position) => Buffer.from(JSON.stringify(p)).toString("base64url")
+const encodeCursor = (p: Position | ReplayPosition) => Buffer.from(JSON.stringify(p)).toString("base64url")
 
-const decodeCursor = (cursor: string): Option.Option<Position> => {
+const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
+
+const decodeCursor = (cursor: string, length: 3 | 4): Option.Option<ReadonlyArray<unknown>> => {
   try {
     const v: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"))
     if (
       Array.isArray(v) &&
-      v.length === 3 &&
+      v.length === length &&
       typeof v[0] === "string" &&
-      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/.test(v[0]) &&
+      TIMESTAMP.test(v[0]) &&
       Number.isSafeInteger(v[1]) &&
       typeof v[2] === "string" &&
-      isOffset(v[2])
+      isOffset(v[2]) &&
+      (length === 3 ||
+        (typeof v[3] === "string" && ISO_INSTANT.test(v[3]) && !Number.isNaN(Date.parse(v[3]))))
     )
-      return Option.some([v[0], v[1], v[2]] as const)
+      return Option.some(v)
   } catch {
     // not a cursor we made
   }
@@ -236,6 +286,25 @@ const headersOf = (json: ReadonlyArray<HeaderJson>) =>
   json.map((h) => ({ name: h.name, value: Buffer.from(h.value, "base64") }))
 
 /**
+ * Where a kind's count over a time range stops (`GET /dead-letters?since=…`): such a count is read
+ * from `dead_letters_kind_idx` (kind, failed_at), one range scan per kind that ends after
+ * `COUNTS_CAP + 1` entries, so a page of letters costs at most that many index entries per kind
+ * (about 7 kinds), however many letters the range holds — rather than a count of the whole
+ * table on every call (`since=1970-01-01`). Capped rather than cached: a cache keyed by the range
+ * would still count in full every range not seen before (any `since` is a new one, and `until`
+ * left out moves with the clock), and be stale; rather than estimated (the planner's statistics):
+ * the small counts an operator reads most ("how many failed in the last hour") stay exact, and
+ * only a count past the cap is a lower bound, said so (`counts_capped`, "10,000+" on the page).
+ */
+export const COUNTS_CAP = 10_000
+
+/** Letters by kind; `capped`: a count stopped at `COUNTS_CAP`, and means that many or more. */
+export interface LetterCounts {
+  readonly counts: Readonly<Record<string, number>>
+  readonly capped: boolean
+}
+
+/**
  * Rows one prune statement deletes at most: each statement is its own transaction, so a first
  * prune of a large backlog holds no lock for long. Measured on the embedded PostgreSQL with 400,000
  * letters of 1 KB: 200,000 expired ones went in 41 statements of about 110 ms each (4.5 s in all),
@@ -263,18 +332,29 @@ export class DeadLetterIndex extends Effect.Service<DeadLetterIndex>()("DeadLett
         ? [sql`partition = ${selection.partition}`, sql`"offset" = ${selection.offset}::bigint`]
         : filterClauses(selection)
 
-    const cursorOf = (cursor: Option.Option<string>) =>
+    const decodeOrFail = <P>(cursor: Option.Option<string>, length: 3 | 4) =>
       Option.match(cursor, {
-        onNone: () => Effect.succeed(Option.none<Position>()),
+        onNone: () => Effect.succeed(Option.none<P>()),
         onSome: (c) =>
-          Option.match(decodeCursor(c), {
+          Option.match(decodeCursor(c, length), {
             onNone: () =>
               Effect.fail(
                 new InvalidLetterCursor({ message: "the cursor is not one this service gave out" })
               ),
-            onSome: (p) => Effect.succeed(Option.some(p))
+            onSome: (p) => Effect.succeed(Option.some(p as P))
           })
       })
+    const cursorOf = (cursor: Option.Option<string>) => decodeOrFail<Position>(cursor, 3)
+    const replayCursorOf = (cursor: Option.Option<string>) => decodeOrFail<ReplayPosition>(cursor, 4)
+
+    /**
+     * Letters a replay may take now: not held by another replay that is sending them (or whose
+     * hold has run out: its process died), and — unless `includeReplayed` — never replayed.
+     */
+    const claimable = (includeReplayed: boolean) =>
+      includeReplayed
+        ? sql`(replay_claimed_until IS NULL OR replay_claimed_until < now())`
+        : sql`replayed_at IS NULL AND (replay_claimed_until IS NULL OR replay_claimed_until < now())`
 
     const pageOf = <R extends { failed_at: string; partition: number; offset: string }, A>(
       rows: ReadonlyArray<R>,
@@ -366,17 +446,28 @@ export class DeadLetterIndex extends Effect.Service<DeadLetterIndex>()("DeadLett
     })
 
     /**
-     * Letters by kind. Over all time they come from `dead_letter_kinds`, one row per kind; over a
-     * time range the range's rows are counted.
+     * Letters by kind. Over all time they come from `dead_letter_kinds`, one row per kind, exact.
+     * Over a time range each kind's rows are counted up to `COUNTS_CAP`, and `capped` says whether
+     * one of them reached it (see `COUNTS_CAP`).
      */
     const counts = Effect.fn("DeadLetterIndex.counts")(function* (filter: Omit<LetterFilter, "kind">) {
       const rows =
         filter.since === undefined && filter.until === undefined
           ? yield* sql<{ kind: string; count: string }>`SELECT kind, count::text FROM dead_letter_kinds`
           : yield* sql<{ kind: string; count: string }>`
-              SELECT kind, count(*)::text AS count FROM dead_letters
-              WHERE ${sql.and(filterClauses(filter))} GROUP BY kind`
-      return Object.fromEntries(rows.filter((r) => r.count !== "0").map((r) => [r.kind, Number(r.count)]))
+              SELECT k.kind, (
+                SELECT count(*) FROM (
+                  SELECT 1 FROM dead_letters d
+                  WHERE d.kind = k.kind AND ${sql.and(filterClauses(filter))}
+                  LIMIT ${COUNTS_CAP + 1}
+                ) AS upto
+              )::text AS count
+              FROM dead_letter_kinds k`
+      const found = rows.filter((r) => r.count !== "0").map((r) => [r.kind, Number(r.count)] as const)
+      return {
+        counts: Object.fromEntries(found.map(([kind, n]) => [kind, Math.min(n, COUNTS_CAP)])),
+        capped: found.some(([, n]) => n > COUNTS_CAP)
+      } satisfies LetterCounts
     })
 
     /** One letter with its bytes and headers. */
@@ -391,22 +482,42 @@ export class DeadLetterIndex extends Effect.Service<DeadLetterIndex>()("DeadLett
       }))
     })
 
-    /** How many letters `selection` takes in. */
+    /** How many letters `selection` takes in, replayed before or not. */
     const count = Effect.fn("DeadLetterIndex.count")(function* (selection: Selection) {
-      const rows = yield* sql<{ n: string }>`
-        SELECT count(*)::text AS n FROM dead_letters WHERE ${sql.and(selectionClauses(selection))}`
-      return Number(rows[0]?.n ?? 0)
+      const rows = yield* sql<{ not_replayed: string; replayed: string }>`
+        SELECT count(*) FILTER (WHERE replayed_at IS NULL)::text AS not_replayed,
+               count(*) FILTER (WHERE replayed_at IS NOT NULL)::text AS replayed
+        FROM dead_letters WHERE ${sql.and(selectionClauses(selection))}`
+      return {
+        notReplayed: Number(rows[0]?.not_replayed ?? 0),
+        replayed: Number(rows[0]?.replayed ?? 0)
+      } satisfies SelectionCount
     })
 
-    /** A page of `selection`, oldest first (the order they were parked in), with their bytes. */
+    /**
+     * A replay's page of `selection`, oldest first (the order they were parked in), without their
+     * bytes: at most `limit` letters and `maxBytes` bytes. A filter's first page fixes its `until`
+     * (the one given, else `now`) and its cursor carries it, so that following `next_cursor` ends,
+     * and never reaches letters parked after the run began — its own replays parked again among
+     * them.
+     */
     const select = Effect.fn("DeadLetterIndex.select")(function* (
       selection: Selection,
-      limit: number,
-      cursor: Option.Option<string>
+      options: ReplayPageOptions,
+      now: Date
     ) {
-      const after = yield* cursorOf(cursor)
+      const after = yield* replayCursorOf(options.cursor)
+      const until =
+        selection._tag === "One"
+          ? Option.none<Date>()
+          : Option.some(
+              Option.match(after, { onSome: (p) => new Date(p[3]), onNone: () => selection.until ?? now })
+            )
+      const bounded: Selection =
+        selection._tag === "One" ? selection : { ...selection, until: Option.getOrUndefined(until) }
       const clauses = [
-        ...selectionClauses(selection),
+        ...selectionClauses(bounded),
+        claimable(options.includeReplayed),
         ...Option.match(after, {
           onNone: () => [],
           onSome: ([at, partition, offset]) => [
@@ -420,22 +531,124 @@ export class DeadLetterIndex extends Effect.Service<DeadLetterIndex>()("DeadLett
         kind: string
         failed_at: string
         key: Buffer | null
-        value: Buffer | null
-        headers: ReadonlyArray<HeaderJson>
+        bytes: number
       }>`
-        SELECT partition, "offset"::text AS "offset", kind, ${failedAtText} AS failed_at, key, value, headers
+        SELECT partition, "offset"::text AS "offset", kind, ${failedAtText} AS failed_at, key,
+               (size + coalesce(octet_length(key), 0) + octet_length(headers::text))::float8 AS bytes
         FROM dead_letters
         WHERE ${sql.and(clauses)}
         ORDER BY failed_at, partition, "offset"
-        LIMIT ${limit + 1}`
-      return pageOf(rows, limit, (row): StoredLetter => ({
-        partition: row.partition,
-        offset: row.offset,
-        kind: row.kind,
-        key: row.key,
-        value: row.value,
-        headers: headersOf(row.headers)
-      }))
+        LIMIT ${options.limit + 1}`
+      const page: Array<(typeof rows)[number]> = []
+      let bytes = 0
+      for (const row of rows) {
+        if (page.length === options.limit || (page.length > 0 && bytes + row.bytes > options.maxBytes)) break
+        page.push(row)
+        bytes += row.bytes
+      }
+      const last = page.at(-1)
+      return {
+        letters: page.map((row) => ({
+          partition: row.partition,
+          offset: row.offset,
+          kind: row.kind,
+          key: row.key
+        })),
+        nextCursor:
+          rows.length > page.length && last !== undefined
+            ? Option.some(
+                encodeCursor([
+                  last.failed_at,
+                  last.partition,
+                  last.offset,
+                  Option.getOrElse(until, () => now).toISOString()
+                ])
+              )
+            : Option.none(),
+        until
+      } satisfies ReplayPage
+    })
+
+    /**
+     * Holds `letters` for one replay to send, with their bytes: one statement, so of two replays
+     * running at once each letter goes to one only. A letter held by another replay, or (unless
+     * `includeReplayed`) replayed meanwhile, is left out. Rows are locked in key order, so that
+     * two claims never wait for each other in a circle. The hold lasts `lease`: a process that
+     * dies holding letters lets them go when it runs out. `settle` ends it.
+     */
+    const claim = Effect.fn("DeadLetterIndex.claim")(function* (
+      letters: ReadonlyArray<Pick<LetterRef, "partition" | "offset">>,
+      includeReplayed: boolean,
+      lease: Duration.Duration
+    ) {
+      if (letters.length === 0) return { letters: [], token: "" } satisfies ClaimedLetters
+      const positions = letters.map((l) => ({ partition: l.partition, offset: l.offset }))
+      const rows = yield* sql<{
+        partition: number
+        offset: string
+        kind: string
+        key: Buffer | null
+        value: Buffer | null
+        headers: ReadonlyArray<HeaderJson>
+        token: string
+      }>`
+        WITH held AS (
+          SELECT d.partition, d."offset" FROM dead_letters d
+          JOIN json_to_recordset(${JSON.stringify(positions)}::json) AS p(partition integer, "offset" bigint)
+            ON d.partition = p.partition AND d."offset" = p."offset"
+          WHERE ${claimable(includeReplayed)}
+          ORDER BY d.partition, d."offset"
+          FOR UPDATE OF d
+        )
+        UPDATE dead_letters d
+        SET replay_claimed_until = now() + ${Duration.toMillis(lease)} * interval '1 millisecond'
+        FROM held
+        WHERE d.partition = held.partition AND d."offset" = held."offset"
+        RETURNING d.partition, d."offset"::text AS "offset", d.kind, d.key, d.value, d.headers,
+                  d.replay_claimed_until::text AS token`
+      const byPosition = new Map(rows.map((r) => [`${r.partition}/${r.offset}`, r]))
+      return {
+        letters: letters.flatMap((l) => {
+          const row = byPosition.get(`${l.partition}/${l.offset}`)
+          return row === undefined
+            ? []
+            : [
+                {
+                  partition: row.partition,
+                  offset: row.offset,
+                  kind: row.kind,
+                  key: row.key,
+                  value: row.value,
+                  headers: headersOf(row.headers)
+                } satisfies StoredLetter
+              ]
+        }),
+        token: rows[0]?.token ?? ""
+      } satisfies ClaimedLetters
+    })
+
+    /**
+     * Ends a claim: a letter the broker took is recorded as replayed `at`; one it refused is let
+     * go as it was (replayed before or not). Only this claim's hold is ended (`token`): a letter
+     * whose hold ran out and was taken by another replay is left to that one.
+     */
+    const settle = Effect.fn("DeadLetterIndex.settle")(function* (
+      token: string,
+      outcomes: ReadonlyArray<{
+        readonly partition: number
+        readonly offset: string
+        readonly sent: boolean
+      }>,
+      at: Date
+    ) {
+      if (outcomes.length === 0) return
+      yield* sql`
+        UPDATE dead_letters d
+        SET replay_claimed_until = NULL,
+            replayed_at = CASE WHEN p.sent THEN ${at.toISOString()}::timestamptz ELSE d.replayed_at END
+        FROM json_to_recordset(${JSON.stringify(outcomes)}::json) AS p(partition integer, "offset" bigint, sent boolean)
+        WHERE d.partition = p.partition AND d."offset" = p."offset"
+          AND d.replay_claimed_until = ${token}::timestamptz`
     })
 
     /**
@@ -476,6 +689,6 @@ export class DeadLetterIndex extends Effect.Service<DeadLetterIndex>()("DeadLett
       }
     })
 
-    return { upsert, nextOffset, list, counts, get, count, select, prune } as const
+    return { upsert, nextOffset, list, counts, get, count, select, claim, settle, prune } as const
   })
 }) {}

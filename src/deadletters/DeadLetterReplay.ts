@@ -6,16 +6,30 @@
  * idempotent insert), and parks again what is still wrong — the new letter keeps `replay.of`, so
  * it names its previous one.
  *
+ * Each letter is replayed once unless asked again: the index records when the broker took it
+ * (`replayed_at`) and a replay takes only letters never replayed by default; a replay holds the
+ * letters it sends (`claim`), so two at once never send the same one; a run's pages keep the
+ * `until` of its first, so that it ends and never takes its own replays parked again. A page is
+ * bounded by letters and by bytes (`dead_letters.replay_page_bytes`).
+ *
  * It writes to the orders topic, so only an operator may ask for it (`src/auth/Access.ts`); the
  * log line names who did. Kafka is the ingest side's: its producer attaches itself here
  * (`layerPublisher`) once connected, and until then a replay answers that it cannot run yet.
  */
-import { Data, Deferred, Effect, Layer, Metric, Option } from "effect"
+import { Data, Deferred, Duration, Effect, Layer, Metric, Option, Schedule } from "effect"
 import { CompressionTypes, Partitioners, type Message } from "kafkajs"
 import { DeadLetterHeaders, ReplayHeaders } from "../kafka/DeadLetters.ts"
 import { KafkaClient } from "../kafka/KafkaClient.ts"
 import { kafkaError, type KafkaError } from "../kafka/KafkaError.ts"
-import { DeadLetterIndex, formatPosition, type Selection, type StoredLetter } from "./DeadLetterIndex.ts"
+import { DeadLettersConfig } from "../config/AppConfig.ts"
+import {
+  DeadLetterIndex,
+  formatPosition,
+  type LetterRef,
+  type Selection,
+  type StoredLetter
+} from "./DeadLetterIndex.ts"
+import * as ReplayRequests from "./ReplayRequests.ts"
 
 export const ReplayMetrics = {
   replayed: Metric.counter("dead_letters_replayed_total", {
@@ -59,7 +73,11 @@ export interface ReplayResult {
   readonly dryRun: boolean
   /** Letters the selection takes in, over all its pages: counted for the first page only. */
   readonly selected: Option.Option<number>
-  readonly letters: ReadonlyArray<{ readonly letter: StoredLetter; readonly outcome: ReplayOutcome }>
+  /** Letters of the selection replayed before (taken only with `includeReplayed`): first page only. */
+  readonly alreadyReplayed: Option.Option<number>
+  /** The selection's end, fixed by its first page (none for one letter named by its place). */
+  readonly until: Option.Option<Date>
+  readonly letters: ReadonlyArray<{ readonly letter: LetterRef; readonly outcome: ReplayOutcome }>
   readonly nextCursor: Option.Option<string>
 }
 
@@ -67,49 +85,129 @@ export interface ReplayOptions {
   readonly dryRun: boolean
   readonly limit: number
   readonly cursor: Option.Option<string>
+  /**
+   * Take letters replayed before as well. A letter named by its partition and offset is always
+   * taken: naming it is asking for it.
+   */
+  readonly includeReplayed: boolean
   /** Who asked (the principal's subject), for the log line. */
   readonly requestedBy: string
 }
 
+/**
+ * How long a replay holds the letters it is sending (`replay_claimed_until`). A replay settles its
+ * hold as soon as the broker has answered, well within this; it matters only when the process
+ * dies between claiming and settling: its letters are then taken again by a later replay once
+ * this has passed — at least once, never lost.
+ */
+export const CLAIM_LEASE = Duration.minutes(10)
+
 export class DeadLetterReplay extends Effect.Service<DeadLetterReplay>()("DeadLetterReplay", {
   effect: Effect.gen(function* () {
     const index = yield* DeadLetterIndex
+    const { replayPageBytes } = yield* DeadLettersConfig
+    const requests = yield* ReplayRequests.make
     const target = yield* Deferred.make<ReplayTarget>()
 
     /**
-     * Replay a page of `selection` (oldest first); the cursor leads to the next page. With
-     * `dryRun`, says what would be sent and sends nothing. One log line per call.
+     * Sends `letters` and records what came of it. Claimed first, in one statement, so that two
+     * replays running at once never both send a letter; then sent; then settled: a letter the
+     * broker took is recorded as replayed (`replayed_at`, the time in its `replay.at`), one it
+     * refused is let go as it was, to be taken again. Not interrupted once claimed (a caller that
+     * goes away leaves it to finish), so what the index says is what was sent.
+     *
+     * If the process dies between claiming and settling, the letters stay held until
+     * `CLAIM_LEASE` runs out, and are then taken again by the next replay: a letter that had
+     * been sent is then sent twice (at least once rather than at most once — a second copy of an
+     * order is acknowledged as a redelivery, of an invalid one parked again naming the letter).
+     */
+    const send = (letters: ReadonlyArray<LetterRef>, includeReplayed: boolean) =>
+      Effect.gen(function* () {
+        const { deadLetterTopic, send } = yield* Deferred.await(target)
+        const claimed = yield* index.claim(letters, includeReplayed, CLAIM_LEASE)
+        if (claimed.letters.length === 0) return []
+        const at = new Date()
+        const sent = yield* send(claimed.letters.map((l) => replayMessage(l, deadLetterTopic, at)))
+        const outcomes = claimed.letters.map((l, i) => ({
+          partition: l.partition,
+          offset: l.offset,
+          sent: sent[i] === true
+        }))
+        // What was sent is the answer even if it cannot be recorded: the letters stay held until
+        // their lease runs out, then are taken again (at least once).
+        yield* index.settle(claimed.token, outcomes, at).pipe(
+          Effect.retry({ times: 3, schedule: Schedule.exponential("200 millis") }),
+          Effect.catchAll((e) =>
+            Effect.logError(
+              "Replayed letters could not be recorded as replayed; they will be taken again once their hold runs out",
+              e
+            )
+          )
+        )
+        return claimed.letters.map((letter, i) => {
+          const outcome: ReplayOutcome = outcomes[i]!.sent ? "sent" : "failed"
+          return {
+            letter: {
+              partition: letter.partition,
+              offset: letter.offset,
+              kind: letter.kind,
+              key: letter.key
+            },
+            outcome
+          }
+        })
+      }).pipe(Effect.uninterruptible)
+
+    /**
+     * Replay a page of `selection` (oldest first): at most `limit` letters and
+     * `dead_letters.replay_page_bytes` of them; the cursor leads to the next page. Letters
+     * replayed before are left out unless `includeReplayed`. With `dryRun`, says what would be
+     * sent and sends nothing. One log line per call.
      */
     const replay = Effect.fn("DeadLetterReplay.replay")(function* (
       selection: Selection,
       options: ReplayOptions
     ) {
+      const includeReplayed = options.includeReplayed || selection._tag === "One"
+      const page = yield* index.select(
+        selection,
+        { limit: options.limit, maxBytes: replayPageBytes, includeReplayed, cursor: options.cursor },
+        new Date()
+      )
       // Counting a large selection is a scan: once per run, on its first page.
-      const selected = Option.isNone(options.cursor)
-        ? Option.some(yield* index.count(selection))
-        : Option.none<number>()
-      const page = yield* index.select(selection, options.limit, options.cursor)
-      let outcomes: ReadonlyArray<ReplayOutcome> = page.items.map(() => "dry_run" as const)
-      if (!options.dryRun && page.items.length > 0) {
+      const counted = Option.isNone(options.cursor)
+        ? Option.some(
+            yield* index.count(
+              selection._tag === "One"
+                ? selection
+                : { ...selection, until: Option.getOrUndefined(page.until) }
+            )
+          )
+        : Option.none()
+      let letters: ReplayResult["letters"] = page.letters.map((letter) => ({ letter, outcome: "dry_run" }))
+      if (!options.dryRun && page.letters.length > 0) {
         if (!(yield* Deferred.isDone(target)))
           return yield* new ReplayUnavailable({ message: "Kafka is not connected yet; try again shortly" })
-        const { deadLetterTopic, send } = yield* Deferred.await(target)
-        const at = new Date()
-        const sent = yield* send(page.items.map((l) => replayMessage(l, deadLetterTopic, at)))
-        outcomes = sent.map((ok) => (ok ? "sent" : "failed"))
-        for (const [i, letter] of page.items.entries()) {
+        letters = yield* send(page.letters, includeReplayed)
+        for (const { letter, outcome } of letters) {
           yield* Metric.increment(
-            Metric.tagged(Metric.tagged(ReplayMetrics.replayed, "kind", letter.kind), "outcome", outcomes[i]!)
+            Metric.tagged(Metric.tagged(ReplayMetrics.replayed, "kind", letter.kind), "outcome", outcome)
           )
         }
       }
-      const count = (o: ReplayOutcome) => outcomes.filter((x) => x === o).length
+      const count = (o: ReplayOutcome) => letters.filter((x) => x.outcome === o).length
+      const selected = Option.map(counted, (c) =>
+        includeReplayed ? c.notReplayed + c.replayed : c.notReplayed
+      )
       yield* Effect.logInfo(options.dryRun ? "Dead letters replay (dry run)" : "Dead letters replayed").pipe(
         Effect.annotateLogs({
           requested_by: options.requestedBy,
-          selection: describeSelection(selection),
+          selection: describeSelection(selection, page.until),
+          include_replayed: includeReplayed,
           selected: Option.getOrNull(selected),
-          page: page.items.length,
+          page: page.letters.length,
+          // Held by another replay running at the same time, which sends them.
+          taken_elsewhere: options.dryRun ? 0 : page.letters.length - letters.length,
           sent: count("sent"),
           failed: count("failed"),
           more: Option.isSome(page.nextCursor)
@@ -118,23 +216,31 @@ export class DeadLetterReplay extends Effect.Service<DeadLetterReplay>()("DeadLe
       return {
         dryRun: options.dryRun,
         selected,
-        letters: page.items.map((letter, i) => ({ letter, outcome: outcomes[i]! })),
+        alreadyReplayed: Option.map(counted, (c) => c.replayed),
+        until: page.until,
+        letters,
         nextCursor: page.nextCursor
       } satisfies ReplayResult
     })
 
     return {
       replay,
+      /** `replay` (or anything) once per `Idempotency-Key`: see ReplayRequests.ts. */
+      once: requests.once,
       /** Called by the ingest side once its producer is connected. */
       attach: (t: ReplayTarget) => Deferred.succeed(target, t)
     } as const
   })
 }) {}
 
-const describeSelection = (s: Selection) =>
+const describeSelection = (s: Selection, until: Option.Option<Date>) =>
   s._tag === "One"
     ? { partition: s.partition, offset: s.offset }
-    : { kind: s.kind ?? "any", since: s.since?.toISOString() ?? null, until: s.until?.toISOString() ?? null }
+    : {
+        kind: s.kind ?? "any",
+        since: s.since?.toISOString() ?? null,
+        until: Option.getOrUndefined(until)?.toISOString() ?? null
+      }
 
 /** Requests to the broker stay well under its 1 MiB default; a larger message goes alone. */
 const MAX_SEND_BYTES = 512 * 1024

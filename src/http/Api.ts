@@ -3,7 +3,12 @@
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
-import { DeadLetterDetail, DeadLetterSummary, EncodedBytes } from "../deadletters/DeadLetterIndex.ts"
+import {
+  COUNTS_CAP,
+  DeadLetterDetail,
+  DeadLetterSummary,
+  EncodedBytes
+} from "../deadletters/DeadLetterIndex.ts"
 import { Order, ORDER_UID_MAX_LENGTH } from "../orders/Order.ts"
 import { OrderSummary } from "../orders/OrderRepository.ts"
 import { RejectionKind, RejectionKinds } from "../orders/Rejection.ts"
@@ -45,6 +50,23 @@ export class Unavailable extends Schema.TaggedError<Unavailable>()(
   HttpApiSchema.annotations({
     status: 503,
     description: "The database cannot be reached right now; try again"
+  })
+) {}
+
+/**
+ * 503: a bound was reached and the request was refused at once rather than held (e.g. too many
+ * reads already waiting for the database). Answered with `Retry-After`.
+ */
+export class Overloaded extends Schema.TaggedError<Overloaded>()(
+  "Overloaded",
+  {
+    error: errorCode("overloaded"),
+    message: Schema.String,
+    limit: Schema.optional(Schema.String).annotations({ description: "The configuration key of the bound" })
+  },
+  HttpApiSchema.annotations({
+    status: 503,
+    description: "The service is at one of its bounds and refused this at once; retry after `Retry-After` seconds"
   })
 ) {}
 
@@ -110,6 +132,7 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
       .addError(InvalidOrderUid)
       .addError(OrderNotFound)
       .addError(Unavailable)
+      .addError(Overloaded)
       .annotate(OpenApi.Summary, "One order, in the shape it was received")
       .annotate(
         OpenApi.Description,
@@ -126,6 +149,7 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
       .addSuccess(RecentOrdersPage)
       .addError(InvalidQuery)
       .addError(Unavailable)
+      .addError(Overloaded)
       .annotate(OpenApi.Summary, "The most recent orders (by date_created), newest first, a page at a time")
   )
   .add(
@@ -150,6 +174,7 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
       .addSuccess(RecentOrdersPage)
       .addError(InvalidQuery)
       .addError(Unavailable)
+      .addError(Overloaded)
       .annotate(OpenApi.Summary, "Orders found by what a customer has, newest first, a page at a time")
       .annotate(
         OpenApi.Description,
@@ -217,7 +242,12 @@ const timeParam = (description: string) =>
 export const DeadLetterPage = Schema.Struct({
   items: Schema.Array(DeadLetterSummary),
   counts: Schema.Record({ key: Schema.String, value: Schema.Number }).annotations({
-    description: "Letters by kind over the time range asked for (every kind, whatever `kind` is)"
+    description:
+      `Letters by kind over the time range asked for (every kind, whatever \`kind\` is). Over a range, a kind's count stops at ${COUNTS_CAP}: see counts_capped`
+  }),
+  counts_capped: Schema.Boolean.annotations({
+    description:
+      `True when a kind's count over the range stopped at the cap (${COUNTS_CAP}): such a count means ${COUNTS_CAP} or more. Never over all time (no since or until), whose counts are exact`
   }),
   next_cursor: Schema.NullOr(Schema.String).annotations({
     description: "Pass as `cursor` for the next page; null on the last page"
@@ -238,7 +268,14 @@ export const ReplayRequest = Schema.Struct({
   limit: Schema.optional(Schema.Int.pipe(Schema.between(1, 1000))).annotations({
     description: "Letters per call, oldest first (default 500); next_cursor leads to the rest"
   }),
-  cursor: Schema.optional(Schema.String).annotations({ description: "From the previous call's next_cursor" })
+  cursor: Schema.optional(Schema.String).annotations({
+    description:
+      "From the previous call's next_cursor; it keeps the `until` the first call fixed (a later `until` is not used)"
+  }),
+  include_replayed: Schema.optional(Schema.Boolean).annotations({
+    description:
+      "Take letters replayed before as well (default false: only letters never replayed). A letter named by partition and offset is always taken"
+  })
 }).annotations({ identifier: "ReplayRequest" })
 
 export const ReplayResponse = Schema.Struct({
@@ -247,9 +284,17 @@ export const ReplayResponse = Schema.Struct({
     description:
       "Letters the selection takes in, over all its pages; given on the first page (no cursor), null after"
   }),
+  already_replayed: Schema.NullOr(Schema.Number).annotations({
+    description:
+      "Letters of the selection replayed before: left out unless include_replayed; given on the first page, null after"
+  }),
+  until: Schema.NullOr(Schema.String).annotations({
+    description:
+      "The selection's end (ISO 8601, exclusive): the `until` given, else when the first page was asked for; every page keeps it. Null for one letter"
+  }),
   sent: Schema.Number,
   failed: Schema.Number.annotations({
-    description: "Letters the broker refused (e.g. larger than the topic allows)"
+    description: "Letters the broker refused (e.g. larger than the topic allows); they may be replayed again"
   }),
   letters: Schema.Array(
     Schema.Struct({
@@ -264,6 +309,24 @@ export const ReplayResponse = Schema.Struct({
     description: "Pass as `cursor` (with the same selection) for the next page; null when done"
   })
 }).annotations({ identifier: "ReplayResponse" })
+
+export class IdempotencyKeyReused extends Schema.TaggedError<IdempotencyKeyReused>()(
+  "IdempotencyKeyReused",
+  { error: errorCode("idempotency_key_reused"), message: Schema.String },
+  HttpApiSchema.annotations({
+    status: 422,
+    description: "This Idempotency-Key was sent with another request body within the last 24 hours"
+  })
+) {}
+
+export class IdempotencyKeyInUse extends Schema.TaggedError<IdempotencyKeyInUse>()(
+  "IdempotencyKeyInUse",
+  { error: errorCode("idempotency_key_in_use"), message: Schema.String },
+  HttpApiSchema.annotations({
+    status: 409,
+    description: "A request with this Idempotency-Key is still running; send it again shortly for its answer"
+  })
+) {}
 
 export class DeadLettersGroup extends HttpApiGroup.make("deadLetters")
   .addError(Unauthorized)
@@ -281,6 +344,7 @@ export class DeadLettersGroup extends HttpApiGroup.make("deadLetters")
       .addSuccess(DeadLetterPage)
       .addError(InvalidQuery)
       .addError(Unavailable)
+      .addError(Overloaded)
       .annotate(OpenApi.Summary, "Parked messages, newest first, a page at a time, with counts by kind")
       .annotate(
         OpenApi.Description,
@@ -294,18 +358,29 @@ export class DeadLettersGroup extends HttpApiGroup.make("deadLetters")
       .addError(InvalidQuery)
       .addError(DeadLetterNotFound)
       .addError(Unavailable)
+      .addError(Overloaded)
       .annotate(OpenApi.Summary, "One parked message with its original bytes and every header")
   )
   .add(
     HttpApiEndpoint.post("replayDeadLetters", "/dead-letters/replay")
       .setPayload(ReplayRequest)
+      .setHeaders(
+        Schema.Struct({
+          "idempotency-key": Schema.optional(Schema.String).annotations({
+            description:
+              "At most 200 characters. The same key with the same body within 24 hours answers what the first request was answered and sends nothing; with another body it is 422"
+          })
+        })
+      )
       .addSuccess(ReplayResponse)
       .addError(InvalidQuery)
+      .addError(IdempotencyKeyInUse)
+      .addError(IdempotencyKeyReused)
       .addError(Unavailable)
       .annotate(OpenApi.Summary, "Send parked messages back to the orders topic (a copy; the letters stay)")
       .annotate(
         OpenApi.Description,
-        "Re-publishes each selected letter's original key, bytes and headers with `replay.of` (the letter's topic/partition/offset) and `replay.at`. Needs the `operator` role; from the page, only from the service's own origin. Safe to repeat: a stored order is stored once, one still invalid is parked again naming its previous letter."
+        "Re-publishes each selected letter's original key, bytes and headers with `replay.of` (the letter's topic/partition/offset) and `replay.at`. Needs the `operator` role; from the page, only from the service's own origin. Letters go oldest first, a page at a time (at most `limit` letters and `dead_letters.replay_page_bytes` bytes); following `next_cursor` ends, and never takes letters parked after the first page (its own replays parked again among them). A letter is recorded as replayed once the broker takes it and is not taken again unless `include_replayed`; two replays running at once never both send a letter. Safe to repeat: a stored order is stored once, one still invalid is parked again naming its previous letter."
       )
   ) {}
 

@@ -11,19 +11,29 @@ import {
   DeadLetterIndex,
   encodeBytes,
   isOffset,
+  type InvalidLetterCursor,
   type LetterFilter,
   type Selection
 } from "../deadletters/DeadLetterIndex.ts"
-import { DeadLetterReplay } from "../deadletters/DeadLetterReplay.ts"
+import {
+  DeadLetterReplay,
+  type ReplayResult,
+  type ReplayUnavailable
+} from "../deadletters/DeadLetterReplay.ts"
+import { MAX_IDEMPOTENCY_KEY_LENGTH } from "../deadletters/ReplayRequests.ts"
 import { RejectionKinds } from "../orders/Rejection.ts"
 import {
   DeadLetterNotFound,
   DeadLetterPage,
+  IdempotencyKeyInUse,
+  IdempotencyKeyReused,
   InvalidQuery,
   OrderServiceApi,
   Unavailable,
-  type ReplayRequest
+  type ReplayRequest,
+  type ReplayResponse
 } from "./Api.ts"
+import { answerReadFailures } from "./ReadFailures.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
 const invalid = (message: string) => new InvalidQuery({ error: "invalid_query", message })
@@ -103,71 +113,91 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
           const limit = urlParams.limit === undefined ? 50 : Number(urlParams.limit)
           if (!Number.isInteger(limit) || limit < 1 || limit > 200)
             return yield* invalid("limit must be a whole number from 1 to 200")
-          const [letters, counts] = yield* Effect.all(
+          const [letters, counted] = yield* Effect.all(
             [
               reads.run(index.list(filter, limit, Option.fromNullable(urlParams.cursor))),
               reads.run(index.counts({ since: filter.since, until: filter.until }))
             ],
             { concurrency: 2 }
-          ).pipe(
-            Effect.catchTags({
-              InvalidLetterCursor: (e) => Effect.fail(invalid(e.message)),
-              SqlError: () => Effect.fail(databaseDown())
-            })
-          )
+          ).pipe(Effect.catchTag("InvalidLetterCursor", (e) => Effect.fail(invalid(e.message))))
           return HttpServerResponse.unsafeJson(
-            encodePage({ items: letters.items, counts, next_cursor: Option.getOrNull(letters.nextCursor) }),
+            encodePage({
+              items: letters.items,
+              counts: counted.counts,
+              counts_capped: counted.capped,
+              next_cursor: Option.getOrNull(letters.nextCursor)
+            }),
             { headers: VARY }
           )
-        })
+          // Refused, too slow or the database out of reach: a 503, as every read for a client.
+        }).pipe(answerReadFailures)
       )
       .handle("getDeadLetter", ({ path }) =>
         Effect.gen(function* () {
           if (!PARTITION.test(path.partition) || !isOffset(path.offset))
             return yield* invalid("partition and offset are whole numbers ≥ 0")
-          const found = yield* reads
-            .run(index.get(Number(path.partition), path.offset))
-            .pipe(Effect.catchTag("SqlError", () => Effect.fail(databaseDown())))
+          const found = yield* reads.run(index.get(Number(path.partition), path.offset))
           if (Option.isNone(found))
             return yield* new DeadLetterNotFound({ partition: Number(path.partition), offset: path.offset })
           return found.value
-        })
+        }).pipe(answerReadFailures)
       )
-      .handle("replayDeadLetters", ({ payload }) =>
+      .handle("replayDeadLetters", ({ headers, payload }) =>
         Effect.gen(function* () {
           const selection = yield* selectionOf(payload)
+          const key = headers["idempotency-key"]
+          if (key !== undefined && (key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH))
+            return yield* invalid(`Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`)
           const request = yield* HttpServerRequest.HttpServerRequest
-          const who = auth.principalOf(NodeHttpServerRequest.toIncomingMessage(request))
-          const result = yield* replay
+          const subject =
+            auth.principalOf(NodeHttpServerRequest.toIncomingMessage(request))?.subject ?? "unknown"
+          const run = replay
             .replay(selection, {
               dryRun: payload.dry_run ?? false,
               limit: payload.limit ?? 500,
               cursor: Option.fromNullable(payload.cursor),
-              requestedBy: who?.subject ?? "unknown"
+              includeReplayed: payload.include_replayed ?? false,
+              requestedBy: subject
             })
-            .pipe(
-              Effect.catchTags({
-                InvalidLetterCursor: (e) => Effect.fail(invalid(e.message)),
-                ReplayUnavailable: (e) => Effect.fail(new Unavailable({ message: e.message })),
-                SqlError: () => Effect.fail(databaseDown())
-              })
-            )
-          const count = (outcome: string) => result.letters.filter((l) => l.outcome === outcome).length
-          return {
-            dry_run: result.dryRun,
-            selected: Option.getOrNull(result.selected),
-            sent: count("sent"),
-            failed: count("failed"),
-            letters: result.letters.map(({ letter, outcome }) => ({
-              partition: letter.partition,
-              offset: letter.offset,
-              kind: letter.kind,
-              key: letter.key === null ? null : encodeBytes(letter.key),
-              outcome
-            })),
-            next_cursor: Option.getOrNull(result.nextCursor)
-          }
+            .pipe(Effect.map(replayResponse))
+          if (key === undefined) return yield* run.pipe(Effect.catchTags(replayErrors))
+          const once = yield* replay.once({ subject, key, body: payload }, run).pipe(
+            Effect.catchTags({
+              ...replayErrors,
+              IdempotencyKeyReused: (e) => Effect.fail(new IdempotencyKeyReused({ message: e.message })),
+              IdempotencyKeyInUse: (e) => Effect.fail(new IdempotencyKeyInUse({ message: e.message }))
+            })
+          )
+          if (!once.repeated) return once.answer
+          // What the first request was answered, as it was stored.
+          return HttpServerResponse.unsafeJson(once.answer, { headers: { "idempotent-replayed": "true" } })
         })
       )
   })
 )
+
+const replayErrors = {
+  InvalidLetterCursor: (e: InvalidLetterCursor) => Effect.fail(invalid(e.message)),
+  ReplayUnavailable: (e: ReplayUnavailable) => Effect.fail(new Unavailable({ message: e.message })),
+  SqlError: () => Effect.fail(databaseDown())
+}
+
+const replayResponse = (result: ReplayResult): typeof ReplayResponse.Type => {
+  const count = (outcome: string) => result.letters.filter((l) => l.outcome === outcome).length
+  return {
+    dry_run: result.dryRun,
+    selected: Option.getOrNull(result.selected),
+    already_replayed: Option.getOrNull(result.alreadyReplayed),
+    until: Option.getOrNull(Option.map(result.until, (d) => d.toISOString())),
+    sent: count("sent"),
+    failed: count("failed"),
+    letters: result.letters.map(({ letter, outcome }) => ({
+      partition: letter.partition,
+      offset: letter.offset,
+      kind: letter.kind,
+      key: letter.key === null ? null : encodeBytes(letter.key),
+      outcome
+    })),
+    next_cursor: Option.getOrNull(result.nextCursor)
+  }
+}

@@ -3,24 +3,23 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Duration, Effect, Layer, Option } from "effect"
+import { Duration, Effect, Either, Layer, Option } from "effect"
 import { OrderCache } from "../cache/OrderCache.ts"
 import { IngestStatus } from "../ingest/IngestStatus.ts"
 import { LiveFeed } from "../live/LiveFeed.ts"
 import { OrderRepository } from "../orders/OrderRepository.ts"
 import { Orders } from "../orders/Orders.ts"
 import { Prometheus } from "../observability/Prometheus.ts"
-import { InvalidQuery, NotReady, OrderServiceApi, Ready, Unavailable } from "./Api.ts"
+import { InvalidQuery, NotReady, OrderServiceApi, Ready } from "./Api.ts"
 import * as ApiDocs from "./ApiDocs.ts"
 import * as AuthHttp from "./AuthHttp.ts"
 import * as DeadLettersHttp from "./DeadLettersHttp.ts"
 import type { Answer } from "./Answer.ts"
 import { encodingOf, liveHeaders } from "./LiveRoute.ts"
 import { OrderRoute } from "./OrderRoute.ts"
+import { answerReadFailures } from "./ReadFailures.ts"
 import { pageLimit, SearchRoute } from "./SearchRoute.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
-
-const unavailable = (message: string) => new Unavailable({ message })
 
 /** An answer of `OrderRoute` as the platform's response; the platform sets type and length itself. */
 const toResponse = (answer: Answer): HttpServerResponse.HttpServerResponse => {
@@ -56,14 +55,12 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
         .handle("listOrders", ({ urlParams }) =>
           Effect.gen(function* () {
             const limit = yield* pageLimit(urlParams.limit)
-            const page = yield* orders.listRecent(limit, Option.fromNullable(urlParams.cursor)).pipe(
-              Effect.catchTags({
-                InvalidCursor: (e) => Effect.fail(new InvalidQuery({ message: e.message })),
-                SqlError: () => Effect.fail(unavailable("the database cannot be reached"))
-              })
-            )
+            const page = yield* orders
+              .listRecent(limit, Option.fromNullable(urlParams.cursor))
+              .pipe(Effect.catchTag("InvalidCursor", (e) => Effect.fail(new InvalidQuery({ message: e.message }))))
             return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
-          })
+            // Refused, too slow or the database out of reach: a 503, as the fast paths answer it.
+          }).pipe(answerReadFailures)
         )
         // Answered by SearchRoute, which the server's fast path uses too.
         .handle("searchOrders", ({ urlParams }) => Effect.map(search.answer(urlParams), toResponse))
@@ -73,13 +70,18 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
             const response = NodeHttpServerRequest.toServerResponse(request)
             const encoding = encodingOf(request.headers)
             // On shutdown the stream ends at once: the browser reconnects, to another instance.
-            const events = live.connect({
+            // Attached until the request's scope closes (its stream ended, or the client went);
+            // past `live.max_clients` (or per address: the connection's, see LiveFeed) a 503.
+            const events = yield* live.connect({
               lastEventId: Option.fromNullable(request.headers["last-event-id"]),
               encoding,
-              disconnect: Effect.sync(() => response.destroy())
+              address: NodeHttpServerRequest.toIncomingMessage(request).socket.remoteAddress,
+              disconnect: Effect.sync(() => response.destroy()),
+              writableLength: () => response.writableLength
             })
+            if (Either.isLeft(events)) return toResponse(events.left)
             const { "content-type": contentType, ...headers } = liveHeaders(encoding)
-            return HttpServerResponse.stream(events, { contentType, headers })
+            return HttpServerResponse.stream(events.right, { contentType, headers })
           })
         )
     )

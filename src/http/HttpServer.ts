@@ -253,6 +253,13 @@ export const layer = Layer.scoped(
      * when a shutdown begins.
      */
     const serveLive = (req: IncomingMessage, res: ServerResponse, pathname: string, started: number) => {
+      // Past `live.max_clients` (or per address), 503 with Retry-After; admitted and attached in
+      // one synchronous step. The address is the connection's: behind a proxy, the proxy's for
+      // every client, so the per-address limit is then a second global one (X-Forwarded-For, which
+      // any client may send, is not trusted).
+      const address = req.socket.remoteAddress
+      const refusal = live.unsafeAdmit(address)
+      if (refusal !== undefined) return finish(req, res, pathname, LIVE_ROUTE, started, refusal)
       track(req, res, pathname, started)
       const encoding = encodingOf(req.headers)
       res.writeHead(200, [...SECURITY_HEADER_LIST, ...Object.entries(liveHeaders(encoding)).flat()])
@@ -260,6 +267,7 @@ export const layer = Layer.scoped(
       const detach = live.unsafeAttach({
         lastEventId: typeof lastEventId === "string" ? lastEventId : undefined,
         encoding,
+        address,
         subscriber: {
           write: (bytes, sent) => {
             res.write(bytes, sent)
@@ -269,7 +277,9 @@ export const layer = Layer.scoped(
           },
           destroy: () => {
             res.destroy()
-          }
+          },
+          // What the response and its socket hold, not yet handed to the kernel.
+          buffered: () => res.writableLength
         }
       })
       res.once("close", detach)

@@ -5,12 +5,14 @@
  * status, headers and bytes.
  */
 import type { SqlError } from "@effect/sql/SqlError"
+import type { ReadQueueFull } from "../db/ClientReads.ts"
 import { Cause, Effect, Either, Exit, Option, ParseResult, Schema } from "effect"
 import { type CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { OrderUid } from "../orders/Order.ts"
 import { Orders } from "../orders/Orders.ts"
 import { type Answer, json } from "./Answer.ts"
-import { InvalidOrderUid, OrderNotFound, Unavailable } from "./Api.ts"
+import { InvalidOrderUid, OrderNotFound } from "./Api.ts"
+import { readFailedAnswer } from "./ReadFailures.ts"
 
 /**
  * An order is a customer's data: no cache keeps it (a shared browser, a proxy). Orders do not
@@ -48,17 +50,11 @@ const found = (order: CachedOrder, ifNoneMatch: string | undefined): Answer =>
 
 const encodeInvalid = Schema.encodeSync(InvalidOrderUid)
 const encodeNotFound = Schema.encodeSync(OrderNotFound)
-const encodeUnavailable = Schema.encodeSync(Unavailable)
 
 export const invalidOrderUid = (message: string): Answer =>
   json(400, encodeInvalid(new InvalidOrderUid({ message })))
 
 const notFound = (uid: string): Answer => json(404, encodeNotFound(new OrderNotFound({ order_uid: uid })))
-
-const unavailable = json(
-  503,
-  encodeUnavailable(new Unavailable({ message: "the database cannot be reached" }))
-)
 
 /** The id from the path segment as it arrived (percent-encoded), or the 400 for one that is not UTF-8. */
 export const uidFromPath = (segment: string): Either.Either<string, Answer> => {
@@ -86,16 +82,20 @@ export class OrderRoute extends Effect.Service<OrderRoute>()("OrderRoute", {
       return Option.isSome(problem) ? invalidOrderUid(problem.value) : undefined
     }
 
-    /** The answer for what the database said; a failure to read it is a 503, a defect stays one. */
+    /**
+     * The answer for what the database said; a failure to read it (refused, too slow, out of
+     * reach) is a 503 (see ReadFailures), a defect stays one.
+     */
     const answerOf = (
       uid: string,
       ifNoneMatch: string | undefined,
-      read: Exit.Exit<Option.Option<CachedOrder>, SqlError>
+      read: Exit.Exit<Option.Option<CachedOrder>, SqlError | ReadQueueFull>
     ): Exit.Exit<Answer> => {
       if (Exit.isSuccess(read))
         return Exit.succeed(Option.isSome(read.value) ? found(read.value.value, ifNoneMatch) : notFound(uid))
-      return Option.isSome(Cause.failureOption(read.cause))
-        ? Exit.succeed(unavailable)
+      const failure = Cause.failureOption(read.cause)
+      return Option.isSome(failure)
+        ? Exit.succeed(readFailedAnswer(failure.value))
         : Exit.failCause(Cause.stripFailures(read.cause))
     }
 

@@ -6,12 +6,14 @@
  * and bytes.
  */
 import type { SqlError } from "@effect/sql/SqlError"
+import type { ReadQueueFull } from "../db/ClientReads.ts"
 import { Cause, Effect, Either, Exit, Option, Schema } from "effect"
 import { Timestamp } from "../orders/Order.ts"
 import type { InvalidCursor, RecentOrders, SearchQuery } from "../orders/OrderRepository.ts"
 import { Orders } from "../orders/Orders.ts"
 import { type Answer, json } from "./Answer.ts"
-import { InvalidQuery, SEARCH_QUERY_MAX_LENGTH, Unavailable } from "./Api.ts"
+import { InvalidQuery, SEARCH_QUERY_MAX_LENGTH } from "./Api.ts"
+import { readFailedAnswer } from "./ReadFailures.ts"
 
 /** The query parameters a search reads, as they arrived (percent-decoded); absent when not given. */
 export interface SearchParams {
@@ -100,17 +102,16 @@ export const searchQueryOf = (params: SearchParams): Either.Either<SearchQuery, 
 }
 
 const encodeInvalidQuery = Schema.encodeSync(InvalidQuery)
-const encodeUnavailable = Schema.encodeSync(Unavailable)
 
 const invalid = (error: InvalidQuery): Answer => json(400, encodeInvalidQuery(error))
 
-const unavailable = json(
-  503,
-  encodeUnavailable(new Unavailable({ message: "the database cannot be reached" }))
-)
-
-/** The answer for how the search ended: its page, a 400 for a cursor, a 503; a defect stays one. */
-const answerOf = (searched: Exit.Exit<RecentOrders, InvalidCursor | SqlError>): Exit.Exit<Answer> => {
+/**
+ * The answer for how the search ended: its page, a 400 for a cursor, a 503 (refused, too slow, the
+ * database out of reach: see ReadFailures); a defect stays one.
+ */
+const answerOf = (
+  searched: Exit.Exit<RecentOrders, InvalidCursor | SqlError | ReadQueueFull>
+): Exit.Exit<Answer> => {
   if (Exit.isSuccess(searched)) {
     const page = searched.value
     return Exit.succeed(json(200, { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }))
@@ -120,7 +121,7 @@ const answerOf = (searched: Exit.Exit<RecentOrders, InvalidCursor | SqlError>): 
   return Exit.succeed(
     failure.value._tag === "InvalidCursor"
       ? invalid(invalidQuery(`cursor: ${failure.value.message}`))
-      : unavailable
+      : readFailedAnswer(failure.value)
   )
 }
 

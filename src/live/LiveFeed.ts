@@ -8,8 +8,14 @@
  * database, so a browser may resume on any instance.
  *
  * Ingestion never waits for a client: what is stored is written to every client's connection
- * without waiting for any, and a client with more than `client_buffer` events not yet sent on
- * (it stopped reading) is sent a `dropped` event and let go.
+ * without waiting for any, and a client with more than `client_buffer` events or
+ * `client_buffer_bytes` bytes not yet sent on (it stopped reading), or one whose connection took
+ * nothing for `drain_timeout`, is sent a `dropped` event and let go.
+ *
+ * What a client may hold of the process is bounded: at most `max_clients` clients, and
+ * `max_clients_per_address` from one address (a new one past either is answered 503); each holds
+ * at most `client_buffer_bytes` not yet sent, a resumed backlog included (a resume that would need
+ * more is sent a `gap` event instead, and the client reloads).
  *
  * What the feed costs is writing to every client. What arrives within FLUSH_EVERY is written in
  * one piece, encoded once for all clients, and for clients that accept gzip (browsers do)
@@ -17,9 +23,24 @@
  * fast path writes to each response from the feed's loop, with no fiber or queue per client.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Chunk, Deferred, Duration, Effect, Option, Queue, Runtime, Schedule, Stream } from "effect"
+import {
+  Chunk,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Metric,
+  Option,
+  Queue,
+  Runtime,
+  Schedule,
+  type Scope,
+  Stream
+} from "effect"
 import { LiveConfig } from "../config/AppConfig.ts"
+import { type Answer, json } from "../http/Answer.ts"
 import { HttpDrain } from "../http/HttpDrain.ts"
+import { countShed } from "../observability/Prometheus.ts"
 import { ORDERS_STORED_CHANNEL, OrderRepository, type FeedEntry } from "../orders/OrderRepository.ts"
 import * as SharedGzip from "./SharedGzip.ts"
 
@@ -37,6 +58,14 @@ const FLUSH_EVERY = Duration.millis(100)
 /** How often the feed checks its own listening connection, and after how much silence it renews it. */
 const WATCHDOG_PING = Duration.seconds(5)
 const WATCHDOG_SILENCE = Duration.seconds(20)
+
+/** How soon a client refused for the number of clients should try again, in seconds. */
+const RETRY_AFTER_SECONDS = 5
+
+/** Connections to the feed, from attaching to closing (a dropped one counts until it is gone). */
+const liveClients = Metric.gauge("live_clients", {
+  description: "Clients connected to GET /orders/live"
+})
 
 /** An event ready to write: encoded once, shared by every client. */
 interface Event {
@@ -66,12 +95,15 @@ export type Encoding = "gzip" | "identity"
 interface Encoder {
   readonly first: (bytes: Uint8Array) => Uint8Array
   readonly delivery: (delivery: Delivery) => Uint8Array
+  /** How many bytes `delivery` would write, without writing it. */
+  readonly size: (delivery: Delivery) => number
   readonly last: (delivery: Delivery | undefined) => Uint8Array | undefined
 }
 
 const identity: Encoder = {
   first: (bytes) => bytes,
   delivery: (delivery) => delivery.bytes,
+  size: (delivery) => delivery.bytes.length,
   last: (delivery) => delivery?.bytes
 }
 
@@ -81,6 +113,7 @@ const gzip = (): Encoder => {
   return {
     first: (bytes) => concatBytes([SharedGzip.HEADER, trailer.add(SharedGzip.compress(bytes))]),
     delivery: (delivery) => trailer.add(delivery.piece),
+    size: (delivery) => delivery.piece.deflated.length,
     last: (delivery) =>
       concatBytes(delivery === undefined ? [trailer.bytes()] : [trailer.add(delivery.piece), trailer.bytes()])
   }
@@ -97,6 +130,8 @@ export interface Subscriber {
   readonly end: (bytes?: Uint8Array) => void
   /** Closes the connection at once. */
   readonly destroy: () => void
+  /** Bytes written and not yet sent on: still in the process, waiting for the connection to take them. */
+  readonly buffered: () => number
 }
 
 interface Client {
@@ -104,6 +139,11 @@ interface Client {
   readonly encode: Encoder
   /** Events written to this client and not yet sent on. */
   pending: number
+  /**
+   * When its connection last took something (a write was sent on), or was last seen with nothing
+   * waiting: the clock `drain_timeout` runs on.
+   */
+  progressed: number
 }
 
 /** Ends a stream of `connect`. */
@@ -151,6 +191,12 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     const positionOf = new Map<string, number>()
     let position = 0
     const clients = new Set<Client>()
+    /**
+     * Connections, counted from attaching until they close (a dropped client's too, during its
+     * grace): what `max_clients` and `max_clients_per_address` bound.
+     */
+    let connected = 0
+    const perAddress = new Map<string, number>()
 
     /** Ends a client's stream (the server is closing): browsers reconnect, to another instance. */
     const end = (client: Client) => {
@@ -158,37 +204,71 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       client.subscriber.end(client.encode.last(undefined))
     }
 
-    const dropped = new Delivery(
-      event("dropped", {
-        message: `this client fell more than ${config.clientBuffer} events behind and was disconnected; reconnect and reload`
-      }),
-      1
-    )
+    const droppedEvent = (message: string) =>
+      new Delivery(event("dropped", { message: `${message} and was disconnected; reconnect and reload` }), 1)
+    const dropped = {
+      events: droppedEvent(`this client fell more than ${config.clientBuffer} events behind`),
+      bytes: droppedEvent(
+        `this client fell more than ${config.clientBufferBytes} bytes behind (live.client_buffer_bytes)`
+      ),
+      stalled: droppedEvent(
+        `this client took nothing for ${Duration.format(config.drainTimeout)} (live.drain_timeout)`
+      )
+    }
     /**
      * Lets go of a client that fell behind: its stream ends with a `dropped` event, and a client
      * that does not read even that within `DROPPED_GRACE` has its connection closed.
      */
-    const drop = (client: Client) => {
+    const drop = (client: Client, why: Delivery) => {
       clients.delete(client)
-      client.subscriber.end(client.encode.last(dropped))
+      client.subscriber.end(client.encode.last(why))
       setTimeout(client.subscriber.destroy, Duration.toMillis(DROPPED_GRACE)).unref()
     }
 
     /**
      * Never waits: a client that cannot take the bytes is dropped. One that has taken everything
-     * it was sent takes the next, however many events that holds (a busy tenth of a second's).
+     * it was sent takes the next, however many events and bytes that holds (a busy tenth of a
+     * second's, shared with every client).
+     *
+     * Two bounds, both kept: events (`client_buffer`, the original one, a counter) and bytes
+     * (`client_buffer_bytes`, what memory is: the connection's unsent bytes, read from it, so a
+     * resumed backlog still waiting counts too).
      */
     const offerToAll = (delivery: Delivery) => {
       for (const client of clients) {
-        if (client.pending > 0 && client.pending + delivery.events > config.clientBuffer) drop(client)
-        else {
-          client.pending += delivery.events
-          client.subscriber.write(client.encode.delivery(delivery), () => {
-            client.pending -= delivery.events
-          })
+        if (client.pending > 0 && client.pending + delivery.events > config.clientBuffer) {
+          drop(client, dropped.events)
+          continue
         }
+        const buffered = client.subscriber.buffered()
+        if (buffered > 0 && buffered + client.encode.size(delivery) > config.clientBufferBytes) {
+          drop(client, dropped.bytes)
+          continue
+        }
+        client.pending += delivery.events
+        client.subscriber.write(client.encode.delivery(delivery), () => {
+          client.pending -= delivery.events
+          client.progressed = Date.now()
+        })
       }
     }
+
+    // A client whose connection takes nothing for `drain_timeout` (a tab asleep, a peer that
+    // vanished without a FIN) is let go even when all it is sent is heartbeats: otherwise it would
+    // be held until its heartbeats filled `client_buffer`, ~17 hours at one every 15 seconds.
+    const drainTimeout = Duration.toMillis(config.drainTimeout)
+    const checkStalled = () => {
+      const now = Date.now()
+      for (const client of clients) {
+        if (client.subscriber.buffered() === 0) client.progressed = now
+        else if (now - client.progressed >= drainTimeout) drop(client, dropped.stalled)
+      }
+    }
+    yield* Effect.sync(checkStalled).pipe(
+      Effect.delay(Duration.millis(Math.min(1_000, Math.max(50, drainTimeout / 4)))),
+      Effect.forever,
+      Effect.forkScoped
+    )
 
     // One heartbeat for every client, rather than a timer merged into each client's stream. It
     // counts as an event, so that a client that stopped reading while nothing happened is let go
@@ -314,83 +394,180 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       Effect.catchAll(() => Effect.logWarning("Live feed: not listening yet; going on without waiting"))
     )
 
+    const overloaded = (limit: string, message: string): Answer => {
+      const answer = json(503, { error: "overloaded", message, limit })
+      return { ...answer, headers: [...answer.headers, "retry-after", String(RETRY_AFTER_SECONDS)] }
+    }
+    const tooMany = overloaded(
+      "live.max_clients",
+      `this instance has its ${config.maxClients} live-feed clients (live.max_clients); retry shortly`
+    )
+    const tooManyFromAddress = overloaded(
+      "live.max_clients_per_address",
+      `${config.maxClientsPerAddress} live-feed clients are connected from this address ` +
+        "(live.max_clients_per_address); close some or retry shortly"
+    )
+
     /**
-     * Attaches a client: it is sent the events after `lastEventId` if given (those still kept, else
-     * a `gap` event first), then every new one, until the server closes or the client falls more
-     * than `client_buffer` events behind (then a `dropped` event ends its stream). Call the
-     * returned function when its connection closes. No fiber per client: what every client is sent
+     * Whether a client from `address` may attach now: `undefined`, or the 503 to answer it with
+     * (counted in `http_shed_requests_total`). Call `unsafeAttach` in the same synchronous step.
+     *
+     * `address` is the connection's remote address (`req.socket.remoteAddress`). Behind a proxy
+     * (nginx, a load balancer) it is the proxy's for every client, and `max_clients_per_address`
+     * then acts as a second global limit: `X-Forwarded-For` is not trusted, any client may send it.
+     */
+    const unsafeAdmit = (address: string | undefined): Answer | undefined => {
+      if (connected >= config.maxClients) {
+        countShed("live_clients")
+        return tooMany
+      }
+      if ((perAddress.get(address ?? "") ?? 0) >= config.maxClientsPerAddress) {
+        countShed("live_clients_per_address")
+        return tooManyFromAddress
+      }
+      return undefined
+    }
+
+    /**
+     * What a client resuming after `lastEventId` is sent first: the events kept after it, or a
+     * `gap` event when that id is no longer kept or what followed it is more than the client may
+     * hold (`client_buffer_bytes`: the backlog is built for this client alone, so it is what a
+     * crowd of resuming clients that never read would cost). The raw bytes are measured, before
+     * anything is built or compressed: a gzip client's backlog is smaller still.
+     */
+    const backlogAfter = (lastEventId: string | undefined): ReadonlyArray<Uint8Array> => {
+      if (lastEventId === undefined) return []
+      const after = positionOf.get(lastEventId)
+      if (after === undefined)
+        return [event("gap", { last_event_id: lastEventId, message: "events after this id are not kept" })]
+      // Positions in `recent` follow one another: the event after `after` is at this index.
+      const start = after - recent[0]!.position + 1
+      let bytes = RETRY.length
+      for (let i = start; i < recent.length; i++) {
+        bytes += recent[i]!.bytes.length
+        if (bytes > config.clientBufferBytes)
+          return [
+            event("gap", {
+              last_event_id: lastEventId,
+              message: "more events followed this id than a client may be sent at once; reload"
+            })
+          ]
+      }
+      return recent.slice(start).map((e) => e.bytes)
+    }
+
+    /**
+     * Attaches a client (admitted by `unsafeAdmit` first): it is sent the events after
+     * `lastEventId` if given (those still kept, else a `gap` event first), then every new one,
+     * until the server closes or the client falls behind (then a `dropped` event ends its stream).
+     * Call the returned function when its connection closes: until then it counts against
+     * `max_clients` and `max_clients_per_address`. No fiber per client: what every client is sent
      * is written to each from the feed's own loop.
      */
     const unsafeAttach = (options: {
       readonly lastEventId: string | undefined
       readonly encoding: Encoding
+      readonly address: string | undefined
       readonly subscriber: Subscriber
     }): (() => void) => {
-      const { lastEventId, subscriber } = options
+      const { subscriber } = options
+      // A socket already closed has no address: those count together.
+      const address = options.address ?? ""
       const client: Client = {
         subscriber,
         encode: options.encoding === "gzip" ? gzip() : identity,
-        pending: 0
+        pending: 0,
+        progressed: Date.now()
       }
-      const after = lastEventId === undefined ? undefined : positionOf.get(lastEventId)
-      const backlog =
-        lastEventId === undefined
-          ? []
-          : after === undefined
-            ? [event("gap", { last_event_id: lastEventId, message: "events after this id are not kept" })]
-            : recent.filter((e) => e.position > after).map((e) => e.bytes)
+      connected++
+      perAddress.set(address, (perAddress.get(address) ?? 0) + 1)
+      liveClients.unsafeModify(1, [])
       // Registered in the same synchronous step as the backlog is read: no event falls between.
-      subscriber.write(client.encode.first(concatBytes([RETRY, ...backlog])), () => {})
+      const backlog = backlogAfter(options.lastEventId)
+      subscriber.write(client.encode.first(concatBytes([RETRY, ...backlog])), () => {
+        client.progressed = Date.now()
+      })
       if (closing) subscriber.end(client.encode.last(undefined))
       else clients.add(client)
+      let attached = true
       return () => {
+        if (!attached) return
+        attached = false
         clients.delete(client)
+        connected--
+        const left = perAddress.get(address)! - 1
+        if (left === 0) perAddress.delete(address)
+        else perAddress.set(address, left)
+        liveClients.unsafeModify(-1, [])
       }
     }
 
     /**
-     * `unsafeAttach` as a stream, for the router's handler: the same bytes, through a queue and a
-     * fiber per client. `disconnect` closes the client's connection.
+     * `unsafeAdmit` and `unsafeAttach` as a stream, for the router's handler: the same bytes,
+     * through a queue and a fiber per client; or the 503 to answer with. The client is attached
+     * until `scope` (the request's) closes. `disconnect` closes the client's connection;
+     * `writableLength`, the bytes its response holds, counts with those queued for it.
      */
     const connect = (options: {
       readonly lastEventId: Option.Option<string>
       readonly encoding: Encoding
+      readonly address: string | undefined
       readonly disconnect?: Effect.Effect<void>
-    }): Stream.Stream<Uint8Array> =>
-      Stream.unwrapScoped(
-        Effect.gen(function* () {
-          const queue = yield* Queue.unbounded<{ readonly bytes: Uint8Array; readonly sent?: () => void }>()
-          const runtime = yield* Effect.runtime<never>()
-          const subscriber: Subscriber = {
-            write: (bytes, sent) => queue.unsafeOffer({ bytes, sent }),
-            end: (bytes) => {
-              if (bytes !== undefined) queue.unsafeOffer({ bytes })
-              queue.unsafeOffer(END)
-            },
-            destroy: () => Runtime.runFork(runtime)(options.disconnect ?? Effect.void)
-          }
-          yield* Effect.acquireRelease(
-            Effect.sync(() =>
-              unsafeAttach({
-                lastEventId: Option.getOrUndefined(options.lastEventId),
-                encoding: options.encoding,
-                subscriber
-              })
-            ),
-            (detach) => Effect.sync(detach)
-          )
-          return Stream.fromQueue(queue).pipe(
+      readonly writableLength?: () => number
+    }): Effect.Effect<Either.Either<Stream.Stream<Uint8Array>, Answer>, never, Scope.Scope> =>
+      Effect.gen(function* () {
+        const queue = yield* Queue.unbounded<{ readonly bytes: Uint8Array; readonly sent?: () => void }>()
+        const runtime = yield* Effect.runtime<never>()
+        let queued = 0
+        const subscriber: Subscriber = {
+          write: (bytes, sent) => {
+            queued += bytes.length
+            queue.unsafeOffer({ bytes, sent })
+          },
+          end: (bytes) => {
+            if (bytes !== undefined) {
+              queued += bytes.length
+              queue.unsafeOffer({ bytes })
+            }
+            queue.unsafeOffer(END)
+          },
+          destroy: () => Runtime.runFork(runtime)(options.disconnect ?? Effect.void),
+          buffered: () => queued + (options.writableLength?.() ?? 0)
+        }
+        // Admitted and attached in one synchronous step, as on the fast path.
+        const attached = yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            const refusal = unsafeAdmit(options.address)
+            return refusal !== undefined
+              ? Either.left(refusal)
+              : Either.right(
+                  unsafeAttach({
+                    lastEventId: Option.getOrUndefined(options.lastEventId),
+                    encoding: options.encoding,
+                    address: options.address,
+                    subscriber
+                  })
+                )
+          }),
+          (attached) => Effect.sync(() => Either.map(attached, (detach) => detach()))
+        )
+        return Either.map(attached, () =>
+          Stream.fromQueue(queue).pipe(
             Stream.takeWhile((item) => item !== END),
             // Whatever is waiting goes out in one write.
             Stream.mapChunks((chunk) => {
-              for (const item of chunk) item.sent?.()
+              for (const item of chunk) {
+                queued -= item.bytes.length
+                item.sent?.()
+              }
               return Chunk.of(concatBytes(Chunk.map(chunk, (item) => item.bytes)))
             })
           )
-        })
-      )
+        )
+      })
 
     return {
+      unsafeAdmit,
       unsafeAttach,
       connect,
       /** Connected clients, for tests and metrics. */

@@ -408,7 +408,8 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
 
     // Cache misses are read by primary key, a batch of them in one statement (`Orders`), run as a
     // named prepared statement straight on the pool: PostgreSQL parses and plans it once per
-    // connection, and the read skips the SqlClient's per-statement work.
+    // connection, and the read skips the SqlClient's per-statement work. Like every read for a
+    // client, with the clients' statement timeout (`clientQuery`, see TimedPool).
     const [findText] =
       sql`SELECT o.order_uid, ${documentOrBuilt}, ${digest} FROM orders o WHERE o.order_uid = ANY(${""}::text[])`.compile()
 
@@ -420,14 +421,14 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       uids: ReadonlyArray<string>
     ): Effect.Effect<ReadonlyMap<string, StoredJson>, SqlError> =>
       Effect.async((resume) => {
-        pool.query<JsonRow & { readonly order_uid: string }>(
+        pool.clientQuery<JsonRow & { readonly order_uid: string }>(
           { name: "orders-by-uid", text: findText, values: [uids] },
           (cause, result) => {
             if (cause) resume(Effect.fail(new SqlError({ cause, message: "Failed to execute statement" })))
             else
               resume(
                 Effect.succeed(
-                  new Map(result.rows.map((row) => [row.order_uid, storedJson(row.order_uid, row)]))
+                  new Map(result!.rows.map((row) => [row.order_uid, storedJson(row.order_uid, row)]))
                 )
               )
           }
@@ -549,8 +550,8 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         if (Option.isNone(after)) return done(Exit.fail(new InvalidCursor({ message: INVALID_CURSOR })))
       }
       const [text, values] = rangeStatement(query, after).compile()
-      pool.query<SummaryRow>({ name: statementName(text), text, values: [...values] }, (cause, result) =>
-        done(cause ? Exit.fail(failedStatement(cause)) : Exit.succeed(pageOf(result.rows, query.limit)))
+      pool.clientQuery<SummaryRow>({ name: statementName(text), text, values: [...values] }, (cause, result) =>
+        done(cause ? Exit.fail(failedStatement(cause)) : Exit.succeed(pageOf(result!.rows, query.limit)))
       )
     }
 
@@ -575,10 +576,10 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         else results[at] = Either.left(new InvalidCursor({ message: INVALID_CURSOR }))
       })
       if (searches.length === 0) return done(Exit.succeed(results))
-      pool.query<SummaryRow & { readonly search: string }>(
+      pool.clientQuery<SummaryRow & { readonly search: string }>(
         { name: "order-search-by-keys", text: SEARCH_BY_KEYS, values: byKeysValues(searches) },
         (cause, result) => {
-          if (cause) return done(Exit.fail(failedStatement(cause)))
+          if (cause || result === undefined) return done(Exit.fail(failedStatement(cause)))
           // Rows come grouped by search, in the order of the arrays (1-based).
           const rows: Array<Array<SummaryRow>> = searches.map(() => [])
           for (const row of result.rows) rows[Number(row.search) - 1]!.push(row)

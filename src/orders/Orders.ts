@@ -8,7 +8,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Either, Exit, Option, Ref } from "effect"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { CacheConfig } from "../config/AppConfig.ts"
-import { ClientReads } from "../db/ClientReads.ts"
+import { ClientReads, readQueueFull, type ReadQueueFull } from "../db/ClientReads.ts"
 import {
   type InvalidCursor,
   OrderRepository,
@@ -108,7 +108,7 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
      */
     const unsafeGet = (
       uid: string,
-      done: (exit: Exit.Exit<Option.Option<CachedOrder>, SqlError>) => void
+      done: (exit: Exit.Exit<Option.Option<CachedOrder>, SqlError | ReadQueueFull>) => void
     ) => {
       const hit = cache.unsafeGet(uid)
       if (Option.isSome(hit)) done(Exit.succeed(hit))
@@ -116,7 +116,7 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
     }
 
     /** The order, ready to serve, if it is stored. */
-    const get = (uid: string): Effect.Effect<Option.Option<CachedOrder>, SqlError> =>
+    const get = (uid: string): Effect.Effect<Option.Option<CachedOrder>, SqlError | ReadQueueFull> =>
       Effect.async((resume) => unsafeGet(uid, resume))
 
     const warm = Effect.gen(function* () {
@@ -136,11 +136,12 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
     /**
      * Orders matching `query`, a page at a time, without an Effect: `done` is called once, unless
      * the returned `leave` is called while the search still waits for a permit (it then returns
-     * true, and the search never runs).
+     * true, and the search never runs). With the line of reads full, `done` is called at once with
+     * `ReadQueueFull`.
      */
     const unsafeSearch = (
       query: SearchQuery,
-      done: (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => void
+      done: (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError | ReadQueueFull>) => void
     ): (() => boolean) =>
       Option.isSome(query.q)
         ? byKeys.load(keyOfQuery(query), (exit) => {
@@ -149,7 +150,7 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
               return done(Exit.die("a search by keys came back without its page"))
             done(Either.match(exit.value.value, { onLeft: Exit.fail, onRight: Exit.succeed }))
           })
-        : reads.unsafeAcquire(() => {
+        : reads.unsafeRead(() => {
             // The permit goes back, and `done` is called, once, whichever way the search ends.
             let settled = false
             const settle = (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => {
@@ -163,10 +164,12 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
             } catch (defect) {
               settle(Exit.die(defect))
             }
-          })
+          }, () => done(Exit.fail(readQueueFull)))
 
     /** `unsafeSearch` as an Effect; interrupted while it waits for a permit, it leaves the line. */
-    const search = (query: SearchQuery): Effect.Effect<RecentOrders, InvalidCursor | SqlError> =>
+    const search = (
+      query: SearchQuery
+    ): Effect.Effect<RecentOrders, InvalidCursor | SqlError | ReadQueueFull> =>
       Effect.async((resume) => {
         const leave = unsafeSearch(query, resume)
         return Effect.sync(leave)

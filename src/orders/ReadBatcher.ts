@@ -6,13 +6,18 @@
  * the line until its key is taken. A key already waiting or being read is not read twice: its
  * callers share the one read.
  *
+ * Each caller waiting for its key to be taken has a place in the permits' line of reads
+ * (`ClientReads`: `database.client_read_queue` in all): with the line full, a caller is refused at
+ * once (`ReadQueueFull`). A caller of a key already being read waits for no connection and takes
+ * no place.
+ *
  * Callers pass a callback rather than running an Effect each: a cache miss or a search on the
  * HTTP fast path costs no fiber of its own, only its share of its batch's one (see
  * src/http/HttpServer.ts). `Effect.request` with a `RequestResolver` would batch only the requests
  * of one fiber, and `@effect/experimental`'s `dataLoader` still needs a fiber per caller.
  */
 import { Cause, Effect, Exit, Option, Runtime } from "effect"
-import type { Permits } from "../db/ClientReads.ts"
+import { type Permits, readQueueFull, type ReadQueueFull } from "../db/ClientReads.ts"
 
 /** The values of the keys found; a key missing from the map is not stored. */
 export type BatchRead<K, V, E, R> =
@@ -43,14 +48,21 @@ export interface ReadBatcher<K, V, E> {
   /**
    * Calls `done` once, with the key's value (none if it is not stored) or why it could not be
    * read, unless the returned `leave` is called while the key still waits for a batch: it then
-   * returns true, and `done` is never called (after that, it returns false).
+   * returns true, and `done` is never called (after that, it returns false). With the line of
+   * reads full, `done` is called at once with `ReadQueueFull`.
    */
-  readonly load: (key: K, done: (exit: Exit.Exit<Option.Option<V>, E>) => void) => () => boolean
+  readonly load: (
+    key: K,
+    done: (exit: Exit.Exit<Option.Option<V>, E | ReadQueueFull>) => void
+  ) => () => boolean
   /** The same as an Effect; interrupted while the key waits, it leaves the line. */
-  readonly get: (key: K) => Effect.Effect<Option.Option<V>, E>
+  readonly get: (key: K) => Effect.Effect<Option.Option<V>, E | ReadQueueFull>
 }
 
-type Done<V, E> = (exit: Exit.Exit<Option.Option<V>, E>) => void
+type Done<V, E> = (exit: Exit.Exit<Option.Option<V>, E | ReadQueueFull>) => void
+
+const refused: Exit.Exit<never, ReadQueueFull> = Exit.fail(readQueueFull)
+const nothingToLeave = () => false
 
 export const make = <K, V, E, R = never>(
   options: ReadBatcherOptions<K, V, E, R>
@@ -65,6 +77,7 @@ export const make = <K, V, E, R = never>(
         : (keys: ReadonlyArray<K>, done: (exit: Exit.Exit<ReadonlyMap<K, V>, E>) => void) =>
             void runCallback(options.read(keys), { onExit: done })
     const { permits, maxBatch } = options
+    const { line } = permits
     const maxInFlight = Math.min(permits.permits, options.maxInFlight ?? permits.permits)
     // No Map here outlives its batch. In V8, a Map that lives on while keys come and go keeps what
     // passed through it alive through young-generation collections (its rehashed tables stay linked
@@ -132,6 +145,10 @@ export const make = <K, V, E, R = never>(
           batch = new Map()
           for (const entry of all) (batch.size < maxBatch ? batch : waiting).set(entry[0], entry[1])
         }
+        // The batch's callers wait no longer for a connection.
+        let taken = 0
+        for (const callers of batch.values()) taken += callers.length
+        line.unsafeLeave(taken)
         reading.push(batch)
         running++
         const onExit = (exit: Exit.Exit<ReadonlyMap<K, V>, E>) => {
@@ -159,23 +176,34 @@ export const make = <K, V, E, R = never>(
     const load = (key: K, done: Done<V, E>): (() => boolean) => {
       // A function of its own, so that the same `done` may wait twice and leave once.
       const caller: Done<V, E> = (exit) => done(exit)
-      const callers = callersReading(key) ?? waiting.get(key)
+      const reading = callersReading(key)
+      if (reading !== undefined) {
+        // Read already: no connection to wait for.
+        reading.push(caller)
+        return nothingToLeave
+      }
+      if (!line.unsafeEnter()) {
+        done(refused)
+        return nothingToLeave
+      }
+      const callers = waiting.get(key)
       if (callers !== undefined) callers.push(caller)
       else {
         waiting.set(key, [caller])
         askForPermits()
       }
       return () => {
-        const line = waiting.get(key)
-        const at = line === undefined ? -1 : line.indexOf(caller)
-        if (line === undefined || at === -1) return false
-        line.splice(at, 1)
-        if (line.length === 0) waiting.delete(key)
+        const callers = waiting.get(key)
+        const at = callers === undefined ? -1 : callers.indexOf(caller)
+        if (callers === undefined || at === -1) return false
+        callers.splice(at, 1)
+        if (callers.length === 0) waiting.delete(key)
+        line.unsafeLeave(1)
         return true
       }
     }
 
-    const get = (key: K): Effect.Effect<Option.Option<V>, E> =>
+    const get = (key: K): Effect.Effect<Option.Option<V>, E | ReadQueueFull> =>
       Effect.async((resume) => {
         const leave = load(key, resume)
         return Effect.sync(leave)

@@ -5,7 +5,8 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { SingleBar } from "cli-progress"
-import { Cause, Console, Data, Duration, Effect, Exit, Option } from "effect"
+import { Cause, Console, Data, Duration, Effect, Exit, Option, Schedule } from "effect"
+import { randomUUID } from "node:crypto"
 import { pathToFileURL } from "node:url"
 import { RejectionKinds } from "../orders/Rejection.ts"
 import { parseCommandLine, UsageError } from "./CommandLine.ts"
@@ -15,8 +16,11 @@ export const USAGE = `Usage: npm run dlq -- replay [options]
 Sends parked messages back to the orders topic, through the running service
 (POST /dead-letters/replay): each selected letter's original key, bytes and headers, with
 replay.of (the letter's topic/partition/offset) and replay.at. The letters stay on the
-dead-letter topic. Safe to repeat: an order is stored once; one still invalid is parked
-again, naming its previous letter.
+dead-letter topic. Each letter is replayed once: a second run leaves out letters already
+sent back (--include-replayed takes them), and two runs at once never send the same one.
+Safe to repeat: an order is stored once; one still invalid is parked again, naming its
+previous letter. Each page is asked for with an Idempotency-Key, and asked again with the
+same key if the service could not be reached or was busy: a page is never sent twice.
 
 Replay needs the operator role. Unless the service runs open (auth.mode: none, as under
 npm start), give this command credentials in the environment, either
@@ -35,6 +39,9 @@ Options:
                           this runs — replayed ones parked again among them — are left out)
   --partition P --offset O
                           the one letter at this place on the dead-letter topic
+  --include-replayed      take letters replayed before as well (by default a letter the
+                          service has sent back once is left out; --partition/--offset
+                          always takes its letter)
   --dry-run               list what would be sent; send nothing
   --batch-size N          letters per request, 1..1000 (default: 500)
   -h, --help              show this text
@@ -53,6 +60,7 @@ export interface ReplayOptions {
   readonly url: string
   readonly selection: Record<string, string | number>
   readonly dryRun: boolean
+  readonly includeReplayed: boolean
   readonly batchSize: number
   readonly help: boolean
 }
@@ -84,6 +92,7 @@ export const parseOptions = (
       partition: { type: "string" },
       offset: { type: "string" },
       "dry-run": { type: "boolean" },
+      "include-replayed": { type: "boolean" },
       "batch-size": { type: "string" },
       help: { type: "boolean", short: "h" }
     })
@@ -132,7 +141,14 @@ export const parseOptions = (
     const url = (v.url ?? env["ORDER_SERVICE_URL"] ?? "http://localhost:8081").replace(/\/+$/, "")
     if (!/^https?:\/\/[^/]+/.test(url))
       return yield* usage(`--url must be an http(s) URL, got ${JSON.stringify(url)}`)
-    return { url, selection, dryRun: v["dry-run"] ?? false, batchSize, help }
+    return {
+      url,
+      selection,
+      dryRun: v["dry-run"] ?? false,
+      includeReplayed: v["include-replayed"] ?? false,
+      batchSize,
+      help
+    }
   })
 
 interface ReplayedLetter {
@@ -146,13 +162,26 @@ interface ReplayedLetter {
 interface ReplayPage {
   /** On the first page only. */
   readonly selected: number | null
+  /** On the first page only: letters of the selection sent back before. */
+  readonly already_replayed?: number | null
   readonly letters: ReadonlyArray<ReplayedLetter>
   readonly next_cursor: string | null
 }
 
 const REQUEST_TIMEOUT = Duration.minutes(2)
 
-const requestPage = (options: ReplayOptions, token: string | undefined, cursor: string | null) =>
+/** A page asked for again after an answer that says nothing was done, or none: at most this often. */
+const ATTEMPTS = 5
+
+/** Nothing was done, or it is not known: the same request (with its Idempotency-Key) may be sent again. */
+class Retryable extends Data.TaggedError("Retryable")<{ readonly message: string }> {}
+
+const requestPage = (
+  options: ReplayOptions,
+  token: string | undefined,
+  cursor: string | null,
+  idempotencyKey: string
+) =>
   Effect.gen(function* () {
     const response = yield* Effect.tryPromise({
       try: (signal) =>
@@ -161,39 +190,53 @@ const requestPage = (options: ReplayOptions, token: string | undefined, cursor: 
           headers: {
             "content-type": "application/json",
             accept: "application/json",
+            "idempotency-key": idempotencyKey,
             ...(token === undefined ? {} : { authorization: `Bearer ${token}` })
           },
           body: JSON.stringify({
             ...options.selection,
             dry_run: options.dryRun,
+            ...(options.includeReplayed ? { include_replayed: true } : {}),
             limit: options.batchSize,
             ...(cursor === null ? {} : { cursor })
           }),
           signal
         }),
       catch: (e) =>
-        new ServiceError({
+        new Retryable({
           message: `cannot reach the service at ${options.url}: ${(e as Error).message} — is it running? (--url)`
         })
     }).pipe(
       Effect.timeoutFail({
         duration: REQUEST_TIMEOUT,
-        onTimeout: () => new ServiceError({ message: `the service at ${options.url} did not answer in time` })
+        onTimeout: () => new Retryable({ message: `the service at ${options.url} did not answer in time` })
       })
     )
     const body = (yield* Effect.promise(() => response.json().catch(() => undefined))) as
       (Partial<ReplayPage> & { message?: string }) | undefined
     if (response.ok && body !== undefined) return body as ReplayPage
     const said = typeof body?.message === "string" ? `: ${body.message}` : ""
+    // Busy, not connected to Kafka yet, or the same page still running: ask again, same key.
+    if (response.status === 503 || response.status === 409)
+      return yield* new Retryable({ message: `the service answered HTTP ${response.status}${said}` })
     return yield* new ServiceError({
       message:
-        response.status === 401
-          ? `the service wants credentials${said}. Set ORDER_SERVICE_TOKEN (an API key or access token), or the client credentials (see --help).`
-          : response.status === 403
-            ? `the service refused${said}. Replay needs the operator role.`
-            : `the service answered HTTP ${response.status}${said}`
+        response.status === 422
+          ? `the service refused the page's Idempotency-Key${said}`
+          : response.status === 401
+            ? `the service wants credentials${said}. Set ORDER_SERVICE_TOKEN (an API key or access token), or the client credentials (see --help).`
+            : response.status === 403
+              ? `the service refused${said}. Replay needs the operator role.`
+              : `the service answered HTTP ${response.status}${said}`
     })
-  })
+  }).pipe(
+    Effect.retry({
+      while: (e) => e._tag === "Retryable",
+      times: ATTEMPTS - 1,
+      schedule: Schedule.exponential("1 second")
+    }),
+    Effect.catchTag("Retryable", (e) => Effect.fail(new ServiceError({ message: e.message })))
+  )
 
 const progressBar = (total: number) =>
   Effect.acquireRelease(
@@ -221,25 +264,31 @@ const MAX_LISTED = 200
 export const replay = (options: ReplayOptions, token: string | undefined) =>
   Effect.scoped(
     Effect.gen(function* () {
-      const first = yield* requestPage(options, token, null)
+      // One key per page: the run's, random, and the page's number.
+      const run = randomUUID()
+      let pages = 0
+      const ask = (cursor: string | null) => requestPage(options, token, cursor, `dlq-${run}-${++pages}`)
+      const first = yield* ask(null)
       const letters: Array<ReplayedLetter> = [...first.letters]
       const selected = first.selected ?? first.letters.length
+      const alreadyReplayed = first.already_replayed ?? 0
       const bar = yield* progressBar(selected)
       let cursor = first.next_cursor
       bar?.update(letters.length)
       while (cursor !== null) {
-        const page = yield* requestPage(options, token, cursor)
+        const page = yield* ask(cursor)
         letters.push(...page.letters)
         cursor = page.next_cursor
         bar?.update(letters.length)
       }
-      return { selected, letters }
+      return { selected, alreadyReplayed, letters }
     })
   )
 
 export const formatReport = (
-  result: { selected: number; letters: ReadonlyArray<ReplayedLetter> },
-  dryRun: boolean
+  result: { selected: number; alreadyReplayed?: number; letters: ReadonlyArray<ReplayedLetter> },
+  dryRun: boolean,
+  includeReplayed = false
 ) => {
   const lines = result.letters
     .slice(0, MAX_LISTED)
@@ -260,6 +309,8 @@ export const formatReport = (
       : `sent ${done} of ${result.selected} selected letters to the orders topic${kinds ? ` (${kinds})` : ""}`
   )
   if (refused > 0) lines.push(`refused ${refused} by the broker (see the service's log)`)
+  if (!includeReplayed && (result.alreadyReplayed ?? 0) > 0)
+    lines.push(`left out ${result.alreadyReplayed} replayed before (--include-replayed takes them)`)
   return { text: lines.join("\n"), refused }
 }
 
@@ -313,7 +364,7 @@ const main = Effect.gen(function* () {
   if (options.help) return yield* Console.log(USAGE)
   const token = yield* bearerToken(process.env)
   const result = yield* replay(options, token)
-  const report = formatReport(result, options.dryRun)
+  const report = formatReport(result, options.dryRun, options.includeReplayed)
   yield* Console.log(report.text)
   if (report.refused > 0) failureStatus = 1
 })

@@ -3,13 +3,13 @@
  * it gets from the provider by the client-credentials grant, and with the replay token of earlier
  * versions; and a service that will not start open on a network address.
  */
-import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { baseUrl, serviceStack } from "../support/app.ts"
 import { API_KEYS, authConfig, startProvider, type TestProvider } from "../support/auth.ts"
 import { TestDatabase } from "../support/database.ts"
+import { runDlq } from "../support/dlq.ts"
 import { readFixture } from "../support/fixtures.ts"
 import { eventually, freshTopics, produce } from "../support/kafka.ts"
 import { startService } from "../support/service.ts"
@@ -27,34 +27,6 @@ const stack = Layer.unwrapScoped(
     })
   })
 )
-
-/** `npm run dlq -- …` against the service under test, with `env` (and no credentials of the machine's). */
-const runDlq = (args: ReadonlyArray<string>, env: Record<string, string>) =>
-  Effect.flatMap(baseUrl, (url) =>
-    Effect.promise(
-      () =>
-        new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-          const child = spawn(
-            process.execPath,
-            ["--import", "tsx", "src/tools/dlq.ts", ...args, "--url", url],
-            {
-              env: {
-                ...process.env,
-                ORDER_SERVICE_TOKEN: "",
-                DEAD_LETTERS_REPLAY_TOKEN: "",
-                ORDER_SERVICE_OIDC_ISSUER: "",
-                ...env
-              }
-            }
-          )
-          let stdout = ""
-          let stderr = ""
-          child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
-          child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
-          child.on("close", (code) => resolve({ code, stdout, stderr }))
-        })
-    )
-  )
 
 /** The letters parked under `key`, as an operator lists them. */
 const lettersUnder = (key: string) =>

@@ -19,7 +19,7 @@ describe("the permits of reads for clients", () => {
           })
         )
       // Forked one after another, so that they ask in this order.
-      const fibers: Array<Fiber.RuntimeFiber<void>> = []
+      const fibers: Array<Fiber.RuntimeFiber<void, unknown>> = []
       for (let i = 0; i < 8; i++) fibers.push(yield* Effect.fork(work(i)))
       yield* Fiber.joinAll(fibers)
       expect(most).toBe(2)

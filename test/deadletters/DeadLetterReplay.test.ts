@@ -1,12 +1,27 @@
 /**
- * Replay's pure parts: what a replayed message carries, and who may ask for one. Reading a letter
- * off the topic into the index, too. No servers: see replay.test.ts for the real broker.
+ * Replay's parts: what a replayed message carries; reading a letter off the topic into the index;
+ * and, on a real PostgreSQL with a fake broker, how a replay pages, claims and records letters.
+ * See replay.test.ts for the real broker.
  */
-import { describe, expect, it } from "@effect/vitest"
+import { randomBytes } from "node:crypto"
+import { describe, expect, it, layer } from "@effect/vitest"
+import { ConfigProvider, Duration, Effect, Layer, Option } from "effect"
 import type { KafkaMessage } from "kafkajs"
-import { letterFromMessage, parsePosition } from "../../src/deadletters/DeadLetterIndex.ts"
-import { replayMessage } from "../../src/deadletters/DeadLetterReplay.ts"
-import { DeadLetterHeaders, toKafkaMessage } from "../../src/kafka/DeadLetters.ts"
+import {
+  DeadLetterIndex,
+  letterFromMessage,
+  parsePosition,
+  type IndexedLetter,
+  type Selection
+} from "../../src/deadletters/DeadLetterIndex.ts"
+import {
+  DeadLetterReplay,
+  replayMessage,
+  type ReplayOptions,
+  type ReplayResult
+} from "../../src/deadletters/DeadLetterReplay.ts"
+import { DeadLetterHeaders, ReplayHeaders, toKafkaMessage } from "../../src/kafka/DeadLetters.ts"
+import { TestDatabase } from "../support/database.ts"
 
 const parkedAt = new Date("2026-11-30T08:00:00.123Z")
 
@@ -109,4 +124,248 @@ describe("a replayed message", () => {
     )
     expect(message.headers?.["tag"]).toEqual([Buffer.from("a"), Buffer.from("b")])
   })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Replay on the index in a real PostgreSQL, sending to a fake broker (`target` below) that can
+// park what it is sent again, refuse some, or take its time: see replay.test.ts for Kafka.
+
+/** `dead_letters.replay_page_bytes` for these tests. */
+const PAGE_BYTES = 10_000
+
+/** What the fake broker does with a replayed message; tests set it, one at a time. */
+const broker = {
+  /** Refuse the messages whose key this says. */
+  refuses: (_key: string): boolean => false,
+  /** Park each message again, as the pipeline would one still invalid: a new letter of now. */
+  parksAgain: false,
+  delay: Duration.zero,
+  sent: [] as Array<{ readonly key: string; readonly replayOf: string }>
+}
+
+let nextOffset = 1_000
+
+const letterOf = (kind: string, valueBytes: number, failedAt: Date, replayOf: string | null = null) => {
+  const offset = String(nextOffset++)
+  return {
+    partition: 0,
+    offset,
+    kind,
+    detail: "still wrong",
+    failedAt,
+    source: null,
+    key: Buffer.from(`k-${offset}`),
+    value: Buffer.alloc(valueBytes, 0x61),
+    headers: [],
+    orderUid: null,
+    replayOf
+  } satisfies IndexedLetter
+}
+
+const fakeBroker = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const index = yield* DeadLetterIndex
+    const replay = yield* DeadLetterReplay
+    yield* replay.attach({
+      deadLetterTopic: "orders.dlq",
+      send: (messages) =>
+        Effect.gen(function* () {
+          yield* Effect.sleep(broker.delay)
+          const taken = messages.map((m) => !broker.refuses(String(m.key)))
+          for (const [i, m] of messages.entries()) {
+            if (!taken[i]) continue
+            const replayOf = String((m.headers ?? {})[ReplayHeaders.of])
+            broker.sent.push({ key: String(m.key), replayOf })
+            if (broker.parksAgain) {
+              const kind = String(m.key).split("|")[0]!
+              const copy = letterOf(kind, Buffer.byteLength(m.value as Buffer), new Date(), replayOf)
+              yield* index.upsert([{ ...copy, key: Buffer.from(`${kind}|copy-${copy.offset}`) }])
+            }
+          }
+          return taken
+        }).pipe(Effect.orDie)
+    })
+  })
+)
+
+const replayStack = fakeBroker.pipe(
+  Layer.provideMerge(DeadLetterReplay.Default),
+  Layer.provideMerge(DeadLetterIndex.Default),
+  Layer.provideMerge(TestDatabase),
+  Layer.provide(
+    Layer.setConfigProvider(ConfigProvider.fromJson({ dead_letters: { replay_page_bytes: PAGE_BYTES } }))
+  )
+)
+
+/** Letters of a kind of their own (so tests do not see each other's), keyed `kind|…`. */
+const parkLetters = (
+  sizes: ReadonlyArray<number>,
+  failedAt = (i: number) => new Date(Date.now() - 60_000 + i)
+) =>
+  Effect.gen(function* () {
+    const kind = `test-${randomBytes(4).toString("hex")}`
+    const letters = sizes.map((size, i) => {
+      const l = letterOf(kind, size, failedAt(i))
+      return { ...l, key: Buffer.from(`${kind}|${l.offset}`) }
+    })
+    yield* (yield* DeadLetterIndex).upsert(letters)
+    return { kind, letters, keys: letters.map((l) => l.key.toString()) }
+  })
+
+const options = (o: Partial<ReplayOptions> = {}): ReplayOptions => ({
+  dryRun: false,
+  limit: 500,
+  cursor: Option.none(),
+  includeReplayed: false,
+  requestedBy: "test",
+  ...o
+})
+
+/** A run: its pages, following next_cursor to the end (failing past `maxPages`). */
+const runAll = (selection: Selection, o: Partial<ReplayOptions> = {}, maxPages = 20) =>
+  Effect.gen(function* () {
+    const replay = yield* DeadLetterReplay
+    const pages: Array<ReplayResult> = []
+    let cursor = Option.none<string>()
+    do {
+      if (pages.length === maxPages) throw new Error(`the run did not end within ${maxPages} pages`)
+      const page = yield* replay.replay(selection, options({ ...o, cursor }))
+      pages.push(page)
+      cursor = page.nextCursor
+    } while (Option.isSome(cursor))
+    return pages
+  })
+
+const keysOf = (pages: ReadonlyArray<ReplayResult>, outcome?: string) =>
+  pages
+    .flatMap((p) => p.letters.filter((l) => outcome === undefined || l.outcome === outcome))
+    .map((l) => l.letter.key!.toString())
+
+const resetBroker = () => {
+  broker.refuses = () => false
+  broker.parksAgain = false
+  broker.delay = Duration.zero
+  broker.sent.length = 0
+}
+
+layer(replayStack, { timeout: "60 seconds" })("replay on the index", (it) => {
+  it.effect(
+    "following next_cursor ends, and never takes the copies its own letters parked again (the first page fixes until)",
+    () =>
+      Effect.gen(function* () {
+        resetBroker()
+        broker.parksAgain = true
+        const { kind, keys } = yield* parkLetters([10, 10, 10, 10, 10])
+        // No until given: the first page fixes it; each page sends two, whose copies are parked
+        // (newer than every letter, so after the cursor) before the next page is asked for.
+        const pages = yield* runAll({ _tag: "Filter", kind }, { limit: 2 })
+        expect(pages.map((p) => p.letters.length)).toEqual([2, 2, 1])
+        expect(keysOf(pages, "sent")).toEqual(keys)
+        expect(broker.sent.every((s) => !s.key.includes("copy"))).toBe(true)
+        const until = Option.getOrThrow(pages[0]!.until).getTime()
+        expect(pages.every((p) => Option.getOrThrow(p.until).getTime() === until)).toBe(true)
+        // The copies are there, parked after the run began: the next run's letters.
+        const next = yield* runAll({ _tag: "Filter", kind }, { dryRun: true })
+        expect(keysOf(next).every((k) => k.includes("copy"))).toBe(true)
+        expect(keysOf(next)).toHaveLength(5)
+      })
+  )
+
+  it.effect(
+    "a second run leaves out the letters already replayed, and says how many; include_replayed takes them; refused ones are taken again",
+    () =>
+      Effect.gen(function* () {
+        resetBroker()
+        const { kind, keys } = yield* parkLetters([10, 10, 10, 10])
+        broker.refuses = (key) => key === keys[3]
+        const first = yield* runAll({ _tag: "Filter", kind })
+        expect(keysOf(first, "sent")).toEqual(keys.slice(0, 3))
+        expect(keysOf(first, "failed")).toEqual([keys[3]])
+        expect(first[0]).toMatchObject({ selected: Option.some(4), alreadyReplayed: Option.some(0) })
+
+        broker.refuses = () => false
+        const second = yield* runAll({ _tag: "Filter", kind })
+        expect(keysOf(second, "sent")).toEqual([keys[3]])
+        expect(second[0]).toMatchObject({ selected: Option.some(1), alreadyReplayed: Option.some(3) })
+
+        const third = yield* runAll({ _tag: "Filter", kind })
+        expect(keysOf(third)).toEqual([])
+        expect(third[0]).toMatchObject({ selected: Option.some(0), alreadyReplayed: Option.some(4) })
+
+        const again = yield* runAll({ _tag: "Filter", kind }, { includeReplayed: true })
+        expect(keysOf(again, "sent")).toEqual(keys)
+        expect(again[0]).toMatchObject({ selected: Option.some(4), alreadyReplayed: Option.some(4) })
+        expect(broker.sent.map((s) => s.key)).toEqual([...keys.slice(0, 3), keys[3], ...keys])
+      })
+  )
+
+  it.effect("two runs at once never send the same letter: a claim takes each letter for one of them", () =>
+    Effect.gen(function* () {
+      resetBroker()
+      const { kind, keys } = yield* parkLetters(Array.from({ length: 12 }, () => 10))
+      const index = yield* DeadLetterIndex
+      // Both have chosen the same page before either claims it: the claims split it.
+      const selection: Selection = { _tag: "Filter", kind }
+      const page = { limit: 500, maxBytes: PAGE_BYTES, includeReplayed: false, cursor: Option.none<string>() }
+      const [a, b] = yield* Effect.all([
+        index.select(selection, page, new Date()),
+        index.select(selection, page, new Date())
+      ])
+      expect(a!.letters).toHaveLength(12)
+      expect(b!.letters).toEqual(a!.letters)
+      const claims = yield* Effect.all(
+        [
+          index.claim(a!.letters, false, Duration.minutes(1)),
+          index.claim(b!.letters, false, Duration.minutes(1))
+        ],
+        { concurrency: 2 }
+      )
+      const claimed = claims.flatMap((c) => c.letters.map((l) => l.key!.toString()))
+      expect(claimed.sort()).toEqual([...keys].sort())
+      // Held: a replay now takes none of them.
+      const meanwhile = yield* runAll(selection)
+      expect(keysOf(meanwhile)).toEqual([])
+      for (const c of claims)
+        yield* index.settle(
+          c.token,
+          c.letters.map((l) => ({ ...l, sent: false })),
+          new Date()
+        )
+
+      // Two whole runs at once, each sending slowly, page by page.
+      broker.delay = Duration.millis(100)
+      const runs = yield* Effect.all([runAll(selection, { limit: 3 }), runAll(selection, { limit: 3 })], {
+        concurrency: 2
+      })
+      const sent = broker.sent.map((s) => s.key)
+      expect([...sent].sort()).toEqual([...keys].sort())
+      expect(runs.flatMap((r) => keysOf(r, "sent")).sort()).toEqual([...keys].sort())
+    })
+  )
+
+  it.effect("letters held by a replay that died are taken again once the hold runs out", () =>
+    Effect.gen(function* () {
+      resetBroker()
+      const { kind, keys, letters } = yield* parkLetters([10, 10])
+      const index = yield* DeadLetterIndex
+      yield* index.claim(letters, false, Duration.millis(1))
+      yield* Effect.sleep("50 millis")
+      expect(keysOf(yield* runAll({ _tag: "Filter", kind }), "sent")).toEqual(keys)
+    })
+  )
+
+  it.effect(
+    "a page stops before the letter that would take it past replay_page_bytes, with at least one letter, and next_cursor leads on",
+    () =>
+      Effect.gen(function* () {
+        resetBroker()
+        // Each letter is its value, key and headers: 3,000 + 20 bytes or so, so three make a page.
+        const { kind, keys } = yield* parkLetters([3_000, 3_000, 3_000, 3_000, 25_000, 100])
+        const pages = yield* runAll({ _tag: "Filter", kind })
+        expect(pages.map((p) => p.letters.length)).toEqual([3, 1, 1, 1])
+        expect(keysOf(pages, "sent")).toEqual(keys)
+        const dry = yield* runAll({ _tag: "Filter", kind }, { dryRun: true, includeReplayed: true, limit: 2 })
+        expect(dry.map((p) => p.letters.length)).toEqual([2, 1, 1, 1, 1])
+      })
+  )
 })

@@ -3,6 +3,7 @@ import { Effect } from "effect"
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from "jose"
 import * as client from "openid-client"
 import * as LocalOidc from "../../src/local/LocalOidc.ts"
+import { cookieJar } from "../support/auth.ts"
 
 /** Nothing listens there: the test reads the code from the `Location` that points to it. */
 const REDIRECT_URI = "http://127.0.0.1:45678/auth/callback"
@@ -24,25 +25,6 @@ const verifyAccessToken = (config: client.Configuration, token: string) =>
       algorithms: ["RS256"]
     })
   })
-
-/** A browser's cookies, by hand: every cookie goes to every path of the provider (enough here). */
-const cookieJar = () => {
-  const cookies = new Map<string, string>()
-  return {
-    header: () => [...cookies].map(([name, value]) => `${name}=${value}`).join("; "),
-    take: (response: Response) => {
-      for (const line of response.headers.getSetCookie()) {
-        const [pair = "", ...attributes] = line.split(";")
-        const at = pair.indexOf("=")
-        const name = pair.slice(0, at).trim()
-        const value = pair.slice(at + 1).trim()
-        const expired = attributes.some((a) => /^\s*expires=.*1970/i.test(a))
-        if (value === "" || expired) cookies.delete(name)
-        else cookies.set(name, value)
-      }
-    }
-  }
-}
 
 type Jar = ReturnType<typeof cookieJar>
 

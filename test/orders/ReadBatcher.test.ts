@@ -127,8 +127,8 @@ describe("ReadBatcher", () => {
       // Someone else (a page of recent orders, say) holds the only permit.
       permits.unsafeAcquire(() => {})
       const answered: Array<string> = []
-      const answer = (name: string) => (exit: Exit.Exit<Option.Option<number>, string>) =>
-        answered.push(`${name}=${Exit.isSuccess(exit) ? Option.getOrNull(exit.value) : "failed"}`)
+      const answer = (name: string) => (exit: Exit.Exit<Option.Option<number>, unknown>) =>
+        void answered.push(`${name}=${Exit.isSuccess(exit) ? Option.getOrNull(exit.value) : "failed"}`)
       batcher.load("k1", answer("first"))
       const leave = batcher.load("k2", answer("gone"))
       batcher.load("k3", answer("third"))
