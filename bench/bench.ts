@@ -46,7 +46,7 @@ import type { OrderJson } from "../src/orders/Order.ts"
 import { RejectionKinds } from "../src/orders/Rejection.ts"
 import { generateOrders } from "../src/tools/OrderGenerator.ts"
 import { acquire } from "../test/support/scoped.ts"
-import { requireWrk, wrk } from "./wrk.ts"
+import { parseWrk, requireWrk, wrk } from "./wrk.ts"
 
 const INGEST_N = Number(process.env["BENCH_INGEST_N"] ?? 200_000)
 const INGEST_PER_MESSAGE_N = Number(process.env["BENCH_INGEST_PER_MESSAGE_N"] ?? 20_000)
@@ -1364,6 +1364,20 @@ const scrapeSeries = async (base: string, name: string): Promise<Record<string, 
 /** `{reason="connections"}` → `connections`. */
 const reasonOf = (labels: string) => /reason="([^"]*)"/.exec(labels)?.[1] ?? labels
 
+/**
+ * Connections waiting to be accepted on the listening socket of `port` (its Recv-Q, from
+ * /proc/net/tcp): past the listen backlog (511) new ones are not answered at all.
+ */
+const acceptQueueOf = (port: number): number => {
+  const local = `:${port.toString(16).toUpperCase().padStart(4, "0")}`
+  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/)
+    // local_address rem_address st tx_queue:rx_queue; 0A: listening
+    if (f[1]?.endsWith(local) && f[3] === "0A") return parseInt(f[4]!.split(":")[1]!, 16)
+  }
+  return 0
+}
+
 const fdsOf = (pid: number) => {
   try {
     return readdirSync(`/proc/${pid}/fd`).length
@@ -1425,7 +1439,7 @@ const idleLiveClients = async (port: number, n: number, lastEventId: string) => 
       socket.once("close", () => {
         clearTimeout(settle)
         sockets.delete(socket)
-        if (status === -1) note("closed unanswered")
+        if (status === -1) note("no answer")
         else if (status === 200 && !closing) closedByService++
         resolve()
       })
@@ -1502,28 +1516,57 @@ const slowClients = (port: number, n: number) => {
 
 /** The service's RSS, descriptors and gauges every 500 ms, as the highest values in a window. */
 const overloadSampler = (pid: number, base: string) => {
+  const port = Number(new URL(base).port)
   let window = { rssMb: 0, fds: 0, liveClients: 0, readsQueued: 0 }
   /** When each shed reason was first counted, ms after `mark`. */
   const firstShed = new Map<string, number>()
   let mark = Date.now()
   let busy = false
+  /** A line a second: where the service is (CPU, loop delay, what it holds), from `mark` on. */
+  const timeline: Array<Record<string, number>> = []
+  let tick = 0
+  let last = { at: Date.now(), cpu: cpuSecondsOf([pid]), machine: machineTicks() }
+  let loopMaxMs = 0
+  let liveNow = 0
   const timer = setInterval(() => {
+    let rss = 0
     try {
-      window.rssMb = Math.max(window.rssMb, rssMbOf(pid))
+      rss = rssMbOf(pid)
     } catch {
       // the service has exited
     }
-    window.fds = Math.max(window.fds, fdsOf(pid))
-    if (busy) return // a scrape the service has not answered yet: no pile of them
+    const fds = fdsOf(pid)
+    window.rssMb = Math.max(window.rssMb, rss)
+    window.fds = Math.max(window.fds, fds)
+    if (++tick % 2 === 0) {
+      const now = { at: Date.now(), cpu: cpuSecondsOf([pid]), machine: machineTicks() }
+      timeline.push({
+        at: now.at,
+        "service CPU %": round((100 * (now.cpu - last.cpu)) / ((now.at - last.at) / 1000)),
+        "machine busy %": round(
+          (100 * (now.machine.busy - last.machine.busy)) / Math.max(1, now.machine.total - last.machine.total)
+        ),
+        "loop delay max ms (scraped)": loopMaxMs,
+        rss_mb: rss,
+        fds,
+        "accept queue": acceptQueueOf(port),
+        live_clients: liveNow
+      })
+      last = now
+    }
+    // A scrape a second (it costs the service too), none while one is unanswered.
+    if (busy || tick % 2 === 1) return
     busy = true
     fetch(`${base}/metrics`, { signal: AbortSignal.timeout(2_000) })
       .then((r) => r.text())
       .then((text) => {
         for (const line of text.split("\n")) {
           const value = Number(line.split(" ").at(-1))
-          if (line.startsWith("live_clients ") || line.startsWith("live_clients{"))
+          if (line.startsWith("nodejs_eventloop_lag_max_seconds ")) loopMaxMs = round(value * 1000)
+          if (line.startsWith("live_clients ") || line.startsWith("live_clients{")) {
+            liveNow = value
             window.liveClients = Math.max(window.liveClients, value)
-          else if (line.startsWith("client_reads_queued ") || line.startsWith("client_reads_queued{"))
+          } else if (line.startsWith("client_reads_queued ") || line.startsWith("client_reads_queued{"))
             window.readsQueued = Math.max(window.readsQueued, value)
           else if (line.startsWith("http_shed_requests_total{") && value > 0) {
             const reason = reasonOf(line)
@@ -1542,6 +1585,8 @@ const overloadSampler = (pid: number, base: string) => {
       mark = Date.now()
       return ended
     },
+    /** The lines a second since `next` was last called, and a fresh start. */
+    timeline: () => timeline.splice(0),
     firstShed,
     stop: () => clearInterval(timer)
   }
@@ -1588,6 +1633,15 @@ const overload = async (env: Env) => {
   const base = `http://127.0.0.1:${port}`
   const topic = `bench-overload-${port}`
   await produceAll(env.kafka.bootstrapServers, topic, []) // the topics, nothing in them
+  // How many messages the producer has sent so far: the topic's offsets (what ingest could store).
+  const admin = new Kafka({
+    clientId: "bench",
+    brokers: env.kafka.bootstrapServers.split(","),
+    logLevel: logLevel.NOTHING
+  }).admin()
+  await admin.connect()
+  const sentSoFar = async () =>
+    (await admin.fetchTopicOffsets(topic)).reduce((sum, p) => sum + Number(p.high), 0)
   const service = startOnTopic(url, port, topic, {
     KAFKA_BROKERS: env.kafka.bootstrapServers,
     CACHE_WARM_COUNT: String(HTTP_ORDERS),
@@ -1645,17 +1699,23 @@ const overload = async (env: Env) => {
     sampler = overloadSampler(service.pid!, base)
 
     /** The figures of one stretch: hits under wrk, orders stored a second, the sampler's highs. */
-    const stretch = async (hits: Awaited<ReturnType<typeof wrk>>, from: { at: number; stored: number }) => {
-      const stored = await metric(base, "ingest_orders_stored_total")
+    const stretch = async (
+      hits: Awaited<ReturnType<typeof wrk>>,
+      from: { at: number; stored: number; sent: number }
+    ) => {
+      const to = await storedNow()
+      const seconds = (to.at - from.at) / 1000
       return {
         hits,
-        ingestPerS: (stored - from.stored) / ((Date.now() - from.at) / 1000),
+        ingestPerS: (to.stored - from.stored) / seconds,
+        sentPerS: (to.sent - from.sent) / seconds,
         ...sampler!.next()
       }
     }
     const storedNow = async () => ({
       at: Date.now(),
-      stored: await metric(base, "ingest_orders_stored_total")
+      stored: await metric(base, "ingest_orders_stored_total"),
+      sent: await sentSoFar()
     })
 
     // Quiet.
@@ -1683,17 +1743,23 @@ const overload = async (env: Env) => {
       `overload: abuse, ${hold} s: ${liveN} idle live clients (Last-Event-ID ${lastEventId}), ` +
         `${OVERLOAD_SLOW} slow-header connections, ${OVERLOAD_SEARCH} searching a key ${OVERLOAD_SHARED} orders share…`
     )
+    sampler.timeline() // from here on
     const abuseStarted = Date.now()
+    const step = (what: string) => console.log(`  ${round((Date.now() - abuseStarted) / 1000, 1)} s: ${what}`)
     sampler.next()
     from = await storedNow()
-    const searchRun = wrk(base, [`/orders/search?q=${encodeURIComponent(sharedEmail)}`], {
-      connections: OVERLOAD_SEARCH,
-      seconds: hold,
-      name: "overload-search",
-      headers: { accept: "application/json" }
-    })
+    const searchRun =
+      OVERLOAD_SEARCH > 0
+        ? wrk(base, [`/orders/search?q=${encodeURIComponent(sharedEmail)}`], {
+            connections: OVERLOAD_SEARCH,
+            seconds: hold,
+            name: "overload-search",
+            headers: { accept: "application/json" }
+          })
+        : Promise.resolve({ ...parseWrk(""), rps: 0, report: "" })
     const slow = slowClients(port, OVERLOAD_SLOW)
     const liveFeed = await idleLiveClients(port, liveN, lastEventId)
+    step(`${liveFeed.open()} live clients open (${JSON.stringify(liveFeed.answered)})`)
     abuse = {
       close: () => {
         liveFeed.close()
@@ -1702,12 +1768,31 @@ const overload = async (env: Env) => {
     }
     await slow.opened
     const openedS = (Date.now() - abuseStarted) / 1000
-    const abuseHits = await wrk(base, hitPaths, {
+    step(`${slow.open()} slow connections open; hits under wrk`)
+    const hitSeconds = Math.max(3, Math.round(hold - openedS))
+    const measuredHits = await wrk(base, hitPaths, {
       connections: 50,
-      seconds: Math.max(3, Math.round(hold - openedS)),
+      seconds: hitSeconds,
       name: "overload-hits"
     })
+    step(`hits measured: ${round(measuredHits.rps)} req/s`)
+    // Not one answer in the window: every wait was longer than it, which is what p99 is taken as.
+    const noHitAnswered = !(measuredHits.rps > 0)
+    const abuseHits = noHitAnswered
+      ? {
+          ...measuredHits,
+          rps: 0,
+          p50Ms: hitSeconds * 1000,
+          p90Ms: hitSeconds * 1000,
+          p99Ms: hitSeconds * 1000
+        }
+      : measuredHits
+    if (noHitAnswered)
+      console.log(
+        `  not one hit was answered in ${hitSeconds} s: p99 is taken as ${hitSeconds} s (a lower bound)`
+      )
     const search = await searchRun
+    step("search measured")
     const abused = await stretch(abuseHits, from)
     const held = {
       live: liveFeed.open(),
@@ -1721,6 +1806,7 @@ const overload = async (env: Env) => {
     const firstShed = [...sampler.firstShed.entries()].sort((a, b) => a[1] - b[1])
     abuse.close()
     abuse = undefined
+    step("abuse stopped")
     const abuseEnded = Date.now()
 
     // Recovery: 1 s windows of hits until p99 and RSS are near the quiet figures (60 s at most).
@@ -1743,9 +1829,18 @@ const overload = async (env: Env) => {
       }
     }
     sampler.next()
+    table(
+      "… a line a second from the abuse's start: the service's CPU, its event loop's delay, what it holds",
+      sampler.timeline().map(({ at, ...line }) => ({ s: round((at! - abuseStarted) / 1000, 1), ...line }))
+    )
 
     // Every message settled: orders stored = valid orders produced, none twice.
-    const exit = await Promise.race([produced, sleep(120_000).then(() => "timeout" as const)])
+    let giveUp: NodeJS.Timeout | undefined
+    const exit = await Promise.race([
+      produced,
+      new Promise<string>((resolve) => (giveUp = setTimeout(() => resolve("timeout"), 120_000)))
+    ])
+    clearTimeout(giveUp)
     if (exit !== 0) throw new Error(`the producer ended with ${exit}`)
     const valid = /valid\s+(\d+), of which (\d+) duplicates/.exec(producerOutput)
     if (valid === null) throw new Error(`no summary from the producer:\n${producerOutput}`)
@@ -1774,9 +1869,10 @@ const overload = async (env: Env) => {
     const row = (name: string, s: typeof quiet, extra: Record<string, string | number>) => ({
       run: name,
       "hit req/s": round(s.hits.rps),
-      hit_p50_ms: round(s.hits.p50Ms, 2),
-      hit_p99_ms: round(s.hits.p99Ms, 2),
+      hit_p50_ms: s.hits.rps > 0 ? round(s.hits.p50Ms, 2) : "—",
+      hit_p99_ms: s.hits.rps > 0 ? round(s.hits.p99Ms, 2) : `≥ ${round(s.hits.p99Ms)} (none answered)`,
       hit_errors_or_non2xx: s.hits.non2xx + s.hits.socketErrors,
+      "messages sent/s (producer)": round(s.sentPerS),
       "ingest orders/s": round(s.ingestPerS),
       rss_max_mb: s.rssMb,
       fds_max: s.fds,
@@ -1857,6 +1953,8 @@ const overload = async (env: Env) => {
       overload_rss_mb: abused.rssMb,
       overload_max_fds: abused.fds,
       overload_recover_s: round(recoverS ?? 60, 1),
+      overload_recover_p99_s: round(p99RecoverS ?? -1, 1),
+      overload_recover_rss_s: round(rssRecoverS ?? -1, 1),
       overload_recovered: recoverS === undefined ? 0 : 1,
       overload_orders_exact: exact ? 1 : 0,
       ...Object.fromEntries(Object.entries(sheds).map(([reason, n]) => [`overload_shed_${reason}`, n])),
@@ -1870,6 +1968,7 @@ const overload = async (env: Env) => {
     abuse?.close()
     sampler?.stop()
     if (producer !== undefined && producer.exitCode === null) producer.kill("SIGTERM")
+    await admin.disconnect().catch(() => undefined)
     await stopService(service)
   }
 }

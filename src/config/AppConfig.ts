@@ -160,7 +160,7 @@ export const LiveConfig = Config.all({
   /** Clients at most from one remote address; past it 503 (`live_clients_per_address`). */
   maxClientsPerAddress: positiveInt("max_clients_per_address").pipe(Config.withDefault(50)),
   /** Bytes a client may have waiting, a resumed backlog included; past it `dropped` (a resume: `gap`). */
-  clientBufferBytes: positiveInt("client_buffer_bytes").pipe(Config.withDefault(1024 * 1024)),
+  clientBufferBytes: positiveInt("client_buffer_bytes").pipe(Config.withDefault(256 * 1024)),
   /** How long a client's connection may take nothing while bytes wait for it; then `dropped`. */
   drainTimeout: positiveDuration("drain_timeout").pipe(Config.withDefault(Duration.seconds(30)))
 }).pipe(Config.nested("live"))

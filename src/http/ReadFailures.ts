@@ -30,7 +30,9 @@ export const UNREACHABLE_MESSAGE = "the database cannot be reached"
 export const readQueueFullAnswer: Answer = retryAfterOneSecond(
   json(
     503,
-    encodeOverloaded(new Overloaded({ message: READ_QUEUE_FULL_MESSAGE, limit: "database.client_read_queue" }))
+    encodeOverloaded(
+      new Overloaded({ message: READ_QUEUE_FULL_MESSAGE, limit: "database.client_read_queue" })
+    )
   )
 )
 
@@ -63,7 +65,11 @@ export const responseOf = (answer: Answer): HttpServerResponse.HttpServerRespons
   }
   return answer.body === undefined
     ? HttpServerResponse.empty({ status: answer.status, headers })
-    : HttpServerResponse.text(answer.body, { status: answer.status, contentType: "application/json", headers })
+    : HttpServerResponse.text(answer.body, {
+        status: answer.status,
+        contentType: "application/json",
+        headers
+      })
 }
 
 /**
@@ -73,10 +79,19 @@ export const responseOf = (answer: Answer): HttpServerResponse.HttpServerRespons
  */
 export const answerReadFailures = <A, E, R>(
   effect: Effect.Effect<A, E, R>
-): Effect.Effect<A | HttpServerResponse.HttpServerResponse, Exclude<E, SqlError | ReadQueueFull> | Unavailable, R> =>
+): Effect.Effect<
+  A | HttpServerResponse.HttpServerResponse,
+  Exclude<E, SqlError | ReadQueueFull> | Unavailable,
+  R
+> =>
   Effect.catchAll(
     effect,
-    (error): Effect.Effect<HttpServerResponse.HttpServerResponse, Exclude<E, SqlError | ReadQueueFull> | Unavailable> => {
+    (
+      error
+    ): Effect.Effect<
+      HttpServerResponse.HttpServerResponse,
+      Exclude<E, SqlError | ReadQueueFull> | Unavailable
+    > => {
       if (!isReadFailure(error)) return Effect.fail(error as Exclude<E, SqlError | ReadQueueFull>)
       const answer = readFailedAnswer(error)
       return answer === unreachableAnswer

@@ -550,8 +550,10 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         if (Option.isNone(after)) return done(Exit.fail(new InvalidCursor({ message: INVALID_CURSOR })))
       }
       const [text, values] = rangeStatement(query, after).compile()
-      pool.clientQuery<SummaryRow>({ name: statementName(text), text, values: [...values] }, (cause, result) =>
-        done(cause ? Exit.fail(failedStatement(cause)) : Exit.succeed(pageOf(result!.rows, query.limit)))
+      pool.clientQuery<SummaryRow>(
+        { name: statementName(text), text, values: [...values] },
+        (cause, result) =>
+          done(cause ? Exit.fail(failedStatement(cause)) : Exit.succeed(pageOf(result!.rows, query.limit)))
       )
     }
 

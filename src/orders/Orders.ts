@@ -150,21 +150,24 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
               return done(Exit.die("a search by keys came back without its page"))
             done(Either.match(exit.value.value, { onLeft: Exit.fail, onRight: Exit.succeed }))
           })
-        : reads.unsafeRead(() => {
-            // The permit goes back, and `done` is called, once, whichever way the search ends.
-            let settled = false
-            const settle = (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => {
-              if (settled) return
-              settled = true
-              reads.release()
-              done(exit)
-            }
-            try {
-              repository.unsafeSearch(query, settle)
-            } catch (defect) {
-              settle(Exit.die(defect))
-            }
-          }, () => done(Exit.fail(readQueueFull)))
+        : reads.unsafeRead(
+            () => {
+              // The permit goes back, and `done` is called, once, whichever way the search ends.
+              let settled = false
+              const settle = (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => {
+                if (settled) return
+                settled = true
+                reads.release()
+                done(exit)
+              }
+              try {
+                repository.unsafeSearch(query, settle)
+              } catch (defect) {
+                settle(Exit.die(defect))
+              }
+            },
+            () => done(Exit.fail(readQueueFull))
+          )
 
     /** `unsafeSearch` as an Effect; interrupted while it waits for a permit, it leaves the line. */
     const search = (

@@ -1,6 +1,14 @@
+import { SqlClient } from "@effect/sql"
+import { SqlError } from "@effect/sql/SqlError"
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber } from "effect"
-import { makePermits } from "../../src/db/ClientReads.ts"
+import { Deferred, Effect, Either, Fiber, Layer, Redacted } from "effect"
+import { makePermits, readQueueFull } from "../../src/db/ClientReads.ts"
+import * as Database from "../../src/db/Database.ts"
+import { isStatementCancelled } from "../../src/db/SqlErrors.ts"
+import { answerReadFailures, readFailedAnswer } from "../../src/http/ReadFailures.ts"
+import { scrape } from "../../src/observability/Prometheus.ts"
+import { createTestDatabase } from "../support/database.ts"
+import { metricValue, parseMetrics } from "../support/metrics.ts"
 
 describe("the permits of reads for clients", () => {
   it.live("at most `permits` run at once, and those waiting start in the order they came", () =>
@@ -134,5 +142,114 @@ describe("the permits of reads for clients", () => {
     permits.unsafeAcquire(() => void granted.push(-2))
     permits.unsafeAcquire(() => void granted.push(-3))
     expect(granted.slice(expected.length)).toEqual([-1, -2])
+  })
+})
+
+describe("the line of reads for clients (database.client_read_queue)", () => {
+  const shedReadQueue = Effect.map(scrape, (text) =>
+    metricValue(parseMetrics(text), "http_shed_requests_total", { reason: "read_queue" })
+  )
+  const queued = Effect.map(scrape, (text) => metricValue(parseMetrics(text), "client_reads_queued"))
+
+  it.live(
+    "past the bound a read is refused at once, counted as shed; the gauge shows the line and empties",
+    () =>
+      Effect.gen(function* () {
+        const permits = makePermits(1, 2)
+        // The only permit is held: reads wait.
+        permits.unsafeAcquire(() => {})
+        const shedBefore = yield* shedReadQueue
+        const queuedBefore = yield* queued
+        const first = yield* Effect.fork(permits.run(Effect.succeed("first")))
+        const second = yield* Effect.fork(permits.run(Effect.succeed("second")))
+        yield* Effect.sleep("5 millis")
+        expect(permits.line.size()).toBe(2)
+        expect((yield* queued) - queuedBefore).toBe(2)
+
+        // The third is refused at once, without waiting for anyone; a read without an Effect too.
+        expect(
+          yield* Effect.either(permits.run(Effect.succeed("third")).pipe(Effect.timeout("1 second")))
+        ).toEqual(Either.left(readQueueFull))
+        const events: Array<string> = []
+        const leave = permits.unsafeRead(
+          () => events.push("granted"),
+          () => events.push("refused")
+        )
+        expect(events).toEqual(["refused"])
+        expect(leave()).toBe(false)
+        expect((yield* shedReadQueue) - shedBefore).toBe(2)
+
+        // The line moves on: both waiting reads run, and the gauge is back where it was.
+        permits.release()
+        expect(yield* Fiber.join(first)).toBe("first")
+        expect(yield* Fiber.join(second)).toBe("second")
+        expect(permits.line.size()).toBe(0)
+        expect((yield* queued) - queuedBefore).toBe(0)
+        expect(yield* queued).toBe(0)
+        // A read that waits and gives up leaves its place too.
+        permits.unsafeAcquire(() => {})
+        const quitter = permits.unsafeRead(
+          () => events.push("granted"),
+          () => events.push("refused")
+        )
+        expect(permits.line.size()).toBe(1)
+        expect(quitter()).toBe(true)
+        expect(permits.line.size()).toBe(0)
+        expect(yield* queued).toBe(0)
+      })
+  )
+})
+
+describe("the statement timeout of reads for clients (database.client_statement_timeout)", () => {
+  const layer = Layer.unwrapScoped(
+    Effect.map(createTestDatabase, (url) =>
+      Database.layer({ url: Redacted.make(url), maxConnections: 2, clientStatementTimeout: "300 millis" })
+    )
+  )
+
+  it.layer(layer, { timeout: 60_000 })((it) => {
+    it.effect("a slow read for a client is cancelled by PostgreSQL and answers 503; other work is not", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const pool = yield* Database.PgPool
+        const permits = makePermits(1)
+        const slow = sql`SELECT pg_sleep(3)`
+
+        // Through the SqlClient, as pages of orders and of dead letters run.
+        const started = Date.now()
+        const failed = yield* Effect.flip(permits.run(slow))
+        expect(Date.now() - started).toBeLessThan(2_000)
+        expect(failed).toBeInstanceOf(SqlError)
+        expect(isStatementCancelled(failed as SqlError)).toBe(true)
+        const answer = readFailedAnswer(failed as SqlError)
+        expect(answer.status).toBe(503)
+        expect(JSON.parse(answer.body!)).toMatchObject({
+          error: "unavailable",
+          message: "the database took too long"
+        })
+        expect(answer.headers).toEqual(expect.arrayContaining(["retry-after", "1"]))
+        // Through the router the same answer: a 503 response with its Retry-After.
+        const routed = yield* answerReadFailures(permits.run(slow))
+        expect(routed).toMatchObject({
+          status: 503,
+          headers: expect.objectContaining({ "retry-after": "1" })
+        })
+
+        // Through the named prepared statements of the fast paths (cache misses, searches).
+        const viaPool = yield* Effect.async<unknown>((resume) =>
+          pool.clientQuery({ name: "slow-read", text: "SELECT pg_sleep(3)" }, (err) =>
+            resume(Effect.succeed(err))
+          )
+        )
+        expect((viaPool as { code?: string }).code).toBe("57014")
+
+        // The same statement outside a read for a client (ingestion, warm-up…) keeps the server's
+        // setting, on the same two connections that just served the client reads.
+        yield* Effect.all([sql`SELECT pg_sleep(0.5)`, sql`SELECT pg_sleep(0.5)`], { concurrency: 2 })
+        // And a client read after it has its timeout again.
+        const again = yield* Effect.flip(permits.run(slow))
+        expect(isStatementCancelled(again as SqlError)).toBe(true)
+      })
+    )
   })
 })

@@ -13,7 +13,7 @@ import type { OrderJson } from "../../src/orders/Order.ts"
 import { baseUrl, serviceStack } from "../support/app.ts"
 import { TestDatabase } from "../support/database.ts"
 import { readFixture, readFixtureJson } from "../support/fixtures.ts"
-import { eventually, freshTopics, header, produce, readTopic } from "../support/kafka.ts"
+import { eventually, freshTopics, header, kafkaFor, produce, readTopic, topicEnds } from "../support/kafka.ts"
 import { deltaOf, scrapeMetrics } from "../support/metrics.ts"
 
 const topics = freshTopics()
@@ -101,12 +101,35 @@ const detail = (l: Pick<Letter, "partition" | "offset">) =>
   })
 
 /** POST /dead-letters/replay (the service runs open: who may is test/auth/'s matter). */
-const replay = (body: object) =>
+const replay = (body: object, headers: Record<string, string> = {}) =>
   request("/dead-letters/replay", {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(body)
   })
+
+interface ReplayAnswer {
+  readonly selected: number | null
+  readonly already_replayed: number | null
+  readonly until: string | null
+  readonly sent: number
+  readonly letters: ReadonlyArray<{ partition: number; offset: string; kind: string; outcome: string }>
+  readonly next_cursor: string | null
+}
+
+const replayed = (body: object) =>
+  Effect.map(replay(body), (r) => {
+    expect(r.status, r.text).toBe(200)
+    return r.json() as ReplayAnswer
+  })
+
+/** Every message on the orders topic so far: the sum of its partitions' end offsets. */
+const ordersTopicEnd = Effect.map(
+  Effect.promise(() => topicEnds(kafkaFor(topics.brokers), topics.topic)),
+  (ends) => ends.reduce((sum, p) => sum + p.high, 0n)
+)
+
+const place = (l: { readonly partition: number; readonly offset: string }) => `${l.partition}/${l.offset}`
 
 const headerOf = (letter: LetterDetail, name: string) =>
   letter.headers.find((h) => h.name === name)?.value.data
@@ -385,6 +408,98 @@ layer(serviceStack(topics, TestDatabase), {
   )
 
   it.effect(
+    "a replay sent again with the same Idempotency-Key sends nothing and answers the same; with another body it is 422",
+    () =>
+      Effect.gen(function* () {
+        const key = `${randomBytes(4).toString("hex")}-idempotent`
+        yield* produce(
+          topics.brokers,
+          topics.topic,
+          [{ key, value: readFixture("invalid/amount-as-string.json") }],
+          1
+        )
+        const [letter] = yield* lettersUnder(key, 1)
+        const one = { partition: letter!.partition, offset: letter!.offset }
+        const idempotencyKey = { "idempotency-key": `test-${randomBytes(8).toString("hex")}` }
+
+        const before = yield* ordersTopicEnd
+        const first = yield* replay(one, idempotencyKey)
+        expect(first.status, first.text).toBe(200)
+        expect(first.json()).toMatchObject({ sent: 1 })
+        const afterFirst = yield* ordersTopicEnd
+        expect(afterFirst - before).toBe(1n)
+
+        // A retry: what the first was answered, and nothing sent (a named letter is otherwise
+        // always sent again).
+        const again = yield* replay(one, idempotencyKey)
+        expect(again.status, again.text).toBe(200)
+        expect(again.json()).toEqual(first.json())
+        expect(again.headers.get("idempotent-replayed")).toBe("true")
+        expect(yield* ordersTopicEnd).toBe(afterFirst)
+
+        const other = yield* replay({ ...one, dry_run: true }, idempotencyKey)
+        expect(other.status, other.text).toBe(422)
+        expect(other.json()).toMatchObject({ error: "idempotency_key_reused" })
+        const tooLong = yield* replay(one, { "idempotency-key": "k".repeat(201) })
+        expect(tooLong.status, tooLong.text).toBe(400)
+        expect(yield* ordersTopicEnd).toBe(afterFirst)
+
+        // Its copy is parked again; the next test counts letters parked after this one.
+        yield* lettersUnder(key, 2)
+      }),
+    120_000
+  )
+
+  it.effect(
+    "following next_cursor ends and never takes the run's own replays parked again; the next run takes only those, include_replayed all",
+    () =>
+      Effect.gen(function* () {
+        const id = randomBytes(4).toString("hex")
+        const keys = [0, 1, 2].map((i) => `${id}-${i}`)
+        // The pipeline parks with this process's clock: letters parked by earlier tests are older.
+        const since = new Date().toISOString()
+        yield* produce(
+          topics.brokers,
+          topics.topic,
+          keys.map((key) => ({ key, value: readFixture("invalid/amount-as-string.json") })),
+          0
+        )
+        for (const key of keys) yield* lettersUnder(key, 1)
+        const originals = (yield* listAll()).filter((l) => keys.includes(l.key!.data)).reverse()
+        const selection = { kind: "schema", since, limit: 1 }
+
+        // No until: the first page fixes it. Before each next page, the copies of what was sent
+        // are parked again and indexed — after the cursor, and not yet replayed.
+        const pages: Array<ReplayAnswer> = [yield* replayed(selection)]
+        while (pages.at(-1)!.next_cursor !== null) {
+          if (pages.length === 10) throw new Error("following next_cursor did not end")
+          for (const l of pages.at(-1)!.letters) {
+            const key = originals.find((o) => place(o) === place(l))?.key?.data
+            if (key !== undefined) yield* lettersUnder(key, 2)
+          }
+          pages.push(yield* replayed({ ...selection, cursor: pages.at(-1)!.next_cursor }))
+        }
+        expect(pages.flatMap((p) => p.letters.map((l) => [place(l), l.outcome]))).toEqual(
+          originals.map((l) => [place(l), "sent"])
+        )
+        expect(pages[0]).toMatchObject({ selected: 3, already_replayed: 0 })
+        expect(pages[0]!.until).not.toBeNull()
+        expect(pages.map((p) => p.until)).toEqual(pages.map(() => pages[0]!.until))
+
+        for (const key of keys) yield* lettersUnder(key, 2)
+        const copies = (yield* listAll()).filter((l) => keys.includes(l.key!.data) && l.replay_of !== null)
+        expect(copies).toHaveLength(3)
+        const next = yield* replayed({ kind: "schema", since, dry_run: true })
+        expect(next).toMatchObject({ selected: 3, already_replayed: 3 })
+        expect(next.letters.map(place).sort()).toEqual(copies.map(place).sort())
+        const all = yield* replayed({ kind: "schema", since, dry_run: true, include_replayed: true })
+        expect(all).toMatchObject({ selected: 6, already_replayed: 3 })
+        expect(all.letters.map(place).sort()).toEqual([...originals, ...copies].map(place).sort())
+      }),
+    120_000
+  )
+
+  it.effect(
     "npm run dlq -- replay lists with --dry-run, then sends the selection through the service and says what it sent",
     () =>
       Effect.gen(function* () {
@@ -418,6 +533,16 @@ layer(serviceStack(topics, TestDatabase), {
           partition: letter!.partition,
           offset: letter!.offset
         })
+
+        // Run again: the letter sent back is left out, its copy parked since is new.
+        const next = yield* runDlq([...selection, "--dry-run"], {})
+        expect(next.code, next.stderr).toBe(0)
+        expect(next.stdout).toContain(`would send  ${again!.partition}/${again!.offset}  business_rule`)
+        expect(next.stdout).toContain("would send 1 of 1 selected letters")
+        expect(next.stdout).toContain("left out 1 replayed before (--include-replayed takes them)")
+        const both = yield* runDlq([...selection, "--dry-run", "--include-replayed"], {})
+        expect(both.code, both.stderr).toBe(0)
+        expect(both.stdout).toContain("would send 2 of 2 selected letters")
       }),
     120_000
   )

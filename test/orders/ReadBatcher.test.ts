@@ -1,7 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Option } from "effect"
-import { makePermits } from "../../src/db/ClientReads.ts"
+import { Cause, Deferred, Effect, Either, Exit, Fiber, Option } from "effect"
+import { makePermits, ReadQueueFull, readQueueFull } from "../../src/db/ClientReads.ts"
+import { scrape } from "../../src/observability/Prometheus.ts"
 import * as ReadBatcher from "../../src/orders/ReadBatcher.ts"
+import { metricValue, parseMetrics } from "../support/metrics.ts"
 
 /** A store of `k<n>` → n whose reads are recorded and wait for `release` when it is given. */
 const recordingStore = (
@@ -219,5 +221,79 @@ describe("ReadBatcher", () => {
         // The one permit was given back: the next read runs.
         expect(yield* batcher.get("k10").pipe(Effect.timeout("2 seconds"))).toEqual(Option.some(10))
       })
+  )
+})
+
+describe("ReadBatcher in the line of reads (database.client_read_queue)", () => {
+  const shedReadQueue = Effect.map(scrape, (text) =>
+    metricValue(parseMetrics(text), "http_shed_requests_total", { reason: "read_queue" })
+  )
+  const queued = Effect.map(scrape, (text) => metricValue(parseMetrics(text), "client_reads_queued"))
+
+  it.live("a caller past the bound is refused at once; those in line are read, and the line empties", () =>
+    Effect.gen(function* () {
+      const store = recordingStore()
+      const permits = makePermits(1, 3)
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits })
+      // Someone else holds the only permit: callers wait for a batch.
+      permits.unsafeAcquire(() => {})
+      const shedBefore = yield* shedReadQueue
+      const answered: Array<string> = []
+      const answer = (name: string) => (exit: Exit.Exit<Option.Option<number>, unknown>) =>
+        void answered.push(
+          `${name}=${
+            Exit.isSuccess(exit)
+              ? Option.getOrNull(exit.value)
+              : Exit.isFailure(exit) &&
+                Cause.failureOption(exit.cause).pipe(
+                  Option.map((e) => (e instanceof ReadQueueFull ? "refused" : "failed")),
+                  Option.getOrElse(() => "died")
+                )
+          }`
+        )
+      batcher.load("k1", answer("a"))
+      batcher.load("k2", answer("b"))
+      batcher.load("k1", answer("c")) // the same key: one more caller in line all the same
+      expect(permits.line.size()).toBe(3)
+      expect(yield* queued).toBe(3)
+      // The line is full: a new key, or one more caller of a waiting key, is refused at once.
+      batcher.load("k3", answer("d"))
+      batcher.load("k2", answer("e"))
+      expect(answered).toEqual(["d=refused", "e=refused"])
+      expect((yield* shedReadQueue) - shedBefore).toBe(2)
+      expect(yield* Effect.either(batcher.get("k4"))).toEqual(Either.left(readQueueFull))
+
+      permits.release()
+      yield* Effect.sleep("20 millis")
+      expect(store.reads).toEqual([["k1", "k2"]])
+      expect(answered.slice(2)).toEqual(["a=1", "c=1", "b=2"])
+      expect(permits.line.size()).toBe(0)
+      expect(yield* queued).toBe(0)
+    })
+  )
+
+  it.live("a caller of a key being read waits for no connection: never refused, never in line", () =>
+    Effect.gen(function* () {
+      const release = yield* Deferred.make<void>()
+      const store = recordingStore({ release })
+      const permits = makePermits(1, 1)
+      const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits })
+      const first = yield* Effect.fork(batcher.get("k5"))
+      yield* Effect.sleep("20 millis")
+      expect(store.reads).toEqual([["k5"]])
+      // The permit is the batch's; the line holds one at most: it takes `k6`, and the joiners of `k5` take none.
+      const second = yield* Effect.fork(batcher.get("k6"))
+      yield* Effect.sleep("5 millis")
+      const joiners = yield* Effect.fork(
+        Effect.all([batcher.get("k5"), batcher.get("k5")], { concurrency: 2 })
+      )
+      yield* Effect.sleep("5 millis")
+      expect(permits.line.size()).toBe(1)
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(first)).toEqual(Option.some(5))
+      expect(yield* Fiber.join(joiners)).toEqual([Option.some(5), Option.some(5)])
+      expect(yield* Fiber.join(second)).toEqual(Option.some(6))
+      expect(permits.line.size()).toBe(0)
+    })
   )
 })

@@ -21,7 +21,17 @@ describe("npm run dlq -- replay", () => {
       until: "2026-11-30T10:00:00.000Z"
     })
     expect(options.dryRun).toBe(false)
+    expect(options.includeReplayed).toBe(false)
     expect(options.url).toBe("http://localhost:8081")
+  })
+
+  it("--include-replayed takes letters sent back before as well; without it the report says how many were left out", () => {
+    expect(Either.getOrThrow(parse(["replay", "--include-replayed"])).includeReplayed).toBe(true)
+    const result = { selected: 0, alreadyReplayed: 4, letters: [] }
+    expect(formatReport(result, false).text).toContain(
+      "left out 4 replayed before (--include-replayed takes them)"
+    )
+    expect(formatReport(result, false, true).text).not.toContain("left out")
   })
 
   it("--partition with --offset names one letter; ISO times are taken as given; the service's URL from ORDER_SERVICE_URL", () => {
