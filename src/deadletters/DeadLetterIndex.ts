@@ -696,6 +696,18 @@ export class DeadLetterIndex extends Effect.Service<DeadLetterIndex>()("DeadLett
       }
     })
 
-    return { upsert, nextOffset, list, counts, countsStatement, get, count, select, claim, settle, prune } as const
+    return {
+      upsert,
+      nextOffset,
+      list,
+      counts,
+      countsStatement,
+      get,
+      count,
+      select,
+      claim,
+      settle,
+      prune
+    } as const
   })
 }) {}

@@ -66,7 +66,8 @@ export class Overloaded extends Schema.TaggedError<Overloaded>()(
   },
   HttpApiSchema.annotations({
     status: 503,
-    description: "The service is at one of its bounds and refused this at once; retry after `Retry-After` seconds"
+    description:
+      "The service is at one of its bounds and refused this at once; retry after `Retry-After` seconds"
   })
 ) {}
 
@@ -242,12 +243,10 @@ const timeParam = (description: string) =>
 export const DeadLetterPage = Schema.Struct({
   items: Schema.Array(DeadLetterSummary),
   counts: Schema.Record({ key: Schema.String, value: Schema.Number }).annotations({
-    description:
-      `Letters by kind over the time range asked for (every kind, whatever \`kind\` is). Over a range, a kind's count stops at ${COUNTS_CAP}: see counts_capped`
+    description: `Letters by kind over the time range asked for (every kind, whatever \`kind\` is). Over a range, a kind's count stops at ${COUNTS_CAP}: see counts_capped`
   }),
   counts_capped: Schema.Boolean.annotations({
-    description:
-      `True when a kind's count over the range stopped at the cap (${COUNTS_CAP}): such a count means ${COUNTS_CAP} or more. Never over all time (no since or until), whose counts are exact`
+    description: `True when a kind's count over the range stopped at the cap (${COUNTS_CAP}): such a count means ${COUNTS_CAP} or more. Never over all time (no since or until), whose counts are exact`
   }),
   next_cursor: Schema.NullOr(Schema.String).annotations({
     description: "Pass as `cursor` for the next page; null on the last page"

@@ -57,7 +57,9 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
             const limit = yield* pageLimit(urlParams.limit)
             const page = yield* orders
               .listRecent(limit, Option.fromNullable(urlParams.cursor))
-              .pipe(Effect.catchTag("InvalidCursor", (e) => Effect.fail(new InvalidQuery({ message: e.message }))))
+              .pipe(
+                Effect.catchTag("InvalidCursor", (e) => Effect.fail(new InvalidQuery({ message: e.message })))
+              )
             return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
             // Refused, too slow or the database out of reach: a 503, as the fast paths answer it.
           }).pipe(answerReadFailures)
