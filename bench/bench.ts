@@ -1390,13 +1390,26 @@ const fdsOf = (pid: number) => {
 const statusOf = (chunk: Buffer) =>
   Number(/^HTTP\/1\.[01] (\d{3})/.exec(chunk.toString("latin1", 0, 16))?.[1] ?? 0)
 
-/** Opens `n` sockets to `port` in batches of `batch`, each batch given `pauseMs` before the next. */
-const inBatches = async (n: number, batch: number, pauseMs: number, open: (i: number) => Promise<void>) => {
-  for (let i = 0; i < n; i += batch) {
+/**
+ * Opens `n` sockets in batches of `batch`, each batch given until its sockets connect (at most
+ * `SETTLE_MS` each: a connection waiting in a full accept queue is not waited for) and `pauseMs`
+ * more before the next, and none after `deadline` (epoch ms). Resolves with how many were opened.
+ */
+const inBatches = async (
+  n: number,
+  batch: number,
+  pauseMs: number,
+  deadline: number,
+  open: (i: number) => Promise<void>
+) => {
+  let i = 0
+  for (; i < n && Date.now() < deadline; i += batch) {
     await Promise.all(Array.from({ length: Math.min(batch, n - i) }, (_, j) => open(i + j)))
     await sleep(pauseMs)
   }
+  return Math.min(i, n)
 }
+const SETTLE_MS = 250
 
 /**
  * `n` idle live-feed clients: each asks for GET /orders/live resuming after `lastEventId` (its
@@ -1405,8 +1418,10 @@ const inBatches = async (n: number, batch: number, pauseMs: number, open: (i: nu
  * but 200 lets go. Counts what each was answered and, of those taken in, how many the service let
  * go of while they were held.
  */
-const idleLiveClients = async (port: number, n: number, lastEventId: string) => {
+const idleLiveClients = async (port: number, n: number, lastEventId: string, deadline: number) => {
   const sockets = new Set<Socket>()
+  /** Answered 200, and open. */
+  const held = new Set<Socket>()
   const answered: Record<string, number> = {}
   const note = (what: string) => (answered[what] = (answered[what] ?? 0) + 1)
   let closedByService = 0
@@ -1418,17 +1433,19 @@ const idleLiveClients = async (port: number, n: number, lastEventId: string) => 
   const open = () =>
     new Promise<void>((resolve) => {
       const socket = connect({ host: "127.0.0.1", port })
+      // Every socket from its start: one still connecting when the abuse ends is closed too.
+      sockets.add(socket)
       let status = -1 // -1: no answer yet
-      const settle = setTimeout(() => resolve(), 2_000) // a connect the service leaves waiting
+      const settle = setTimeout(() => resolve(), SETTLE_MS) // a connect the service leaves waiting
       socket.once("connect", () => {
         socket.write(request)
-        sockets.add(socket)
         resolve()
       })
       socket.once("data", (chunk: Buffer) => {
         status = statusOf(chunk)
         note(String(status))
         if (status === 200) {
+          held.add(socket)
           if (chunk.includes("event: gap")) gaps++
           socket.pause()
         } else socket.destroy()
@@ -1439,17 +1456,22 @@ const idleLiveClients = async (port: number, n: number, lastEventId: string) => 
       socket.once("close", () => {
         clearTimeout(settle)
         sockets.delete(socket)
+        held.delete(socket)
         if (status === -1) note("no answer")
         else if (status === 200 && !closing) closedByService++
         resolve()
       })
     })
   const started = Date.now()
-  await inBatches(n, 250, 50, open)
+  const asked = await inBatches(n, 250, 50, deadline, open)
   return {
     openSeconds: (Date.now() - started) / 1000,
+    /** Sockets opened: fewer than asked when opening them took past the deadline. */
+    asked,
     answered,
-    open: () => sockets.size,
+    open: () => held.size,
+    /** Connecting or connected, and not answered yet. */
+    waiting: () => sockets.size - held.size,
     closedByService: () => closedByService,
     gaps: () => gaps,
     close: () => {
@@ -1463,7 +1485,7 @@ const idleLiveClients = async (port: number, n: number, lastEventId: string) => 
  * `n` connections sending a request's headers one byte a second, never finishing them. One the
  * service closes is opened again while the abuse lasts (at most `n * 20` openings in all).
  */
-const slowClients = (port: number, n: number) => {
+const slowClients = (port: number, n: number, deadline: number) => {
   const head = Buffer.from(`GET /orders?limit=20 HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nX-Slow: `)
   const byteAt = (i: number) => (i < head.length ? head.subarray(i, i + 1) : Buffer.from("a"))
   const sockets = new Map<Socket, { sent: number }>()
@@ -1478,10 +1500,10 @@ const slowClients = (port: number, n: number) => {
       openings++
       const socket = connect({ host: "127.0.0.1", port })
       const state = { sent: 0 }
-      const settle = setTimeout(() => resolve(), 2_000)
+      sockets.set(socket, state) // from its start: one still connecting at the end is closed too
+      const settle = setTimeout(() => resolve(), SETTLE_MS)
       socket.once("connect", () => {
         socket.write(byteAt(state.sent++))
-        sockets.set(socket, state)
         resolve()
       })
       socket.once("data", (chunk: Buffer) => note(String(statusOf(chunk))))
@@ -1497,9 +1519,10 @@ const slowClients = (port: number, n: number) => {
       })
     })
   const ticker = setInterval(() => {
-    for (const [socket, state] of sockets) if (socket.writable) socket.write(byteAt(state.sent++))
+    for (const [socket, state] of sockets)
+      if (!socket.connecting && socket.writable) socket.write(byteAt(state.sent++))
   }, 1000)
-  const opened = inBatches(n, 100, 50, open)
+  const opened = inBatches(n, 100, 50, deadline, open)
   return {
     opened,
     open: () => sockets.size,
@@ -1517,7 +1540,7 @@ const slowClients = (port: number, n: number) => {
 /** The service's RSS, descriptors and gauges every 500 ms, as the highest values in a window. */
 const overloadSampler = (pid: number, base: string) => {
   const port = Number(new URL(base).port)
-  let window = { rssMb: 0, fds: 0, liveClients: 0, readsQueued: 0 }
+  let window = { rssMb: 0, fds: 0, liveClients: 0, readsQueued: 0, acceptQueue: 0 }
   /** When each shed reason was first counted, ms after `mark`. */
   const firstShed = new Map<string, number>()
   let mark = Date.now()
@@ -1538,6 +1561,8 @@ const overloadSampler = (pid: number, base: string) => {
     const fds = fdsOf(pid)
     window.rssMb = Math.max(window.rssMb, rss)
     window.fds = Math.max(window.fds, fds)
+    const acceptQueue = acceptQueueOf(port)
+    window.acceptQueue = Math.max(window.acceptQueue, acceptQueue)
     if (++tick % 2 === 0) {
       const now = { at: Date.now(), cpu: cpuSecondsOf([pid]), machine: machineTicks() }
       timeline.push({
@@ -1549,7 +1574,7 @@ const overloadSampler = (pid: number, base: string) => {
         "loop delay max ms (scraped)": loopMaxMs,
         rss_mb: rss,
         fds,
-        "accept queue": acceptQueueOf(port),
+        "accept queue": acceptQueue,
         live_clients: liveNow
       })
       last = now
@@ -1581,7 +1606,7 @@ const overloadSampler = (pid: number, base: string) => {
     /** Starts a new window; returns the one that ended. */
     next: () => {
       const ended = window
-      window = { rssMb: 0, fds: 0, liveClients: 0, readsQueued: 0 }
+      window = { rssMb: 0, fds: 0, liveClients: 0, readsQueued: 0, acceptQueue: 0 }
       mark = Date.now()
       return ended
     },
@@ -1695,7 +1720,9 @@ const overload = async (env: Env) => {
     let producerOutput = ""
     producer.stdout!.on("data", (chunk: Buffer) => (producerOutput += chunk.toString()))
     const produced = new Promise<number | null>((resolve) => producer!.once("exit", resolve))
-    await sleep(5_000) // the producer is up and sending
+    // The producer up and sending (tsx and faker take a while on a busy machine), and a little more.
+    await waitUntil("the producer sends", async () => (await sentSoFar()) > 0, 120_000)
+    await sleep(3_000)
     sampler = overloadSampler(service.pid!, base)
 
     /** The figures of one stretch: hits under wrk, orders stored a second, the sampler's highs. */
@@ -1757,8 +1784,10 @@ const overload = async (env: Env) => {
             headers: { accept: "application/json" }
           })
         : Promise.resolve({ ...parseWrk(""), rps: 0, report: "" })
-    const slow = slowClients(port, OVERLOAD_SLOW)
-    const liveFeed = await idleLiveClients(port, liveN, lastEventId)
+    // Opening the sockets takes at most half the hold; those not opened by then are not.
+    const openBy = abuseStarted + (hold * 1000) / 2
+    const slow = slowClients(port, OVERLOAD_SLOW, openBy)
+    const liveFeed = await idleLiveClients(port, liveN, lastEventId, openBy)
     step(`${liveFeed.open()} live clients open (${JSON.stringify(liveFeed.answered)})`)
     abuse = {
       close: () => {
@@ -1766,7 +1795,7 @@ const overload = async (env: Env) => {
         slow.close()
       }
     }
-    await slow.opened
+    const slowAsked = await slow.opened
     const openedS = (Date.now() - abuseStarted) / 1000
     step(`${slow.open()} slow connections open; hits under wrk`)
     const hitSeconds = Math.max(3, Math.round(hold - openedS))
@@ -1793,21 +1822,23 @@ const overload = async (env: Env) => {
       )
     const search = await searchRun
     step("search measured")
-    const abused = await stretch(abuseHits, from)
     const held = {
       live: liveFeed.open(),
+      liveWaiting: liveFeed.waiting(),
       liveClosedByService: liveFeed.closedByService(),
       gaps: liveFeed.gaps(),
       slow: slow.open(),
       slowOpenings: slow.openings(),
       slowClosedByService: slow.closedByService()
     }
-    const shedAfter = await scrapeSeries(base, "http_shed_requests_total")
-    const firstShed = [...sampler.firstShed.entries()].sort((a, b) => a[1] - b[1])
     abuse.close()
     abuse = undefined
-    step("abuse stopped")
     const abuseEnded = Date.now()
+    step("abuse stopped")
+    // The stretch's figures are read once the abuse has stopped: a scrape may wait behind it.
+    const abused = await stretch(abuseHits, from)
+    const shedAfter = await scrapeSeries(base, "http_shed_requests_total")
+    const firstShed = [...sampler.firstShed.entries()].sort((a, b) => a[1] - b[1])
 
     // Recovery: 1 s windows of hits until p99 and RSS are near the quiet figures (60 s at most).
     const p99Near = Math.max(quiet.hits.p99Ms * 1.5, quiet.hits.p99Ms + 1)
@@ -1829,9 +1860,13 @@ const overload = async (env: Env) => {
       }
     }
     sampler.next()
+    const timeline = sampler.timeline().map(({ at, ...line }): Record<string, number> => ({
+      s: round((at! - abuseStarted) / 1000, 1),
+      ...line
+    }))
     table(
       "… a line a second from the abuse's start: the service's CPU, its event loop's delay, what it holds",
-      sampler.timeline().map(({ at, ...line }) => ({ s: round((at! - abuseStarted) / 1000, 1), ...line }))
+      timeline
     )
 
     // Every message settled: orders stored = valid orders produced, none twice.
@@ -1876,6 +1911,7 @@ const overload = async (env: Env) => {
       "ingest orders/s": round(s.ingestPerS),
       rss_max_mb: s.rssMb,
       fds_max: s.fds,
+      accept_queue_max: s.acceptQueue,
       live_clients_max: s.liveClients,
       client_reads_queued_max: s.readsQueued,
       ...extra
@@ -1896,23 +1932,25 @@ const overload = async (env: Env) => {
     const clientRows = [
       {
         clients: "idle live feed",
-        asked: liveN,
+        asked: liveFeed.asked,
         answered: Object.entries(liveFeed.answered)
           .map(([k, v]) => `${k}: ${v}`)
           .join(", "),
         "held at the end": held.live,
+        "connected, not answered at the end": held.liveWaiting,
         "let go by the service while held": held.liveClosedByService,
         "answered gap": held.gaps,
         "seconds to open": round(liveFeed.openSeconds, 1)
       },
       {
         clients: "slow headers",
-        asked: OVERLOAD_SLOW,
+        asked: slowAsked,
         answered:
           Object.entries(slow.answered)
             .map(([k, v]) => `${k}: ${v}`)
             .join(", ") || "—",
         "held at the end": held.slow,
+        "connected, not answered at the end": "—",
         "let go by the service while held": held.slowClosedByService,
         "answered gap": "—",
         "seconds to open": `${held.slowOpenings} openings`
@@ -1938,7 +1976,23 @@ const overload = async (env: Env) => {
           `${OVERLOAD_LIVE_PER_ADDRESS === undefined ? ", the default" : ""}) they are answered 503 — the bound working. ` +
           `BENCH_OVERLOAD_LIVE_PER_ADDRESS=${liveN} raises it for the run so that live.max_clients is exercised.`
       )
-    if (firstShed.length > 0) console.log(`first bound to shed: ${firstShed[0]![0]}`)
+    if (abused.hits.rps > 0 && abused.hits.rps < quiet.hits.rps / 10)
+      console.log(
+        `hits under abuse: ${round(abused.hits.rps)} req/s against ${round(quiet.hits.rps)} quiet; their p99 is of the few ` +
+          `answered (wrk's connections that never got in count no latency), not a recovery of latency`
+      )
+    // The kernel's listen backlog (511 by default, net.core.somaxconn) is a bound too, below the
+    // service: past it a connection is not answered at all, whoever it is from.
+    const backlogFull = timeline.find((line) => (line["accept queue"] ?? 0) >= 500)
+    if (backlogFull !== undefined)
+      console.log(
+        `the listen backlog was full (${backlogFull["accept queue"]} connections waiting to be accepted) ` +
+          `${backlogFull.s} s after the abuse began: new connections, the measured hits' too, waited in it`
+      )
+    if (firstShed.length > 0)
+      console.log(
+        `first of the service's bounds to shed: ${firstShed[0]![0]} (${round(firstShed[0]![1] / 1000, 1)} s in)`
+      )
     console.log(
       recoverS === undefined
         ? `not back near the quiet figures 60 s after the abuse stopped (hit p99 ${round(last.p99, 2)} ms, RSS ${last.rss} MB; ` +
@@ -1948,8 +2002,11 @@ const overload = async (env: Env) => {
             `near: p99 ≤ ${round(p99Near, 2)} ms, RSS ≤ ${round(rssNear)} MB)`
     )
     const result: Record<string, number> = {
-      overload_ingest_ratio: round(abused.ingestPerS / quiet.ingestPerS, 3),
+      // -1: nothing was stored in the quiet stretch, no ratio.
+      overload_ingest_ratio: quiet.ingestPerS > 0 ? round(abused.ingestPerS / quiet.ingestPerS, 3) : -1,
       overload_hit_p99_ratio: round(abused.hits.p99Ms / quiet.hits.p99Ms, 3),
+      // wrk's percentiles are of the requests answered: read the p99 ratio beside this one.
+      overload_hit_rps_ratio: round(abused.hits.rps / quiet.hits.rps, 3),
       overload_rss_mb: abused.rssMb,
       overload_max_fds: abused.fds,
       overload_recover_s: round(recoverS ?? 60, 1),

@@ -67,7 +67,7 @@ const indexed = (expected: number) =>
       Effect.map(keys, (k) => k.length === expected),
       60_000
     )
-    return { keys: yield* keys, counts: yield* index.counts({}) }
+    return { keys: yield* keys, counts: (yield* index.counts({})).counts }
   })
 
 const countsOf = (n: number) => {

@@ -3,7 +3,6 @@
  * rejects of every kind parked, then found, inspected and replayed over HTTP and with
  * `npm run dlq`, as an operator would after fixing a cause.
  */
-import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
@@ -12,6 +11,7 @@ import { DeadLetterHeaders, toKafkaMessage } from "../../src/kafka/DeadLetters.t
 import type { OrderJson } from "../../src/orders/Order.ts"
 import { baseUrl, serviceStack } from "../support/app.ts"
 import { TestDatabase } from "../support/database.ts"
+import { runDlq } from "../support/dlq.ts"
 import { readFixture, readFixtureJson } from "../support/fixtures.ts"
 import { eventually, freshTopics, header, kafkaFor, produce, readTopic, topicEnds } from "../support/kafka.ts"
 import { deltaOf, scrapeMetrics } from "../support/metrics.ts"
@@ -143,28 +143,6 @@ const orderRows = (uid: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     sql<{ n: string }>`SELECT count(*) AS n FROM orders WHERE order_uid = ${uid}`.pipe(
       Effect.map((rows) => Number(rows[0]?.n ?? 0))
-    )
-  )
-
-/** `npm run dlq -- …` against the service under test: its exit code and what it printed. */
-const runDlq = (args: ReadonlyArray<string>, env: Record<string, string>) =>
-  Effect.flatMap(baseUrl, (url) =>
-    Effect.promise(
-      () =>
-        new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-          const child = spawn(
-            process.execPath,
-            ["--import", "tsx", "src/tools/dlq.ts", ...args, "--url", url],
-            {
-              env: { ...process.env, ORDER_SERVICE_TOKEN: "", DEAD_LETTERS_REPLAY_TOKEN: "", ...env }
-            }
-          )
-          let stdout = ""
-          let stderr = ""
-          child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
-          child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
-          child.on("close", (code) => resolve({ code, stdout, stderr }))
-        })
     )
   )
 
