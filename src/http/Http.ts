@@ -14,28 +14,11 @@ import { InvalidQuery, NotReady, OrderServiceApi, Ready } from "./Api.ts"
 import * as ApiDocs from "./ApiDocs.ts"
 import * as AuthHttp from "./AuthHttp.ts"
 import * as DeadLettersHttp from "./DeadLettersHttp.ts"
-import type { Answer } from "./Answer.ts"
 import { encodingOf, liveHeaders } from "./LiveRoute.ts"
 import { OrderRoute } from "./OrderRoute.ts"
-import { answerReadFailures } from "./ReadFailures.ts"
+import { answerReadFailures, responseOf } from "./ReadFailures.ts"
 import { pageLimit, SearchRoute } from "./SearchRoute.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
-
-/** An answer of `OrderRoute` as the platform's response; the platform sets type and length itself. */
-const toResponse = (answer: Answer): HttpServerResponse.HttpServerResponse => {
-  const headers: Record<string, string> = {}
-  for (let i = 0; i < answer.headers.length; i += 2) {
-    const name = answer.headers[i]!
-    if (name !== "content-type" && name !== "content-length") headers[name] = answer.headers[i + 1]!
-  }
-  return answer.body === undefined
-    ? HttpServerResponse.empty({ status: answer.status, headers })
-    : HttpServerResponse.text(answer.body, {
-        status: answer.status,
-        contentType: "application/json",
-        headers
-      })
-}
 
 const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =>
   Effect.gen(function* () {
@@ -49,7 +32,7 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
         // built by OrderRoute, which the server's fast path uses too.
         .handle("getOrder", ({ path }) =>
           Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
-            Effect.map(route.answer(path.order_uid, request.headers["if-none-match"]), toResponse)
+            Effect.map(route.answer(path.order_uid, request.headers["if-none-match"]), responseOf)
           )
         )
         .handle("listOrders", ({ urlParams }) =>
@@ -65,7 +48,7 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
           }).pipe(answerReadFailures)
         )
         // Answered by SearchRoute, which the server's fast path uses too.
-        .handle("searchOrders", ({ urlParams }) => Effect.map(search.answer(urlParams), toResponse))
+        .handle("searchOrders", ({ urlParams }) => Effect.map(search.answer(urlParams), responseOf))
         .handle("liveOrders", () =>
           Effect.gen(function* () {
             const request = yield* HttpServerRequest.HttpServerRequest
@@ -81,7 +64,7 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
               disconnect: Effect.sync(() => response.destroy()),
               writableLength: () => response.writableLength
             })
-            if (Either.isLeft(events)) return toResponse(events.left)
+            if (Either.isLeft(events)) return responseOf(events.left)
             const { "content-type": contentType, ...headers } = liveHeaders(encoding)
             return HttpServerResponse.stream(events.right, { contentType, headers })
           })
