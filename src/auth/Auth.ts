@@ -22,10 +22,10 @@ import { Cookies } from "@effect/platform"
 import { Deferred, Duration, Effect, Option, Redacted, Schedule } from "effect"
 import { createRemoteJWKSet, jwtVerify, type JWTPayload } from "jose"
 import type { Configuration } from "openid-client"
-import * as client from "openid-client"
 import { AuthConfig, DeadLettersConfig, ROLES, type Role } from "../config/AppConfig.ts"
 import { PgPool } from "../db/Database.ts"
-import { type Answer, json } from "../http/Answer.ts"
+import { type Answer, json, withHeaders } from "../http/Answer.ts"
+import { discover } from "./Discovery.ts"
 import { allows, type Principal, type Rule, neededRole, ruleFor, ruleKeyOf, rules } from "./Access.ts"
 
 /** What the authorization step decided: go on (with whoever it found), or this answer. */
@@ -35,11 +35,6 @@ export type Verdict =
 
 const allow = (principal: Principal | undefined): Verdict => ({ _tag: "Allow", principal })
 const deny = (answer: Answer): Verdict => ({ _tag: "Deny", answer })
-
-const withHeaders = (answer: Answer, ...headers: ReadonlyArray<string>): Answer => ({
-  ...answer,
-  headers: [...answer.headers, ...headers]
-})
 
 /** 401: no credentials, or ones that do not hold (the body says which). */
 export const unauthorized = (message: string, tokenError?: string): Answer =>
@@ -149,15 +144,7 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
     if (Option.isSome(config.oidc.issuer) && config.mode === "required") {
       const issuer = config.oidc.issuer.value
       const secret = Option.getOrElse(Option.map(config.oidc.clientSecret, Redacted.value), () => "")
-      const discover = Effect.tryPromise(() =>
-        client.discovery(
-          issuer,
-          config.oidc.clientId,
-          secret,
-          undefined,
-          issuer.protocol === "http:" ? { execute: [client.allowInsecureRequests] } : undefined
-        )
-      ).pipe(
+      const discoverProvider = Effect.tryPromise(() => discover(issuer, config.oidc.clientId, secret)).pipe(
         Effect.map((configuration): Provider => {
           const metadata = configuration.serverMetadata()
           const jwks = createRemoteJWKSet(new URL(metadata.jwks_uri!))
@@ -179,7 +166,7 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
         ),
         Effect.retry(Schedule.exponential("500 millis").pipe(Schedule.union(Schedule.spaced("10 seconds"))))
       )
-      yield* discover.pipe(
+      yield* discoverProvider.pipe(
         Effect.flatMap((p) => Deferred.succeed(provider, p)),
         Effect.zipRight(
           Effect.logInfo("OpenID provider ready").pipe(Effect.annotateLogs({ issuer: issuer.href }))
@@ -364,17 +351,14 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
         ruleKeyOf(req.method, route, route === "/dead-letters" ? req.headers.accept : undefined)
       )
       if (rule._tag === "Public") return allow(undefined)
+      const settle = (found: Principal | undefined | Answer): Verdict => {
+        const verdict = decide(req, rule, found)
+        if (verdict._tag === "Allow" && verdict.principal !== undefined)
+          principals.set(req, verdict.principal)
+        return verdict
+      }
       const found = authenticate(req)
-      if (found instanceof Promise)
-        return found.then((f) => {
-          const verdict = decide(req, rule, f)
-          if (verdict._tag === "Allow" && verdict.principal !== undefined)
-            principals.set(req, verdict.principal)
-          return verdict
-        }, failed)
-      const verdict = decide(req, rule, found)
-      if (verdict._tag === "Allow" && verdict.principal !== undefined) principals.set(req, verdict.principal)
-      return verdict
+      return found instanceof Promise ? found.then(settle, failed) : settle(found)
     }
 
     /** Who `req` is from, for handlers of public routes that want to know (`/auth/me`). */

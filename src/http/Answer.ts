@@ -21,3 +21,9 @@ export const json = (status: number, value: unknown): Answer => {
     body
   }
 }
+
+/** `answer` with more headers (names and values in turn). */
+export const withHeaders = (answer: Answer, ...headers: ReadonlyArray<string>): Answer => ({
+  ...answer,
+  headers: [...answer.headers, ...headers]
+})

@@ -12,16 +12,13 @@ import { SqlError } from "@effect/sql/SqlError"
 import { Effect, Schema } from "effect"
 import { ReadQueueFull } from "../db/ClientReads.ts"
 import { isStatementCancelled } from "../db/SqlErrors.ts"
-import { type Answer, json } from "./Answer.ts"
+import { type Answer, json, withHeaders } from "./Answer.ts"
 import { Overloaded, Unavailable } from "./Api.ts"
 
 const encodeOverloaded = Schema.encodeSync(Overloaded)
 const encodeUnavailable = Schema.encodeSync(Unavailable)
 
-const retryAfterOneSecond = (answer: Answer): Answer => ({
-  ...answer,
-  headers: [...answer.headers, "retry-after", "1"]
-})
+const retryAfterOneSecond = (answer: Answer): Answer => withHeaders(answer, "retry-after", "1")
 
 export const READ_QUEUE_FULL_MESSAGE = "too many reads are waiting for the database; retry shortly"
 export const TOOK_TOO_LONG_MESSAGE = "the database took too long"

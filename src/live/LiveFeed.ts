@@ -38,7 +38,7 @@ import {
   Stream
 } from "effect"
 import { LiveConfig } from "../config/AppConfig.ts"
-import { type Answer, json } from "../http/Answer.ts"
+import { type Answer, json, withHeaders } from "../http/Answer.ts"
 import { HttpDrain } from "../http/HttpDrain.ts"
 import { countShed } from "../observability/Prometheus.ts"
 import { ORDERS_STORED_CHANNEL, OrderRepository, type FeedEntry } from "../orders/OrderRepository.ts"
@@ -394,10 +394,12 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
       Effect.catchAll(() => Effect.logWarning("Live feed: not listening yet; going on without waiting"))
     )
 
-    const overloaded = (limit: string, message: string): Answer => {
-      const answer = json(503, { error: "overloaded", message, limit })
-      return { ...answer, headers: [...answer.headers, "retry-after", String(RETRY_AFTER_SECONDS)] }
-    }
+    const overloaded = (limit: string, message: string): Answer =>
+      withHeaders(
+        json(503, { error: "overloaded", message, limit }),
+        "retry-after",
+        String(RETRY_AFTER_SECONDS)
+      )
     const tooMany = overloaded(
       "live.max_clients",
       `this instance has its ${config.maxClients} live-feed clients (live.max_clients); retry shortly`

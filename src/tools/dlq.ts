@@ -340,15 +340,11 @@ export const bearerToken = (env: NodeJS.ProcessEnv) =>
     const url = new URL(issuer.value)
     return yield* Effect.tryPromise({
       try: async () => {
-        const oidc = await import("openid-client")
-        const config = await oidc.discovery(
-          url,
-          id.value,
-          secret.value,
-          undefined,
-          url.protocol === "http:" ? { execute: [oidc.allowInsecureRequests] } : undefined
-        )
-        return (await oidc.clientCredentialsGrant(config)).access_token
+        const [{ discover }, { clientCredentialsGrant }] = await Promise.all([
+          import("../auth/Discovery.ts"),
+          import("openid-client")
+        ])
+        return (await clientCredentialsGrant(await discover(url, id.value, secret.value))).access_token
       },
       catch: (e) =>
         new ServiceError({

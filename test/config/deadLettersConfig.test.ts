@@ -1,17 +1,10 @@
 /** `dead_letters.replay_token`: off by default, read from the environment, checked, never logged. */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Layer, Option, Redacted } from "effect"
-import { describeForLog, makeConfigProvider, readConfigFile, validate } from "../../src/config/AppConfig.ts"
+import { Effect, Either, Option, Redacted } from "effect"
+import { describeForLog } from "../../src/config/AppConfig.ts"
+import { loadDefaults } from "../support/config.ts"
 
-const load = (env: Record<string, string>) =>
-  validate.pipe(
-    Effect.provide(
-      Layer.setConfigProvider(
-        makeConfigProvider(readConfigFile("config/config.yaml"), { AUTH_MODE: "none", ...env })
-      )
-    ),
-    Effect.either
-  )
+const load = loadDefaults
 
 describe("the replay token", () => {
   it.effect("is unset by default: replay is off", () =>

@@ -7,7 +7,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import * as App from "../../src/App.ts"
-import { makeConfigProvider, readConfigFile, validate } from "../../src/config/AppConfig.ts"
+import { loadDefaults } from "../support/config.ts"
 import * as Database from "../../src/db/Database.ts"
 import { DeadLetterIndex, type IndexedLetter } from "../../src/deadletters/DeadLetterIndex.ts"
 import * as DeadLetterIndexer from "../../src/deadletters/DeadLetterIndexer.ts"
@@ -231,15 +231,7 @@ describe("the dead-letter index's retention", () => {
 
   it.effect("is 30 days by default, checked hourly; DEAD_LETTERS_RETENTION sets it", () =>
     Effect.gen(function* () {
-      const load = (env: Record<string, string>) =>
-        validate.pipe(
-          Effect.provide(
-            Layer.setConfigProvider(
-              makeConfigProvider(readConfigFile("config/config.yaml"), { AUTH_MODE: "none", ...env })
-            )
-          ),
-          Effect.either
-        )
+      const load = loadDefaults
       const defaults = Either.getOrThrow(yield* load({}))
       expect(Duration.toMillis(defaults.deadLetters.retention)).toBe(30 * DAY)
       expect(Duration.toMillis(defaults.deadLetters.retentionCheck)).toBe(60 * 60 * 1000)

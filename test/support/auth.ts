@@ -8,6 +8,7 @@ import { createHash } from "node:crypto"
 import { Effect, Layer, type Scope } from "effect"
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose"
 import * as client from "openid-client"
+import { discover } from "../../src/auth/Discovery.ts"
 import * as LocalOidc from "../../src/local/LocalOidc.ts"
 
 export const sha256hex = (s: string) => createHash("sha256").update(s).digest("hex")
@@ -64,16 +65,12 @@ export const startProvider: Effect.Effect<TestProvider, LocalOidc.LocalOidcError
         .setProtectedHeader({ alg: "RS256", kid: key.jwk.kid! })
         .sign(key.privateKey)
     }
-    const clientCredentialsToken = async () => {
-      const config = await client.discovery(
-        new URL(server.issuer),
-        server.cliClient.id,
-        server.cliClient.secret,
-        undefined,
-        { execute: [client.allowInsecureRequests] }
-      )
-      return (await client.clientCredentialsGrant(config)).access_token
-    }
+    const clientCredentialsToken = async () =>
+      (
+        await client.clientCredentialsGrant(
+          await discover(new URL(server.issuer), server.cliClient.id, server.cliClient.secret)
+        )
+      ).access_token
     return { server, sign, clientCredentialsToken }
   }
 )
