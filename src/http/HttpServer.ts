@@ -109,7 +109,7 @@ export const layer = Layer.scoped(
     const runtime = yield* Effect.runtime<never>()
     const runSync = Runtime.runSync(runtime)
     // Below the minimum log level an access-log line is dropped anyway, after costing a run of an
-    // Effect: about 80 µs a request, as much as the rest of a search (BENCHMARKS.md).
+    // Effect: about 80 µs a request, as much as the rest of a search (docs/perf-notes/).
     const accessLogOn =
       config.accessLog &&
       LogLevel.greaterThanEqual(LogLevel.Info, yield* FiberRef.get(FiberRef.currentMinimumLogLevel))

@@ -43,7 +43,7 @@ const HOST = "127.0.0.1"
 /**
  * The folder of the server's Unix socket, which the URLs it gives out name (`?host=…`): a round
  * trip through it costs both processes less than TCP on loopback, where the sender's system call
- * also does the receiver's half of TCP (a search: 10–15 % more a second, BENCHMARKS.md). TCP on
+ * also does the receiver's half of TCP (a search: 10–15 % more a second, docs/perf-notes/). TCP on
  * 127.0.0.1 stays open for other tools. The system's temporary folder, as PostgreSQL's own default
  * is /tmp; none where a socket's path would be too long (107 bytes on Linux), and then TCP.
  */
@@ -58,7 +58,7 @@ const SOCKET_PARAM = Option.match(SOCKET, {
 /**
  * PostgreSQL's own page cache. Its default, 128 MB, is sized to start anywhere; with a million
  * orders a search's index and heap pages no longer fit, and each miss is a copy from the kernel
- * (a search cost PostgreSQL 190–230 µs of CPU instead of 155–175 with 1 GB; BENCHMARKS.md). An
+ * (a search cost PostgreSQL 190–230 µs of CPU instead of 155–175 with 1 GB; docs/perf-notes/). An
  * eighth of the machine's memory, at most 1 GB: the server takes it as it fills, not at start.
  */
 const SHARED_BUFFERS_MB = Math.max(128, Math.min(1024, Math.floor(totalmem() / 8 / 2 ** 20)))

@@ -30,7 +30,7 @@ const MAX_SEARCH_BATCH = 32
 
 /**
  * Statements of searches by `q` at once at most. Two keep the benchmark machine's two cores busy;
- * with more, the statements took turns on the CPU and a search's p99 grew (BENCHMARKS.md), while
+ * with more, the statements took turns on the CPU and a search's p99 grew (docs/perf-notes/), while
  * batches stayed smaller. The rest of the client reads' connections stay free for cache misses and
  * pages, however many searches wait.
  */

@@ -82,7 +82,7 @@ export const make = <K, V, E, R = never>(
     // No Map here outlives its batch. In V8, a Map that lives on while keys come and go keeps what
     // passed through it alive through young-generation collections (its rehashed tables stay linked
     // to the newer ones): every caller, and its request, was promoted to the old generation, and
-    // each collection took several times longer (BENCHMARKS.md).
+    // each collection took several times longer (docs/perf-notes/2026-11-25-to-12-07-lab-notes.md).
     /** Keys not yet taken by a batch, with their callers, in the order first asked. */
     let waiting = new Map<K, Array<Done<V, E>>>()
     /** The batches being read (`maxInFlight` at most), each with its keys' callers. */

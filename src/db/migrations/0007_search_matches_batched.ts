@@ -27,7 +27,7 @@ export const ORDER_SEARCH_MATCHES = `
  * `order_search_matches(qs text[])` replaces `order_search_matches(q text)`: the searches of one
  * statement (up to 32) call it once for all their keys, where they called the old one once each.
  * PostgreSQL spent more per search on starting the function and its seven scans than on the
- * lookups themselves; once per statement, a search costs it about half (see BENCHMARKS.md). Same
+ * lookups themselves; once per statement, a search costs it about half (see docs/perf-notes/). Same
  * settings as before: one generic plan, and index lookups whatever the data (migration 0005).
  */
 export default Effect.gen(function* () {

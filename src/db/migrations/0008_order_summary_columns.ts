@@ -5,7 +5,7 @@ import { Effect } from "effect"
  * What an order summary shows besides the order's own columns — its amount, currency and number
  * of items — on `orders` itself. A search, a page of `/orders` and a live-feed event read summaries
  * by the dozen; taken from `payments` and by counting `items`, each row cost two more index
- * lookups, which came to about a third of what PostgreSQL spent on a search (see BENCHMARKS.md).
+ * lookups, which came to about a third of what PostgreSQL spent on a search (see docs/perf-notes/).
  * An order never changes once stored (a redelivery or a conflicting order writes nothing), so the
  * copies cannot drift from `payments` and `items`; they are written in the same statement as the
  * order, and rows stored before are filled in here, once.
