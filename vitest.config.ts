@@ -10,6 +10,20 @@ export default defineConfig({
     hookTimeout: 180_000,
     // Integration tests start real servers (PostgreSQL, Kafka); two cores cannot run many at once.
     maxWorkers: 2,
-    minWorkers: 1
+    minWorkers: 1,
+    // Off unless asked for (`npm run coverage`, i.e. `vitest run --coverage`): V8's own counters, no
+    // instrumented build. Only code run in the test workers counts, not the services tests start
+    // as processes of their own.
+    coverage: {
+      provider: "v8",
+      include: ["src/**/*.ts"],
+      reporter: ["json-summary", "html"],
+      reportsDirectory: "coverage",
+      // Lines and branches read from the syntax tree (vitest 4's default): a file no test loads
+      // counts all of its branches as missed, and comments and blank lines are not lines.
+      experimentalAstAwareRemapping: true,
+      // A failed test still leaves the figures: `node scripts/coverage-summary.mjs` prints them.
+      reportOnFailure: true
+    }
   }
 })

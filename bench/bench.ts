@@ -4,7 +4,7 @@
  * (embedded PostgreSQL, a local Kafka broker, the service as its own process), on loopback only.
  *
  *   npm run bench                # all parts
- *   npm run bench -- ingest      # one part: ingest | latency | http | mixed | startup | search | live | dlq | overload
+ *   npm run bench -- ingest      # one part: ingest | latency | http | mixed | startup | search | live | dlq | overload | workers
  *   BENCH_INGEST_N=50000 npm run bench -- ingest
  *   BENCH_INGEST_N=0 BENCH_INGEST_PER_MESSAGE_N=0 npm run bench -- ingest   # only the run with rejects
  *   npm run bench -- latency     # produce → stored, at a steady 1,000 messages/s
@@ -28,6 +28,10 @@
  *     BENCH_OVERLOAD_NICE=0          the abusive clients' niceness (10: they yield to everything else)
  *   BENCH_OVERLOAD_LIVE=500 BENCH_OVERLOAD_SLOW=100 BENCH_OVERLOAD_SEARCH=20 BENCH_OVERLOAD_SHARED=5000 \
  *     BENCH_OVERLOAD_SECONDS=8 npm run bench -- overload   # a small run
+ *   npm run bench -- workers     # hits, misses and ingest with 1 and 2 workers; Node 24 round-robin vs reusePort; memory
+ *     BENCH_WORKERS_SECONDS=15       wrk's measure; BENCH_WORKERS_INGEST_N=100000 orders ingested (0: none)
+ *     BENCH_WORKERS_CACHE_N=250000   orders warmed into each worker's cache for the memory measure
+ *     BENCH_WRK_CPU=1                the core wrk is pinned to (default: the last; none: not pinned)
  */
 import { createHash } from "node:crypto"
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
@@ -125,9 +129,18 @@ const freshDatabase = async (env: Env): Promise<string> => {
 /** Extra Node flags for the service, e.g. BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=bench/results". */
 const serviceFlags = (process.env["BENCH_NODE_FLAGS"] ?? "").split(" ").filter(Boolean)
 
-/** The service as `npm start` runs it: the bundle, built once per benchmark run. */
-const startService = (vars: Record<string, string>): ChildProcess =>
-  spawn(process.execPath, [...serviceFlags, "dist/main.js"], {
+/**
+ * The service as `npm start` runs it: the bundle, built once per benchmark run; by this Node
+ * unless `node` names another, with `flags` after BENCH_NODE_FLAGS.
+ */
+const startService = (
+  vars: Record<string, string>,
+  {
+    node = process.execPath,
+    flags = []
+  }: { readonly node?: string; readonly flags?: ReadonlyArray<string> } = {}
+): ChildProcess =>
+  spawn(node, [...serviceFlags, ...flags, "dist/main.js"], {
     env: {
       ...process.env,
       CONFIG_FILE: "config/config.yaml",
@@ -138,6 +151,8 @@ const startService = (vars: Record<string, string>): ChildProcess =>
       AUTH_MODE: "none",
       LOG_LEVEL: process.env["BENCH_LOG_LEVEL"] ?? "warning",
       LOG_FORMAT: "json",
+      // One process, as every figure before workers was measured; the workers part sets its own.
+      HTTP_WORKERS: "1",
       ...vars
     },
     stdio: ["ignore", "inherit", "inherit"]
@@ -2135,7 +2150,352 @@ const overload = async (env: Env) => {
 
 // ---------------------------------------------------------------------------------------------
 
-const parts = { ingest, latency, http, mixed, startup, dlq, search, live, overload } as const
+const WORKERS_SECONDS = Number(process.env["BENCH_WORKERS_SECONDS"] ?? 15)
+const WORKERS_INGEST_N = Number(process.env["BENCH_WORKERS_INGEST_N"] ?? 100_000)
+/** Orders warmed into each worker's cache for the memory measure: more than `cache.max_bytes` holds. */
+const WORKERS_CACHE_N = Number(process.env["BENCH_WORKERS_CACHE_N"] ?? 250_000)
+/**
+ * The core wrk runs on (`taskset -c`): the last one, so that it does not wander onto whichever
+ * core a worker has; BENCH_WRK_CPU=none leaves it to the scheduler. On two cores it still shares
+ * one with a worker (and PostgreSQL, Kafka): there is no core of its own to give it.
+ */
+const WRK_CPU =
+  process.env["BENCH_WRK_CPU"] === "none"
+    ? undefined
+    : Number(process.env["BENCH_WRK_CPU"] ?? Math.max(0, cpus().length - 1))
+
+/** `pid` and its children: the primary and its workers, or a single process alone. */
+const processTree = (pid: number): Array<number> => [
+  pid,
+  ...readdirSync("/proc")
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        // After the command's closing parenthesis: the state, then the parent's pid.
+        return readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ")[1] === String(pid)
+      } catch {
+        return false
+      }
+    })
+    .map(Number)
+]
+
+/** The status of one GET on a connection of its own: under workers, each goes to the next worker. */
+const statusOnNewConnection = (url: string) =>
+  new Promise<number>((resolve) => {
+    const req = httpRequest(url, { agent: false }, (res) => {
+      res.resume()
+      res.on("end", () => resolve(res.statusCode ?? 0))
+    })
+    req.on("error", () => resolve(0))
+    req.end()
+  })
+
+/** Every one of `workers` workers answers /metrics, and each is ready (its cache warmed). */
+const waitWorkersReady = async (port: number, workers: number) => {
+  const base = `http://127.0.0.1:${port}`
+  if (workers > 1)
+    await waitUntil(
+      `${workers} workers answer /metrics`,
+      async () => (await metric(base, "workers_scraped")) === workers,
+      300_000
+    )
+  await waitUntil(
+    "every worker is ready",
+    async () => {
+      for (let i = 0; i < 2 * workers; i++)
+        if ((await statusOnNewConnection(`${base}/readyz`)) !== 200) return false
+      return true
+    },
+    300_000
+  )
+}
+
+/** The consumer group on `topic` is stable with members in `workers` processes. */
+const waitGroupSpread = async (brokers: string, group: string, workers: number) => {
+  const { instanceOf } = await import("../src/kafka/InstanceSpreadAssigner.ts")
+  const admin = new Kafka({
+    clientId: "bench",
+    brokers: brokers.split(","),
+    logLevel: logLevel.NOTHING
+  }).admin()
+  await admin.connect()
+  try {
+    await waitUntil(
+      `the group spreads over ${workers} workers`,
+      async () => {
+        const [g] = (await admin.describeGroups([group])).groups
+        const processes = new Set(g!.members.map((m) => instanceOf(m.memberId, m.memberMetadata)))
+        return g!.state === "Stable" && processes.size === workers
+      },
+      120_000
+    )
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+/** The service on `url` with `workers` workers, on a topic and group of its own. */
+const startWorkers = (
+  env: Env,
+  url: string,
+  port: number,
+  workers: number,
+  vars: Record<string, string> = {},
+  options: { readonly node?: string; readonly flags?: ReadonlyArray<string> } = {}
+) =>
+  startService(
+    {
+      DATABASE_URL: url,
+      KAFKA_BROKERS: env.kafka.bootstrapServers,
+      KAFKA_TOPIC: `bench-workers-${port}`,
+      KAFKA_DLQ_TOPIC: `bench-workers-${port}.dlq`,
+      KAFKA_GROUP_ID: `bench-workers-${port}`,
+      HTTP_PORT: String(port),
+      HTTP_WORKERS: String(workers),
+      CACHE_WARM_COUNT: "0",
+      ...vars
+    },
+    options
+  )
+
+/**
+ * GET /order/{uid} with `workers` workers under wrk (50 connections): req/s, latency, the CPU time
+ * per request of the service (primary and workers) and of PostgreSQL, and how the service's CPU
+ * time split between its workers (how evenly connections were spread).
+ */
+const measureWorkers = async (
+  env: Env,
+  url: string,
+  paths: ReadonlyArray<string>,
+  workers: number,
+  name: string,
+  vars: Record<string, string>,
+  options: {
+    readonly node?: string
+    readonly flags?: ReadonlyArray<string>
+    /** Sent with every request: `connection: close` makes each request a new connection. */
+    readonly headers?: Readonly<Record<string, string>>
+  } = {}
+) => {
+  const port = await freePort()
+  const { headers, ...how } = options
+  const service = startWorkers(env, url, port, workers, vars, how)
+  const load = {
+    connections: 50,
+    name,
+    ...(WRK_CPU === undefined ? {} : { cpu: WRK_CPU }),
+    ...(headers === undefined ? {} : { headers })
+  }
+  try {
+    await waitWorkersReady(port, workers)
+    const base = `http://127.0.0.1:${port}`
+    await wrk(base, paths, { ...load, seconds: 2 }) // warm the JIT and connections
+    const pids = processTree(service.pid!)
+    const before = pids.map((pid) => cpuSecondsOf([pid]))
+    const postgres = cpuSecondsOf(postgresPids())
+    const r = await wrk(base, paths, { ...load, seconds: WORKERS_SECONDS })
+    const used = pids.map((pid, i) => cpuSecondsOf([pid]) - before[i]!)
+    const usPerRequest = (seconds: number) => round((seconds * 1e6) / (r.rps * WORKERS_SECONDS), 1)
+    const workerShares = (workers > 1 ? used.slice(1) : used).map((s) => round(s / WORKERS_SECONDS, 2))
+    return {
+      rps: r.rps,
+      row: {
+        run: name,
+        workers,
+        "req/s": round(r.rps),
+        p50_ms: round(r.p50Ms, 2),
+        p99_ms: round(r.p99Ms, 2),
+        errors_or_non2xx: r.non2xx + r.socketErrors,
+        "service CPU µs/req": usPerRequest(used.reduce((a, b) => a + b, 0)),
+        "PostgreSQL CPU µs/req": usPerRequest(cpuSecondsOf(postgresPids()) - postgres),
+        "cores used by each worker": workerShares.join(" / ")
+      }
+    }
+  } finally {
+    await stopService(service)
+  }
+}
+
+/** Ingest of `orders` by `workers` workers, produced once all are in the group: orders/s. */
+const ingestWithWorkers = async (env: Env, orders: ReadonlyArray<OrderJson>, workers: number) => {
+  const url = await freshDatabase(env)
+  const port = await freePort()
+  const topic = `bench-workers-${port}`
+  await produceAll(env.kafka.bootstrapServers, topic, []) // the topics, empty
+  const service = startWorkers(env, url, port, workers)
+  try {
+    await waitWorkersReady(port, workers)
+    await waitGroupSpread(env.kafka.bootstrapServers, topic, workers)
+    const base = `http://127.0.0.1:${port}`
+    const produced = produceAll(
+      env.kafka.bootstrapServers,
+      topic,
+      orders.map((o) => ({ key: o.order_uid, value: JSON.stringify(o) }))
+    )
+    await waitUntil("the first order is settled", async () => (await settledCount(base)) > 0, 120_000)
+    const started = Date.now()
+    await waitUntil(
+      "every order is stored",
+      async () => (await settledCount(base)) >= orders.length,
+      1_800_000
+    )
+    const seconds = (Date.now() - started) / 1000
+    await produced
+    const counted = await count(url, "SELECT count(*) AS n FROM orders")
+    if (counted !== orders.length)
+      throw new Error(`${orders.length} orders were produced, the database holds ${counted}`)
+    return { perS: orders.length / seconds, seconds }
+  } finally {
+    await stopService(service)
+  }
+}
+
+/**
+ * What each worker's cache costs: RSS of the primary and of each of two workers with nothing
+ * cached, with the cache full at the default bounds (`cache.max_entries` 100,000 is reached
+ * first), and full at the default `cache.max_bytes` (256 MiB; entries unbounded).
+ */
+const workersMemory = async (env: Env) => {
+  console.log(`workers: storing ${WORKERS_CACHE_N} orders for the memory measure…`)
+  const url = await freshDatabase(env)
+  await seedDatabase(url, generateOrders(WORKERS_CACHE_N, 29))
+  const rows: Array<Record<string, string | number>> = []
+  for (const [cache, vars] of [
+    ["empty", { CACHE_WARM_COUNT: "0" }],
+    ["full at the default bounds", { CACHE_WARM_COUNT: String(WORKERS_CACHE_N) }],
+    [
+      "full at cache.max_bytes",
+      { CACHE_WARM_COUNT: String(WORKERS_CACHE_N), CACHE_MAX_ENTRIES: String(4 * WORKERS_CACHE_N) }
+    ]
+  ] as const) {
+    const port = await freePort()
+    const service = startWorkers(env, url, port, 2, vars)
+    try {
+      await waitWorkersReady(port, 2)
+      await sleep(2000)
+      const [primary, ...workers] = processTree(service.pid!).map(rssMbOf)
+      const value = await scrape(`http://127.0.0.1:${port}`)
+      rows.push({
+        cache,
+        "entries per worker": round(value("cache_entries") / 2),
+        "cache MB per worker": round(value("cache_bytes") / 2 / 1024 / 1024),
+        "RSS MB per worker": round(workers.reduce((a, b) => a + b, 0) / workers.length),
+        "primary RSS MB": primary!
+      })
+    } finally {
+      await stopService(service)
+    }
+  }
+  return rows
+}
+
+/**
+ * One machine's cores: cache hits, cache misses and ingest with 1 and 2 workers in one run (Node's
+ * round-robin); then, on Node 24, round-robin against `reusePort` for hits; then what each
+ * worker's cache costs in memory.
+ */
+const workers = async (env: Env) => {
+  requireWrk()
+  const orders = generateOrders(HTTP_ORDERS, 11)
+  const paths = orderPaths(orders.map((o) => o.order_uid))
+  const url = await freshDatabase(env)
+  await seedDatabase(url, orders)
+  const rows: Array<Record<string, string | number>> = []
+  const result: Record<string, number> = {}
+  const hits = { CACHE_WARM_COUNT: String(HTTP_ORDERS), CACHE_MAX_ENTRIES: String(HTTP_ORDERS * 2) }
+  const misses = { CACHE_MAX_ENTRIES: "0" }
+  for (const [kind, vars] of [
+    ["hit", hits],
+    ["miss", misses]
+  ] as const) {
+    for (const n of [1, 2]) {
+      const m = await measureWorkers(
+        env,
+        url,
+        paths,
+        n,
+        `workers ${n}, cache ${kind === "hit" ? "hits" : "misses"}`,
+        vars
+      )
+      rows.push(m.row)
+      result[`workers_${n}_${kind}_rps`] = round(m.rps)
+    }
+    result[`workers_2_${kind}_ratio`] = round(
+      result[`workers_2_${kind}_rps`]! / result[`workers_1_${kind}_rps`]!,
+      2
+    )
+  }
+  if (WORKERS_INGEST_N > 0) {
+    const backlog = generateOrders(WORKERS_INGEST_N, 23)
+    for (const n of [1, 2]) {
+      console.log(`workers: ingest of ${WORKERS_INGEST_N} orders with ${n} worker(s)…`)
+      const { perS, seconds } = await ingestWithWorkers(env, backlog, n)
+      rows.push({
+        run: `workers ${n}, ingest`,
+        workers: n,
+        "orders/s": round(perS),
+        seconds: round(seconds, 2)
+      })
+      result[`workers_${n}_ingest_per_s`] = round(perS)
+    }
+    result["workers_2_ingest_ratio"] = round(
+      result["workers_2_ingest_per_s"]! / result["workers_1_ingest_per_s"]!,
+      2
+    )
+  }
+  table(
+    `Workers: 1 and 2 on ${cpus().length} cores (Node ${process.versions.node}, round-robin), wrk -t1 -c50 ${WRKS_PINNED()}, ${WORKERS_SECONDS} s; ingest of ${WORKERS_INGEST_N} orders produced once every worker is in the group`,
+    rows
+  )
+
+  // Node 24: each worker listening on its own socket (`reusePort`, bench/reuse-port.mjs) against
+  // the primary handing connections round, for hits: wrk's 50 keep-alive connections, then a new
+  // connection for every request (`Connection: close`), where the primary accepts each one.
+  const node24 = execFileSync(process.execPath, ["scripts/node24.mjs", "node", "-p", "process.execPath"], {
+    encoding: "utf8"
+  }).trim()
+  const spread: Array<Record<string, string | number>> = []
+  for (const [clients, headers, key] of [
+    ["keep-alive", undefined, "hit"],
+    ["a connection per request", { connection: "close" }, "hit_new_connections"]
+  ] as const) {
+    for (const [how, flags, name] of [
+      ["round-robin", [], "round_robin"],
+      ["reusePort", ["--import", path.resolve("bench/reuse-port.mjs")], "reuseport"]
+    ] as const) {
+      const m = await measureWorkers(env, url, paths, 2, `workers 2, Node 24, ${how}, ${clients}`, hits, {
+        node: node24,
+        flags,
+        ...(headers === undefined ? {} : { headers })
+      })
+      spread.push({ connections: how, clients, ...m.row })
+      result[`workers_2_node24_${name}_${key}_rps`] = round(m.rps)
+    }
+  }
+  table(
+    `Connections to 2 workers on Node 24 (${node24}): the primary's round-robin or reusePort, cache hits`,
+    spread
+  )
+
+  const memory = await workersMemory(env)
+  table("Memory: each of 2 workers' RSS by what its cache holds, and the primary's", memory)
+  const [empty, , full] = memory as [Record<string, number>, Record<string, number>, Record<string, number>]
+  result["worker_rss_mb_cache_empty"] = empty["RSS MB per worker"]!
+  result["worker_rss_mb_cache_full_max_bytes"] = full["RSS MB per worker"]!
+  result["primary_rss_mb"] = empty["primary RSS MB"]!
+  console.log(
+    `2 workers / 1: hits ${result["workers_2_hit_ratio"]}, misses ${result["workers_2_miss_ratio"]}, ingest ${result["workers_2_ingest_ratio"]}`
+  )
+  return { rows: [...rows, ...spread, ...memory], result }
+}
+
+/** What wrk was pinned to, for the table's title. */
+const WRKS_PINNED = () => (WRK_CPU === undefined ? "(not pinned)" : `(pinned to core ${WRK_CPU})`)
+
+// ---------------------------------------------------------------------------------------------
+
+const parts = { ingest, latency, http, mixed, startup, dlq, search, live, overload, workers } as const
 const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof typeof parts>
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 

@@ -66,6 +66,8 @@ export const wrk = (
     readonly name: string
     /** Sent with every request, e.g. `Authorization: Bearer …`. */
     readonly headers?: Readonly<Record<string, string>>
+    /** The core wrk is pinned to (`taskset -c`); unset, wherever the scheduler puts it. */
+    readonly cpu?: number
   }
 ): Promise<WrkResult & { readonly report: string }> => {
   const file = path.resolve(`bench/results/paths-${options.name.replace(/\W+/g, "-")}.txt`)
@@ -83,7 +85,12 @@ export const wrk = (
     file
   ]
   return new Promise((resolve, reject) => {
-    const child = spawn("wrk", args, { stdio: ["ignore", "pipe", "inherit"] })
+    const child =
+      options.cpu === undefined
+        ? spawn("wrk", args, { stdio: ["ignore", "pipe", "inherit"] })
+        : spawn("taskset", ["-c", String(options.cpu), "wrk", ...args], {
+            stdio: ["ignore", "pipe", "inherit"]
+          })
     let output = ""
     child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()))
     child.on("error", reject)

@@ -15,13 +15,13 @@ import * as Http from "./http/Http.ts"
 import { HttpDrain } from "./http/HttpDrain.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import { OrderRoute } from "./http/OrderRoute.ts"
-import { SearchRoute } from "./http/SearchRoute.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
 import * as IngestPipeline from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
 import { KafkaClient } from "./kafka/KafkaClient.ts"
 import { LiveFeed } from "./live/LiveFeed.ts"
 import * as Local from "./local/Local.ts"
+import * as ConsumerLag from "./observability/ConsumerLag.ts"
 import { Prometheus } from "./observability/Prometheus.ts"
 import { OrderRepository } from "./orders/OrderRepository.ts"
 import { Orders } from "./orders/Orders.ts"
@@ -69,7 +69,7 @@ export const layerHttp = Layer.effectDiscard(
 ).pipe(
   Layer.provideMerge(HttpServer.layer),
   Layer.provide(Http.layer),
-  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default, SearchRoute.Default]),
+  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default]),
   // Who may call what, for every request either way in (src/auth/).
   Layer.provideMerge(Auth.Default),
   Layer.provideMerge(LiveFeed.Default),
@@ -78,9 +78,9 @@ export const layerHttp = Layer.effectDiscard(
   Layer.merge(cacheWarmup)
 )
 
-/** Ingestion (Kafka → PostgreSQL) through the Kafka client `kafka`. */
+/** Ingestion (Kafka → PostgreSQL) and its lag in /metrics, through the Kafka client `kafka`. */
 export const layerIngest = <E, R>(kafka: Layer.Layer<KafkaClient, E, R>) =>
-  IngestPipeline.layer.pipe(Layer.provide(kafka))
+  Layer.merge(IngestPipeline.layer, ConsumerLag.layer).pipe(Layer.provide(kafka))
 
 /**
  * The dead-letter index's reader of the dead-letter topic, and the producer replays send with

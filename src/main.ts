@@ -3,41 +3,76 @@
  * order: ingestion stops fetching and commits its batch in flight, HTTP drains, then the Kafka
  * clients, the pool, and whatever local servers were started. If ingestion stops by itself (kafkajs
  * gives up), the layers close the same way and the process exits with status 1.
+ *
+ * With `http.workers` above 1 this process is the primary of that many workers, each of which runs
+ * this file as the whole service (src/cluster/).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Duration, Effect, Exit, Layer } from "effect"
-import * as App from "./App.ts"
+import * as Primary from "./cluster/Primary.ts"
+import * as Worker from "./cluster/Worker.ts"
 import * as AppConfig from "./config/AppConfig.ts"
 import * as Logging from "./observability/Logging.ts"
+import * as Tracing from "./observability/Tracing.ts"
+
+/** This process's number when it is one of several workers (src/cluster/); `undefined` otherwise. */
+const worker = Worker.workerNumber
+/** How this process names itself in the lines it writes outside the log. */
+const self = worker === undefined ? "order-service" : `order-service (worker ${worker})`
 
 const main = Effect.gen(function* () {
   const env = { ...process.env }
   if (process.argv.includes("--local") && env["CONFIG_FILE"] === undefined)
     env["CONFIG_FILE"] = "config/config.local.yaml"
-  // `--auth`: sign-in on this machine, through an OpenID provider started here for the service's life.
-  if (process.argv.includes("--auth")) Object.assign(env, yield* localSignIn)
+  // `--auth`: sign-in on this machine, through an OpenID provider started here for the service's life
+  // (a worker is given its primary's).
+  if (process.argv.includes("--auth") && worker === undefined) Object.assign(env, yield* localSignIn)
   const configLayer = yield* Effect.try({
     try: () => AppConfig.layerFromFileAndEnv(env),
     catch: (e) =>
       e instanceof AppConfig.ConfigFileError ? e : new AppConfig.ConfigFileError({ message: String(e) })
   })
   const config = yield* AppConfig.validate.pipe(Effect.provide(configLayer))
-  const logging = Logging.layer(config.log)
+  const logging = Logging.layer({ ...config.log, worker })
+  // Traces, configured the standard way (OTEL_* variables); off without an endpoint.
+  const tracing = Tracing.optionsFromEnv("order-service", env)
   yield* Effect.logInfo("Starting the order service").pipe(
-    Effect.annotateLogs({ config: AppConfig.describeForLog(config) }),
+    Effect.annotateLogs({
+      config: AppConfig.describeForLog(config),
+      tracing: Tracing.describeForLog(tracing)
+    }),
     Effect.provide(logging)
   )
+  if (worker === undefined && config.http.workers > 1) {
+    // The primary outlasts its workers' own deadlines, so that each can exit by its own.
+    shutdownLimit = Duration.sum(
+      config.http.shutdownTimeout,
+      Duration.sum(SHUTDOWN_GRACE, Duration.seconds(10))
+    )
+    return yield* Primary.run({ workers: config.http.workers, env }).pipe(
+      Effect.onInterrupt(() => Effect.logInfo("Order service stopped")),
+      Effect.provide(Layer.merge(configLayer, logging))
+    )
+  }
+  // Loaded here, not by the primary of several workers, which serves nothing.
+  const App = yield* Effect.promise(() => import("./App.ts"))
   // The demo's fake-data generator is loaded only when asked for: it costs memory and start-up time.
-  const app = process.argv.includes("--demo")
-    ? App.layer((yield* Effect.promise(() => import("./tools/DemoOrders.ts"))).DemoOrders(200))
-    : App.layer()
+  // Of several workers, the first sends the demo's orders.
+  const app =
+    process.argv.includes("--demo") && (worker === undefined || worker === 1)
+      ? App.layer((yield* Effect.promise(() => import("./tools/DemoOrders.ts"))).DemoOrders(200))
+      : App.layer()
   shutdownLimit = Duration.sum(config.http.shutdownTimeout, SHUTDOWN_GRACE)
   return yield* App.launch(
-    app,
+    // A worker also tells its primary when it is ready, and serves every worker's /metrics.
+    worker === undefined ? app : Worker.layer.pipe(Layer.provideMerge(app)),
     Effect.sync(() => armShutdownDeadline())
   ).pipe(
     Effect.onInterrupt(() => Effect.logInfo("Order service stopped")),
-    Effect.provide(Layer.merge(configLayer, logging))
+    // Outermost, so that it closes last: the spans of closing down are sent too.
+    Effect.provide(
+      Layer.mergeAll(configLayer, logging, tracing === undefined ? Layer.empty : Tracing.layer(tracing))
+    )
   )
 })
 
@@ -90,7 +125,7 @@ const armShutdownDeadline = () => {
   const limit = shutdownLimit
   setTimeout(() => {
     process.stderr.write(
-      `order-service: closing down took longer than ${Duration.format(limit)}; exiting without waiting further\n`
+      `${self}: closing down took longer than ${Duration.format(limit)}; exiting without waiting further\n`
     )
     process.exit(1)
   }, Duration.toMillis(limit)).unref()
@@ -112,18 +147,24 @@ const onSignal = (signal: NodeJS.Signals) => {
     return
   }
   if (now - firstSignalAt < REPEAT_SIGNAL_GRACE_MS) return
-  process.stderr.write(`order-service: ${signal} again while closing down; exiting now\n`)
+  process.stderr.write(`${self}: ${signal} again while closing down; exiting now\n`)
   process.exit(1)
 }
 process.on("SIGINT", onSignal)
 process.on("SIGTERM", onSignal)
+// A worker closes down when its primary says so, as on a first signal; one that a Ctrl-C on the
+// terminal reached already is closing down, and this is not a second one.
+if (worker !== undefined)
+  Worker.onStopRequest(() => {
+    if (firstSignalAt === undefined) process.kill(process.pid, "SIGTERM")
+  })
 
 NodeRuntime.runMain(
   Effect.scoped(main).pipe(
     // Expected start-up failures get one clear line, not a stack trace.
     Effect.catchAll((error) =>
       Effect.sync(() => {
-        process.stderr.write(`order-service: ${error.message}\n`)
+        process.stderr.write(`${self}: ${error.message}\n`)
         process.exitCode = 1
       })
     )

@@ -25,6 +25,7 @@ import type { Configuration } from "openid-client"
 import { AuthConfig, DeadLettersConfig, ROLES, type Role } from "../config/AppConfig.ts"
 import { PgPool } from "../db/Database.ts"
 import { type Answer, json, withHeaders } from "../http/Answer.ts"
+import { unreachableAnswer } from "../http/ReadFailures.ts"
 import { discover } from "./Discovery.ts"
 import { allows, type Principal, type Rule, neededRole, ruleFor, ruleKeyOf, rules } from "./Access.ts"
 
@@ -335,7 +336,7 @@ export class Auth extends Effect.Service<Auth>()("Auth", {
       )
     }
 
-    const failed = (): Verdict => deny(unavailable("the database cannot be reached to check the session"))
+    const failed = (): Verdict => deny(withHeaders(unreachableAnswer, "retry-after", "2"))
 
     /** Whom each request let through was from (for the access log and the handlers). */
     const principals = new WeakMap<IncomingMessage, Principal>()

@@ -6,6 +6,7 @@
  * before anything starts, naming the key.
  */
 import { readFileSync } from "node:fs"
+import { availableParallelism } from "node:os"
 import path from "node:path"
 import {
   Config,
@@ -72,6 +73,47 @@ const brokerList = (name: string) =>
     Config.nested(name)
   )
 
+/**
+ * The cores this process may use: `os.availableParallelism()` (the CPUs it may run on), lowered to
+ * a cgroup's CPU quota rounded up (a container's `--cpus`, a Kubernetes CPU limit), which Node
+ * does not read: a pod limited to 2 CPUs on a 32-core node has 2.
+ */
+export const availableCores = (): number => {
+  const cores = availableParallelism()
+  const quota = (text: () => string, toCores: (fields: Array<string>) => number) => {
+    try {
+      const n = toCores(text().trim().split(/\s+/))
+      return Number.isFinite(n) && n > 0 ? Math.ceil(n) : cores
+    } catch {
+      return cores
+    }
+  }
+  // cgroup v2: "max 100000" (no quota) or "200000 100000"; v1: the quota (-1: none) and its period.
+  const v2 = quota(
+    () => readFileSync("/sys/fs/cgroup/cpu.max", "utf8"),
+    ([max, period]) => (max === "max" ? Number.NaN : Number(max) / Number(period))
+  )
+  const v1 = quota(
+    () =>
+      `${readFileSync("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "utf8")} ${readFileSync("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "utf8")}`,
+    ([max, period]) => Number(max) / Number(period)
+  )
+  return Math.max(1, Math.min(cores, v2, v1))
+}
+
+/** `auto` (one per core, `availableCores`) or a whole number ≥ 1. */
+const workerCount = (name: string) =>
+  Config.string().pipe(
+    Config.mapOrFail((s) => {
+      const text = s.trim().toLowerCase()
+      const n = text === "auto" ? availableCores() : Number(text)
+      return Number.isInteger(n) && n >= 1
+        ? Either.right(n)
+        : Either.left(ConfigError.InvalidData([], "expected auto (one per core) or a whole number ≥ 1"))
+    }),
+    Config.nested(name)
+  )
+
 export const HttpConfig = Config.all({
   host: Config.string("host").pipe(Config.withDefault("0.0.0.0")),
   port: port("port").pipe(Config.withDefault(8081)),
@@ -80,8 +122,8 @@ export const HttpConfig = Config.all({
   /** One structured log line per request. */
   accessLog: Config.boolean("access_log").pipe(Config.withDefault(true)),
   /**
-   * `GET /order/{uid}` and `GET /orders/search` answered below the router: the same answers, for
-   * a fraction of the CPU.
+   * `GET /order/{uid}` answered below the router, the only route that is: the same answers, for a
+   * fraction of the CPU. Off only to measure the difference and to test both ways alike.
    */
   fastPaths: Config.boolean("fast_paths").pipe(Config.withDefault(true)),
   /** How long a client may take to send a request's headers; then its connection is closed (408). */
@@ -93,7 +135,12 @@ export const HttpConfig = Config.all({
   /** Open connections at most; past it a new connection is closed as it arrives. */
   maxConnections: positiveInt("max_connections").pipe(Config.withDefault(4096)),
   /** The largest request body taken (a replay's selection is a few hundred bytes); larger is 413, unread. */
-  maxBodyBytes: positiveInt("max_body_bytes").pipe(Config.withDefault(64 * 1024))
+  maxBodyBytes: positiveInt("max_body_bytes").pipe(Config.withDefault(64 * 1024)),
+  /**
+   * Processes serving on the one port, each a full member of the consumer group (src/cluster/):
+   * `auto` is one per core; 1 is a single process, with no primary.
+   */
+  workers: workerCount("workers").pipe(Config.withDefault(availableCores()))
 }).pipe(Config.nested("http"))
 
 export const DatabaseConfig = Config.all({
@@ -126,6 +173,8 @@ export const KafkaConfig = Config.all({
   dlqTopic: Config.string("dlq_topic").pipe(Config.withDefault("orders.dlq")),
   partitions: positiveInt("partitions").pipe(Config.withDefault(3)),
   replicationFactor: positiveInt("replication_factor").pipe(Config.withDefault(1)),
+  /** How often the group's lag on the orders topic is measured for `/metrics` (src/observability/ConsumerLag.ts). */
+  lagInterval: positiveDuration("lag_interval").pipe(Config.withDefault(Duration.seconds(10))),
   localDataDir: Config.option(Config.string("local_data_dir"))
 }).pipe(Config.nested("kafka"))
 
@@ -471,7 +520,7 @@ export type AppConfigValues = Effect.Effect.Success<typeof validate>
 
 /** A summary safe to log: secrets stay hidden. */
 export const describeForLog = (c: AppConfigValues) => ({
-  http: { host: c.http.host, port: c.http.port },
+  http: { host: c.http.host, port: c.http.port, workers: c.http.workers },
   database: {
     url: Option.match(c.database.url, {
       onNone: () => "(embedded)",

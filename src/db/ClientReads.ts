@@ -81,15 +81,11 @@ export interface Permits {
    */
   readonly run: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | ReadQueueFull, R>
   /**
-   * A read for a client, without an Effect: calls `granted` once a permit is free (at once if one
-   * is), and the caller then holds it until it calls `release`, once; or, when the line is full,
-   * calls `refused` at once instead, and nothing else. Returns `leave`: before the grant it takes
-   * the caller out of the line and returns true (`granted` is never called); after it, false.
-   */
-  readonly unsafeRead: (granted: () => void, refused: () => void) => () => boolean
-  /**
-   * `unsafeRead` outside the line, never refused: for a batch, whose callers wait in the line
-   * themselves (`ReadBatcher`).
+   * A permit without an Effect, outside the line and never refused: for a batch of reads, whose
+   * callers wait in the line themselves (`ReadBatcher`, which answers the order fast path's misses
+   * without a fiber). Calls `granted` once a permit is free (at once if one is); the caller then
+   * holds it until it calls `release`, once. Returns `leave`: before the grant it gives up the
+   * place and returns true (`granted` is never called); after it, false.
    */
   readonly unsafeAcquire: (granted: () => void) => () => boolean
   readonly release: () => void
@@ -157,28 +153,17 @@ export const makePermits = (permits: number, maxQueued: number = Number.POSITIVE
     return ask(granted, false)
   }
 
-  const unsafeRead = (granted: () => void, refused: () => void) => {
+  const acquire = Effect.async<void, ReadQueueFull>((resume) => {
     if (free > 0) {
       free--
-      granted()
-      return nothingToLeave
+      return resume(Effect.void)
     }
-    if (!line.unsafeEnter()) {
-      refused()
-      return nothingToLeave
-    }
-    return ask(granted, true)
-  }
-
-  const acquire = Effect.async<void, ReadQueueFull>((resume) => {
+    if (!line.unsafeEnter()) return resume(Effect.fail(readQueueFull))
     let granted = false
-    const leave = unsafeRead(
-      () => {
-        granted = true
-        resume(Effect.void)
-      },
-      () => resume(Effect.fail(readQueueFull))
-    )
+    const leave = ask(() => {
+      granted = true
+      resume(Effect.void)
+    }, true)
     // Interrupted while waiting: leave the line, or, if a permit was handed over at the same
     // moment, pass it on rather than lose it.
     return Effect.sync(() => (granted ? release() : leave()))
@@ -188,7 +173,6 @@ export const makePermits = (permits: number, maxQueued: number = Number.POSITIVE
     permits,
     line,
     unsafeAcquire,
-    unsafeRead,
     release,
     run: (effect) =>
       Effect.uninterruptibleMask((restore) =>

@@ -7,7 +7,8 @@ import { NodeContext } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { MigrationError } from "@effect/sql/Migrator"
 import { SqlError } from "@effect/sql/SqlError"
-import { Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import pg from "pg"
 import { DatabaseConfig, DatabaseUrl } from "../config/AppConfig.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
 import orderDocument from "./migrations/0002_order_document.ts"
@@ -59,6 +60,47 @@ export const migrate = PgMigrator.run({ loader: migrations }).pipe(
   Effect.withSpan("Database.migrate")
 )
 
+/**
+ * The advisory lock migrations run under: any constant, the same in every version of the service,
+ * taken by nothing else.
+ */
+const MIGRATION_LOCK = 7_460_113_905
+
+/**
+ * `migrate`, by one instance at a time. Replicas starting together on an empty database would
+ * race: @effect/sql's migrator locks its table `effect_sql_migrations` for the run, but creates that
+ * table first, unguarded, and the slower CREATE fails start-up ("relation … already exists"). Under
+ * a session-level advisory lock the others wait, then find nothing left to run. The lock is held on
+ * a connection of its own, not the pool's (a pool of one would wait on itself); a process that dies
+ * holding it loses its session, and the lock with it. Succeeds with the migrations this call ran.
+ */
+export const migrateExclusively = (options: PoolOptions) =>
+  Effect.acquireUseRelease(
+    Effect.tryPromise({
+      try: async () => {
+        const client = new pg.Client({
+          connectionString: Redacted.value(options.url),
+          connectionTimeoutMillis: Duration.toMillis(options.connectTimeout ?? Duration.seconds(5)),
+          application_name: "order-service migrations"
+        })
+        client.on("error", () => undefined)
+        await client.connect().catch(async (error: unknown) => {
+          await client.end().catch(() => undefined)
+          throw error
+        })
+        return client
+      },
+      catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+    }),
+    (client) =>
+      Effect.tryPromise({
+        try: () => client.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]),
+        catch: (cause) => new SqlError({ cause, message: "Failed to take the migration lock" })
+      }).pipe(Effect.zipRight(migrate)),
+    // Ending the session releases the lock.
+    (client) => Effect.promise(() => client.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
+  )
+
 export interface PoolOptions {
   readonly url: Redacted.Redacted
   readonly maxConnections?: number
@@ -66,14 +108,6 @@ export interface PoolOptions {
   /** `statement_timeout` of reads for HTTP clients (see `TimedPool`); 5 seconds when not given. */
   readonly clientStatementTimeout?: Duration.DurationInput
 }
-
-/**
- * The `pg` pool under the `SqlClient`, for the reads worth a named prepared statement (orders by
- * id on cache misses, searches: see `OrderRepository`). Everything else goes through the
- * `SqlClient`. Its connections carry the statement timeout of reads for clients while they serve
- * them (`TimedPool`).
- */
-export class PgPool extends Context.Tag("PgPool")<PgPool, TimedPool>() {}
 
 /** A pool that has answered once; ended with its scope. */
 const makePool = (options: PoolOptions) => {
@@ -113,16 +147,25 @@ const makePool = (options: PoolOptions) => {
   )
 }
 
+/**
+ * The `pg` pool under the `SqlClient`, for the reads worth a named prepared statement (orders by
+ * id on cache misses, searches: see `OrderRepository`). Everything else goes through the
+ * `SqlClient`. Its connections carry the statement timeout of reads for clients while they serve
+ * them (`TimedPool`). The service is the pool itself (`Effect.Service` keeps the prototype of a
+ * class instance), built by `layer` together with the `SqlClient` on it.
+ */
+export class PgPool extends Effect.Service<PgPool>()("PgPool", { scoped: makePool }) {}
+
 /** A pool on `url`, migrated. Connecting is retried for a while, so the database may start after us. */
 export const layer = (options: PoolOptions) => {
-  const pool = Layer.scoped(PgPool, makePool(options))
+  const pool = PgPool.Default(options)
   const client = Layer.unwrapEffect(
     Effect.map(PgPool, (pool) =>
       // Our JSON values are orders; their keys must stay as they are.
       PgClient.layerFromPool({ acquire: Effect.succeed(pool), transformJson: false })
     )
   )
-  return Layer.effectDiscard(migrate).pipe(
+  return Layer.effectDiscard(migrateExclusively(options)).pipe(
     Layer.provideMerge(client),
     Layer.provideMerge(pool),
     // Only while the server cannot be reached: a failing migration or a wrong password fails at once.

@@ -23,6 +23,7 @@
  */
 import { Fiber, FiberRef, Option } from "effect"
 import pg from "pg"
+import { observePool } from "../observability/Prometheus.ts"
 
 /** Set on the fibers of reads for HTTP clients (`ClientReads.run`): their statements get the timeout. */
 export const readingForClient: FiberRef.FiberRef<boolean> = FiberRef.unsafeMake(false)
@@ -48,6 +49,8 @@ export class TimedPool extends pg.Pool {
     readonly clientStatementTimeoutMillis: number
   ) {
     super(config)
+    // Its connections in /metrics (used, idle, waiting), read at scrape time.
+    observePool(this)
   }
 
   override connect(): Promise<pg.PoolClient>

@@ -12,11 +12,27 @@
  * `until` of its first, so that it ends and never takes its own replays parked again. A page is
  * bounded by letters and by bytes (`dead_letters.replay_page_bytes`).
  *
+ * A letter keeps its message's trace context (`traceparent`): while traces are exported, its
+ * replay is a span of that trace (`DeadLetterReplay.send`, linked to the replay call's span), and
+ * the replayed message carries the replay span's context, so its next attempt joins the same trace.
+ *
  * It writes to the orders topic, so only an operator may ask for it (`src/auth/Access.ts`); the
  * log line names who did. Kafka is the ingest side's: its producer attaches itself here
  * (`layerPublisher`) once connected, and until then a replay answers that it cannot run yet.
  */
-import { Data, Deferred, Duration, Effect, Layer, Metric, Option, Schedule } from "effect"
+import {
+  Clock,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  Metric,
+  Option,
+  Schedule,
+  type Tracer
+} from "effect"
 import { CompressionTypes, Partitioners, type Message } from "kafkajs"
 import { DeadLetterHeaders, ReplayHeaders } from "../kafka/DeadLetters.ts"
 import { KafkaClient } from "../kafka/KafkaClient.ts"
@@ -29,6 +45,7 @@ import {
   type Selection,
   type StoredLetter
 } from "./DeadLetterIndex.ts"
+import { linkTo, startSpan, TracePropagation } from "../observability/Tracing.ts"
 import * as ReplayRequests from "./ReplayRequests.ts"
 
 export const ReplayMetrics = {
@@ -59,6 +76,48 @@ export const replayMessage = (letter: StoredLetter, deadLetterTopic: string, at:
     headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, v.length === 1 ? v[0]! : v]))
   }
 }
+
+/**
+ * A span for the replay of each of `letters` that carries a trace context, a child of it; the
+ * messages, with the span's context in place of the letter's. Nothing when traces are not
+ * exported. End the spans once the broker has answered.
+ */
+const traceReplays = (letters: ReadonlyArray<StoredLetter>, messages: ReadonlyArray<Message>) =>
+  Effect.gen(function* () {
+    const propagation = yield* TracePropagation
+    if (propagation === undefined) return { messages, spans: [] as ReadonlyArray<Tracer.Span | undefined> }
+    const tracer = yield* Effect.tracer
+    const start = yield* Clock.currentTimeNanos
+    const links = Option.match(yield* Effect.option(Effect.currentSpan), {
+      onNone: () => [],
+      onSome: (span) => [linkTo(span)]
+    })
+    const spans = letters.map((letter) => {
+      const parent = propagation.extract((name) =>
+        letter.headers.find((h) => h.name === name)?.value.toString("utf8")
+      )
+      return parent === undefined
+        ? undefined
+        : startSpan(tracer, "DeadLetterReplay.send", {
+            parent,
+            start,
+            kind: "producer",
+            links,
+            attributes: {
+              "dead_letter.partition": letter.partition,
+              "dead_letter.offset": letter.offset,
+              "dead_letter.kind": letter.kind
+            }
+          })
+    })
+    return {
+      messages: messages.map((m, i) => {
+        const span = spans[i]
+        return span === undefined ? m : { ...m, headers: { ...m.headers, ...propagation.inject(span) } }
+      }),
+      spans
+    }
+  })
 
 /** Sends messages to the orders topic; attached by the ingest side once Kafka is connected. */
 export interface ReplayTarget {
@@ -127,7 +186,15 @@ export class DeadLetterReplay extends Effect.Service<DeadLetterReplay>()("DeadLe
         const claimed = yield* index.claim(letters, includeReplayed, CLAIM_LEASE)
         if (claimed.letters.length === 0) return []
         const at = new Date()
-        const sent = yield* send(claimed.letters.map((l) => replayMessage(l, deadLetterTopic, at)))
+        const traced = yield* traceReplays(
+          claimed.letters,
+          claimed.letters.map((l) => replayMessage(l, deadLetterTopic, at))
+        )
+        const sent = yield* send(traced.messages)
+        const answered = yield* Clock.currentTimeNanos
+        traced.spans.forEach((span, i) =>
+          span?.end(answered, sent[i] === true ? Exit.void : Exit.fail("the broker did not take the message"))
+        )
         const outcomes = claimed.letters.map((l, i) => ({
           partition: l.partition,
           offset: l.offset,

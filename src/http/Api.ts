@@ -2,14 +2,14 @@
  * The HTTP API, declared once: the handlers, the OpenAPI document and typed clients derive from it.
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
-import { Schema } from "effect"
+import { Option, Schema } from "effect"
 import {
   COUNTS_CAP,
   DeadLetterDetail,
   DeadLetterSummary,
   EncodedBytes
 } from "../deadletters/DeadLetterIndex.ts"
-import { Order, ORDER_UID_MAX_LENGTH } from "../orders/Order.ts"
+import { Order, ORDER_UID_MAX_LENGTH, Timestamp } from "../orders/Order.ts"
 import { OrderSummary } from "../orders/OrderRepository.ts"
 import { RejectionKind, RejectionKinds } from "../orders/Rejection.ts"
 
@@ -96,7 +96,7 @@ export class Forbidden extends Schema.TaggedError<Forbidden>()(
   })
 ) {}
 
-/** `limit` and `cursor`, as every paged listing takes them. */
+/** `limit` and `cursor` as text, checked by the handler (the dead letters' listing). */
 const pageParams = (things: string, max: number, byDefault: number) => ({
   limit: Schema.optional(Schema.String).annotations({
     description: `${things} per page, 1–${max} (default ${byDefault})`
@@ -112,6 +112,95 @@ export const RecentOrdersPage = Schema.Struct({
 }).annotations({ identifier: "RecentOrdersPage" })
 
 export const SEARCH_QUERY_MAX_LENGTH = 256
+
+/** Orders a page holds when `limit` is not given. */
+export const DEFAULT_PAGE_LIMIT = 20
+
+// The query parameters of the orders' listings, as the API checks them: a parameter that does not
+// decode is a 400 `InvalidQuery` whose message names it (see `Http.ts`), a parameter given twice
+// included.
+
+/** A query parameter's text, given once (twice arrives as a list). */
+const givenOnce = (name: string, description: string) =>
+  Schema.String.annotations({ description, message: () => `${name} must be given once` })
+
+/** A parameter read after trimming, where blank is the same as not given. */
+const trimmedParam = <A>(name: string, description: string, value: Schema.Schema<A, string>) =>
+  Schema.optionalToOptional(givenOnce(name, description), value, {
+    decode: (given) =>
+      Option.filter(
+        Option.map(given, (s) => s.trim()),
+        (s) => s !== ""
+      ),
+    encode: (value) => value
+  })
+
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/
+
+/** What a search looks for, as typed (trimmed): bounded, printable. */
+const SearchText = Schema.String.pipe(
+  Schema.filter(
+    (q) =>
+      q.length <= SEARCH_QUERY_MAX_LENGTH ||
+      `q must be at most ${SEARCH_QUERY_MAX_LENGTH} characters; it has ${q.length}`
+  ),
+  Schema.filter(
+    (q) =>
+      !CONTROL_CHARACTERS.test(q) || "q must not contain control characters (a tab, line break or similar)"
+  )
+)
+
+/** A date bound of a search: an RFC 3339 instant with its zone. */
+const DateBound = (name: string) =>
+  Timestamp.annotations({
+    message: (issue) => ({
+      message: `${name} must be an RFC 3339 timestamp with a zone, such as 2021-11-26T06:22:19Z; got ${JSON.stringify(String(issue.actual).slice(0, 64))}`,
+      override: true
+    })
+  })
+
+/** `limit` as the orders' listings take it: a whole number from 1 to 100. */
+const PageLimit = Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)).annotations({
+  message: () => ({ message: "limit must be a whole number from 1 to 100", override: true })
+})
+
+/** `limit` and `cursor` of the orders' listings. */
+const OrderPageParams = {
+  limit: Schema.optional(
+    Schema.compose(givenOnce("limit", `Orders per page, 1–100 (default ${DEFAULT_PAGE_LIMIT})`), PageLimit)
+  ),
+  cursor: Schema.optional(givenOnce("cursor", "From the previous page's next_cursor"))
+}
+
+export const RecentOrdersParams = Schema.Struct(OrderPageParams)
+
+export const SearchParams = Schema.Struct({
+  q: trimmedParam(
+    "q",
+    "An order id, track number, customer id, delivery phone, delivery e-mail, payment transaction " +
+      "or item rid, matched exactly after trimming; e-mails ignore case, phones compare digits only " +
+      `(+7 900 123-45-67 = 79001234567). At most ${SEARCH_QUERY_MAX_LENGTH} characters.`,
+    SearchText
+  ),
+  from: trimmedParam(
+    "from",
+    "Only orders with date_created at or after this RFC 3339 instant",
+    DateBound("from")
+  ),
+  to: trimmedParam("to", "Only orders with date_created before this RFC 3339 instant", DateBound("to")),
+  ...OrderPageParams
+}).pipe(
+  Schema.filter((params) =>
+    params.q === undefined && params.from === undefined && params.to === undefined
+      ? "give q (what to look for), from or to"
+      : params.from === undefined ||
+          params.to === undefined ||
+          Date.parse(params.from) < Date.parse(params.to)
+        ? true
+        : "from must be before to"
+  )
+)
 
 /** An SSE event as the live feed writes it; the schema only describes the stream for the document. */
 export const LiveEvents = HttpApiSchema.Text({ contentType: "text/event-stream" }).annotations({
@@ -142,11 +231,7 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
   )
   .add(
     HttpApiEndpoint.get("listOrders", "/orders")
-      .setUrlParams(
-        Schema.Struct({
-          ...pageParams("Orders", 100, 20)
-        })
-      )
+      .setUrlParams(RecentOrdersParams)
       .addSuccess(RecentOrdersPage)
       .addError(InvalidQuery)
       .addError(Unavailable)
@@ -155,23 +240,7 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
   )
   .add(
     HttpApiEndpoint.get("searchOrders", "/orders/search")
-      .setUrlParams(
-        Schema.Struct({
-          q: Schema.optional(Schema.String).annotations({
-            description:
-              "An order id, track number, customer id, delivery phone, delivery e-mail, payment transaction " +
-              "or item rid, matched exactly after trimming; e-mails ignore case, phones compare digits only " +
-              `(+7 900 123-45-67 = 79001234567). At most ${SEARCH_QUERY_MAX_LENGTH} characters.`
-          }),
-          from: Schema.optional(Schema.String).annotations({
-            description: "Only orders with date_created at or after this RFC 3339 instant"
-          }),
-          to: Schema.optional(Schema.String).annotations({
-            description: "Only orders with date_created before this RFC 3339 instant"
-          }),
-          ...pageParams("Orders", 100, 20)
-        })
-      )
+      .setUrlParams(SearchParams)
       .addSuccess(RecentOrdersPage)
       .addError(InvalidQuery)
       .addError(Unavailable)
@@ -185,6 +254,7 @@ export class OrdersGroup extends HttpApiGroup.make("orders")
   .add(
     HttpApiEndpoint.get("liveOrders", "/orders/live")
       .addSuccess(LiveEvents)
+      .addError(Overloaded)
       .annotate(OpenApi.Summary, "Newly stored orders as server-sent events, the same on every instance")
       .annotate(
         OpenApi.Description,

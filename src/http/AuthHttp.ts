@@ -14,6 +14,7 @@ import * as client from "openid-client"
 import { Auth, type Provider } from "../auth/Auth.ts"
 import { ROLES, type Role } from "../config/AppConfig.ts"
 import { Forbidden, OrderServiceApi, SignInFailed, SignInOff, Unavailable } from "./Api.ts"
+import { databaseUnreachable } from "./ReadFailures.ts"
 
 /** The cookie that carries a sign-in under way from `/auth/login` to `/auth/callback`. */
 const LOGIN_COOKIE = "order_sign_in"
@@ -156,7 +157,7 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "auth", (handlers) =>
             ) ?? undefined
           const session = yield* auth
             .startSession({ subject: claims.sub, name, roles, idToken: tokens.id_token })
-            .pipe(Effect.mapError(() => new Unavailable({ message: "the database cannot be reached" })))
+            .pipe(Effect.mapError(databaseUnreachable))
           yield* Effect.logInfo("Signed in").pipe(
             Effect.annotateLogs({ subject: claims.sub, roles: [...roles].join(",") })
           )
@@ -177,9 +178,7 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "auth", (handlers) =>
               required_role: null
             })
           const who = yield* auth.whoIs(req)
-          const idToken = yield* auth
-            .endSession(req)
-            .pipe(Effect.mapError(() => new Unavailable({ message: "the database cannot be reached" })))
+          const idToken = yield* auth.endSession(req).pipe(Effect.mapError(databaseUnreachable))
           if (who !== undefined)
             yield* Effect.logInfo("Signed out").pipe(Effect.annotateLogs({ subject: who.subject }))
           // Then out of the provider too, so that "Sign in" asks again. A page, not a redirect: a form's

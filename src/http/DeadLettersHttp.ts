@@ -33,12 +33,10 @@ import {
   type ReplayRequest,
   type ReplayResponse
 } from "./Api.ts"
-import { answerReadFailures } from "./ReadFailures.ts"
+import { answerReadFailures, databaseUnreachable } from "./ReadFailures.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
 const invalid = (message: string) => new InvalidQuery({ error: "invalid_query", message })
-const databaseDown = () =>
-  new Unavailable({ error: "unavailable", message: "the database cannot be reached" })
 
 const time = (name: string, given: string | undefined): Either.Either<Date | undefined, InvalidQuery> => {
   if (given === undefined || given === "") return Either.right(undefined)
@@ -179,7 +177,7 @@ export const layer = HttpApiBuilder.group(OrderServiceApi, "deadLetters", (handl
 const replayErrors = {
   InvalidLetterCursor: (e: InvalidLetterCursor) => Effect.fail(invalid(e.message)),
   ReplayUnavailable: (e: ReplayUnavailable) => Effect.fail(new Unavailable({ message: e.message })),
-  SqlError: () => Effect.fail(databaseDown())
+  SqlError: () => Effect.fail(databaseUnreachable())
 }
 
 const replayResponse = (result: ReplayResult): typeof ReplayResponse.Type => {

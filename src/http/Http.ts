@@ -1,76 +1,135 @@
 /**
  * Handlers of the HTTP API, the extra routes (metrics, static files) and the app built from them.
+ *
+ * Handlers return the success the API declares and fail with its errors, with two exceptions, each
+ * a response built first: a read refused or too slow is a 503 with `Retry-After`
+ * (`answerReadFailures`; an error cannot carry a header), and `getOrder` answers with
+ * `OrderRoute`'s answers, which the server's fast path writes too, byte for byte.
  */
-import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import type { HttpApp } from "@effect/platform"
+import { HttpApiBuilder, HttpApiError, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import type { SqlError } from "@effect/sql/SqlError"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Duration, Effect, Either, Layer, Option } from "effect"
+import { ORDER_PREFIX } from "../auth/Access.ts"
 import { OrderCache } from "../cache/OrderCache.ts"
+import type { ReadQueueFull } from "../db/ClientReads.ts"
 import { IngestStatus } from "../ingest/IngestStatus.ts"
 import { LiveFeed } from "../live/LiveFeed.ts"
-import { OrderRepository } from "../orders/OrderRepository.ts"
+import { type InvalidCursor, OrderRepository, type RecentOrders } from "../orders/OrderRepository.ts"
 import { Orders } from "../orders/Orders.ts"
 import { Prometheus } from "../observability/Prometheus.ts"
-import { InvalidQuery, NotReady, OrderServiceApi, Ready } from "./Api.ts"
+import { type Answer, responseOf } from "./Answer.ts"
+import { DEFAULT_PAGE_LIMIT, InvalidQuery, NotReady, OrderServiceApi, OrdersGroup, Ready } from "./Api.ts"
 import * as ApiDocs from "./ApiDocs.ts"
 import * as AuthHttp from "./AuthHttp.ts"
 import * as DeadLettersHttp from "./DeadLettersHttp.ts"
-import { encodingOf, liveHeaders } from "./LiveRoute.ts"
-import { OrderRoute } from "./OrderRoute.ts"
-import { answerReadFailures, responseOf } from "./ReadFailures.ts"
-import { pageLimit, SearchRoute } from "./SearchRoute.ts"
+import { closedOf, encodingOf, subscriberOf } from "./LiveRoute.ts"
+import { OrderRoute, uidFromPath } from "./OrderRoute.ts"
+import { answerReadFailures } from "./ReadFailures.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
+
+/**
+ * A page of orders as the API declares it; a cursor the service never gave is a 400. Refused, too
+ * slow or the database out of reach: a 503, as the fast path answers it.
+ */
+const pageOf = (read: Effect.Effect<RecentOrders, InvalidCursor | SqlError | ReadQueueFull>) =>
+  read.pipe(
+    Effect.catchTag("InvalidCursor", (e) =>
+      Effect.fail(new InvalidQuery({ message: `cursor: ${e.message}` }))
+    ),
+    Effect.map((page) => ({ items: page.items, next_cursor: Option.getOrNull(page.nextCursor) })),
+    answerReadFailures
+  )
 
 const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =>
   Effect.gen(function* () {
     const orders = yield* Orders
     const route = yield* OrderRoute
-    const search = yield* SearchRoute
     const live = yield* LiveFeed
-    return (
-      handlers
-        // The answers are those the API declares (Order, InvalidOrderUid, OrderNotFound, Unavailable),
-        // built by OrderRoute, which the server's fast path uses too.
-        .handle("getOrder", ({ path }) =>
-          Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
-            Effect.map(route.answer(path.order_uid, request.headers["if-none-match"]), responseOf)
-          )
+    // No span per request (`fnUntraced`): the platform's is off as well (see HttpServer).
+    return handlers
+      .handle(
+        "getOrder",
+        Effect.fnUntraced(function* ({ request }) {
+          // The id read from the path as it arrived, as the fast path reads it: the router's
+          // parameter stops at a `;` (`/order/a;b` would look for `a`).
+          const decoded = uidFromPath(request.url.split("?", 1)[0]!.slice(ORDER_PREFIX.length))
+          if (Either.isLeft(decoded)) return responseOf(decoded.left)
+          const uid = decoded.right
+          const ifNoneMatch = request.headers["if-none-match"]
+          const answer =
+            route.answerNow(uid, ifNoneMatch) ??
+            (yield* Effect.async<Answer>((resume) => route.answerMissed(uid, ifNoneMatch, resume)))
+          return responseOf(answer)
+        })
+      )
+      .handle("listOrders", ({ urlParams }) =>
+        pageOf(
+          orders.listRecent(urlParams.limit ?? DEFAULT_PAGE_LIMIT, Option.fromNullable(urlParams.cursor))
         )
-        .handle("listOrders", ({ urlParams }) =>
-          Effect.gen(function* () {
-            const limit = yield* pageLimit(urlParams.limit)
-            const page = yield* orders
-              .listRecent(limit, Option.fromNullable(urlParams.cursor))
-              .pipe(
-                Effect.catchTag("InvalidCursor", (e) => Effect.fail(new InvalidQuery({ message: e.message })))
-              )
-            return { items: page.items, next_cursor: Option.getOrNull(page.nextCursor) }
-            // Refused, too slow or the database out of reach: a 503, as the fast paths answer it.
-          }).pipe(answerReadFailures)
-        )
-        // Answered by SearchRoute, which the server's fast path uses too.
-        .handle("searchOrders", ({ urlParams }) => Effect.map(search.answer(urlParams), responseOf))
-        .handle("liveOrders", () =>
-          Effect.gen(function* () {
-            const request = yield* HttpServerRequest.HttpServerRequest
-            const response = NodeHttpServerRequest.toServerResponse(request)
-            const encoding = encodingOf(request.headers)
-            // On shutdown the stream ends at once: the browser reconnects, to another instance.
-            // Attached until the request's scope closes (its stream ended, or the client went);
-            // past `live.max_clients` (or per address: the connection's, see LiveFeed) a 503.
-            const events = yield* live.connect({
-              lastEventId: Option.fromNullable(request.headers["last-event-id"]),
-              encoding,
-              address: NodeHttpServerRequest.toIncomingMessage(request).socket.remoteAddress,
-              disconnect: Effect.sync(() => response.destroy()),
-              writableLength: () => response.writableLength
-            })
-            if (Either.isLeft(events)) return responseOf(events.left)
-            const { "content-type": contentType, ...headers } = liveHeaders(encoding)
-            return HttpServerResponse.stream(events.right, { contentType, headers })
+      )
+      .handle("searchOrders", ({ urlParams }) =>
+        pageOf(
+          orders.search({
+            q: Option.fromNullable(urlParams.q),
+            from: Option.fromNullable(urlParams.from),
+            to: Option.fromNullable(urlParams.to),
+            limit: urlParams.limit ?? DEFAULT_PAGE_LIMIT,
+            cursor: Option.fromNullable(urlParams.cursor)
           })
         )
-    )
+      )
+      .handle(
+        "liveOrders",
+        Effect.fnUntraced(function* ({ request }) {
+          // Events are written to the Node response itself, from the feed's loop (see LiveRoute).
+          const response = NodeHttpServerRequest.toServerResponse(request)
+          const encoding = encodingOf(request.headers)
+          const lastEventId = request.headers["last-event-id"]
+          // Attached until the connection closes: its stream ended (on shutdown at once: the
+          // browser reconnects, to another instance), it fell behind, or the client went. Past
+          // `live.max_clients` (or per address: the connection's, see LiveFeed), a 503.
+          const refusal = yield* live.follow({
+            lastEventId,
+            encoding,
+            address: NodeHttpServerRequest.toIncomingMessage(request).socket.remoteAddress,
+            subscriber: subscriberOf(response, encoding),
+            closed: closedOf(response)
+          })
+          // Once the stream has ended, this is not written: the platform sees the response done.
+          return refusal === undefined ? HttpServerResponse.empty() : responseOf(refusal)
+        })
+      )
   })
+)
+
+/** The paths of the orders' listings, whose query parameters the API declares as Schema types. */
+const QUERY_CHECKED: ReadonlySet<string> = new Set(
+  Object.values(OrdersGroup.endpoints)
+    .filter((endpoint) => endpoint.urlParamsSchema._tag === "Some")
+    .map((endpoint) => endpoint.path)
+)
+
+/**
+ * A query parameter of the orders' listings that does not decode is answered as the contract
+ * says, `InvalidQuery` with the reason its schema gives (`Api.ts`), rather than the platform's
+ * `HttpApiDecodeError`. These are GETs, without a body: the query is all the platform decodes.
+ */
+const queryRefusals = HttpApiBuilder.middleware(
+  OrderServiceApi,
+  (app) =>
+    Effect.catchAll(
+      app,
+      (error: unknown) =>
+        Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+          error instanceof HttpApiError.HttpApiDecodeError && QUERY_CHECKED.has(request.url.split("?", 1)[0]!)
+            ? Effect.fail(new InvalidQuery({ message: error.issues[0]?.message ?? error.message }))
+            : Effect.fail(error)
+        )
+      // The app fails with the errors of every group, which are encoded after this (`InvalidQuery`
+      // among them); the platform's type says those of the API alone.
+    ) as HttpApp.Default<HttpApiError.HttpApiDecodeError>
 )
 
 const healthGroup = HttpApiBuilder.group(OrderServiceApi, "health", (handlers) =>
@@ -125,7 +184,8 @@ const extraRoutes = HttpApiBuilder.Router.use((router) =>
 export const layer = Layer.mergeAll(
   HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" }),
   ApiDocs.layer,
-  extraRoutes
+  extraRoutes,
+  queryRefusals
 ).pipe(
   Layer.provideMerge(
     HttpApiBuilder.api(OrderServiceApi).pipe(

@@ -1,8 +1,8 @@
 /**
  * `GET /order/{order_uid}`, answered in one place. The HTTP server calls it below the router for
- * every such request (src/http/HttpServer.ts: a cache hit is answered without running an Effect);
- * the `getOrder` handler of the HttpApi calls it too, so the two cannot answer differently — same
- * status, headers and bytes.
+ * every such request (src/http/HttpServer.ts: a cache hit is answered without running an Effect,
+ * a miss from its batched read's callback); the `getOrder` handler of the HttpApi calls it too
+ * (`http.fast_paths: false`), so the two cannot answer differently — same status, headers and bytes.
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import type { ReadQueueFull } from "../db/ClientReads.ts"
@@ -101,24 +101,15 @@ export class OrderRoute extends Effect.Service<OrderRoute>()("OrderRoute", {
 
     /**
      * What `answerNow` could not answer: the order from the database (which fills the cache).
-     * `done` is called once, without an Effect per request: a miss costs its share of a batched
-     * read (see `Orders.unsafeGet`). The exit fails only with a defect.
+     * `done` is called once, with an exit that fails only with a defect. A callback, not an
+     * Effect: the fast path answers a miss without a fiber of its own (see `Orders.unsafeGet`).
      */
     const answerMissed = (
       uid: string,
       ifNoneMatch: string | undefined,
       done: (answer: Exit.Exit<Answer>) => void
-    ) => orders.unsafeGet(uid, (read) => done(answerOf(uid, ifNoneMatch, read)))
+    ): void => orders.unsafeGet(uid, (read) => done(answerOf(uid, ifNoneMatch, read)))
 
-    /** The answer for `uid`: from the cache, else from the database. */
-    const answer = (uid: string, ifNoneMatch: string | undefined): Effect.Effect<Answer> =>
-      Effect.suspend(() => {
-        const now = answerNow(uid, ifNoneMatch)
-        return now !== undefined
-          ? Effect.succeed(now)
-          : Effect.async<Answer>((resume) => answerMissed(uid, ifNoneMatch, resume))
-      })
-
-    return { answerNow, answerMissed, answer } as const
+    return { answerNow, answerMissed } as const
   })
 }) {}

@@ -40,6 +40,7 @@ import {
   type MessageOutcome,
   type ParkedMessage
 } from "./BatchOutcome.ts"
+import * as BatchTrace from "./BatchTrace.ts"
 import { IngestStatus, IngestStopped } from "./IngestStatus.ts"
 
 export const IngestMetrics = {
@@ -188,21 +189,36 @@ export const makeBatchHandler = Effect.gen(function* () {
    * What becomes of each of `messages`, in order: decoded and stored, or parked with its reason.
    * `None` if the batch stopped being ours while an outage was being waited out.
    */
-  const judge = (batch: ConsumedBatch, messages: ReadonlyArray<KafkaMessage>) =>
+  const judge = (
+    batch: ConsumedBatch,
+    messages: ReadonlyArray<KafkaMessage>,
+    trace: BatchTrace.BatchTrace | undefined
+  ) =>
     Effect.gen(function* () {
       const outcomes: Array<MessageOutcome> = new Array(messages.length)
       const valid: Array<{ readonly index: number; readonly order: Order }> = []
-      messages.forEach((message, index) => {
-        const decoded = decodeOrderBytes(message.value, config.maxMessageBytes)
-        if (Either.isRight(decoded)) valid.push({ index, order: decoded.right })
-        else outcomes[index] = parked(decoded.left.kind, decoded.left.detail)
-      })
+      yield* Effect.sync(() =>
+        messages.forEach((message, index) => {
+          const decoded = decodeOrderBytes(message.value, config.maxMessageBytes)
+          if (Either.isRight(decoded)) valid.push({ index, order: decoded.right })
+          else outcomes[index] = parked(decoded.left.kind, decoded.left.detail)
+        })
+      ).pipe(Effect.withSpan("IngestPipeline.decode", { attributes: { messages: messages.length } }))
       if (valid.length > 0) {
-        const stored = yield* retryInPlace(batch, "store", store(valid.map((v) => v.order)))
+        const started = yield* Clock.currentTimeNanos
+        const stored = yield* retryInPlace(batch, "store", store(valid.map((v) => v.order))).pipe(
+          Effect.withSpan("IngestPipeline.store", { attributes: { orders: valid.length } })
+        )
         if (Option.isNone(stored)) return Option.none<Array<MessageOutcome>>()
         stored.value.forEach((outcome, i) => {
           outcomes[valid[i]!.index] = outcome
         })
+        if (trace !== undefined)
+          yield* trace.stored(
+            valid.map((v) => messages[v.index]!),
+            stored.value,
+            started
+          )
       }
       return Option.some(outcomes)
     })
@@ -211,14 +227,14 @@ export const makeBatchHandler = Effect.gen(function* () {
    * `judge`, contained: if judging the batch dies, its messages are judged one at a time, and the
    * one whose judging dies on its own is parked as `unprocessable` with the reason.
    */
-  const judgeContained = (batch: ConsumedBatch) =>
-    judge(batch, batch.messages).pipe(
+  const judgeContained = (batch: ConsumedBatch, trace: BatchTrace.BatchTrace | undefined) =>
+    judge(batch, batch.messages, trace).pipe(
       Effect.catchAllDefect((defect) =>
         Effect.logWarning("Handling a batch failed; handling its messages one at a time").pipe(
           Effect.annotateLogs({ partition: batch.partition, error: describeFailure(defect) }),
           Effect.zipRight(
             Effect.forEach(batch.messages, (message) =>
-              judge(batch, [message]).pipe(
+              judge(batch, [message], trace).pipe(
                 Effect.map(Option.map(([outcome]) => outcome!)),
                 Effect.catchAllDefect((d) =>
                   Effect.succeed(Option.some(parked("unprocessable", describeFailure(d))))
@@ -247,7 +263,9 @@ export const makeBatchHandler = Effect.gen(function* () {
    * consumer asks the coordinator whether the partition is still its own (`confirmMember`). One
    * that was silent past its session timeout (paused, cut off) finds out that its partitions went
    * to others, and leaves the batch to them. The batch is marked done as soon as its commit is
-   * through, uninterruptibly: kafkajs then never fetches again what the group has committed.
+   * through, uninterruptibly: kafkajs then never fetches again what the group has committed. A
+   * transaction reported failed may have committed all the same: every attempt after the first
+   * asks the coordinator before parking anything again.
    */
   const settle = (batch: ConsumedBatch, letters: ReadonlyArray<DeadLetter>) => {
     const beforeCommit = Effect.flatMap(batch.isStale, (stale) =>
@@ -257,10 +275,17 @@ export const makeBatchHandler = Effect.gen(function* () {
           )
         : batch.confirmMember
     )
+    let attempts = 0
     const commit =
       letters.length === 0
         ? batch.commit
-        : deadLetters.settle(letters, [batch], { lane: batch.member, beforeCommit })
+        : Effect.suspend(() =>
+            deadLetters.settle(letters, [batch], {
+              lane: batch.member,
+              beforeCommit,
+              maybeSettled: attempts++ > 0
+            })
+          )
     return retryInPlace(
       batch,
       letters.length === 0 ? "commit" : "dead-letter and commit",
@@ -272,9 +297,11 @@ export const makeBatchHandler = Effect.gen(function* () {
   const publish = (batch: ConsumedBatch, summary: BatchSummary, startedMillis: number) =>
     Effect.gen(function* () {
       // One atomic step for the whole batch, oldest first (the order they arrived in).
-      yield* cache.putAll(
-        summary.toCache.map((order) => CachedOrder.fromJson(order.order_uid, orderToJsonString(order)))
-      )
+      yield* cache
+        .putAll(
+          summary.toCache.map((order) => CachedOrder.fromJson(order.order_uid, orderToJsonString(order)))
+        )
+        .pipe(Effect.withSpan("IngestPipeline.cache", { attributes: { orders: summary.toCache.length } }))
       for (const p of summary.parked) {
         yield* Metric.increment(Metric.tagged(IngestMetrics.deadLettered, "kind", p.kind))
         yield* Effect.logInfo("Message parked on the dead-letter topic").pipe(
@@ -328,23 +355,29 @@ export const makeBatchHandler = Effect.gen(function* () {
       )
     ])
 
-  const handle = (batch: ConsumedBatch): Effect.Effect<BatchResult> =>
+  const handleTraced = (batch: ConsumedBatch, trace: BatchTrace.BatchTrace | undefined) =>
     Effect.gen(function* () {
       const started = yield* Clock.currentTimeMillis
-      const outcomes = yield* judgeContained(batch)
+      const outcomes = yield* judgeContained(batch, trace)
       if (Option.isNone(outcomes)) {
         yield* giveBack(batch, "store")
         return abandoned
       }
       const summary = summarize(batch.messages, outcomes.value)
+      const settleStarted = yield* Clock.currentTimeNanos
       const settled = yield* settle(
         batch,
         summary.parked.map((p) => letterOf(batch, p))
+      ).pipe(
+        Effect.withSpan(summary.parked.length === 0 ? "IngestPipeline.commit" : "IngestPipeline.park", {
+          attributes: { letters: summary.parked.length }
+        })
       )
       if (Option.isNone(settled)) {
         yield* giveBack(batch, "settle")
         return { ...abandoned, stored: summary.stored.length }
       }
+      if (trace !== undefined && summary.parked.length > 0) yield* trace.parked(summary.parked, settleStarted)
       yield* publish(batch, summary, started)
       return {
         stored: summary.stored.length,
@@ -352,7 +385,24 @@ export const makeBatchHandler = Effect.gen(function* () {
         deadLettered: summary.parked.length,
         abandoned: false
       }
-    }).pipe(Effect.withSpan("IngestPipeline.batch", { attributes: { partition: batch.partition } }))
+    })
+
+  /** A batch in a span of its own that links the context of each message that carries one. */
+  const handle = (batch: ConsumedBatch): Effect.Effect<BatchResult> =>
+    Effect.flatMap(BatchTrace.make(batch), (trace) =>
+      handleTraced(batch, trace).pipe(
+        Effect.withSpan("IngestPipeline.batch", {
+          kind: "consumer",
+          attributes: {
+            partition: batch.partition,
+            "messaging.system": "kafka",
+            "messaging.destination.name": batch.topic,
+            "messaging.batch.message_count": batch.messages.length
+          },
+          links: trace?.links ?? []
+        })
+      )
+    )
 
   return { handle } as const
 })

@@ -37,7 +37,10 @@ export const ReplayHeaders = {
 export interface DeadLetter {
   readonly kind: DeadLetterKind
   readonly detail: string
-  /** The original message: key, value (bytes as received) and headers. */
+  /**
+   * The original message: key, value (bytes as received) and headers — `traceparent` and
+   * `tracestate` among them, so that a replay continues the message's trace.
+   */
   readonly key: Buffer | null
   readonly value: Buffer | null
   readonly headers?: IHeaders | undefined
@@ -163,6 +166,18 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
 
     const runtime = yield* Effect.runtime<never>()
 
+    /** Whether the group's committed offset of every partition in `offsets` has reached its `nextOffset`. */
+    const committedAlready = async (offsets: ReadonlyArray<Settle>): Promise<boolean> => {
+      const topics = [...new Set(offsets.map((o) => o.topic))]
+      const committed = await client.admin.fetchOffsets({ groupId: client.groupId, topics })
+      return offsets.every((o) => {
+        const found = committed
+          .find((t) => t.topic === o.topic)
+          ?.partitions.find((p) => p.partition === o.partition)?.offset
+        return found !== undefined && found !== "-1" && BigInt(found) >= BigInt(o.nextOffset)
+      })
+    }
+
     /**
      * Send `letters` to the dead-letter topic and commit `offsets` for the consumer group, in one
      * transaction (`acks: -1`), on `lane`'s producer. Fails without effect on Kafka if anything
@@ -176,11 +191,21 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
      * coordinator lets the later of two offset records for a partition win: a plain commit made in
      * `beforeCommit` after them would undo them. A pause after it leaves an open transaction, which
      * the coordinator aborts on its timeout.
+     *
+     * `maybeSettled` says that an earlier attempt failed, possibly after its commit went through (a
+     * reply lost while the coordinator was away): then the group's offsets are read first, once the
+     * lane's new producer is ready — its start waits until the coordinator has completed whatever
+     * the broken one left — and if they are all committed already there is nothing to do; sending
+     * again would park every letter twice.
      */
     const settle = (
       letters: ReadonlyArray<DeadLetter>,
       offsets: ReadonlyArray<Settle>,
-      options: { readonly lane?: number; readonly beforeCommit?: Effect.Effect<void, KafkaError> } = {}
+      options: {
+        readonly lane?: number
+        readonly beforeCommit?: Effect.Effect<void, KafkaError>
+        readonly maybeSettled?: boolean
+      } = {}
     ) => {
       const lane = options.lane ?? 0
       return laneOf(lane)
@@ -188,7 +213,9 @@ export class DeadLetters extends Effect.Service<DeadLetters>()("DeadLetters", {
           Effect.tryPromise({
             try: async () => {
               try {
-                const transaction = await (await producer(lane)).transaction()
+                const ready = await producer(lane)
+                if (options.maybeSettled === true && (await committedAlready(offsets))) return
+                const transaction = await ready.transaction()
                 try {
                   const now = new Date()
                   for (const chunk of chunksByBytes(letters, MAX_SEND_BYTES)) {

@@ -19,32 +19,23 @@
  *
  * What the feed costs is writing to every client. What arrives within FLUSH_EVERY is written in
  * one piece, encoded once for all clients, and for clients that accept gzip (browsers do)
- * compressed once for all of them too (see SharedGzip): about a third of the bytes. The server's
- * fast path writes to each response from the feed's loop, with no fiber or queue per client.
+ * compressed once for all of them too (see SharedGzip): about a third of the bytes. Each client's
+ * response is written to directly from the feed's loop (its `Subscriber`), with no queue and no
+ * fiber at work per client: the handler's fiber only waits for the connection to close.
  */
 import { PgClient } from "@effect/sql-pg"
-import {
-  Chunk,
-  Deferred,
-  Duration,
-  Effect,
-  Either,
-  Metric,
-  Option,
-  Queue,
-  Runtime,
-  Schedule,
-  type Scope,
-  Stream
-} from "effect"
+import { Deferred, Duration, Effect, Either, Metric, Schedule, Schema, Stream } from "effect"
 import { LiveConfig } from "../config/AppConfig.ts"
 import { type Answer, json, withHeaders } from "../http/Answer.ts"
+import { Overloaded } from "../http/Api.ts"
 import { HttpDrain } from "../http/HttpDrain.ts"
 import { countShed } from "../observability/Prometheus.ts"
 import { ORDERS_STORED_CHANNEL, OrderRepository, type FeedEntry } from "../orders/OrderRepository.ts"
 import * as SharedGzip from "./SharedGzip.ts"
 
 const encoder = new TextEncoder()
+
+const encodeOverloaded = Schema.encodeSync(Overloaded)
 
 /** How long a dropped client has to read its `dropped` event before its connection is closed. */
 const DROPPED_GRACE = Duration.seconds(5)
@@ -119,10 +110,7 @@ const gzip = (): Encoder => {
   }
 }
 
-/**
- * Where a client's bytes go: its HTTP response (the server's fast path writes to it directly), or
- * a stream the router's handler returns.
- */
+/** Where a client's bytes go: its HTTP response (src/http/LiveRoute.ts). */
 export interface Subscriber {
   /** Sends bytes; `sent` is called once they have left the process's buffers, or the connection has gone. */
   readonly write: (bytes: Uint8Array, sent: () => void) => void
@@ -145,9 +133,6 @@ interface Client {
    */
   progressed: number
 }
-
-/** Ends a stream of `connect`. */
-const END = { bytes: new Uint8Array(0) }
 
 /** How soon a browser should reconnect after the stream ends. */
 const RETRY = encoder.encode("retry: 2000\n\n")
@@ -396,7 +381,7 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
 
     const overloaded = (limit: string, message: string): Answer =>
       withHeaders(
-        json(503, { error: "overloaded", message, limit }),
+        json(503, encodeOverloaded(new Overloaded({ message, limit }))),
         "retry-after",
         String(RETRY_AFTER_SECONDS)
       )
@@ -412,13 +397,9 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
 
     /**
      * Whether a client from `address` may attach now: `undefined`, or the 503 to answer it with
-     * (counted in `http_shed_requests_total`). Call `unsafeAttach` in the same synchronous step.
-     *
-     * `address` is the connection's remote address (`req.socket.remoteAddress`). Behind a proxy
-     * (nginx, a load balancer) it is the proxy's for every client, and `max_clients_per_address`
-     * then acts as a second global limit: `X-Forwarded-For` is not trusted, any client may send it.
+     * (counted in `http_shed_requests_total`). Attached in the same synchronous step (`follow`).
      */
-    const unsafeAdmit = (address: string | undefined): Answer | undefined => {
+    const admit = (address: string | undefined): Answer | undefined => {
       if (connected >= config.maxClients) {
         countShed("live_clients")
         return tooMany
@@ -459,14 +440,13 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     }
 
     /**
-     * Attaches a client (admitted by `unsafeAdmit` first): it is sent the events after
-     * `lastEventId` if given (those still kept, else a `gap` event first), then every new one,
-     * until the server closes or the client falls behind (then a `dropped` event ends its stream).
-     * Call the returned function when its connection closes: until then it counts against
-     * `max_clients` and `max_clients_per_address`. No fiber per client: what every client is sent
-     * is written to each from the feed's own loop.
+     * Attaches a client (admitted by `admit` first): it is sent the events after `lastEventId` if
+     * given (those still kept, else a `gap` event first), then every new one, until the server
+     * closes or the client falls behind (then a `dropped` event ends its stream). Returns the
+     * function that detaches it: until then it counts against `max_clients` and
+     * `max_clients_per_address`.
      */
-    const unsafeAttach = (options: {
+    const attach = (options: {
       readonly lastEventId: string | undefined
       readonly encoding: Encoding
       readonly address: string | undefined
@@ -505,73 +485,32 @@ export class LiveFeed extends Effect.Service<LiveFeed>()("LiveFeed", {
     }
 
     /**
-     * `unsafeAdmit` and `unsafeAttach` as a stream, for the router's handler: the same bytes,
-     * through a queue and a fiber per client; or the 503 to answer with. The client is attached
-     * until `scope` (the request's) closes. `disconnect` closes the client's connection;
-     * `writableLength`, the bytes its response holds, counts with those queued for it.
+     * Follows the feed for one client until `closed` completes (its connection has closed):
+     * admitted and attached in one synchronous step, and detached when this ends, however it
+     * ends. Or, past `live.max_clients` or `live.max_clients_per_address`, the 503 to answer at
+     * once. `address` is the connection's remote address: behind a proxy (nginx, a load balancer)
+     * the proxy's for every client, and `max_clients_per_address` then acts as a second global
+     * limit (`X-Forwarded-For` is not trusted: any client may send it).
      */
-    const connect = (options: {
-      readonly lastEventId: Option.Option<string>
+    const follow = (client: {
+      readonly lastEventId: string | undefined
       readonly encoding: Encoding
       readonly address: string | undefined
-      readonly disconnect?: Effect.Effect<void>
-      readonly writableLength?: () => number
-    }): Effect.Effect<Either.Either<Stream.Stream<Uint8Array>, Answer>, never, Scope.Scope> =>
-      Effect.gen(function* () {
-        const queue = yield* Queue.unbounded<{ readonly bytes: Uint8Array; readonly sent?: () => void }>()
-        const runtime = yield* Effect.runtime<never>()
-        let queued = 0
-        const subscriber: Subscriber = {
-          write: (bytes, sent) => {
-            queued += bytes.length
-            queue.unsafeOffer({ bytes, sent })
-          },
-          end: (bytes) => {
-            if (bytes !== undefined) {
-              queued += bytes.length
-              queue.unsafeOffer({ bytes })
-            }
-            queue.unsafeOffer(END)
-          },
-          destroy: () => Runtime.runFork(runtime)(options.disconnect ?? Effect.void),
-          buffered: () => queued + (options.writableLength?.() ?? 0)
-        }
-        // Admitted and attached in one synchronous step, as on the fast path.
-        const attached = yield* Effect.acquireRelease(
-          Effect.sync(() => {
-            const refusal = unsafeAdmit(options.address)
-            return refusal !== undefined
-              ? Either.left(refusal)
-              : Either.right(
-                  unsafeAttach({
-                    lastEventId: Option.getOrUndefined(options.lastEventId),
-                    encoding: options.encoding,
-                    address: options.address,
-                    subscriber
-                  })
-                )
-          }),
-          (attached) => Effect.sync(() => Either.map(attached, (detach) => detach()))
-        )
-        return Either.map(attached, () =>
-          Stream.fromQueue(queue).pipe(
-            Stream.takeWhile((item) => item !== END),
-            // Whatever is waiting goes out in one write.
-            Stream.mapChunks((chunk) => {
-              for (const item of chunk) {
-                queued -= item.bytes.length
-                item.sent?.()
-              }
-              return Chunk.of(concatBytes(Chunk.map(chunk, (item) => item.bytes)))
-            })
-          )
-        )
-      })
+      readonly subscriber: Subscriber
+      readonly closed: Effect.Effect<void>
+    }): Effect.Effect<Answer | undefined> =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => {
+          const refusal = admit(client.address)
+          return refusal !== undefined ? Either.left(refusal) : Either.right(attach(client))
+        }),
+        (attached) =>
+          Either.isLeft(attached) ? Effect.succeed(attached.left) : Effect.as(client.closed, undefined),
+        (attached) => Effect.sync(() => Either.map(attached, (detach) => detach()))
+      )
 
     return {
-      unsafeAdmit,
-      unsafeAttach,
-      connect,
+      follow,
       /** Connected clients, for tests and metrics. */
       clients: Effect.sync(() => clients.size)
     } as const

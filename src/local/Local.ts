@@ -13,57 +13,75 @@ import { bootstrapFileOf } from "./bootstrapFile.ts"
 import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
 import * as LocalKafka from "./LocalKafka.ts"
 
-/** `Database` on the embedded PostgreSQL server (`database.embedded_data_dir`, `database.embedded_port`). */
+/**
+ * The embedded PostgreSQL server (`database.embedded_data_dir`, `database.embedded_port`), running
+ * for the life of the scope: what `layerDatabase` connects to, and what the primary of several
+ * workers starts once for all of them (src/cluster/Primary.ts).
+ */
+export const databaseServer = Effect.gen(function* () {
+  const config = yield* DatabaseConfig
+  // Added first, so it runs after the server has stopped.
+  yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the embedded PostgreSQL server"))
+  const server = yield* EmbeddedPostgres.make({
+    ...Option.match(config.embeddedDataDir, { onNone: () => ({}), onSome: (dataDir) => ({ dataDir }) }),
+    ...Option.match(config.embeddedPort, { onNone: () => ({}), onSome: (port) => ({ port }) })
+  })
+  yield* Effect.logInfo("Started the embedded PostgreSQL server").pipe(
+    Effect.annotateLogs({ port: server.port, data_dir: server.dataDir })
+  )
+  return server
+})
+
+/** `Database` on the embedded PostgreSQL server (`databaseServer`). */
 export const layerDatabase = Layer.unwrapScoped(
   Effect.gen(function* () {
     const config = yield* DatabaseConfig
-    // Added first, so it runs after the server has stopped.
-    yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the embedded PostgreSQL server"))
-    const server = yield* EmbeddedPostgres.make({
-      ...Option.match(config.embeddedDataDir, { onNone: () => ({}), onSome: (dataDir) => ({ dataDir }) }),
-      ...Option.match(config.embeddedPort, { onNone: () => ({}), onSome: (port) => ({ port }) })
-    })
-    yield* Effect.logInfo("Started the embedded PostgreSQL server").pipe(
-      Effect.annotateLogs({ port: server.port, data_dir: server.dataDir })
-    )
+    const server = yield* databaseServer
     return Database.layer({
       url: Redacted.make(server.url()),
       maxConnections: config.poolMax,
-      connectTimeout: config.connectTimeout
+      connectTimeout: config.connectTimeout,
+      clientStatementTimeout: config.clientStatementTimeout
     })
   })
 )
 
-/** `KafkaClient` on a local Kafka broker (`kafka.local_data_dir`). */
+/**
+ * A local Kafka broker (`kafka.local_data_dir`), running for the life of the scope: what
+ * `layerKafka` connects to, and what the primary of several workers starts once for all of them.
+ */
+export const kafkaServer = Effect.gen(function* () {
+  const dataDir = Option.getOrUndefined((yield* KafkaConfig).localDataDir)
+  yield* Effect.logInfo("Starting a local Kafka broker (KAFKA_BROKERS is not set)")
+  // Added first, so it runs after the broker has stopped.
+  yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the local Kafka broker"))
+  const local = yield* LocalKafka.make(dataDir === undefined ? {} : { dataDir }).pipe(
+    Effect.mapError(
+      (e) =>
+        new LocalKafka.LocalKafkaError({
+          reason: e.reason,
+          message: `Could not start a local Kafka broker: ${e.message}`,
+          cause: e
+        })
+    )
+  )
+  yield* Effect.logInfo("Local Kafka broker started").pipe(
+    Effect.annotateLogs({ brokers: local.bootstrapServers, data_dir: local.dataDir })
+  )
+  if (dataDir !== undefined) {
+    // Present exactly while the broker runs, so `npm run produce` finds it or says it is not there.
+    yield* Effect.acquireRelease(
+      Effect.promise(async () => {
+        await mkdir(dataDir, { recursive: true })
+        await writeFile(bootstrapFileOf(dataDir), `${local.bootstrapServers}\n`)
+      }),
+      () => Effect.promise(() => rm(bootstrapFileOf(dataDir), { force: true }))
+    )
+  }
+  return local
+})
+
+/** `KafkaClient` on a local Kafka broker (`kafkaServer`). */
 export const layerKafka = Layer.unwrapScoped(
-  Effect.gen(function* () {
-    const dataDir = Option.getOrUndefined((yield* KafkaConfig).localDataDir)
-    yield* Effect.logInfo("Starting a local Kafka broker (KAFKA_BROKERS is not set)")
-    // Added first, so it runs after the broker has stopped.
-    yield* Effect.addFinalizer(() => Effect.logInfo("Stopped the local Kafka broker"))
-    const local = yield* LocalKafka.make(dataDir === undefined ? {} : { dataDir }).pipe(
-      Effect.mapError(
-        (e) =>
-          new LocalKafka.LocalKafkaError({
-            reason: e.reason,
-            message: `Could not start a local Kafka broker: ${e.message}`,
-            cause: e
-          })
-      )
-    )
-    yield* Effect.logInfo("Local Kafka broker started").pipe(
-      Effect.annotateLogs({ brokers: local.bootstrapServers, data_dir: local.dataDir })
-    )
-    if (dataDir !== undefined) {
-      // Present exactly while the broker runs, so `npm run produce` finds it or says it is not there.
-      yield* Effect.acquireRelease(
-        Effect.promise(async () => {
-          await mkdir(dataDir, { recursive: true })
-          await writeFile(bootstrapFileOf(dataDir), `${local.bootstrapServers}\n`)
-        }),
-        () => Effect.promise(() => rm(bootstrapFileOf(dataDir), { force: true }))
-      )
-    }
-    return KafkaClient.layer(local.brokers)
-  })
+  Effect.map(kafkaServer, (local) => KafkaClient.layer(local.brokers))
 )

@@ -6,6 +6,7 @@
  */
 import { Effect, Metric, MetricState, Option } from "effect"
 import type { MetricPair } from "effect/MetricPair"
+import type pg from "pg"
 import client from "prom-client"
 
 const registry = new client.Registry()
@@ -44,6 +45,71 @@ const shed = new client.Counter({
  * answered 503, 413 or dropped rather than held. Callable from callbacks: no Effect needed.
  */
 export const countShed = (reason: string): void => shed.inc({ reason })
+
+/**
+ * A gauge on this registry for a value measured outside Effect's metrics whose series come and go
+ * (a partition's lag): Effect's metrics keep a series once it exists, prom-client's can be removed.
+ */
+export const gauge = <L extends string>(config: {
+  readonly name: string
+  readonly help: string
+  readonly labelNames: ReadonlyArray<L>
+  /**
+   * How the workers' series combine in one scrape (src/cluster/): `max`, the default, for a
+   * figure every worker measures alike (the group's lag); `sum` for a share each worker holds.
+   */
+  readonly aggregator?: "max" | "sum"
+}): client.Gauge<L> => new client.Gauge<L>({ aggregator: "max", ...config, registers: [registry] })
+
+/** The `pg` pools of this process whose connections `/metrics` shows (one, in the service). */
+const pools = new Set<pg.Pool>()
+
+/** Show `pool`'s connections in `/metrics` until it is ended. */
+export const observePool = (pool: pg.Pool): void => {
+  pools.add(pool)
+}
+
+/** The pools still open; one being ended is forgotten. */
+const openPools = (): ReadonlyArray<pg.Pool> => {
+  for (const pool of pools) if (pool.ending) pools.delete(pool)
+  return [...pools]
+}
+
+// Read from the pools at scrape time, named as OpenTelemetry's database client metrics are.
+new client.Gauge({
+  name: "db_client_connection_count",
+  help: "Connections of the PostgreSQL pool, by state: used (handed out) or idle",
+  labelNames: ["state"] as const,
+  registers: [registry],
+  collect() {
+    let used = 0
+    let idle = 0
+    for (const pool of openPools()) {
+      idle += pool.idleCount
+      used += pool.totalCount - pool.idleCount
+    }
+    this.set({ state: "used" }, used)
+    this.set({ state: "idle" }, idle)
+  }
+})
+
+new client.Gauge({
+  name: "db_client_connection_max",
+  help: "Connections the PostgreSQL pool may open at most (database.pool_max)",
+  registers: [registry],
+  collect() {
+    this.set(openPools().reduce((sum, pool) => sum + (pool.options.max ?? 10), 0))
+  }
+})
+
+new client.Gauge({
+  name: "db_client_connection_pending_requests",
+  help: "Requests waiting for a connection of the PostgreSQL pool",
+  registers: [registry],
+  collect() {
+    this.set(openPools().reduce((sum, pool) => sum + pool.waitingCount, 0))
+  }
+})
 
 const sanitize = (name: string): string => {
   const clean = name.replace(/[^a-zA-Z0-9_:]/g, "_")
@@ -132,11 +198,42 @@ const syncCollectors = (): void => {
 
 export const contentType = registry.contentType
 
-/** The exposition text of every metric of this process. */
-export const scrape: Effect.Effect<string> = Effect.promise(() => {
+/** This process's metrics as prom-client's JSON: what a worker hands over for a scrape of all (src/cluster/). */
+export const metricsAsJson = (): ReturnType<client.Registry["getMetricsAsJSON"]> => {
+  syncCollectors()
+  return registry.getMetricsAsJSON()
+}
+
+/**
+ * Several processes' metrics (`metricsAsJson` of each) as one exposition, the way prom-client's
+ * cluster mode combines them: each metric by its aggregator — counters, histograms and most gauges
+ * summed, the Node runtime's own by theirs (event-loop lag averaged, versions taken once…).
+ */
+export const combined = (perProcess: ReadonlyArray<ReadonlyArray<unknown>>): Promise<string> =>
+  client.AggregatorRegistry.aggregate(perProcess as Array<object>).metrics()
+
+/** This process's exposition text. */
+const own = (): Promise<string> => {
   syncCollectors()
   return registry.metrics()
-})
+}
+
+/** Where `scrape` reads from: this process, unless a worker of several replaced it with all workers. */
+let exposition: () => Promise<string> = own
+
+/**
+ * Serve every worker's metrics combined (`source`) from now on, instead of this process's alone;
+ * undone by calling the result.
+ */
+export const exposeWith = (source: () => Promise<string>): (() => void) => {
+  exposition = source
+  return () => {
+    exposition = own
+  }
+}
+
+/** The exposition text of every metric of this process (of every worker, under several). */
+export const scrape: Effect.Effect<string> = Effect.promise(() => exposition())
 
 export class Prometheus extends Effect.Service<Prometheus>()("Prometheus", {
   succeed: { scrape, contentType } as const

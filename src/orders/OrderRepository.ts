@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto"
 import { SqlClient, type Statement } from "@effect/sql"
 import { SqlError } from "@effect/sql/SqlError"
-import { Effect, Either, Exit, Option, Schema } from "effect"
+import { Effect, Either, Option, Schema } from "effect"
 import { PgPool } from "../db/Database.ts"
 import { transaction } from "../db/transaction.ts"
 import { Order, type OrderJson } from "./Order.ts"
@@ -129,7 +129,7 @@ export class InvalidCursor extends Schema.TaggedError<InvalidCursor>()("InvalidC
   message: Schema.String
 }) {}
 
-/** What `search` looks for; every part given must match. */
+/** What a search looks for; every part given must match. */
 export interface SearchQuery {
   /** Matched exactly, after `order_search_key` normalises it, against each id a customer may have. */
   readonly q: Option.Option<string>
@@ -435,10 +435,6 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
         )
       })
 
-    /** One order's canonical JSON with its digest (see `findJsonByUids`). */
-    const findJsonByUid = (uid: string): Effect.Effect<Option.Option<StoredJson>, SqlError> =>
-      Effect.map(findJsonByUids([uid]), (found) => Option.fromNullable(found.get(uid)))
-
     /**
      * The `limit` most recent orders (by `date_created`) as canonical JSON, oldest first, e.g. to
      * warm a cache. Read in pages, and not decoded: they were checked on the way in.
@@ -500,7 +496,10 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       searches.map(({ query }) => query.limit + 1)
     ]
 
-    /** The statement `search` runs for `query` (tests EXPLAIN it): by keys when it has a `q`. */
+    /**
+     * The statement a search runs for `query` (tests EXPLAIN it): `SEARCH_BY_KEYS` when it has a
+     * `q` (as `searchByKeys` runs it), else the range statement of `searchByDates`.
+     */
     const searchStatement = (query: SearchQuery) =>
       Effect.map(parseCursor(query.cursor), (after) =>
         Option.isSome(query.q)
@@ -527,79 +526,59 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
       new SqlError({ cause, message: "Failed to execute statement" })
 
     /**
-     * Orders matching `query`, newest first, a page at a time (the same cursors as `listRecent`),
-     * without an Effect: `done` is called once. The HTTP fast path runs a search this way.
+     * Orders created in `query`'s date range (it has no `q`), newest first, a page at a time (the
+     * same cursors as `listRecent`).
      */
-    const unsafeSearch = (
-      query: SearchQuery,
-      done: (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => void
-    ): void => {
-      if (Option.isSome(query.q)) {
-        unsafeSearchByKeys([query], (exit) =>
-          done(
-            Exit.isSuccess(exit)
-              ? Either.match(exit.value[0]!, { onLeft: Exit.fail, onRight: Exit.succeed })
-              : Exit.failCause(exit.cause)
+    const searchByDates = (query: SearchQuery): Effect.Effect<RecentOrders, InvalidCursor | SqlError> =>
+      Effect.flatMap(parseCursor(query.cursor), (after) =>
+        Effect.async((resume) => {
+          const [text, values] = rangeStatement(query, after).compile()
+          pool.clientQuery<SummaryRow>(
+            { name: statementName(text), text, values: [...values] },
+            (cause, result) =>
+              resume(
+                cause
+                  ? Effect.fail(failedStatement(cause))
+                  : Effect.succeed(pageOf(result!.rows, query.limit))
+              )
           )
-        )
-        return
-      }
-      let after = Option.none<readonly [string, string]>()
-      if (Option.isSome(query.cursor)) {
-        after = decodeCursor(query.cursor.value)
-        if (Option.isNone(after)) return done(Exit.fail(new InvalidCursor({ message: INVALID_CURSOR })))
-      }
-      const [text, values] = rangeStatement(query, after).compile()
-      pool.clientQuery<SummaryRow>(
-        { name: statementName(text), text, values: [...values] },
-        (cause, result) =>
-          done(cause ? Exit.fail(failedStatement(cause)) : Exit.succeed(pageOf(result!.rows, query.limit)))
+        })
       )
-    }
 
     /**
-     * Searches that each have a `q`, in one statement (`SEARCH_BY_KEYS`), without an Effect: `done`
-     * is called once, with each search's page, or why its cursor was refused, in the order given;
-     * or with why the statement failed.
+     * Searches that each have a `q`, in one statement (`SEARCH_BY_KEYS`): each search's page, or
+     * why its cursor was refused, in the order given.
      */
-    const unsafeSearchByKeys = (
-      queries: ReadonlyArray<SearchQuery>,
-      done: (exit: Exit.Exit<ReadonlyArray<Either.Either<RecentOrders, InvalidCursor>>, SqlError>) => void
-    ): void => {
-      const results = new Array<Either.Either<RecentOrders, InvalidCursor>>(queries.length)
-      const searches: Array<{
-        query: SearchQuery
-        after: Option.Option<readonly [string, string]>
-        at: number
-      }> = []
-      queries.forEach((query, at) => {
-        const after = Option.flatMap(query.cursor, decodeCursor)
-        if (Option.isNone(query.cursor) || Option.isSome(after)) searches.push({ query, after, at })
-        else results[at] = Either.left(new InvalidCursor({ message: INVALID_CURSOR }))
-      })
-      if (searches.length === 0) return done(Exit.succeed(results))
-      pool.clientQuery<SummaryRow & { readonly search: string }>(
-        { name: "order-search-by-keys", text: SEARCH_BY_KEYS, values: byKeysValues(searches) },
-        (cause, result) => {
-          if (cause || result === undefined) return done(Exit.fail(failedStatement(cause)))
-          // Rows come grouped by search, in the order of the arrays (1-based).
-          const rows: Array<Array<SummaryRow>> = searches.map(() => [])
-          for (const row of result.rows) rows[Number(row.search) - 1]!.push(row)
-          searches.forEach(({ query, at }, i) => (results[at] = Either.right(pageOf(rows[i]!, query.limit))))
-          done(Exit.succeed(results))
-        }
-      )
-    }
-
-    /** `unsafeSearch` as an Effect. */
-    const search = (query: SearchQuery): Effect.Effect<RecentOrders, InvalidCursor | SqlError> =>
-      Effect.async((resume) => unsafeSearch(query, resume))
-
-    /** `unsafeSearchByKeys` as an Effect. */
     const searchByKeys = (
       queries: ReadonlyArray<SearchQuery>
     ): Effect.Effect<ReadonlyArray<Either.Either<RecentOrders, InvalidCursor>>, SqlError> =>
-      Effect.async((resume) => unsafeSearchByKeys(queries, resume))
+      Effect.async((resume) => {
+        const results = new Array<Either.Either<RecentOrders, InvalidCursor>>(queries.length)
+        const searches: Array<{
+          query: SearchQuery
+          after: Option.Option<readonly [string, string]>
+          at: number
+        }> = []
+        queries.forEach((query, at) => {
+          const after = Option.flatMap(query.cursor, decodeCursor)
+          if (Option.isNone(query.cursor) || Option.isSome(after)) searches.push({ query, after, at })
+          else results[at] = Either.left(new InvalidCursor({ message: INVALID_CURSOR }))
+        })
+        if (searches.length === 0) return resume(Effect.succeed(results))
+        pool.clientQuery<SummaryRow & { readonly search: string }>(
+          { name: "order-search-by-keys", text: SEARCH_BY_KEYS, values: byKeysValues(searches) },
+          (cause, result) => {
+            if (cause || result === undefined) return resume(Effect.fail(failedStatement(cause)))
+            // Rows come grouped by search, in the order of the arrays (1-based).
+            const rows: Array<Array<SummaryRow>> = searches.map(() => [])
+            for (const row of result.rows) rows[Number(row.search) - 1]!.push(row)
+            searches.forEach(
+              ({ query, at }, i) => (results[at] = Either.right(pageOf(rows[i]!, query.limit)))
+            )
+            resume(Effect.succeed(results))
+          }
+        )
+      })
 
     /** Summaries of the given orders with their feed sequence numbers, in the order they were stored. */
     const feedEntries = Effect.fn("OrderRepository.feedEntries")(function* (uids: ReadonlyArray<string>) {
@@ -618,13 +597,10 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
     return {
       insertBatch,
       findJsonByUids,
-      findJsonByUid,
       mostRecentJson,
       listRecent,
-      search,
-      unsafeSearch,
       searchByKeys,
-      unsafeSearchByKeys,
+      searchByDates,
       searchStatement,
       feedEntries,
       ping

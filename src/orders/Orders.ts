@@ -8,7 +8,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Either, Exit, Option, Ref } from "effect"
 import { CachedOrder, OrderCache } from "../cache/OrderCache.ts"
 import { CacheConfig } from "../config/AppConfig.ts"
-import { ClientReads, readQueueFull, type ReadQueueFull } from "../db/ClientReads.ts"
+import { ClientReads, type ReadQueueFull } from "../db/ClientReads.ts"
 import {
   type InvalidCursor,
   OrderRepository,
@@ -88,14 +88,10 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
     // Searches by `q` asked for at about the same time share one statement too; the same search
     // asked twice at once is run once. Keyed by the query's text, as the batcher keys by value.
     const byKeys = yield* ReadBatcher.make({
-      unsafeRead: (
-        keys: ReadonlyArray<string>,
-        done: (
-          exit: Exit.Exit<ReadonlyMap<string, Either.Either<RecentOrders, InvalidCursor>>, SqlError>
-        ) => void
-      ) =>
-        repository.unsafeSearchByKeys(keys.map(queryOfKey), (exit) =>
-          done(Exit.map(exit, (pages) => new Map(keys.map((key, i) => [key, pages[i]!]))))
+      read: (keys: ReadonlyArray<string>) =>
+        Effect.map(
+          repository.searchByKeys(keys.map(queryOfKey)),
+          (pages) => new Map(keys.map((key, i) => [key, pages[i]!]))
         ),
       maxBatch: MAX_SEARCH_BATCH,
       permits: reads,
@@ -103,21 +99,18 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
     })
 
     /**
-     * The order, ready to serve, if it is stored, without an Effect per call: `done` is called
-     * once, at once on a cache hit, else when the database has answered.
+     * The order, ready to serve, if it is stored: `done` is called once, at once on a cache hit,
+     * else when the database has answered. A callback, not an Effect: the order fast path answers
+     * a miss from it without a fiber (see `ReadBatcher`).
      */
     const unsafeGet = (
       uid: string,
       done: (exit: Exit.Exit<Option.Option<CachedOrder>, SqlError | ReadQueueFull>) => void
-    ) => {
+    ): void => {
       const hit = cache.unsafeGet(uid)
       if (Option.isSome(hit)) done(Exit.succeed(hit))
       else misses.load(uid, done)
     }
-
-    /** The order, ready to serve, if it is stored. */
-    const get = (uid: string): Effect.Effect<Option.Option<CachedOrder>, SqlError | ReadQueueFull> =>
-      Effect.async((resume) => unsafeGet(uid, resume))
 
     const warm = Effect.gen(function* () {
       const { warmCount, maxEntries } = yield* CacheConfig
@@ -133,58 +126,33 @@ export class Orders extends Effect.Service<Orders>()("Orders", {
       yield* Ref.set(warmed, true)
     }).pipe(Effect.withSpan("Orders.warm"))
 
-    /**
-     * Orders matching `query`, a page at a time, without an Effect: `done` is called once, unless
-     * the returned `leave` is called while the search still waits for a permit (it then returns
-     * true, and the search never runs). With the line of reads full, `done` is called at once with
-     * `ReadQueueFull`.
-     */
-    const unsafeSearch = (
-      query: SearchQuery,
-      done: (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError | ReadQueueFull>) => void
-    ): (() => boolean) =>
-      Option.isSome(query.q)
-        ? byKeys.load(keyOfQuery(query), (exit) => {
-            if (Exit.isFailure(exit)) return done(Exit.failCause(exit.cause))
-            if (Option.isNone(exit.value))
-              return done(Exit.die("a search by keys came back without its page"))
-            done(Either.match(exit.value.value, { onLeft: Exit.fail, onRight: Exit.succeed }))
-          })
-        : reads.unsafeRead(
-            () => {
-              // The permit goes back, and `done` is called, once, whichever way the search ends.
-              let settled = false
-              const settle = (exit: Exit.Exit<RecentOrders, InvalidCursor | SqlError>) => {
-                if (settled) return
-                settled = true
-                reads.release()
-                done(exit)
-              }
-              try {
-                repository.unsafeSearch(query, settle)
-              } catch (defect) {
-                settle(Exit.die(defect))
-              }
-            },
-            () => done(Exit.fail(readQueueFull))
-          )
-
-    /** `unsafeSearch` as an Effect; interrupted while it waits for a permit, it leaves the line. */
-    const search = (
-      query: SearchQuery
-    ): Effect.Effect<RecentOrders, InvalidCursor | SqlError | ReadQueueFull> =>
-      Effect.async((resume) => {
-        const leave = unsafeSearch(query, resume)
+    /** A search by `q`, from its batch; interrupted while it waits for one, it leaves the line. */
+    const searchByKey = (query: SearchQuery) =>
+      Effect.async<RecentOrders, InvalidCursor | SqlError | ReadQueueFull>((resume) => {
+        const leave = byKeys.load(keyOfQuery(query), (exit) => {
+          if (Exit.isFailure(exit)) return resume(Exit.failCause(exit.cause))
+          if (Option.isNone(exit.value))
+            return resume(Exit.die("a search by keys came back without its page"))
+          resume(Either.match(exit.value.value, { onLeft: Exit.fail, onRight: Exit.succeed }))
+        })
         return Effect.sync(leave)
       })
 
+    /**
+     * Orders matching `query`, a page at a time. With the line of reads full it fails at once
+     * with `ReadQueueFull`; interrupted while it still waits for a connection (its client has
+     * gone), it leaves the line and never runs.
+     */
+    const search = (
+      query: SearchQuery
+    ): Effect.Effect<RecentOrders, InvalidCursor | SqlError | ReadQueueFull> =>
+      Option.isSome(query.q) ? searchByKey(query) : reads.run(repository.searchByDates(query))
+
     return {
-      get,
       unsafeGet,
       listRecent: (limit: number, cursor: Option.Option<string>) =>
         reads.run(repository.listRecent(limit, cursor)),
       search,
-      unsafeSearch,
       warm,
       isWarm: Ref.get(warmed)
     } as const

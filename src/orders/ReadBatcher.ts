@@ -11,31 +11,18 @@
  * once (`ReadQueueFull`). A caller of a key already being read waits for no connection and takes
  * no place.
  *
- * Callers pass a callback rather than running an Effect each: a cache miss or a search on the
- * HTTP fast path costs no fiber of its own, only its share of its batch's one (see
- * src/http/HttpServer.ts). `Effect.request` with a `RequestResolver` would batch only the requests
- * of one fiber, and `@effect/experimental`'s `dataLoader` still needs a fiber per caller.
+ * Callers pass a callback rather than running an Effect each: a cache miss on the order fast path
+ * costs no fiber of its own, only its share of its batch's one (see src/http/HttpServer.ts);
+ * callers that are fibers wrap `load` in `Effect.async` (`Orders.search`). `Effect.request` with a
+ * `RequestResolver` would batch only the requests of one fiber, and `@effect/experimental`'s
+ * `dataLoader` still needs a fiber per caller.
  */
 import { Cause, Effect, Exit, Option, Runtime } from "effect"
 import { type Permits, readQueueFull, type ReadQueueFull } from "../db/ClientReads.ts"
 
-/** The values of the keys found; a key missing from the map is not stored. */
-export type BatchRead<K, V, E, R> =
-  /** As an Effect, run in a fiber of its own per batch. */
-  | { readonly read: (keys: ReadonlyArray<K>) => Effect.Effect<ReadonlyMap<K, V>, E, R> }
-  /**
-   * Without an Effect: calls `done` once, and no fiber is run. Where batches are read often (the
-   * searches), a fiber per batch measurably kept more of what it held alive through
-   * young-generation collections than a plain callback does.
-   */
-  | {
-      readonly unsafeRead: (
-        keys: ReadonlyArray<K>,
-        done: (exit: Exit.Exit<ReadonlyMap<K, V>, E>) => void
-      ) => void
-    }
-
-export type ReadBatcherOptions<K, V, E, R> = BatchRead<K, V, E, R> & {
+export interface ReadBatcherOptions<K, V, E, R> {
+  /** The values of the keys found, read in a fiber of its own per batch; a key missing from the map is not stored. */
+  readonly read: (keys: ReadonlyArray<K>) => Effect.Effect<ReadonlyMap<K, V>, E, R>
   /** Keys in one batch at most. */
   readonly maxBatch: number
   /** One is held by each batch while it is read. */
@@ -49,14 +36,13 @@ export interface ReadBatcher<K, V, E> {
    * Calls `done` once, with the key's value (none if it is not stored) or why it could not be
    * read, unless the returned `leave` is called while the key still waits for a batch: it then
    * returns true, and `done` is never called (after that, it returns false). With the line of
-   * reads full, `done` is called at once with `ReadQueueFull`.
+   * reads full, `done` is called at once with `ReadQueueFull`. A callback, not an Effect: the
+   * order fast path answers its misses from it without a fiber.
    */
   readonly load: (
     key: K,
     done: (exit: Exit.Exit<Option.Option<V>, E | ReadQueueFull>) => void
   ) => () => boolean
-  /** The same as an Effect; interrupted while the key waits, it leaves the line. */
-  readonly get: (key: K) => Effect.Effect<Option.Option<V>, E | ReadQueueFull>
 }
 
 type Done<V, E> = (exit: Exit.Exit<Option.Option<V>, E | ReadQueueFull>) => void
@@ -70,13 +56,7 @@ export const make = <K, V, E, R = never>(
   Effect.map(Effect.runtime<R>(), (runtime) => {
     const runCallback = Runtime.runCallback(runtime)
     const runSync = Runtime.runSync(runtime)
-    // One way to read a batch, whichever the caller gave.
-    const read =
-      "unsafeRead" in options
-        ? options.unsafeRead
-        : (keys: ReadonlyArray<K>, done: (exit: Exit.Exit<ReadonlyMap<K, V>, E>) => void) =>
-            void runCallback(options.read(keys), { onExit: done })
-    const { permits, maxBatch } = options
+    const { read, permits, maxBatch } = options
     const { line } = permits
     const maxInFlight = Math.min(permits.permits, options.maxInFlight ?? permits.permits)
     // No Map here outlives its batch. In V8, a Map that lives on while keys come and go keeps what
@@ -165,11 +145,12 @@ export const make = <K, V, E, R = never>(
           }
           askForPermits()
         }
-        try {
-          read(Array.from(batch.keys()), onExit)
-        } catch (defect) {
-          onExit(Exit.die(defect))
-        }
+        // A read that throws instead of failing fails its callers all the same.
+        const keys = Array.from(batch.keys())
+        runCallback(
+          Effect.suspend(() => read(keys)),
+          { onExit }
+        )
       }
     }
 
@@ -203,11 +184,5 @@ export const make = <K, V, E, R = never>(
       }
     }
 
-    const get = (key: K): Effect.Effect<Option.Option<V>, E | ReadQueueFull> =>
-      Effect.async((resume) => {
-        const leave = load(key, resume)
-        return Effect.sync(leave)
-      })
-
-    return { load, get }
+    return { load }
   })

@@ -1,10 +1,12 @@
 /**
  * `npm run produce -- [options] [files…]`: sends orders to the service's Kafka topic — generated
- * ones, invalid and duplicate ones mixed in on request, and the messages in files.
+ * ones, invalid and duplicate ones mixed in on request, and the messages in files. With an OTLP
+ * endpoint in the environment (src/observability/Tracing.ts), each message starts a trace: a
+ * producer span, whose context the message carries in its `traceparent` header.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { SingleBar } from "cli-progress"
-import { Cause, Console, Data, Effect, Either, Exit, Fiber } from "effect"
+import { Cause, Clock, Console, Data, Effect, Either, Exit, Fiber, type Tracer } from "effect"
 import { CompressionTypes, Kafka, logLevel, Partitioners, type Message, type Producer } from "kafkajs"
 import { existsSync } from "node:fs"
 import { readFile } from "node:fs/promises"
@@ -17,6 +19,7 @@ import { decodeOrderBytes, type OrderRejected } from "../orders/OrderDecoder.ts"
 import { DecodeRejectionKinds } from "../orders/Rejection.ts"
 import { BROKER_LIST_EXPECTED, isBrokerList, splitBrokerList } from "../config/AppConfig.ts"
 import { describeKafkaError, hasErrorType, KafkaError } from "../kafka/KafkaError.ts"
+import * as Tracing from "../observability/Tracing.ts"
 import { DEFAULT_MAX_MESSAGE_BYTES, generateOrder, makeFaker, makeInvalid } from "./OrderGenerator.ts"
 import { parseCommandLine, UsageError } from "./CommandLine.ts"
 
@@ -48,6 +51,10 @@ Examples:
   npm run produce -- --count 1000
   npm run produce -- --count 100000 --rate 2000 --invalid-ratio 0.05 --duplicate-ratio 0.05
   npm run produce -- ../shared/data/orders/valid/model.json more-orders.ndjson
+
+Tracing: with OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set, each
+message starts a trace (service order-producer unless OTEL_SERVICE_NAME says otherwise) and
+carries its context in a traceparent header; the summary names the example orders' traces.
 
 Exit status: 0 when every message was acknowledged or, for a too_large one, refused by
 the broker as too large (the summary says how many); 1 on an error; 2 on a usage error.`
@@ -200,10 +207,11 @@ interface Outgoing {
   readonly ids?: SentIds
 }
 
-/** What a person can look an order up by on the page. */
+/** What a person can look an order up by on the page (and its trace, when traced). */
 interface SentIds {
   readonly orderUid: string
   readonly trackNumber: string
+  readonly traceId?: string
 }
 
 /** The order's `order_uid` when the message is a JSON object that has one. */
@@ -398,9 +406,10 @@ const newSummary = (): Summary => ({
 /** How many sent orders the summary names. */
 const EXAMPLES = 3
 
-const count = (summary: Summary, message: Outgoing) => {
+const count = (summary: Summary, message: Outgoing, span: Tracer.Span | undefined) => {
   summary.sent++
-  if (message.ids !== undefined && summary.examples.length < EXAMPLES) summary.examples.push(message.ids)
+  if (message.ids !== undefined && summary.examples.length < EXAMPLES)
+    summary.examples.push(span === undefined ? message.ids : { ...message.ids, traceId: span.traceId })
   if (message.kind === "valid") summary.valid++
   else if (message.kind === "duplicate") {
     summary.valid++
@@ -427,7 +436,10 @@ const formatSummary = (s: Summary, topic: string, seed: number): string => {
     const width = Math.max(...s.examples.map((e) => e.orderUid.length))
     lines.push(
       `try        these on the page (an order id, or its track number):`,
-      ...s.examples.map((e) => `             ${e.orderUid.padEnd(width)}  ${e.trackNumber}`)
+      ...s.examples.map(
+        (e) =>
+          `             ${e.orderUid.padEnd(width)}  ${e.trackNumber}${e.traceId === undefined ? "" : `  trace ${e.traceId}`}`
+      )
     )
   }
   if (s.refusedByBroker > 0) {
@@ -469,20 +481,65 @@ const acquireProducer = (brokers: Brokers) =>
     (producer) => Effect.promise(() => producer.disconnect().catch(() => undefined))
   )
 
+/**
+ * While traces are exported: a producer span per message, each the root of a trace, from now until
+ * `end` is given the send's outcome; the headers that carry each span's context.
+ */
+const traceSends = (topic: string, messages: ReadonlyArray<Outgoing>) =>
+  Effect.gen(function* () {
+    const propagation = yield* Tracing.TracePropagation
+    if (propagation === undefined) return undefined
+    const tracer = yield* Effect.tracer
+    const start = yield* Clock.currentTimeNanos
+    const spans = messages.map((m) =>
+      Tracing.startSpan(tracer, `send ${topic}`, {
+        start,
+        kind: "producer",
+        attributes: {
+          "messaging.system": "kafka",
+          "messaging.operation.type": "send",
+          "messaging.destination.name": topic,
+          ...(m.key === null ? {} : { "messaging.kafka.message.key": m.key })
+        }
+      })
+    )
+    return {
+      spans,
+      headers: spans.map((span) => propagation.inject(span)),
+      end: (exit: Exit.Exit<unknown, unknown>) =>
+        Effect.map(Clock.currentTimeNanos, (now) => {
+          for (const span of spans) span.end(now, exit)
+        })
+    }
+  })
+
 const send = (producer: Producer, topic: string, batch: Batch, summary: Summary) =>
-  Effect.tryPromise({
-    try: () =>
-      producer.send({
-        topic,
-        acks: -1,
-        compression: CompressionTypes.None,
-        messages: batch.messages.map((m): Message => ({ key: m.key, value: m.value }))
-      }),
-    catch: (e) => e
-  }).pipe(
+  Effect.flatMap(traceSends(topic, batch.messages), (trace) =>
+    Effect.tryPromise({
+      try: () =>
+        producer.send({
+          topic,
+          acks: -1,
+          compression: CompressionTypes.None,
+          messages: batch.messages.map((m, i): Message => ({
+            key: m.key,
+            value: m.value,
+            ...(trace === undefined ? {} : { headers: trace.headers[i]! })
+          }))
+        }),
+      catch: (e) => e
+    }).pipe(
+      Effect.onExit((exit) =>
+        trace === undefined
+          ? Effect.void
+          : trace.end(Exit.isSuccess(exit) ? exit : Exit.fail(describeKafkaError(Cause.squash(exit.cause))))
+      ),
+      Effect.map(() => trace?.spans)
+    )
+  ).pipe(
     Effect.match({
-      onSuccess: () => {
-        for (const m of batch.messages) count(summary, m)
+      onSuccess: (spans) => {
+        batch.messages.forEach((m, i) => count(summary, m, spans?.[i]))
         return true
       },
       onFailure: (e) => {
@@ -597,6 +654,8 @@ const exitCode = (exit: Exit.Exit<unknown, unknown>): number => {
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   NodeRuntime.runMain(
     main.pipe(
+      // Traces, when the environment names an endpoint: sent before the process exits.
+      Effect.provide(Tracing.layerFromEnv("order-producer")),
       // Expected errors are one line for a person; defects still reach runMain with their stack.
       Effect.catchAll((e) =>
         Effect.zipRight(

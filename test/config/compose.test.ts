@@ -188,9 +188,11 @@ const serviceConfig = Effect.gen(function* () {
 })
 
 describe("docker-compose.yml agrees with the code", () => {
-  it("has PostgreSQL on 5433, three Kafka brokers, the topic step, Kafka UI on 8080, Keycloak on 8180 and the service on 8081", () => {
+  it("has PostgreSQL on 5433, three Kafka brokers, the topic step, Kafka UI on 8080, Keycloak on 8180, the service on 8081, Jaeger, Prometheus and Grafana", () => {
     expect(Object.keys(services).sort()).toEqual(
       [
+        "grafana",
+        "jaeger",
         "kafka-topics",
         "kafka-ui",
         "kafka1",
@@ -198,7 +200,8 @@ describe("docker-compose.yml agrees with the code", () => {
         "kafka3",
         "keycloak",
         "order-service",
-        "postgres"
+        "postgres",
+        "prometheus"
       ].sort()
     )
     expect(services["postgres"]!.ports).toContain("127.0.0.1:5433:5432")
@@ -257,11 +260,15 @@ describe("docker-compose.yml agrees with the code", () => {
     }
   })
 
-  it.effect("every variable the service is given is a config key the code reads", () =>
-    Effect.gen(function* () {
-      const known = new Set([...(yield* configKeys).map((k) => envNameOf(k.split("."))), "CONFIG_FILE"])
-      expect(Object.keys(serviceEnv).filter((name) => !known.has(name))).toEqual([])
-    })
+  it.effect(
+    "every variable the service is given is a config key the code reads, or OpenTelemetry's own (OTEL_*)",
+    () =>
+      Effect.gen(function* () {
+        const known = new Set([...(yield* configKeys).map((k) => envNameOf(k.split("."))), "CONFIG_FILE"])
+        expect(
+          Object.keys(serviceEnv).filter((name) => !known.has(name) && !name.startsWith("OTEL_"))
+        ).toEqual([])
+      })
   )
 
   it.effect(
@@ -340,10 +347,12 @@ describe("docker-compose.yml keeps its secrets in .env", () => {
     ).toEqual([])
     expect([...required].sort()).toEqual(
       [
+        "GRAFANA_ADMIN_PASSWORD",
         "KEYCLOAK_ADMIN_PASSWORD",
         "ORDER_SERVICE_CLI_SECRET",
         "ORDER_SERVICE_OIDC_SECRET",
-        "POSTGRES_PASSWORD"
+        "POSTGRES_PASSWORD",
+        "PROMETHEUS_SCRAPE_KEY"
       ].sort()
     )
     for (const v of envExample) {
@@ -566,5 +575,53 @@ describe("config/keycloak/orders-realm.json", () => {
       expect(password?.temporary, name).toBe(false)
       expect(composeText, name).toContain(`${name}/${password!.value}`)
     }
+  })
+})
+
+describe("docker-compose.yml: traces, metrics and dashboards", () => {
+  const mountOf = (service: string, target: string) =>
+    (services[service]!.volumes ?? []).map((v) => v.split(":")).find(([, t]) => t === target)
+
+  it("pins Jaeger 2, Prometheus 3 and Grafana 12 to a release", () => {
+    expect(services["jaeger"]!.image).toMatch(/^jaegertracing\/jaeger:2\.\d+\.\d+$/)
+    expect(services["prometheus"]!.image).toMatch(/^prom\/prometheus:v3\.\d+\.\d+$/)
+    expect(services["grafana"]!.image).toMatch(/^grafana\/grafana:12\.\d+\.\d+$/)
+  })
+
+  it("Jaeger takes OTLP on 4318 (HTTP) and 4317 (gRPC) and shows traces on 16686, on 127.0.0.1, and the service sends it its traces", () => {
+    for (const port of [16686, 4318, 4317])
+      expect(services["jaeger"]!.ports).toContain(`127.0.0.1:${port}:${port}`)
+    const endpoint = new URL(serviceEnv["OTEL_EXPORTER_OTLP_ENDPOINT"]!)
+    expect(services[endpoint.hostname]).toBe(services["jaeger"])
+    expect(endpoint.port).toBe("4318")
+    expect(serviceEnv["OTEL_SERVICE_NAME"]).toBe("order-service")
+  })
+
+  it("Prometheus on 9090 reads config/prometheus/prometheus.yml, with the scrape key from .env, and keeps its data on a volume", () => {
+    const prometheus = services["prometheus"]!
+    expect(prometheus.ports).toContain("127.0.0.1:9090:9090")
+    expect(existsSync("config/prometheus/prometheus.yml")).toBe(true)
+    expect(mountOf("prometheus", "/etc/prometheus/prometheus.yml")).toEqual([
+      "./config/prometheus/prometheus.yml",
+      "/etc/prometheus/prometheus.yml",
+      "ro"
+    ])
+    expect(JSON.stringify(prometheus.command)).toContain("--config.file=/etc/prometheus/prometheus.yml")
+    expect(rawEnvOf("prometheus")["PROMETHEUS_SCRAPE_KEY"]).toMatch(/^\$\{PROMETHEUS_SCRAPE_KEY:\?/)
+    expect(Object.keys(compose.volumes ?? {})).toContain(mountOf("prometheus", "/prometheus")?.[0])
+    expect(prometheus.depends_on?.["order-service"]).toBeDefined()
+  })
+
+  it("Grafana on 3000 is provisioned from config/grafana/, its admin password from .env, sign-up off", () => {
+    const grafana = services["grafana"]!
+    expect(grafana.ports).toContain("127.0.0.1:3000:3000")
+    expect(mountOf("grafana", "/etc/grafana/provisioning")?.[0]).toBe("./config/grafana/provisioning")
+    expect(mountOf("grafana", "/etc/grafana/dashboards")?.[0]).toBe("./config/grafana/dashboards")
+    expect(rawEnvOf("grafana")["GF_SECURITY_ADMIN_PASSWORD"]).toMatch(/^\$\{GRAFANA_ADMIN_PASSWORD:\?/)
+    expect(rawEnvOf("grafana")["GF_USERS_ALLOW_SIGN_UP"]).toBe("false")
+    const home = rawEnvOf("grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]!
+    expect(existsSync(home.replace("/etc/grafana/dashboards/", "config/grafana/dashboards/")), home).toBe(
+      true
+    )
   })
 })

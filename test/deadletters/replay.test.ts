@@ -457,6 +457,7 @@ layer(serviceStack(topics, TestDatabase), {
           }
           pages.push(yield* replayed({ ...selection, cursor: pages.at(-1)!.next_cursor }))
         }
+        expect(pages.map((p) => p.letters.length)).toEqual([1, 1, 1])
         expect(pages.flatMap((p) => p.letters.map((l) => [place(l), l.outcome]))).toEqual(
           originals.map((l) => [place(l), "sent"])
         )
@@ -475,6 +476,86 @@ layer(serviceStack(topics, TestDatabase), {
         expect(all.letters.map(place).sort()).toEqual([...originals, ...copies].map(place).sort())
       }),
     120_000
+  )
+
+  it.effect(
+    "pages smaller than the selection: each run sends every letter once, in order, and ends; letters replayed before are skipped unless include_replayed, and the run's own copies never",
+    () =>
+      Effect.gen(function* () {
+        const id = randomBytes(4).toString("hex")
+        const keys = [0, 1, 2, 3].map((i) => `${id}-paged-${i}`)
+        const since = new Date().toISOString()
+        const ours = Effect.map(listAll(), (all) => all.filter((l) => keys.includes(l.key!.data)).reverse())
+        /** Waits until `count` of our letters are listed; returns them oldest first. */
+        const parked = (count: number) =>
+          Effect.zipRight(
+            eventually(
+              `${count} letters under the test's keys are listed`,
+              Effect.map(ours, (l) => l.length === count),
+              60_000
+            ),
+            ours
+          )
+        /**
+         * One run, `limit` letters a page, following next_cursor to its end. Before each next page
+         * the copies of what was sent are parked and indexed: after the cursor, never replayed.
+         */
+        const run = (body: object, limit: number, parkedBefore: number) =>
+          Effect.gen(function* () {
+            const pages: Array<ReplayAnswer> = []
+            let cursor: string | null = null
+            do {
+              if (pages.length === 20) throw new Error("following next_cursor did not end")
+              const answer: ReplayAnswer = yield* replayed({
+                kind: "schema",
+                since,
+                limit,
+                ...body,
+                ...(cursor === null ? {} : { cursor })
+              })
+              pages.push(answer)
+              expect(answer.letters.every((l) => l.outcome === "sent")).toBe(true)
+              const sent = pages.reduce((n, p) => n + p.letters.length, 0)
+              yield* parked(parkedBefore + sent)
+              cursor = answer.next_cursor
+            } while (cursor !== null)
+            return pages
+          })
+        const places = (pages: ReadonlyArray<ReplayAnswer>) => pages.flatMap((p) => p.letters.map(place))
+        const sizes = (pages: ReadonlyArray<ReplayAnswer>) => pages.map((p) => p.letters.length)
+
+        yield* produce(
+          topics.brokers,
+          topics.topic,
+          keys.map((key) => ({ key, value: readFixture("invalid/amount-as-string.json") })),
+          0
+        )
+        const originals = yield* parked(4)
+
+        // The originals, three a page.
+        const first = yield* run({}, 3, 4)
+        expect(sizes(first)).toEqual([3, 1])
+        expect(places(first)).toEqual(originals.map(place))
+        expect(first[0]).toMatchObject({ selected: 4, already_replayed: 0 })
+        const copies = (yield* ours).filter((l) => !originals.some((o) => place(o) === place(l)))
+        expect(copies.map((c) => c.replay_of && place(c.replay_of))).toEqual(originals.map(place))
+
+        // Again: only the copies, never replayed; the originals, replayed, are left out.
+        const second = yield* run({}, 3, 8)
+        expect(sizes(second)).toEqual([3, 1])
+        expect(places(second)).toEqual(copies.map(place))
+        expect(second[0]).toMatchObject({ selected: 4, already_replayed: 4 })
+
+        // With include_replayed: all twelve, each once, oldest first; none of this run's twelve copies.
+        const before = yield* ours
+        const third = yield* run({ include_replayed: true }, 5, 12)
+        expect(sizes(third)).toEqual([5, 5, 2])
+        expect(places(third)).toEqual(before.map(place))
+        expect(third[0]).toMatchObject({ selected: 12, already_replayed: 8 })
+        expect(third.slice(1).every((p) => p.selected === null)).toBe(true)
+        expect(third.map((p) => p.until)).toEqual(third.map(() => third[0]!.until))
+      }),
+    180_000
   )
 
   it.effect(

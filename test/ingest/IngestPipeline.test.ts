@@ -1,12 +1,13 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Metric, Option, Redacted } from "effect"
+import { Effect, Either, Layer, Metric, Option, Redacted, Schedule } from "effect"
 import { findStored, storedCount } from "../support/orders.ts"
 import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { IngestMetrics } from "../../src/ingest/IngestPipeline.ts"
 import * as Database from "../../src/db/Database.ts"
 
-import { DeadLetterHeaders } from "../../src/kafka/DeadLetters.ts"
+import { DeadLetterHeaders, DeadLetters, type DeadLetter } from "../../src/kafka/DeadLetters.ts"
+import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import * as EmbeddedPostgres from "../../src/local/EmbeddedPostgres.ts"
 import type { OrderJson } from "../../src/orders/Order.ts"
 import { decodeOrderValue, orderToJson } from "../../src/orders/OrderDecoder.ts"
@@ -26,6 +27,7 @@ import {
   offsets,
   produce,
   readTopic,
+  testConfig,
   type Outgoing,
   type TestTopics
 } from "../support/kafka.ts"
@@ -244,5 +246,56 @@ describe("ingestion from a real Kafka broker into a real PostgreSQL", () => {
       }).pipe(Effect.scoped)
     },
     150_000
+  )
+
+  it.live(
+    "a dead-letter transaction tried again after its commit went through (the reply was lost) parks nothing twice",
+    () => {
+      const topics = freshTopics()
+      const letter = (offset: string): DeadLetter => ({
+        kind: "invalid_json",
+        detail: "the message is not JSON",
+        key: Buffer.from(`bad-${offset}`),
+        value: Buffer.from("{"),
+        source: { topic: topics.topic, partition: 0, offset }
+      })
+      const through = (nextOffset: string) => [{ topic: topics.topic, partition: 0, nextOffset }]
+      return Effect.gen(function* () {
+        yield* produce(topics.brokers, topics.topic, [{ value: "{" }, { value: "{" }], 0)
+        // The group's coordinator is found (and loaded) before the first transaction names it.
+        yield* offsets(topics.brokers, topics.topic, topics.groupId)
+        const deadLetters = yield* DeadLetters
+        // As the pipeline does: while a new group's coordinator settles in, tried again, asking first.
+        const settle = (letters: ReadonlyArray<DeadLetter>, nextOffset: string, maybeSettled: boolean) => {
+          let attempts = 0
+          return Effect.suspend(() =>
+            deadLetters.settle(letters, through(nextOffset), { maybeSettled: maybeSettled || attempts++ > 0 })
+          ).pipe(Effect.retry({ times: 20, schedule: Schedule.spaced("250 millis") }))
+        }
+        yield* settle([letter("0")], "1", false)
+        // After a failure the lane's producer is replaced, and its start waits until the
+        // coordinator has completed the transaction: by then the group's offset shows it.
+        yield* eventually(
+          "the group's offset shows the transaction",
+          Effect.map(
+            offsets(topics.brokers, topics.topic, topics.groupId),
+            ({ committed }) => committed[0] === 1
+          )
+        )
+        // Tried again as after a lost reply: the group's offset shows it went through.
+        yield* settle([letter("0")], "1", true)
+        // Tried again after a failure before the commit: the offset has not moved, so it is sent.
+        yield* settle([letter("1")], "2", true)
+        const letters = yield* readTopic(topics.brokers, topics.dlqTopic)
+        expect(letters.map((l) => l.key!.toString())).toEqual(["bad-0", "bad-1"])
+        const { committed } = yield* offsets(topics.brokers, topics.topic, topics.groupId)
+        expect(committed[0]).toBe(2)
+      }).pipe(
+        Effect.provide(
+          DeadLetters.Default.pipe(Layer.provide(KafkaClient.Default), Layer.provide(testConfig(topics)))
+        )
+      )
+    },
+    90_000
   )
 })

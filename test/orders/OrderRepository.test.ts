@@ -2,7 +2,13 @@ import { createHash } from "node:crypto"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
-import { findStored, mostRecentStored, newestFirstUids, storedCount } from "../support/orders.ts"
+import {
+  findStored,
+  findStoredJson,
+  mostRecentStored,
+  newestFirstUids,
+  storedCount
+} from "../support/orders.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { orderToJson, orderToJsonString } from "../../src/orders/OrderDecoder.ts"
 import { OrderRepository, type RecentOrders } from "../../src/orders/OrderRepository.ts"
@@ -137,13 +143,13 @@ describe("OrderRepository on a real PostgreSQL", () => {
         yield* repo.insertBatch(all.map((o) => toOrder(o)))
         for (const json of all) {
           const uid = (json as OrderJson).order_uid
-          const found = Option.getOrThrow(yield* repo.findJsonByUid(uid))
+          const found = Option.getOrThrow(yield* findStoredJson(uid))
           expect(JSON.parse(found.json)).toStrictEqual(json)
           // The digest read back with it is the SHA-256 of exactly that text: the ETag served.
           expect(found.digest).toBe(createHash("sha256").update(found.json).digest("base64url"))
           expect(orderToJson(Option.getOrThrow(yield* findStored(uid)))).toStrictEqual(json)
         }
-        expect(Option.isNone(yield* repo.findJsonByUid("no-such-order"))).toBe(true)
+        expect(Option.isNone(yield* findStoredJson("no-such-order"))).toBe(true)
       })
     )
   )
@@ -193,7 +199,7 @@ describe("OrderRepository on a real PostgreSQL", () => {
         expect(stored[0]!.document).toBe(orderToJsonString(unicode))
         yield* sql`UPDATE orders SET document = NULL`
         expect(yield* repo.mostRecentJson(2)).toStrictEqual(before)
-        const found = yield* repo.findJsonByUid(unicode.order_uid)
+        const found = yield* findStoredJson(unicode.order_uid)
         expect(Option.getOrThrow(found).json).toBe(orderToJsonString(unicode))
       })
     )

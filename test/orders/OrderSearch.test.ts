@@ -42,10 +42,14 @@ const query = (q: string, more: Partial<SearchQuery> = {}): SearchQuery => ({
   ...more
 })
 
-const uidsFor = (q: string, more: Partial<SearchQuery> = {}) =>
-  Effect.flatMap(OrderRepository, (repo) => repo.search(query(q, more))).pipe(
-    Effect.map((page) => page.items.map((i) => i.order_uid))
+/** One search by `q`, alone in its statement: its page, or why its cursor was refused. */
+const searchAlone = (search: SearchQuery) =>
+  Effect.flatMap(OrderRepository, (repo) => repo.searchByKeys([search])).pipe(
+    Effect.flatMap(([page]) => page!)
   )
+
+const uidsFor = (q: string, more: Partial<SearchQuery> = {}) =>
+  searchAlone(query(q, more)).pipe(Effect.map((page) => page.items.map((i) => i.order_uid)))
 
 /** Stores `orders` in batches of 1,000, then ANALYZE, so that the planner sees them as they are. */
 const storeAnalyzed = (orders: ReadonlyArray<unknown>) =>
@@ -121,7 +125,7 @@ describe("searching orders on a real PostgreSQL", () => {
         expect(yield* uidsFor(model.customer_id, { from: Option.some("2024-03-02T12:00:00+03:00") })).toEqual(
           ["day-2", "day-1"]
         )
-        const rangeOnly = yield* repo.search({
+        const rangeOnly = yield* repo.searchByDates({
           q: Option.none(),
           from: Option.some("2024-03-01T00:00:00Z"),
           to: Option.some("2024-03-02T23:59:59Z"),
@@ -155,7 +159,7 @@ describe("searching orders on a real PostgreSQL", () => {
         let cursor = Option.none<string>()
         let arrivals = 0
         do {
-          const page = yield* repo.search(query(model.customer_id, { limit: 10, cursor }))
+          const page = yield* searchAlone(query(model.customer_id, { limit: 10, cursor }))
           seen.push(...page.items.map((i) => i.order_uid))
           cursor = page.nextCursor
           // Between pages, newer orders of the same customer arrive (as they do during a call).
@@ -164,10 +168,10 @@ describe("searching orders on a real PostgreSQL", () => {
         const expected = newestFirstUids(first)
         expect(seen).toEqual(expected)
         // A fresh search starts with what arrived.
-        expect((yield* repo.search(query(model.customer_id, { limit: 5 }))).items[0]!.order_uid).toMatch(
+        expect((yield* searchAlone(query(model.customer_id, { limit: 5 }))).items[0]!.order_uid).toMatch(
           /^new-/
         )
-        const bad = yield* Effect.either(repo.search(query("x", { cursor: Option.some("not-a-cursor") })))
+        const bad = yield* Effect.either(searchAlone(query("x", { cursor: Option.some("not-a-cursor") })))
         expect(bad._tag === "Left" && bad.left._tag).toBe("InvalidCursor")
       })
     )
@@ -183,7 +187,7 @@ describe("searching orders on a real PostgreSQL", () => {
           variant(`b-${String(i).padStart(2, "0")}`, { phone: `+7 900 000 00 ${10 + i}` }, hour(i + 5))
         )
         yield* repo.insertBatch(orders.map((o) => toOrder(o)))
-        const firstPage = yield* repo.search(query(model.customer_id, { limit: 5 }))
+        const firstPage = yield* searchAlone(query(model.customer_id, { limit: 5 }))
         const queries: Array<SearchQuery> = [
           query(model.customer_id, { limit: 5 }),
           query(model.customer_id, { limit: 5, cursor: firstPage.nextCursor }),
@@ -195,7 +199,7 @@ describe("searching orders on a real PostgreSQL", () => {
           query("rid-b-11", { limit: 1 })
         ]
         const together = yield* repo.searchByKeys(queries)
-        const alone = yield* Effect.forEach(queries, (q) => Effect.either(repo.search(q)))
+        const alone = yield* Effect.forEach(queries, (q) => Effect.either(searchAlone(q)))
         expect(together).toEqual(alone)
         // And what alone gives is right: pages, bounds, keys and the refused cursor.
         const uids = (i: number) => Either.getOrThrow(alone[i]!).items.map((item) => item.order_uid)

@@ -1,13 +1,14 @@
 import { createHash } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Either, type Exit, Fiber, Layer, Option, Schema } from "effect"
-import { OrderCache } from "../../src/cache/OrderCache.ts"
+import { ConfigProvider, Deferred, Duration, Effect, Either, Fiber, Layer, Option, Schema } from "effect"
+import { type CachedOrder, OrderCache } from "../../src/cache/OrderCache.ts"
 import { ClientReads } from "../../src/db/ClientReads.ts"
 import { Order, type OrderJson } from "../../src/orders/Order.ts"
 import { orderToJsonString } from "../../src/orders/OrderDecoder.ts"
 import { OrderRepository, type SearchQuery } from "../../src/orders/OrderRepository.ts"
 import { Orders } from "../../src/orders/Orders.ts"
 import { readFixtureJson } from "../support/fixtures.ts"
+import { waitUntil } from "../support/sse.ts"
 
 const model = Schema.decodeUnknownSync(Order)(readFixtureJson("valid/model.json") as OrderJson)
 
@@ -42,43 +43,59 @@ const withOrders = (reads: { count: number }) =>
     Layer.provide([countingRepository(reads), ClientReads.Default])
   )
 
-/** A repository whose every read takes a while, noting how many run at once. */
-const slowRepository = (running: { now: number; most: number; done: number; searches?: Array<string> }) => {
+/**
+ * A repository whose every read takes a while (or, given `gate`, until it opens), noting how many
+ * run at once and which searches it ran.
+ */
+const slowRepository = (
+  running: { now: number; most: number; done: number; searches?: Array<string> },
+  gate?: Deferred.Deferred<void>
+) => {
   const read = <A>(value: A) =>
     Effect.acquireUseRelease(
       Effect.sync(() => {
         running.now++
         running.most = Math.max(running.most, running.now)
       }),
-      () => Effect.as(Effect.sleep("20 millis"), value),
+      () => Effect.as(gate === undefined ? Effect.sleep("20 millis") : Deferred.await(gate), value),
       () =>
         Effect.sync(() => {
           running.now--
           running.done++
         })
     )
+  const noOrders = { items: [], nextCursor: Option.none() }
   return Layer.succeed(
     OrderRepository,
     OrderRepository.make({
       findJsonByUids: () => read(new Map()),
-      search: () => read({ items: [], nextCursor: Option.none() }),
-      unsafeSearch: (query: { q: Option.Option<string> }, done: (exit: Exit.Exit<unknown>) => void) => {
-        running.searches?.push(Option.getOrElse(query.q, () => ""))
-        Effect.runCallback(read({ items: [], nextCursor: Option.none() }), { onExit: done })
-      },
-      unsafeSearchByKeys: (
-        queries: ReadonlyArray<{ q: Option.Option<string> }>,
-        done: (exit: Exit.Exit<unknown>) => void
-      ) => {
-        running.searches?.push(...queries.map((query) => Option.getOrElse(query.q, () => "")))
-        Effect.runCallback(read(queries.map(() => Either.right({ items: [], nextCursor: Option.none() }))), {
-          onExit: done
-        })
-      },
-      listRecent: () => read({ items: [], nextCursor: Option.none() })
+      searchByKeys: (queries: ReadonlyArray<{ q: Option.Option<string> }>) =>
+        Effect.suspend(() => {
+          running.searches?.push(...queries.map((query) => Option.getOrElse(query.q, () => "")))
+          return read(queries.map(() => Either.right(noOrders)))
+        }),
+      searchByDates: () => read(noOrders),
+      listRecent: () => read(noOrders)
     } as any)
   )
 }
+
+/** The order's read through `Orders.unsafeGet`, as an Effect. */
+const get = (orders: Orders, uid: string) =>
+  Effect.async<Option.Option<CachedOrder>, unknown>((resume) => orders.unsafeGet(uid, resume))
+
+/** `Orders` on `repository`, with its `ClientReads` (pool_max − 2 permits) to look at. */
+const ordersOn = (repository: Layer.Layer<OrderRepository>, poolMax: number) =>
+  Orders.Default.pipe(
+    Layer.provideMerge(
+      Layer.mergeAll(
+        OrderCache.layer({ maxEntries: 100, maxBytes: 1_000_000, ttl: Duration.minutes(1) }),
+        repository,
+        ClientReads.Default
+      )
+    ),
+    Layer.provide(Layer.setConfigProvider(ConfigProvider.fromJson({ database: { pool_max: poolMax } })))
+  )
 
 /** A first page of orders matching `q`. */
 const byKey = (q: string): SearchQuery => ({
@@ -95,12 +112,12 @@ describe("Orders", () => {
     return Effect.gen(function* () {
       const orders = yield* Orders
       const results = yield* Effect.all(
-        Array.from({ length: 20 }, () => orders.get(model.order_uid)),
+        Array.from({ length: 20 }, () => get(orders, model.order_uid)),
         { concurrency: "unbounded" }
       )
       expect(results.every((r) => Option.isSome(r) && r.value.json === orderToJsonString(model))).toBe(true)
       expect(reads.count).toBe(1)
-      yield* orders.get(model.order_uid)
+      yield* get(orders, model.order_uid)
       expect(reads.count).toBe(1)
     }).pipe(Effect.provide(withOrders(reads)))
   })
@@ -109,8 +126,8 @@ describe("Orders", () => {
     const reads = { count: 0 }
     return Effect.gen(function* () {
       const orders = yield* Orders
-      expect(Option.isNone(yield* orders.get("unknown"))).toBe(true)
-      expect(Option.isNone(yield* orders.get("unknown"))).toBe(true)
+      expect(Option.isNone(yield* get(orders, "unknown"))).toBe(true)
+      expect(Option.isNone(yield* get(orders, "unknown"))).toBe(true)
       expect(reads.count).toBe(2)
     }).pipe(Effect.provide(withOrders(reads)))
   })
@@ -123,7 +140,7 @@ describe("Orders", () => {
       // Misses and searches go in batches; each page is a read of its own.
       yield* Effect.all(
         Array.from({ length: 20 }, (_, i) => [
-          orders.get(`uid-${i}`),
+          get(orders, `uid-${i}`),
           orders.search(byKey(`key-${i}`)),
           orders.listRecent(10, Option.none())
         ]).flat(),
@@ -132,48 +149,57 @@ describe("Orders", () => {
       expect(running.most).toBe(3)
       expect(running.done).toBeGreaterThanOrEqual(22)
       expect(running.searches.toSorted()).toEqual(Array.from({ length: 20 }, (_, i) => `key-${i}`).toSorted())
-    }).pipe(
-      Effect.provide(
-        Orders.Default.pipe(
-          Layer.provide([
-            OrderCache.layer({ maxEntries: 100, maxBytes: 1_000_000, ttl: Duration.minutes(1) }),
-            slowRepository(running),
-            ClientReads.Default
-          ]),
-          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromJson({ database: { pool_max: 5 } })))
-        )
-      )
-    )
+    }).pipe(Effect.provide(ordersOn(slowRepository(running), 5)))
   })
 
-  it.live("a search whose caller leaves the line before its turn never runs; the next one does", () => {
-    const running = { now: 0, most: 0, done: 0, searches: [] as Array<string> }
+  it.live(
+    "a search interrupted in line before its turn (its client went) never runs; the next one does",
+    () => {
+      const running = { now: 0, most: 0, done: 0, searches: [] as Array<string> }
+      return Effect.gen(function* () {
+        const gate = yield* Deferred.make<void>()
+        return yield* Effect.gen(function* () {
+          const orders = yield* Orders
+          const reads = yield* ClientReads
+          // pool_max 3: one permit, held by the first search until the gate opens.
+          const first = yield* Effect.fork(orders.search(byKey("first")))
+          yield* waitUntil("the first search runs", () => running.now === 1)
+          const gone = yield* Effect.fork(orders.search(byKey("gone")))
+          const next = yield* Effect.fork(orders.search(byKey("next")))
+          yield* waitUntil("two searches in line", () => reads.line.size() === 2)
+          yield* Fiber.interrupt(gone)
+          expect(reads.line.size()).toBe(1)
+          yield* Deferred.succeed(gate, undefined)
+          yield* Fiber.join(first)
+          yield* Fiber.join(next)
+          expect(running.searches).toEqual(["first", "next"])
+          expect(reads.line.size()).toBe(0)
+        }).pipe(Effect.provide(ordersOn(slowRepository(running, gate), 3)))
+      })
+    }
+  )
+
+  it.live("a search by dates interrupted in line never runs either, and leaves its place", () => {
+    const running = { now: 0, most: 0, done: 0 }
     return Effect.gen(function* () {
-      const orders = yield* Orders
-      const search = byKey
-      // pool_max 3: one permit, held by the first search for 20 ms.
-      const first = yield* Effect.fork(orders.search(search("first")))
-      yield* Effect.sleep("5 millis")
-      const answered: Array<string> = []
-      const leave = orders.unsafeSearch(search("gone"), () => answered.push("gone"))
-      orders.unsafeSearch(search("next"), () => answered.push("next"))
-      expect(leave()).toBe(true)
-      yield* Fiber.join(first)
-      yield* Effect.sleep("40 millis")
-      expect(running.searches).toEqual(["first", "next"])
-      expect(answered).toEqual(["next"])
-    }).pipe(
-      Effect.provide(
-        Orders.Default.pipe(
-          Layer.provide([
-            OrderCache.layer({ maxEntries: 100, maxBytes: 1_000_000, ttl: Duration.minutes(1) }),
-            slowRepository(running),
-            ClientReads.Default
-          ]),
-          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromJson({ database: { pool_max: 3 } })))
-        )
-      )
-    )
+      const gate = yield* Deferred.make<void>()
+      return yield* Effect.gen(function* () {
+        const orders = yield* Orders
+        const reads = yield* ClientReads
+        const byDates = { ...byKey(""), q: Option.none(), from: Option.some("2024-01-01T00:00:00Z") }
+        const first = yield* Effect.fork(orders.search(byDates))
+        yield* waitUntil("the first search runs", () => running.now === 1)
+        const gone = yield* Effect.fork(orders.search(byDates))
+        yield* waitUntil("a search in line", () => reads.line.size() === 1)
+        yield* Fiber.interrupt(gone)
+        expect(reads.line.size()).toBe(0)
+        yield* Deferred.succeed(gate, undefined)
+        yield* Fiber.join(first)
+        // The permit came back: another search runs at once.
+        yield* orders.search(byDates)
+        expect(running.done).toBe(2)
+      }).pipe(Effect.provide(ordersOn(slowRepository(running, gate), 3)))
+    })
   })
 
   it.live("warm-up fills the cache from the most recent orders and marks the service warm", () => {
@@ -183,7 +209,7 @@ describe("Orders", () => {
       expect(yield* orders.isWarm).toBe(false)
       yield* orders.warm
       expect(yield* orders.isWarm).toBe(true)
-      yield* orders.get(model.order_uid)
+      yield* get(orders, model.order_uid)
       expect(reads.count).toBe(0)
     }).pipe(Effect.provide(withOrders(reads)))
   })

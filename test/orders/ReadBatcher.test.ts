@@ -1,9 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Either, Exit, Fiber, Option } from "effect"
+import { Cause, Deferred, Effect, Either, Exit, FiberId, Option } from "effect"
 import { makePermits, ReadQueueFull, readQueueFull } from "../../src/db/ClientReads.ts"
 import { scrape } from "../../src/observability/Prometheus.ts"
 import * as ReadBatcher from "../../src/orders/ReadBatcher.ts"
 import { metricValue, parseMetrics } from "../support/metrics.ts"
+import { waitUntil } from "../support/sse.ts"
 
 /** A store of `k<n>` → n whose reads are recorded and wait for `release` when it is given. */
 const recordingStore = (
@@ -22,15 +23,31 @@ const recordingStore = (
 
 const keys = (n: number, from = 0) => Array.from({ length: n }, (_, i) => `k${from + i}`)
 
+/** Asks for `key` now (`load` registers the caller before it returns), and the Effect of its answer. */
+const ask = <V, E>(batcher: ReadBatcher.ReadBatcher<string, V, E>, key: string) => {
+  const answer = Deferred.unsafeMake<Option.Option<V>, E | ReadQueueFull>(FiberId.none)
+  batcher.load(key, (exit) => Deferred.unsafeDone(answer, exit))
+  return Deferred.await(answer)
+}
+
+const askAll = <V, E>(batcher: ReadBatcher.ReadBatcher<string, V, E>, keys: ReadonlyArray<string>) =>
+  Effect.all(
+    keys.map((key) => ask(batcher, key)),
+    { concurrency: "unbounded" }
+  )
+
+/**
+ * One turn of the event loop: a batch takes its keys in a `setImmediate` once it holds a permit,
+ * so after this, whatever could have been taken has been.
+ */
+const nextTurn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
 describe("ReadBatcher", () => {
   it.live("keys asked for together are read in one statement; each caller gets its own value", () =>
     Effect.gen(function* () {
       const store = recordingStore()
       const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits: makePermits(2) })
-      const results = yield* Effect.all(
-        ["k1", "k2", "missing", "k3"].map((k) => batcher.get(k)),
-        { concurrency: "unbounded" }
-      )
+      const results = yield* askAll(batcher, ["k1", "k2", "missing", "k3"])
       expect(results).toEqual([Option.some(1), Option.some(2), Option.none(), Option.some(3)])
       expect(store.reads).toEqual([["k1", "k2", "missing", "k3"]])
     })
@@ -41,12 +58,11 @@ describe("ReadBatcher", () => {
       const release = yield* Deferred.make<void>()
       const store = recordingStore({ release })
       const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits: makePermits(2) })
-      const first = yield* Effect.fork(Effect.all([batcher.get("k7"), batcher.get("k7")], { concurrency: 2 }))
-      yield* Effect.sleep("20 millis")
-      const later = yield* Effect.fork(batcher.get("k7"))
-      yield* Effect.sleep("20 millis")
+      const waiting = [ask(batcher, "k7"), ask(batcher, "k7")]
+      yield* waitUntil("k7 is being read", () => store.reads.length === 1)
+      const later = ask(batcher, "k7")
       yield* Deferred.succeed(release, undefined)
-      expect(yield* first).toEqual([Option.some(7), Option.some(7)])
+      expect(yield* Effect.all(waiting)).toEqual([Option.some(7), Option.some(7)])
       expect(yield* later).toEqual(Option.some(7))
       expect(store.reads).toEqual([["k7"]])
     })
@@ -57,13 +73,13 @@ describe("ReadBatcher", () => {
       const release = yield* Deferred.make<void>()
       const store = recordingStore({ release })
       const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 10, permits: makePermits(2) })
-      const all = yield* Effect.fork(Effect.all(keys(35).map(batcher.get), { concurrency: "unbounded" }))
-      yield* Effect.sleep("20 millis")
+      const all = askAll(batcher, keys(35))
+      yield* waitUntil("two batches are being read", () => store.reads.length === 2)
+      yield* nextTurn
       // Two batches of ten are being read; the other fifteen wait.
       expect(store.reads.map((r) => r.length)).toEqual([10, 10])
       yield* Deferred.succeed(release, undefined)
-      const results = yield* all
-      expect(results).toEqual(keys(35).map((_, i) => Option.some(i)))
+      expect(yield* all).toEqual(keys(35).map((_, i) => Option.some(i)))
       expect(store.reads.map((r) => r.length)).toEqual([10, 10, 10, 5])
       expect(store.reads.flat().sort()).toEqual(keys(35).sort())
     })
@@ -74,18 +90,14 @@ describe("ReadBatcher", () => {
       const release = yield* Deferred.make<void>()
       const store = recordingStore({ release })
       const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits: makePermits(1) })
-      const first = yield* Effect.fork(batcher.get("k0"))
-      yield* Effect.sleep("20 millis")
-      const rest = yield* Effect.fork(
-        Effect.forEach(keys(5, 1), (k) => Effect.zipRight(Effect.sleep("2 millis"), batcher.get(k)), {
-          concurrency: "unbounded"
-        })
-      )
-      yield* Effect.sleep("30 millis")
+      const first = ask(batcher, "k0")
+      yield* waitUntil("k0 is being read", () => store.reads.length === 1)
+      const rest = keys(5, 1).map((k) => ask(batcher, k))
+      yield* nextTurn
       expect(store.reads).toEqual([["k0"]])
       yield* Deferred.succeed(release, undefined)
       expect(yield* first).toEqual(Option.some(0))
-      expect(yield* rest).toEqual([1, 2, 3, 4, 5].map(Option.some))
+      expect(yield* Effect.all(rest)).toEqual([1, 2, 3, 4, 5].map(Option.some))
       expect(store.reads).toEqual([["k0"], keys(5, 1)])
     })
   )
@@ -95,13 +107,11 @@ describe("ReadBatcher", () => {
       const store = recordingStore({ failWith: "database down" })
       const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits: makePermits(2) })
       const exits = yield* Effect.all(
-        ["k1", "k2"].map((k) => Effect.exit(batcher.get(k))),
-        {
-          concurrency: "unbounded"
-        }
+        ["k1", "k2"].map((k) => Effect.exit(ask(batcher, k))),
+        { concurrency: "unbounded" }
       )
       expect(exits).toEqual([Exit.fail("database down"), Exit.fail("database down")])
-      const again = yield* Effect.exit(batcher.get("k1"))
+      const again = yield* Effect.exit(ask(batcher, "k1"))
       expect(again).toEqual(Exit.fail("database down"))
       expect(store.reads).toEqual([["k1", "k2"], ["k1"]])
     })
@@ -121,6 +131,7 @@ describe("ReadBatcher", () => {
       expect(yield* Deferred.await(answered)).toEqual(Option.some(4))
     })
   )
+
   it.live("a batch takes its keys once it holds a permit; until then a caller may leave the line", () =>
     Effect.gen(function* () {
       const store = recordingStore()
@@ -136,13 +147,13 @@ describe("ReadBatcher", () => {
       batcher.load("k3", answer("third"))
       // The same key twice, one of its callers leaving: the other still gets it.
       const leaveOne = batcher.load("k3", answer("third again"))
-      yield* Effect.sleep("20 millis")
+      yield* nextTurn
       expect(store.reads).toEqual([])
       expect(leave()).toBe(true)
       expect(leaveOne()).toBe(true)
       expect(leave()).toBe(false)
       permits.release()
-      yield* Effect.sleep("20 millis")
+      yield* waitUntil("both callers answered", () => answered.length === 2)
       expect(store.reads).toEqual([["k1", "k3"]])
       expect(answered).toEqual(["first=1", "third=3"])
     })
@@ -154,33 +165,36 @@ describe("ReadBatcher", () => {
       const store = recordingStore({ release })
       const permits = makePermits(1)
       const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits })
-      const taken = batcher.load("k1", () => {})
-      yield* Effect.sleep("20 millis")
+      const answer = yield* Deferred.make<void>()
+      const taken = batcher.load("k1", () => Deferred.unsafeDone(answer, Exit.void))
+      yield* waitUntil("k1 is being read", () => store.reads.length === 1)
       expect(store.reads).toEqual([["k1"]])
       expect(taken()).toBe(false)
       yield* Deferred.succeed(release, undefined)
-      yield* Effect.sleep("20 millis")
+      yield* Deferred.await(answer)
       // k2 asks for a permit while another holds it, and leaves before it is granted: the batch
       // it would have gone in gets the permit, finds nobody, and gives it back.
       permits.unsafeAcquire(() => {})
       const leave = batcher.load("k2", () => {})
       expect(leave()).toBe(true)
       permits.release()
-      yield* Effect.sleep("20 millis")
+      yield* nextTurn
       expect(store.reads).toEqual([["k1"]])
       let granted = false
       permits.unsafeAcquire(() => (granted = true))
       expect(granted).toBe(true)
     })
   )
+
   it.live("maxInFlight bounds the batches below the permits; the other permits stay free for others", () =>
     Effect.gen(function* () {
       const release = yield* Deferred.make<void>()
       const store = recordingStore({ release })
       const permits = makePermits(4)
       const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 10, permits, maxInFlight: 1 })
-      const all = yield* Effect.fork(Effect.all(keys(25).map(batcher.get), { concurrency: "unbounded" }))
-      yield* Effect.sleep("20 millis")
+      const all = askAll(batcher, keys(25))
+      yield* waitUntil("a batch is being read", () => store.reads.length === 1)
+      yield* nextTurn
       expect(store.reads.map((r) => r.length)).toEqual([10])
       // Three permits are left for other reads.
       let granted = 0
@@ -193,34 +207,27 @@ describe("ReadBatcher", () => {
     })
   )
 
-  it.live(
-    "a read without an Effect is batched the same; one that throws fails its callers, and its permit comes back",
-    () =>
-      Effect.gen(function* () {
-        const reads: Array<ReadonlyArray<string>> = []
-        let throwing = false
-        const permits = makePermits(1)
-        const batcher = yield* ReadBatcher.make<string, number, string>({
-          unsafeRead: (keys, done) => {
-            reads.push(keys)
-            if (throwing) throw new Error("the driver threw")
-            setTimeout(() => done(Exit.succeed(new Map(keys.map((k) => [k, Number(k.slice(1))])))), 5)
-          },
-          maxBatch: 3,
-          permits
-        })
-        const results = yield* Effect.all(keys(5).map(batcher.get), { concurrency: "unbounded" })
-        expect(results).toEqual([0, 1, 2, 3, 4].map(Option.some))
-        expect(reads).toEqual([keys(3), keys(2, 3)])
-        throwing = true
-        const failed = yield* Effect.exit(
-          Effect.all([batcher.get("k8"), batcher.get("k9")], { concurrency: 2 })
-        )
-        expect(Exit.isFailure(failed) && String(failed.cause)).toContain("the driver threw")
-        throwing = false
-        // The one permit was given back: the next read runs.
-        expect(yield* batcher.get("k10").pipe(Effect.timeout("2 seconds"))).toEqual(Option.some(10))
+  it.live("a read that throws instead of failing fails its callers, and its permit comes back", () =>
+    Effect.gen(function* () {
+      const reads: Array<ReadonlyArray<string>> = []
+      let throwing = true
+      const permits = makePermits(1)
+      const batcher = yield* ReadBatcher.make<string, number, string>({
+        read: (keys) => {
+          reads.push(keys)
+          if (throwing) throw new Error("the driver threw")
+          return Effect.succeed(new Map(keys.map((k) => [k, Number(k.slice(1))])))
+        },
+        maxBatch: 3,
+        permits
       })
+      const failed = yield* Effect.exit(askAll(batcher, ["k8", "k9"]))
+      expect(Exit.isFailure(failed) && String(Cause.squash(failed.cause))).toContain("the driver threw")
+      throwing = false
+      // The one permit was given back: the next read runs.
+      expect(yield* ask(batcher, "k10").pipe(Effect.timeout("2 seconds"))).toEqual(Option.some(10))
+      expect(reads).toEqual([["k8", "k9"], ["k10"]])
+    })
   )
 })
 
@@ -261,10 +268,10 @@ describe("ReadBatcher in the line of reads (database.client_read_queue)", () => 
       batcher.load("k2", answer("e"))
       expect(answered).toEqual(["d=refused", "e=refused"])
       expect((yield* shedReadQueue) - shedBefore).toBe(2)
-      expect(yield* Effect.either(batcher.get("k4"))).toEqual(Either.left(readQueueFull))
+      expect(yield* Effect.either(ask(batcher, "k4"))).toEqual(Either.left(readQueueFull))
 
       permits.release()
-      yield* Effect.sleep("20 millis")
+      yield* waitUntil("the callers in line answered", () => answered.length === 5)
       expect(store.reads).toEqual([["k1", "k2"]])
       expect(answered.slice(2)).toEqual(["a=1", "c=1", "b=2"])
       expect(permits.line.size()).toBe(0)
@@ -278,21 +285,17 @@ describe("ReadBatcher in the line of reads (database.client_read_queue)", () => 
       const store = recordingStore({ release })
       const permits = makePermits(1, 1)
       const batcher = yield* ReadBatcher.make({ read: store.read, maxBatch: 100, permits })
-      const first = yield* Effect.fork(batcher.get("k5"))
-      yield* Effect.sleep("20 millis")
+      const first = ask(batcher, "k5")
+      yield* waitUntil("k5 is being read", () => store.reads.length === 1)
       expect(store.reads).toEqual([["k5"]])
       // The permit is the batch's; the line holds one at most: it takes `k6`, and the joiners of `k5` take none.
-      const second = yield* Effect.fork(batcher.get("k6"))
-      yield* Effect.sleep("5 millis")
-      const joiners = yield* Effect.fork(
-        Effect.all([batcher.get("k5"), batcher.get("k5")], { concurrency: 2 })
-      )
-      yield* Effect.sleep("5 millis")
+      const second = ask(batcher, "k6")
+      const joiners = [ask(batcher, "k5"), ask(batcher, "k5")]
       expect(permits.line.size()).toBe(1)
       yield* Deferred.succeed(release, undefined)
-      expect(yield* Fiber.join(first)).toEqual(Option.some(5))
-      expect(yield* Fiber.join(joiners)).toEqual([Option.some(5), Option.some(5)])
-      expect(yield* Fiber.join(second)).toEqual(Option.some(6))
+      expect(yield* first).toEqual(Option.some(5))
+      expect(yield* Effect.all(joiners)).toEqual([Option.some(5), Option.some(5)])
+      expect(yield* second).toEqual(Option.some(6))
       expect(permits.line.size()).toBe(0)
     })
   )

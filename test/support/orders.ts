@@ -6,11 +6,15 @@ import { OrderRepository } from "../../src/orders/OrderRepository.ts"
 
 const decodeOrder = Schema.decodeUnknownSync(Order)
 
+/** The stored order's canonical JSON with its digest, as a cache miss reads it, or none. */
+export const findStoredJson = (uid: string) =>
+  Effect.flatMap(OrderRepository, (r) => r.findJsonByUids([uid])).pipe(
+    Effect.map((found) => Option.fromNullable(found.get(uid)))
+  )
+
 /** The stored order, decoded, or none. */
 export const findStored = (uid: string) =>
-  Effect.flatMap(OrderRepository, (r) => r.findJsonByUid(uid)).pipe(
-    Effect.map(Option.map((stored) => decodeOrder(JSON.parse(stored.json))))
-  )
+  findStoredJson(uid).pipe(Effect.map(Option.map((stored) => decodeOrder(JSON.parse(stored.json)))))
 
 /** The `limit` most recent orders, decoded, oldest of them first (as warm-up reads them). */
 export const mostRecentStored = (limit: number) =>

@@ -14,8 +14,9 @@ export interface ServiceProcess {
 export const startService = (env: Record<string, string>): ServiceProcess => {
   // One process (no tsx wrapper), so that a signal reaches the service itself.
   const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    // Open (no sign-in) unless a test says otherwise, as under `npm start`.
-    env: { ...process.env, LOG_FORMAT: "json", AUTH_MODE: "none", ...env },
+    // Open (no sign-in) unless a test says otherwise, as under `npm start`; one process, not one
+    // per core (test/lifecycle/workers.test.ts starts several).
+    env: { ...process.env, LOG_FORMAT: "json", AUTH_MODE: "none", HTTP_WORKERS: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
   let output = ""
