@@ -54,7 +54,7 @@ interface Running {
 const localServers = Effect.gen(function* () {
   const [database, kafka] = yield* Config.all([DatabaseConfig, KafkaConfig])
   if (Option.isSome(database.url) && Option.isSome(kafka.brokers)) return {}
-  // Loaded only to start a server: the primary of configured ones loads no client library.
+  // Loaded only to start a server, as the service's own modules are loaded only by workers.
   const Local = yield* Effect.promise(() => import("../local/Local.ts"))
   const [postgres, broker] = yield* Effect.all(
     [
