@@ -54,8 +54,8 @@ const main = Effect.gen(function* () {
       Effect.provide(Layer.merge(configLayer, logging))
     )
   }
-  // Loaded here, not by the primary of several workers, which serves nothing (its RSS: 108 MB
-  // with the service's modules, 77 MB without).
+  // Loaded here, not by the primary of several workers, which serves nothing (its RSS, measured:
+  // 108 MB with the service's modules, 75–100 MB without).
   const App = yield* Effect.promise(() => import("./App.ts"))
   // The demo's fake-data generator is loaded only when asked for: it costs memory and start-up time.
   // Of several workers, the first sends the demo's orders.

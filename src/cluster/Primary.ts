@@ -18,11 +18,15 @@
  * - `/metrics`: the worker asked collects every worker's metrics through the primary, which gives
  *   each `COLLECT_TIMEOUT` to answer (Worker.ts combines them).
  *
- * Connections are spread by Node's round-robin: the primary accepts and hands each connection to
- * the next worker. `reusePort` (Node 24: a listening socket per worker, the kernel choosing) did no
- * better for keep-alive clients on this machine (README, "Running more than one"), spreads
- * connections by a hash rather than evenly, loses what waits in a worker's queue when that worker
- * stops, and gives each worker its own port for `http.port: 0`.
+ * Connections are spread by Node's round-robin: the primary accepts each one and hands it to a
+ * worker. `reusePort` (Node 24: a listening socket per worker, the kernel choosing) was measured
+ * against it with 2 workers (`npm run bench -- workers`, README "Running more than one"): for
+ * keep-alive clients, no gain (round-robin 14,096 req/s, reusePort 10,920; within this machine's
+ * noise); for a new connection per request, reusePort 2.2× (3,749 against 1,716), the primary's
+ * accepting being the bottleneck. Round-robin stays: clients behind a proxy or load balancer keep
+ * their connections; a worker that stops or restarts loses nothing waiting (with reusePort, what
+ * waits on its socket is reset); `http.port: 0` gives every worker the same port; and it is the
+ * same on Node 20, which has no reusePort.
  */
 import cluster, { type Worker } from "node:cluster"
 import { Config, Data, Deferred, Duration, Effect, Exit, Option } from "effect"
