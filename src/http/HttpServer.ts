@@ -237,8 +237,9 @@ export class HttpAddress extends Effect.Service<HttpAddress>()("HttpAddress", {
         inFlight++
         respond(req, res, pathname, route)
         // Answered at once (a cache hit, a refusal) is recorded at once; the rest once the response
-        // is done, or its client has gone.
-        if (res.writableEnded) recorded(req, res, pathname, route, started)
+        // is done, or its client has gone. While draining, every answer waits for its connection to
+        // close (the 503 says `Connection: close`): the drain must not reset one still flushing.
+        if (res.writableEnded && !draining) recorded(req, res, pathname, route, started)
         else res.once("close", () => recorded(req, res, pathname, route, started))
       }
     )
