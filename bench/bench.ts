@@ -575,6 +575,14 @@ const postgresPids = (): Array<number> =>
 const waitReady = (port: number, timeoutMs = 120_000) =>
   waitUntil("ready", async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, timeoutMs)
 
+/** A fresh database holding HTTP_ORDERS orders (seed 11), and the paths that read them. */
+const seededForHttp = async (env: Env) => {
+  const orders = generateOrders(HTTP_ORDERS, 11)
+  const url = await freshDatabase(env)
+  await seedDatabase(url, orders)
+  return { orders, paths: orderPaths(orders.map((o) => o.order_uid)), url }
+}
+
 /**
  * GET /order/{uid} under wrk (one thread, 50 connections), each request a uid at random of
  * HTTP_ORDERS: the bare node:http floor, the service answering from its cache, and the service with
@@ -582,10 +590,7 @@ const waitReady = (port: number, timeoutMs = 120_000) =>
  */
 const http = async (env: Env) => {
   requireWrk()
-  const orders = generateOrders(HTTP_ORDERS, 11)
-  const paths = orderPaths(orders.map((o) => o.order_uid))
-  const url = await freshDatabase(env)
-  await seedDatabase(url, orders)
+  const { orders, paths, url } = await seededForHttp(env)
   const rows: Array<Record<string, string | number>> = []
   const result: Record<string, number> = {}
   /** wrk on `base`, with the CPU time the server (`pid`) and PostgreSQL spent per request. */
@@ -2397,10 +2402,7 @@ const workersMemory = async (env: Env) => {
  */
 const workers = async (env: Env) => {
   requireWrk()
-  const orders = generateOrders(HTTP_ORDERS, 11)
-  const paths = orderPaths(orders.map((o) => o.order_uid))
-  const url = await freshDatabase(env)
-  await seedDatabase(url, orders)
+  const { paths, url } = await seededForHttp(env)
   const rows: Array<Record<string, string | number>> = []
   const result: Record<string, number> = {}
   const hits = { CACHE_WARM_COUNT: String(HTTP_ORDERS), CACHE_MAX_ENTRIES: String(HTTP_ORDERS * 2) }

@@ -28,7 +28,12 @@ import * as Database from "../src/db/Database.ts"
 import * as EmbeddedPostgres from "../src/local/EmbeddedPostgres.ts"
 import { Order } from "../src/orders/Order.ts"
 import { orderToJsonString } from "../src/orders/OrderDecoder.ts"
-import { notifyPayloads, ORDERS_STORED_CHANNEL, OrderRepository } from "../src/orders/OrderRepository.ts"
+import {
+  headerRowOf,
+  notifyPayloads,
+  ORDERS_STORED_CHANNEL,
+  OrderRepository
+} from "../src/orders/OrderRepository.ts"
 import { generateOrders } from "../src/tools/OrderGenerator.ts"
 import { acquire } from "../test/support/scoped.ts"
 
@@ -167,24 +172,7 @@ const keysOf = (b: string, n: string) => ({
  */
 const insertScript = (orders: ReadonlyArray<Order>): string => {
   const b = "currval('capacity_batch')"
-  const headers = orders.map((o, i) => ({
-    n: i + 1,
-    order_uid: o.order_uid,
-    track_number: o.track_number,
-    entry: o.entry,
-    locale: o.locale,
-    internal_signature: o.internal_signature,
-    customer_id: o.customer_id,
-    delivery_service: o.delivery_service,
-    shardkey: o.shardkey,
-    sm_id: o.sm_id,
-    date_created: o.date_created,
-    oof_shard: o.oof_shard,
-    amount: o.payment.amount,
-    currency: o.payment.currency,
-    item_count: o.items.length,
-    content_hash: "0".repeat(64)
-  }))
+  const headers = orders.map((o, i) => ({ n: i + 1, ...headerRowOf(o, "0".repeat(64)) }))
   const documents = orders.map((o) => orderToJsonString(o)).join("\u001e")
   const deliveries = orders.map((o, i) => ({ n: i + 1, order_uid: o.order_uid, ...o.delivery }))
   const payments = orders.map((o, i) => ({ n: i + 1, order_uid: o.order_uid, ...o.payment }))

@@ -7,7 +7,7 @@ import { NodeContext } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { MigrationError } from "@effect/sql/Migrator"
 import { SqlError } from "@effect/sql/SqlError"
-import { Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import { type Config, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import pg from "pg"
 import { DatabaseConfig, DatabaseUrl } from "../config/AppConfig.ts"
 import createOrders from "./migrations/0001_create_orders.ts"
@@ -188,16 +188,22 @@ export const layer = (options: PoolOptions) => {
   )
 }
 
+/** The pool's options as `database.*` sets them, for a server at `url`. */
+export const optionsFromConfig = (
+  url: Redacted.Redacted,
+  config: Config.Config.Success<typeof DatabaseConfig>
+) => ({
+  url,
+  maxConnections: config.poolMax,
+  connectTimeout: config.connectTimeout,
+  clientStatementTimeout: config.clientStatementTimeout
+})
+
 /** The pool on the configured database: `database.url` must be set. */
 export const layerConfig = Layer.unwrapEffect(
   Effect.gen(function* () {
     const url = yield* DatabaseUrl
     const config = yield* DatabaseConfig
-    return layer({
-      url,
-      maxConnections: config.poolMax,
-      connectTimeout: config.connectTimeout,
-      clientStatementTimeout: config.clientStatementTimeout
-    })
+    return layer(optionsFromConfig(url, config))
   })
 )

@@ -37,12 +37,7 @@ export const layerDatabase = Layer.unwrapScoped(
   Effect.gen(function* () {
     const config = yield* DatabaseConfig
     const server = yield* databaseServer
-    return Database.layer({
-      url: Redacted.make(server.url()),
-      maxConnections: config.poolMax,
-      connectTimeout: config.connectTimeout,
-      clientStatementTimeout: config.clientStatementTimeout
-    })
+    return Database.layer(Database.optionsFromConfig(Redacted.make(server.url()), config))
   })
 )
 

@@ -105,6 +105,25 @@ const SEARCH_BY_KEYS = `
     ORDER BY o.created_at DESC, o.order_uid DESC
     LIMIT k.lim) s`
 
+/** An order's row of `orders` as `insertBatch` sends it (as JSON, with the rows of its batch). */
+export const headerRowOf = (o: OrderJson, hash: string) => ({
+  order_uid: o.order_uid,
+  track_number: o.track_number,
+  entry: o.entry,
+  locale: o.locale,
+  internal_signature: o.internal_signature,
+  customer_id: o.customer_id,
+  delivery_service: o.delivery_service,
+  shardkey: o.shardkey,
+  sm_id: o.sm_id,
+  date_created: o.date_created,
+  oof_shard: o.oof_shard,
+  amount: o.payment.amount,
+  currency: o.payment.currency,
+  item_count: o.items.length,
+  content_hash: hash
+})
+
 const INVALID_CURSOR = "the cursor is not one this service gave out"
 
 const decodeCursor = (cursor: string): Option.Option<readonly [string, string]> => {
@@ -315,23 +334,7 @@ export class OrderRepository extends Effect.Service<OrderRepository>()("OrderRep
 
       const { insertedUids, storedHash } = yield* transaction(sql)(
         Effect.gen(function* () {
-          const headers = candidates.map(({ encoded: o, hash }) => ({
-            order_uid: o.order_uid,
-            track_number: o.track_number,
-            entry: o.entry,
-            locale: o.locale,
-            internal_signature: o.internal_signature,
-            customer_id: o.customer_id,
-            delivery_service: o.delivery_service,
-            shardkey: o.shardkey,
-            sm_id: o.sm_id,
-            date_created: o.date_created,
-            oof_shard: o.oof_shard,
-            amount: o.payment.amount,
-            currency: o.payment.currency,
-            item_count: o.items.length,
-            content_hash: hash
-          }))
+          const headers = candidates.map(({ encoded, hash }) => headerRowOf(encoded, hash))
           // The documents travel beside the JSON rows, joined by a character that JSON text never
           // holds unescaped (RS, U+001E): PostgreSQL splits them without parsing them again.
           const documents = candidates.map((c) => c.json).join(RECORD_SEPARATOR)
