@@ -15,6 +15,7 @@ import * as Http from "./http/Http.ts"
 import { HttpDrain } from "./http/HttpDrain.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import { OrderRoute } from "./http/OrderRoute.ts"
+import { SearchRoute } from "./http/SearchRoute.ts"
 import { StaticFiles } from "./http/StaticFiles.ts"
 import * as IngestPipeline from "./ingest/IngestPipeline.ts"
 import { IngestStatus } from "./ingest/IngestStatus.ts"
@@ -69,7 +70,7 @@ export const layerHttp = Layer.effectDiscard(
 ).pipe(
   Layer.provideMerge(HttpServer.layer),
   Layer.provide(Http.layer),
-  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default]),
+  Layer.provide([StaticFiles.Default, Prometheus.Default, OrderRoute.Default, SearchRoute.Default]),
   // Who may call what, for every request either way in (src/auth/).
   Layer.provideMerge(Auth.Default),
   Layer.provideMerge(LiveFeed.Default),

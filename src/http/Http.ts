@@ -3,8 +3,9 @@
  *
  * Handlers return the success the API declares and fail with its errors, with two exceptions, each
  * a response built first: a read refused or too slow is a 503 with `Retry-After`
- * (`answerReadFailures`; an error cannot carry a header), and `getOrder` answers with
- * `OrderRoute`'s answers, which the server's fast path writes too, byte for byte.
+ * (`answerReadFailures`; an error cannot carry a header), and `getOrder` and `searchOrders` answer
+ * with `OrderRoute`'s and `SearchRoute`'s answers, which the server's fast path writes too, byte
+ * for byte.
  */
 import type { HttpApp } from "@effect/platform"
 import { HttpApiBuilder, HttpApiError, HttpServerRequest, HttpServerResponse } from "@effect/platform"
@@ -27,6 +28,7 @@ import * as DeadLettersHttp from "./DeadLettersHttp.ts"
 import { closedOf, encodingOf, subscriberOf } from "./LiveRoute.ts"
 import { OrderRoute, uidFromPath } from "./OrderRoute.ts"
 import { answerReadFailures } from "./ReadFailures.ts"
+import { SearchRoute } from "./SearchRoute.ts"
 import { serveStaticFile, StaticFiles } from "./StaticFiles.ts"
 
 /**
@@ -46,6 +48,7 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
   Effect.gen(function* () {
     const orders = yield* Orders
     const route = yield* OrderRoute
+    const search = yield* SearchRoute
     const live = yield* LiveFeed
     // No span per request (`fnUntraced`): the platform's is off as well (see HttpServer).
     return handlers
@@ -69,17 +72,7 @@ const ordersGroup = HttpApiBuilder.group(OrderServiceApi, "orders", (handlers) =
           orders.listRecent(urlParams.limit ?? DEFAULT_PAGE_LIMIT, Option.fromNullable(urlParams.cursor))
         )
       )
-      .handle("searchOrders", ({ urlParams }) =>
-        pageOf(
-          orders.search({
-            q: Option.fromNullable(urlParams.q),
-            from: Option.fromNullable(urlParams.from),
-            to: Option.fromNullable(urlParams.to),
-            limit: urlParams.limit ?? DEFAULT_PAGE_LIMIT,
-            cursor: Option.fromNullable(urlParams.cursor)
-          })
-        )
-      )
+      .handle("searchOrders", ({ urlParams }) => Effect.map(search.answer(urlParams), responseOf))
       .handle(
         "liveOrders",
         Effect.fnUntraced(function* ({ request }) {

@@ -1,7 +1,7 @@
 /**
- * `GET /order/{uid}` has two ways in: the server's fast path below the router (the default) and
- * the HttpApi handler (`http.fast_paths: false`). Both must give the same answer, byte for byte,
- * so that a change to the response cannot reach one and miss the other. (Left different: a path
+ * `GET /order/{uid}` and `GET /orders/search` have two ways in: the server's fast path below the
+ * router (the default) and the HttpApi handler (`http.fast_paths: false`). Both must give the same
+ * answer, byte for byte, so that a change to the response cannot reach one and miss the other. (Left different: a path
  * the router matches to no route at all, an empty id or escapes that are not UTF-8, is 400 on the
  * fast path and the router's 404.)
  */
@@ -119,6 +119,46 @@ describe("GET /order/{uid} through the fast path and through the API handler", (
         "x-content-type-options": "nosniff",
         etag
       })
+    }).pipe(Effect.scoped)
+  )
+})
+
+describe("GET /orders/search through the fast path and through the API handler", () => {
+  it.live("pages, cursors, nothing found and every refusal get the same status, headers and bytes", () =>
+    Effect.gen(function* () {
+      const bases = yield* bothWays
+      const q = (params: Record<string, string>) => `/orders/search?${new URLSearchParams(params)}`
+      const paged = yield* request(bases[1]!, q({ q: model.customer_id, limit: "1" }), {})
+      const cursor = (JSON.parse(Buffer.from(paged.body, "hex").toString()) as { next_cursor: string })
+        .next_cursor
+      expect(cursor, "a customer with two orders has a second page").toEqual(expect.any(String))
+      const cases: ReadonlyArray<readonly [string, string, number]> = [
+        ["by order id", q({ q: model.order_uid }), 200],
+        ["by e-mail, another case, spaces around", q({ q: `  ${model.delivery.email.toUpperCase()} ` }), 200],
+        ["by item rid", q({ q: unicode.items[0]!.rid }), 200],
+        ["nothing found", q({ q: "no-such-thing" }), 200],
+        ["a page of one", q({ q: model.customer_id, limit: "1" }), 200],
+        ["the next page", q({ q: model.customer_id, limit: "1", cursor }), 200],
+        ["a date range", q({ from: "2000-01-01T00:00:00Z", to: "2100-01-01T00:00:00Z" }), 200],
+        ["a cursor the service never gave", q({ q: model.customer_id, cursor: "bogus" }), 400],
+        ["no parameter at all", "/orders/search", 400],
+        ["q given twice", `/orders/search?q=a&q=b`, 400],
+        ["a control character", q({ q: "a\u0001b" }), 400],
+        ["limit 0", q({ q: "a", limit: "0" }), 400],
+        ["from after to", q({ from: "2030-01-01T00:00:00Z", to: "2020-01-01T00:00:00Z" }), 400],
+        ["q too long", q({ q: "x".repeat(257) }), 400]
+      ]
+      for (const [name, target, status] of cases) {
+        const [viaFastPath, viaHandler] = yield* Effect.all(bases.map((base) => request(base, target, {})))
+        expect(viaHandler.status, name).toBe(status)
+        expect(viaHandler, name).toStrictEqual(viaFastPath)
+      }
+      const found = yield* request(bases[0]!, q({ q: model.order_uid }), {})
+      expect(JSON.parse(Buffer.from(found.body, "hex").toString())).toMatchObject({
+        items: [{ order_uid: model.order_uid }],
+        next_cursor: null
+      })
+      expect(found.headers).toMatchObject({ "content-type": "application/json", "cache-control": "no-store" })
     }).pipe(Effect.scoped)
   )
 })
