@@ -4,7 +4,7 @@
  * (embedded PostgreSQL, a local Kafka broker, the service as its own process), on loopback only.
  *
  *   npm run bench                # all parts
- *   npm run bench -- ingest      # one part: ingest | latency | http | mixed | startup | search | live | dlq | overload | workers
+ *   npm run bench -- ingest      # one part: ingest | latency | http | mixed | startup | search | live | dlq | overload | workers | tracing
  *   BENCH_INGEST_N=50000 npm run bench -- ingest
  *   BENCH_INGEST_N=0 BENCH_INGEST_PER_MESSAGE_N=0 npm run bench -- ingest   # only the run with rejects
  *   npm run bench -- latency     # produce → stored, at a steady 1,000 messages/s
@@ -32,12 +32,14 @@
  *     BENCH_WORKERS_SECONDS=15       wrk's measure; BENCH_WORKERS_INGEST_N=100000 orders ingested (0: none)
  *     BENCH_WORKERS_CACHE_N=250000   orders warmed into each worker's cache for the memory measure
  *     BENCH_WRK_CPU=1                the core wrk is pinned to (default: the last; none: not pinned)
+ *   npm run bench -- tracing     # ingest of a backlog and cache hits, traces off then on (every span sent)
+ *     BENCH_TRACING_N=100000         orders ingested; BENCH_TRACING_SECONDS=10 wrk's measure
  */
-import { createHash } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process"
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { connect, type Socket } from "node:net"
-import { request as httpRequest } from "node:http"
+import { createServer, request as httpRequest } from "node:http"
 import { cpus, setPriority } from "node:os"
 import { createGunzip } from "node:zlib"
 import path from "node:path"
@@ -271,7 +273,16 @@ interface Outgoing {
   readonly value: string
 }
 
-const produceAll = async (brokers: string, topic: string, messages: ReadonlyArray<Outgoing>) => {
+/** A W3C `traceparent` starting a trace of its own (random ids, sampled), as `npm run produce` sends. */
+const newTraceparent = () => `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`
+
+/** Sends `messages` in order; `traceparent: true` gives each one a trace of its own. */
+const produceAll = async (
+  brokers: string,
+  topic: string,
+  messages: ReadonlyArray<Outgoing>,
+  options: { readonly traceparent?: boolean } = {}
+) => {
   const kafka = new Kafka({ clientId: "bench", brokers: brokers.split(","), logLevel: logLevel.NOTHING })
   const admin = kafka.admin()
   await admin.connect()
@@ -285,8 +296,18 @@ const produceAll = async (brokers: string, topic: string, messages: ReadonlyArra
   await admin.disconnect()
   const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner })
   await producer.connect()
-  for (let i = 0; i < messages.length; i += 2000) {
-    await producer.send({ topic, acks: -1, messages: messages.slice(i, i + 2000) })
+  // A send is one record batch per partition, which the broker takes up to `message.max.bytes`
+  // (1 MB): with a header each, 2,000 orders went over it.
+  const perSend = options.traceparent ? 1000 : 2000
+  for (let i = 0; i < messages.length; i += perSend) {
+    const slice = messages.slice(i, i + perSend)
+    await producer.send({
+      topic,
+      acks: -1,
+      messages: options.traceparent
+        ? slice.map((m) => ({ ...m, headers: { traceparent: newTraceparent() } }))
+        : slice
+    })
   }
   await producer.disconnect()
 }
@@ -2497,7 +2518,156 @@ const WRKS_PINNED = () => (WRK_CPU === undefined ? "(not pinned)" : `(pinned to 
 
 // ---------------------------------------------------------------------------------------------
 
-const parts = { ingest, latency, http, mixed, startup, dlq, search, live, overload, workers } as const
+const TRACING_N = Number(process.env["BENCH_TRACING_N"] ?? 100_000)
+const TRACING_SECONDS = Number(process.env["BENCH_TRACING_SECONDS"] ?? 10)
+
+/**
+ * A collector that takes every OTLP/HTTP export (`POST /v1/traces`) and throws it away, counting
+ * the spans (the `"spanId"` keys of OTLP/JSON) so that the table shows how many were sent.
+ */
+const discardingCollector = async () => {
+  let spans = 0
+  const server = createServer((req, res) => {
+    const chunks: Array<Buffer> = []
+    req.on("data", (c: Buffer) => chunks.push(c))
+    req.on("end", () => {
+      const body = Buffer.concat(chunks).toString("utf8")
+      for (let at = body.indexOf('"spanId"'); at !== -1; at = body.indexOf('"spanId"', at + 1)) spans++
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end("{}")
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    /** Spans received since the last call. */
+    take: () => {
+      const n = spans
+      spans = 0
+      return n
+    },
+    close: () => new Promise((resolve) => server.close(resolve))
+  }
+}
+
+/**
+ * What tracing costs, measured in one run: ingest of a backlog of TRACING_N orders (each message
+ * with a `traceparent`, as `npm run produce` sends them, when traces are on) and cache hits under
+ * wrk (requests without a `traceparent`: each still gets a server span, a root), with traces off
+ * and then on, every span sampled and sent to a collector on this machine that discards them.
+ */
+const tracing = async (env: Env) => {
+  requireWrk()
+  const collector = await discardingCollector()
+  const { paths, url } = await seededForHttp(env)
+  const backlog = generateOrders(TRACING_N, 29)
+  const rows: Array<Record<string, string | number>> = []
+  const result: Record<string, number> = {}
+  try {
+    for (const on of [false, true]) {
+      const traces = on ? "on" : "off"
+      const vars = {
+        KAFKA_BROKERS: env.kafka.bootstrapServers,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "",
+        OTEL_EXPORTER_OTLP_ENDPOINT: on ? collector.endpoint : "",
+        OTEL_TRACES_SAMPLER: "always_on",
+        OTEL_SDK_DISABLED: "false",
+        OTEL_TRACES_EXPORTER: "otlp"
+      }
+
+      console.log(`tracing ${traces}: producing ${TRACING_N} orders…`)
+      const topic = `bench-tracing-${traces}-${Date.now()}`
+      await produceAll(
+        env.kafka.bootstrapServers,
+        topic,
+        backlog.map((o) => ({ key: o.order_uid, value: JSON.stringify(o) })),
+        { traceparent: on }
+      )
+      const ingestUrl = await freshDatabase(env)
+      const ingestPort = await freePort()
+      collector.take()
+      const ingesting = startOnTopic(ingestUrl, ingestPort, topic, vars)
+      try {
+        const base = `http://127.0.0.1:${ingestPort}`
+        await waitUntil("the first order is settled", async () => (await settledCount(base)) > 0, 120_000)
+        const started = Date.now()
+        await waitUntil(
+          "every order is stored",
+          async () => (await settledCount(base)) >= TRACING_N,
+          1_800_000
+        )
+        const seconds = (Date.now() - started) / 1000
+        const counted = await count(ingestUrl, "SELECT count(*) AS n FROM orders")
+        if (counted !== TRACING_N)
+          throw new Error(`${TRACING_N} orders were produced, the database holds ${counted}`)
+        result[`tracing_${traces}_ingest_orders_per_s`] = round(TRACING_N / seconds)
+        rows.push({
+          run: `ingest of ${TRACING_N}, traces ${traces}`,
+          "orders/s or req/s": round(TRACING_N / seconds),
+          seconds: round(seconds, 2),
+          "spans received": collector.take()
+        })
+      } finally {
+        await stopService(ingesting)
+      }
+
+      const port = await freePort()
+      const serving = startOnTopic(url, port, `bench-tracing-http-${port}`, {
+        ...vars,
+        CACHE_WARM_COUNT: String(HTTP_ORDERS),
+        CACHE_MAX_ENTRIES: String(HTTP_ORDERS * 2)
+      })
+      try {
+        await waitReady(port)
+        const base = `http://127.0.0.1:${port}`
+        const name = `tracing ${traces}, cache hits`
+        await wrk(base, paths, { connections: 50, seconds: 2, name }) // warm the JIT and connections
+        collector.take()
+        const r = await wrk(base, paths, { connections: 50, seconds: TRACING_SECONDS, name })
+        result[`tracing_${traces}_hit_rps`] = round(r.rps)
+        rows.push({
+          run: `cache hits, traces ${traces}`,
+          "orders/s or req/s": round(r.rps),
+          seconds: TRACING_SECONDS,
+          p99_ms: round(r.p99Ms, 2),
+          errors_or_non2xx: r.non2xx + r.socketErrors,
+          "spans received": collector.take()
+        })
+      } finally {
+        await stopService(serving)
+      }
+    }
+  } finally {
+    await collector.close()
+  }
+  result["tracing_ingest_ratio"] = round(
+    result["tracing_on_ingest_orders_per_s"]! / result["tracing_off_ingest_orders_per_s"]!,
+    3
+  )
+  result["tracing_hit_ratio"] = round(result["tracing_on_hit_rps"]! / result["tracing_off_hit_rps"]!, 3)
+  table(
+    `Tracing off and on (OTEL_TRACES_SAMPLER=always_on, a collector on this machine that discards): ingest of a backlog of ${TRACING_N}; GET /order/{uid} cache hits, wrk -t1 -c50, ${TRACING_SECONDS} s`,
+    rows
+  )
+  console.log(`on / off: ingest ${result["tracing_ingest_ratio"]}, cache hits ${result["tracing_hit_ratio"]}`)
+  return { rows, result }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const parts = {
+  ingest,
+  latency,
+  http,
+  mixed,
+  startup,
+  dlq,
+  search,
+  live,
+  overload,
+  workers,
+  tracing
+} as const
 const wanted = process.argv.slice(2).filter((a) => a in parts) as Array<keyof typeof parts>
 const run = wanted.length > 0 ? wanted : (Object.keys(parts) as Array<keyof typeof parts>)
 

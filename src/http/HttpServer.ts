@@ -4,24 +4,49 @@
  * one access-log line and one latency observation per request however it was answered, and a
  * graceful drain on shutdown (Effect 3's Node server only calls `close()`).
  *
- * A request is then answered one of two ways: `GET /order/{order_uid}` below the router
- * (`http.fast_paths`), from `OrderRoute` — a cache hit without running an Effect at all, a miss
- * from its batched read's callback — because the router and its middleware cost most of a hit's
- * throughput; everything else by the HttpApi app (`Http.ts`). The refusals of the checks above
+ * A request is then answered one of two ways. Below the router (`http.fast_paths`), because the
+ * router and its middleware cost most of their CPU: `GET /order/{order_uid}` from `OrderRoute` (a
+ * cache hit without running an Effect at all, a miss from its batched read's callback), and a
+ * `GET /orders/search` whose query decodes from `SearchRoute` (one Effect). Everything else by the
+ * HttpApi app (`Http.ts`), whose handlers for those two answer with the same routes. The refusals of the checks above
  * and the drain's 503 are answers written here too, and recorded the same way.
+ *
+ * While traces are exported, each request (but probes, scrapes and the page's files) gets one
+ * server span, begun and ended here whichever way it is answered.
  */
 import { createServer, type IncomingMessage, maxHeaderSize, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
-import { HttpApiBuilder, HttpIncomingMessage, HttpMiddleware, HttpRouter } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
-import { Deferred, Duration, Effect, Either, Exit, FiberRef, Layer, LogLevel, Option, Runtime } from "effect"
+import {
+  HttpApiBuilder,
+  HttpIncomingMessage,
+  HttpMiddleware,
+  HttpRouter,
+  HttpServerRequest
+} from "@effect/platform"
+import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
+import {
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  FiberRef,
+  Layer,
+  LogLevel,
+  Option,
+  Runtime,
+  type Tracer
+} from "effect"
 import { ORDER_PREFIX, routeOf } from "../auth/Access.ts"
 import { Auth, type Verdict } from "../auth/Auth.ts"
 import { HttpConfig, isLoopbackHost } from "../config/AppConfig.ts"
 import { countShed, observeHttpRequest } from "../observability/Prometheus.ts"
+import { startSpan, TracePropagation } from "../observability/Tracing.ts"
 import { type Answer, json, withHeaders } from "./Answer.ts"
 import { HttpDrain } from "./HttpDrain.ts"
 import { OrderRoute, uidFromPath } from "./OrderRoute.ts"
+import type { SearchParams } from "./Api.ts"
+import { SEARCH_PATH, SearchRoute, searchParamsOf } from "./SearchRoute.ts"
 import { SECURITY_HEADERS } from "./SecurityHeaders.ts"
 
 /** The security headers as a flat name/value list for `writeHead`. */
@@ -43,6 +68,9 @@ const SHUTTING_DOWN = withHeaders(
   "close"
 )
 
+/** Routes that get no span: probes, scrapes and the page's files. */
+const UNTRACED: ReadonlySet<string> = new Set(["/metrics", "/healthz", "/readyz", "static"])
+
 /** How long open connections are told (503, `Connection: close`) before idle ones are closed. */
 const DRAIN_NOTICE = Duration.seconds(1)
 
@@ -54,6 +82,7 @@ export class HttpAddress extends Effect.Service<HttpAddress>()("HttpAddress", {
   scoped: Effect.gen(function* () {
     const config = yield* HttpConfig
     const route = yield* OrderRoute
+    const search = yield* SearchRoute
     const drain = yield* HttpDrain
     const auth = yield* Auth
     if (auth.mode === "none" && !isLoopbackHost(config.host))
@@ -66,15 +95,30 @@ export class HttpAddress extends Effect.Service<HttpAddress>()("HttpAddress", {
       // a request's head, and the handler judges it (400 past ORDER_UID_MAX_LENGTH).
       HttpRouter.withRouterConfig({ maxParamLength: maxHeaderSize })
     )
-    // No tracer exports spans from this service, so the platform's span per request is off: it was
-    // a tenth of a search's CPU. Whoever adds a tracer (an OpenTelemetry layer) removes this.
-    const handleWithApp = yield* NodeHttpServer.makeHandler(app).pipe(
+    const propagation = yield* TracePropagation
+    const tracer = yield* Effect.tracer
+    const clock = yield* Effect.clock
+    /** The server span of a request answered by the router, which its handler's fiber runs under. */
+    const spanOfRequest = new WeakMap<IncomingMessage, Tracer.Span>()
+    const tracedApp =
+      propagation === undefined
+        ? app
+        : Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+            const span = spanOfRequest.get(NodeHttpServerRequest.toIncomingMessage(request))
+            return span === undefined ? app : Effect.withParentSpan(app, span)
+          })
+    // The platform's span per request stays off, traces exported or not (it was a tenth of a
+    // search's CPU): a request's server span is made below the router instead (`serverSpan`), so
+    // that both ways a request is answered give one span of the same name and attributes, ended
+    // where the request is recorded.
+    const handleWithApp = yield* NodeHttpServer.makeHandler(tracedApp).pipe(
       Effect.locally(HttpMiddleware.currentTracerDisabledWhen, () => true),
       // Whatever the checks below let through, the platform reads no more than this either.
       HttpIncomingMessage.withMaxBodySize(Option.some(config.maxBodyBytes))
     )
     const runtime = yield* Effect.runtime<never>()
     const runSync = Runtime.runSync(runtime)
+    const runCallback = Runtime.runCallback(runtime)
     // Below the minimum log level an access-log line is dropped anyway, after costing a run of an
     // Effect: about 80 µs a request, as much as the rest of a search (docs/perf-notes/).
     const accessLogOn =
@@ -113,25 +157,33 @@ export class HttpAddress extends Effect.Service<HttpAddress>()("HttpAddress", {
       res: ServerResponse,
       pathname: string,
       route: string,
-      started: number
+      started: number,
+      span: Tracer.Span | undefined
     ) => {
       const status = res.headersSent ? res.statusCode : CLIENT_CLOSED_REQUEST
       const ms = performance.now() - started
       observeHttpRequest(req.method ?? "", route, status, ms / 1000)
-      if (accessLogOn)
-        runSync(
-          Effect.logInfo("http request").pipe(
-            Effect.annotateLogs({
-              method: req.method ?? "",
-              path: pathname,
-              principal: auth.principalOf(req)?.subject ?? "-",
-              status,
-              ms: Math.round(ms * 100) / 100,
-              // The platform's responses say their length in a header it set; ours are noted above.
-              bytes: answeredBytes.get(res) ?? Number(res.getHeader("content-length") ?? 0)
-            })
-          )
+      if (accessLogOn) {
+        const line = Effect.logInfo("http request").pipe(
+          Effect.annotateLogs({
+            method: req.method ?? "",
+            path: pathname,
+            principal: auth.principalOf(req)?.subject ?? "-",
+            status,
+            ms: Math.round(ms * 100) / 100,
+            // The platform's responses say their length in a header it set; ours are noted above.
+            bytes: answeredBytes.get(res) ?? Number(res.getHeader("content-length") ?? 0)
+          })
         )
+        // Inside the request's span, the line names its trace (`trace_id`, `span_id`).
+        runSync(span === undefined ? line : Effect.withParentSpan(line, span))
+      }
+      if (span !== undefined) {
+        // Named here, last: the router names the routes it matches its own way (`/order/:order_uid`).
+        span.attribute("http.route", route)
+        span.attribute("http.response.status_code", status)
+        span.end(clock.unsafeCurrentTimeNanos(), status >= 500 ? Exit.fail(`HTTP ${status}`) : Exit.void)
+      }
       inFlight--
       if (draining && inFlight === 0) runSync(Deferred.succeed(idle, undefined))
     }
@@ -154,11 +206,65 @@ export class HttpAddress extends Effect.Service<HttpAddress>()("HttpAddress", {
       })
     }
 
+    /**
+     * The request's server span, a child of the context its `traceparent` carries: only while
+     * traces are exported (otherwise `undefined`, and nothing per request is done).
+     */
+    const serverSpan =
+      propagation === undefined
+        ? undefined
+        : (req: IncomingMessage, pathname: string, route: string): Tracer.Span | undefined => {
+            if (UNTRACED.has(route)) return undefined
+            const method = req.method ?? ""
+            const span = startSpan(tracer, `${method} ${route}`, {
+              parent: propagation.extract((name) => {
+                const value = req.headers[name]
+                return Array.isArray(value) ? value[0] : value
+              }),
+              start: clock.unsafeCurrentTimeNanos(),
+              kind: "server",
+              attributes: { "http.request.method": method, "url.path": pathname }
+            })
+            if (pathname.startsWith(ORDER_PREFIX)) {
+              const uid = uidFromPath(pathname.slice(ORDER_PREFIX.length))
+              if (Either.isRight(uid)) span.attribute("order_uid", uid.right)
+            }
+            spanOfRequest.set(req, span)
+            return span
+          }
+
+    /**
+     * `GET /orders/search` below the router, its query decoded as the API decodes it: one Effect
+     * per request, the one the `searchOrders` handler answers with (`SearchRoute`). A client that
+     * goes before its answer interrupts it, so its read leaves the line of reads. While traces
+     * are exported, it runs under the request's server span.
+     */
+    const serveSearch = (req: IncomingMessage, res: ServerResponse, params: typeof SearchParams.Type) => {
+      const span = spanOfRequest.get(req)
+      const answer = search.answer(params)
+      const cancel = runCallback(span === undefined ? answer : Effect.withParentSpan(answer, span), {
+        onExit: (exit) => {
+          if (Exit.isSuccess(exit)) return writeAnswer(res, exit.value)
+          if (Exit.isInterrupted(exit)) return
+          runSync(Effect.logError(`GET ${SEARCH_PATH} failed`, exit.cause))
+          writeAnswer(res, INTERNAL_ERROR)
+        }
+      })
+      res.once("close", () => {
+        if (!res.writableEnded) cancel()
+      })
+    }
+
     /** A request the checks let through, answered one of the two ways (or 503 while draining). */
     const serve = (req: IncomingMessage, res: ServerResponse, pathname: string) => {
       if (draining) return writeAnswer(res, SHUTTING_DOWN)
-      if (config.fastPaths && req.method === "GET" && pathname.startsWith(ORDER_PREFIX))
-        return serveOrder(req, res, pathname)
+      if (config.fastPaths && req.method === "GET") {
+        if (pathname.startsWith(ORDER_PREFIX)) return serveOrder(req, res, pathname)
+        if (pathname === SEARCH_PATH) {
+          const params = searchParamsOf(req.url!.slice(pathname.length + 1))
+          if (Option.isSome(params)) return serveSearch(req, res, params.value)
+        }
+      }
       for (const name in SECURITY_HEADERS) res.setHeader(name, SECURITY_HEADERS[name]!)
       // Whatever a handler says of caching wins (the page's files); the rest holds customer data.
       res.setHeader("cache-control", "no-store")
@@ -233,14 +339,15 @@ export class HttpAddress extends Effect.Service<HttpAddress>()("HttpAddress", {
         const q = url.indexOf("?")
         const pathname = q === -1 ? url : url.slice(0, q)
         const route = routeOf(pathname)
+        const span = serverSpan?.(req, pathname, route)
         // In flight until recorded, so that a shutdown waits for it.
         inFlight++
         respond(req, res, pathname, route)
         // Answered at once (a cache hit, a refusal) is recorded at once; the rest once the response
         // is done, or its client has gone. While draining, every answer waits for its connection to
         // close (the 503 says `Connection: close`): the drain must not reset one still flushing.
-        if (res.writableEnded && !draining) recorded(req, res, pathname, route, started)
-        else res.once("close", () => recorded(req, res, pathname, route, started))
+        if (res.writableEnded && !draining) recorded(req, res, pathname, route, started, span)
+        else res.once("close", () => recorded(req, res, pathname, route, started, span))
       }
     )
     server.maxConnections = config.maxConnections

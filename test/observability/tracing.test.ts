@@ -2,10 +2,11 @@
  * Following one order through the traces, as an operator would in a trace viewer: the producer CLI
  * (`npm run produce`) and the service's ingest and dead-letter side send their spans over OTLP to a
  * real receiver (test/support/otlp.ts) on a real broker and PostgreSQL. A good order's trace runs
- * from the producer's send to its store; a bad one's to its parking, and on through its replay.
+ * from the producer's send to its store; a bad one's to its parking, and on through its replay; a
+ * client reading the order over HTTP continues it, whichever way the request is answered.
  */
 import { spawn } from "node:child_process"
-import { randomUUID } from "node:crypto"
+import { randomBytes, randomUUID } from "node:crypto"
 import { tmpdir } from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -13,7 +14,9 @@ import { describe, expect, it, layer } from "@effect/vitest"
 import { Context, Effect, Layer, LogLevel, Option } from "effect"
 import { vi } from "vitest"
 import * as App from "../../src/App.ts"
+import { OrderCache } from "../../src/cache/OrderCache.ts"
 import { DeadLetterReplay, type ReplayOptions } from "../../src/deadletters/DeadLetterReplay.ts"
+import { HttpAddress } from "../../src/http/HttpServer.ts"
 import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import * as Logging from "../../src/observability/Logging.ts"
 import * as Tracing from "../../src/observability/Tracing.ts"
@@ -117,13 +120,85 @@ const sent = Layer.effect(
   )
 )
 
+/** The service's HTTP side, one server with the order fast path and one without; their URLs. */
+class Servers extends Context.Tag("test/Servers")<
+  Servers,
+  { readonly fast: string; readonly routed: string }
+>() {}
+
+/**
+ * A server on the same cache and database as ingestion, writing JSON log lines with its access log
+ * on, as in production.
+ */
+const httpServer = (fastPaths: boolean) =>
+  Effect.map(
+    Layer.build(
+      App.layerHttp.pipe(
+        Layer.provide(Logging.layer({ format: "json", level: LogLevel.Info })),
+        Layer.provide(
+          testConfig(topics, {
+            http: {
+              host: "127.0.0.1",
+              port: 0,
+              access_log: true,
+              shutdown_timeout: "2 seconds",
+              fast_paths: fastPaths
+            }
+          })
+        )
+      )
+    ),
+    (context) => Context.get(context, HttpAddress).url
+  )
+
+const servers = Layer.scoped(Servers, Effect.all({ fast: httpServer(true), routed: httpServer(false) }))
+
 const stack = sent.pipe(
+  Layer.provideMerge(servers),
   Layer.provideMerge(service),
   Layer.provideMerge(tracing),
   Layer.provideMerge(Layer.scoped(Receiver, otlpReceiver))
 )
 
 const traceparentOf = (span: ReceivedSpan) => `00-${span.traceId}-${span.spanId}-01`
+
+/** A new W3C id: 16 bytes for a trace, 8 for a span. */
+const newId = (bytes: 16 | 8) => randomBytes(bytes).toString("hex")
+
+/** A request as a client in trace `traceId` sends it, from its own span `spanId`; its status. */
+const request = (
+  url: string,
+  trace: { readonly traceId: string; readonly spanId: string },
+  init: RequestInit = {}
+) =>
+  Effect.promise(async () => {
+    const response = await fetch(url, {
+      ...init,
+      headers: { ...init.headers, traceparent: `00-${trace.traceId}-${trace.spanId}-01` }
+    })
+    await response.arrayBuffer()
+    return response.status
+  })
+
+/** The JSON log lines written to stdout while `f` runs (it sees them arrive), and its result. */
+const loggedDuring = <A, E, R>(
+  f: (lines: ReadonlyArray<Record<string, unknown>>) => Effect.Effect<A, E, R>
+) =>
+  Effect.suspend(() => {
+    const lines: Array<Record<string, unknown>> = []
+    const write = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+      try {
+        lines.push(JSON.parse(String(chunk)) as Record<string, unknown>)
+      } catch {
+        // Not a log line.
+      }
+      return true
+    })
+    return f(lines).pipe(
+      Effect.map((a) => [a, lines] as const),
+      Effect.ensuring(Effect.sync(() => write.mockRestore()))
+    )
+  })
 
 /** The producer CLI's span for the message keyed `uid`. */
 const producerSpan = (receiver: OtlpReceiver, uid: string) =>
@@ -317,6 +392,123 @@ layer(stack, { excludeTestServices: true, timeout: "240 seconds" })("one order i
         expect(untraced).toBeDefined()
         expect(untraced).not.toHaveProperty("trace_id")
         expect(untraced).not.toHaveProperty("span_id")
+      })
+  )
+
+  it.effect(
+    "a client reading the stored order continues its trace: below the router and through it, one server span under the client's, and the access log names it",
+    () =>
+      Effect.gen(function* () {
+        const receiver = yield* Receiver
+        const { fast, routed } = yield* Servers
+        const send = yield* producerSpan(receiver, GOOD.uid)
+        yield* eventually(
+          "the order is stored and cached",
+          Effect.map(
+            Effect.flatMap(OrderCache, (cache) => cache.get(GOOD.uid)),
+            Option.isSome
+          ),
+          45_000
+        )
+        const ways = [
+          ["below the router (a cache hit)", fast],
+          ["through the router", routed]
+        ] as const
+        const clients: Array<string> = []
+        for (const [way, base] of ways) {
+          const client = { traceId: send.traceId, spanId: newId(8) }
+          clients.push(client.spanId)
+          const path = `/order/${GOOD.uid}`
+          const [status, lines] = yield* loggedDuring((seen) =>
+            Effect.zipLeft(
+              request(`${base}${path}`, client),
+              eventually(
+                "the request's access-log line",
+                Effect.sync(() => seen.some((l) => l["message"] === "http request" && l["path"] === path))
+              )
+            )
+          )
+          expect(status).toBe(200)
+          const read = yield* receiver.span(
+            `the read's server span, ${way}`,
+            (s) => s.parentSpanId === client.spanId
+          )
+          expect(read, way).toMatchObject({
+            service: "order-service",
+            name: "GET /order/{order_uid}",
+            kind: "server",
+            traceId: send.traceId,
+            attributes: {
+              "http.request.method": "GET",
+              "http.route": "/order/{order_uid}",
+              "url.path": path,
+              order_uid: GOOD.uid,
+              "http.response.status_code": 200
+            },
+            status: { code: "ok" }
+          })
+          expect(
+            lines.find((l) => l["message"] === "http request" && l["path"] === path),
+            way
+          ).toMatchObject({ status: 200, trace_id: send.traceId, span_id: read.spanId })
+        }
+        // One span a request, whichever way: the platform's own span per request stays off. A later
+        // request's span arrives after any span those two requests made.
+        const later = { traceId: newId(16), spanId: newId(8) }
+        yield* request(`${routed}/order/${GOOD.uid}`, later)
+        yield* receiver.span("a later request's span", (s) => s.parentSpanId === later.spanId)
+        for (const client of clients)
+          expect(
+            receiver
+              .spans()
+              .filter((s) => s.parentSpanId === client)
+              .map((s) => s.name)
+          ).toEqual(["GET /order/{order_uid}"])
+      })
+  )
+
+  it.effect(
+    "a search and a replay asked over HTTP get their server spans, the replay's own span under it; /metrics, the probes and the page's files get none",
+    () =>
+      Effect.gen(function* () {
+        const receiver = yield* Receiver
+        const { fast } = yield* Servers
+        const untraced = newId(16)
+        for (const path of ["/metrics", "/healthz", "/readyz", "/order-id.js"])
+          yield* request(`${fast}${path}`, { traceId: untraced, spanId: newId(8) })
+
+        const client = { traceId: newId(16), spanId: newId(8) }
+        expect(yield* request(`${fast}/orders/search?q=${GOOD.uid}`, client)).toBe(200)
+        const search = yield* receiver.span(
+          "the search's server span",
+          (s) => s.parentSpanId === client.spanId
+        )
+        expect(search).toMatchObject({
+          name: "GET /orders/search",
+          kind: "server",
+          traceId: client.traceId,
+          attributes: { "http.route": "/orders/search", "http.response.status_code": 200 }
+        })
+        // Those requests ended before the search began; their spans would have been sent first.
+        expect(receiver.spans().filter((s) => s.traceId === untraced)).toEqual([])
+
+        const asker = { traceId: newId(16), spanId: newId(8) }
+        const replayed = yield* request(`${fast}/dead-letters/replay`, asker, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ dry_run: true })
+        })
+        expect(replayed).toBe(200)
+        const server = yield* receiver.span(
+          "the replay request's server span",
+          (s) => s.parentSpanId === asker.spanId
+        )
+        expect(server).toMatchObject({ name: "POST /dead-letters/replay", kind: "server" })
+        const call = yield* receiver.span(
+          "the replay call's span",
+          (s) => s.name === "DeadLetterReplay.replay" && s.traceId === asker.traceId
+        )
+        expect(call.parentSpanId).toBe(server.spanId)
       })
   )
 
