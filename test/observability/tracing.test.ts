@@ -364,24 +364,18 @@ layer(stack, { excludeTestServices: true, timeout: "240 seconds" })("one order i
     () =>
       Effect.gen(function* () {
         const receiver = yield* Receiver
-        const lines: Array<Record<string, unknown>> = []
-        // The JSON logger writes each line to stdout: kept here instead.
-        const write = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
-          try {
-            lines.push(JSON.parse(String(chunk)) as Record<string, unknown>)
-          } catch {
-            // Not a log line.
-          }
-          return true
-        })
         const json = Logging.layer({ format: "json", level: LogLevel.Info })
-        yield* Effect.logInfo("traced line").pipe(Effect.withSpan("Test.logged"), Effect.provide(json))
-        yield* Effect.logInfo("untraced line").pipe(
-          Effect.withSpan("Test.untraced"),
-          Effect.provide(json),
-          Effect.provideService(Tracing.TracePropagation, undefined)
+        // The JSON logger writes each line to stdout: kept instead.
+        const [, lines] = yield* loggedDuring(() =>
+          Effect.gen(function* () {
+            yield* Effect.logInfo("traced line").pipe(Effect.withSpan("Test.logged"), Effect.provide(json))
+            yield* Effect.logInfo("untraced line").pipe(
+              Effect.withSpan("Test.untraced"),
+              Effect.provide(json),
+              Effect.provideService(Tracing.TracePropagation, undefined)
+            )
+          })
         )
-        write.mockRestore()
 
         const span = yield* receiver.span("the span the line was written in", (s) => s.name === "Test.logged")
         expect(lines.find((l) => l["message"] === "traced line")).toMatchObject({
