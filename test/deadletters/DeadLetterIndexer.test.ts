@@ -5,22 +5,14 @@
  */
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted } from "effect"
-import * as App from "../../src/App.ts"
+import { Effect, Option, Redacted } from "effect"
 import * as Database from "../../src/db/Database.ts"
 import { DeadLetterIndex } from "../../src/deadletters/DeadLetterIndex.ts"
 import { toKafkaMessage } from "../../src/kafka/DeadLetters.ts"
-import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
 import { RejectionKinds } from "../../src/orders/Rejection.ts"
+import { deadLetterStack } from "../support/app.ts"
 import { createTestDatabase } from "../support/database.ts"
-import {
-  createTopics,
-  eventually,
-  freshTopics,
-  produce,
-  testConfig,
-  type TestTopics
-} from "../support/kafka.ts"
+import { createTopics, eventually, freshTopics, produce, type TestTopics } from "../support/kafka.ts"
 
 /** Letters as an instance of the service parks them, `from` to `to` - 1, every kind in turn. */
 const park = (topics: TestTopics, from: number, to: number) =>
@@ -46,13 +38,7 @@ const park = (topics: TestTopics, from: number, to: number) =>
 /** The dead-letter side of the service and its index, on `url`, for as long as `use` runs. */
 const withService = <A, E>(topics: TestTopics, url: string, use: Effect.Effect<A, E, DeadLetterIndex>) =>
   use.pipe(
-    Effect.provide(
-      App.layerDeadLetters(KafkaClient.Default).pipe(
-        Layer.provideMerge(App.layerCore),
-        Layer.provideMerge(Database.layer({ url: Redacted.make(url), maxConnections: 4 })),
-        Layer.provide(testConfig(topics))
-      )
-    )
+    Effect.provide(deadLetterStack(topics, Database.layer({ url: Redacted.make(url), maxConnections: 4 })))
   )
 
 /** Every indexed letter's key, oldest first, and the counts by kind, once `expected` are listed. */

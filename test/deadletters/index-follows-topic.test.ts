@@ -5,12 +5,11 @@
  */
 import { randomBytes } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted } from "effect"
-import * as App from "../../src/App.ts"
+import { Effect, Option, Redacted } from "effect"
 import * as Database from "../../src/db/Database.ts"
 import { DeadLetterIndex } from "../../src/deadletters/DeadLetterIndex.ts"
 import { toKafkaMessage } from "../../src/kafka/DeadLetters.ts"
-import { KafkaClient } from "../../src/kafka/KafkaClient.ts"
+import { deadLetterStack } from "../support/app.ts"
 import { createTestDatabase } from "../support/database.ts"
 import {
   createTopics,
@@ -18,7 +17,6 @@ import {
   freshTopics,
   kafkaFor,
   produce,
-  testConfig,
   topicEnds,
   type TestTopics
 } from "../support/kafka.ts"
@@ -41,13 +39,7 @@ const letter = (topics: TestTopics, key: string) => {
 /** The dead-letter side of the service (the indexer and replay) on `url`, for as long as `use` runs. */
 const withIndexer = <A, E>(topics: TestTopics, url: string, use: Effect.Effect<A, E, DeadLetterIndex>) =>
   use.pipe(
-    Effect.provide(
-      App.layerDeadLetters(KafkaClient.Default).pipe(
-        Layer.provideMerge(App.layerCore),
-        Layer.provideMerge(Database.layer({ url: Redacted.make(url), maxConnections: 4 })),
-        Layer.provide(testConfig(topics))
-      )
-    )
+    Effect.provide(deadLetterStack(topics, Database.layer({ url: Redacted.make(url), maxConnections: 4 })))
   )
 
 /** The keys of the indexed letters, oldest first, once `last` is among them. */

@@ -20,7 +20,7 @@ import { createTestDatabase } from "../support/database.ts"
 import { readFixture, readFixtureJson } from "../support/fixtures.ts"
 import { eventually, freshTopics, kafkaFor, produce, readTopic, topicEnds } from "../support/kafka.ts"
 import { deltaOf, parseMetrics } from "../support/metrics.ts"
-import { scopedService, serviceUrl, type ServiceProcess } from "../support/service.ts"
+import { logLinesIn, scopedService, serviceEnv, serviceUrl, type ServiceProcess } from "../support/service.ts"
 
 /** The orders topic takes records up to this size: a larger replayed letter is refused. */
 const ORDERS_MAX_MESSAGE_BYTES = 16_384
@@ -119,21 +119,13 @@ const serviceLayer = Layer.scoped(
       for (const topic of [topics.topic, topics.dlqTopic]) await topicEnds(kafka, topic)
     })
     const gate = yield* kafkaGate(topics.brokers.split(",")[0]!)
-    const service = yield* scopedService({
-      CONFIG_FILE: "config/config.yaml",
-      DATABASE_URL: databaseUrl,
-      KAFKA_BROKERS: `127.0.0.1:${gate.port}`,
-      KAFKA_TOPIC: topics.topic,
-      KAFKA_DLQ_TOPIC: topics.dlqTopic,
-      KAFKA_GROUP_ID: topics.groupId,
-      HTTP_HOST: "127.0.0.1",
-      HTTP_PORT: "0",
-      HTTP_ACCESS_LOG: "false",
-      CACHE_WARM_COUNT: "0",
-      LOG_LEVEL: "info",
-      AUTH_MODE: "required",
-      AUTH_API_KEYS: apiKeysConfig
-    })
+    const service = yield* scopedService(
+      serviceEnv(topics, databaseUrl, {
+        KAFKA_BROKERS: `127.0.0.1:${gate.port}`,
+        AUTH_MODE: "required",
+        AUTH_API_KEYS: apiKeysConfig
+      })
+    )
     const url = yield* serviceUrl(service)
     return { url, service, gate, topics, databaseUrl }
   })
@@ -194,12 +186,7 @@ const replayOnceConnected = (body: object) =>
 /** The service's log lines (JSON) with `message`. */
 const logged = (message: string) =>
   Effect.map(ReplayService, ({ service }) =>
-    service
-      .output()
-      .split("\n")
-      .filter((line) => line.startsWith("{"))
-      .map((line) => JSON.parse(line) as Record<string, unknown>)
-      .filter((l) => l["message"] === message)
+    logLinesIn(service.output()).filter((l) => l["message"] === message)
   )
 
 /** The one log line with `message` whose selection is the letter at `offset` (waiting for it). */

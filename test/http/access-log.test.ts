@@ -9,7 +9,14 @@ import { Effect } from "effect"
 import { freePort } from "../../src/local/freePort.ts"
 import { createTestDatabase } from "../support/database.ts"
 import { eventually, freshTopics } from "../support/kafka.ts"
-import { scopedService, serviceUrl, withServiceOutput, type ServiceProcess } from "../support/service.ts"
+import {
+  logLinesIn,
+  scopedService,
+  serviceEnv,
+  serviceUrl,
+  withServiceOutput,
+  type ServiceProcess
+} from "../support/service.ts"
 
 /** Requests a person or a program makes, each answered its own way (by path). */
 const REQUESTS = [
@@ -19,17 +26,6 @@ const REQUESTS = [
   { path: "/orders?limit=5", status: 200 },
   { path: "/no-such-page", status: 404 }
 ] as const
-
-/** The JSON lines a process printed. */
-const logLines = (output: string): Array<Record<string, unknown>> =>
-  output.split("\n").flatMap((line) => {
-    if (!line.startsWith("{")) return []
-    try {
-      return [JSON.parse(line) as Record<string, unknown>]
-    } catch {
-      return []
-    }
-  })
 
 /**
  * The service at `level` with its access log on, sent `REQUESTS`, then stopped: everything it
@@ -43,19 +39,9 @@ const runAt = (level: "info" | "warning") =>
     // At warning the service does not log where it listens: it is given a free port. At info it
     // takes any and says which (a port chosen beforehand could be taken before it binds it).
     const port = level === "info" ? 0 : yield* Effect.promise(freePort)
-    const service: ServiceProcess = yield* scopedService({
-      CONFIG_FILE: "config/config.yaml",
-      DATABASE_URL: databaseUrl,
-      KAFKA_BROKERS: topics.brokers,
-      KAFKA_TOPIC: topics.topic,
-      KAFKA_DLQ_TOPIC: topics.dlqTopic,
-      KAFKA_GROUP_ID: topics.groupId,
-      HTTP_HOST: "127.0.0.1",
-      HTTP_PORT: String(port),
-      HTTP_ACCESS_LOG: "true",
-      CACHE_WARM_COUNT: "0",
-      LOG_LEVEL: level
-    })
+    const service: ServiceProcess = yield* scopedService(
+      serviceEnv(topics, databaseUrl, { HTTP_PORT: String(port), HTTP_ACCESS_LOG: "true", LOG_LEVEL: level })
+    )
     const url = level === "info" ? yield* serviceUrl(service) : `http://127.0.0.1:${port}`
     return yield* Effect.gen(function* () {
       // Answering at all, ready or not (/readyz is not among the requests counted below).
@@ -77,7 +63,7 @@ const runAt = (level: "info" | "warning") =>
       service.child.kill("SIGTERM")
       yield* Effect.promise(() => closed)
       expect(service.child.exitCode).toBe(0)
-      return { lines: logLines(service.output()), statuses }
+      return { lines: logLinesIn(service.output()), statuses }
     }).pipe(withServiceOutput(service))
   }).pipe(Effect.scoped)
 

@@ -14,7 +14,7 @@ import { backlog } from "../support/backlog.ts"
 import { createTestDatabase } from "../support/database.ts"
 import { eventually, kafkaFor, produce } from "../support/kafka.ts"
 import { metricValue, parseMetrics } from "../support/metrics.ts"
-import { listeningUrlIn } from "../support/service.ts"
+import { listeningUrlIn, logLinesIn } from "../support/service.ts"
 
 interface Started {
   readonly child: ChildProcess
@@ -40,12 +40,7 @@ const startBuilt = (env: Record<string, string>): Started => {
 type Line = Record<string, unknown> & { readonly message: string; readonly worker?: number }
 
 /** The JSON log lines written so far, the primary's and the workers' in one stream. */
-const linesOf = (started: Started): Array<Line> =>
-  started
-    .output()
-    .split("\n")
-    .filter((l) => l.startsWith("{"))
-    .map((l) => JSON.parse(l) as Line)
+const linesOf = (started: Started): Array<Line> => logLinesIn(started.output()) as Array<Line>
 
 /** The pid of each start of worker `n`, from the primary's "Worker n started" lines. */
 const pidsOf = (lines: ReadonlyArray<Line>, n: number): Array<number> =>

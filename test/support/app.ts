@@ -19,6 +19,17 @@ export const ingestStack = <E>(topics: TestTopics, database: Layer.Layer<SqlClie
     Layer.provide(testConfig(topics))
   )
 
+/** The dead-letter side of the service (the index and replay) on its own topics and database. */
+export const deadLetterStack = <E>(
+  topics: TestTopics,
+  database: Layer.Layer<SqlClient.SqlClient | PgPool, E>
+) =>
+  App.layerDeadLetters(KafkaClient.Default).pipe(
+    Layer.provideMerge(App.layerCore),
+    Layer.provideMerge(database),
+    Layer.provide(testConfig(topics))
+  )
+
 /**
  * The whole service as `App` composes it — HTTP, ingestion, the dead-letter index and replay — on
  * its own topics (created first) and database, listening on a free port.

@@ -7,6 +7,7 @@ import { Effect } from "effect"
 import { expect } from "vitest"
 import type { OrderJson } from "../../src/orders/Order.ts"
 import { sampleOrders } from "./arbitraries.ts"
+import { serviceEnv } from "./service.ts"
 import {
   createTopics,
   eventually,
@@ -46,22 +47,7 @@ export const backlog = (count: number, seed: number, databaseUrl: string, env: R
       topics,
       orders,
       stored,
-      env: {
-        CONFIG_FILE: "config/config.yaml",
-        DATABASE_URL: databaseUrl,
-        KAFKA_BROKERS: topics.brokers,
-        KAFKA_TOPIC: topics.topic,
-        KAFKA_DLQ_TOPIC: topics.dlqTopic,
-        KAFKA_GROUP_ID: topics.groupId,
-        HTTP_HOST: "127.0.0.1",
-        // Any free port, read back from the "HTTP server listening" line (serviceUrl): a port
-        // picked beforehand can be taken by an outgoing connection before the service binds it.
-        HTTP_PORT: "0",
-        HTTP_ACCESS_LOG: "false",
-        CACHE_WARM_COUNT: "0",
-        LOG_LEVEL: "info",
-        ...env
-      }
+      env: serviceEnv(topics, databaseUrl, env)
     }
     return result
   })

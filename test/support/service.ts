@@ -1,6 +1,7 @@
 /** The service as a real process (`src/main.ts`), for tests that kill or signal it. */
 import { spawn, type ChildProcess } from "node:child_process"
 import { Effect } from "effect"
+import type { TestTopics } from "./kafka.ts"
 
 export interface ServiceProcess {
   readonly child: ChildProcess
@@ -10,6 +11,42 @@ export interface ServiceProcess {
   /** Resolves with the exit code (or the signal's name). */
   readonly exited: Promise<number | string>
 }
+
+/**
+ * What a test's service process is given: its database and topics, any free port (read back with
+ * `serviceUrl`), no access log, nothing warmed, logs at info; `env` on top.
+ */
+export const serviceEnv = (
+  topics: TestTopics,
+  databaseUrl: string,
+  env: Record<string, string> = {}
+): Record<string, string> => ({
+  CONFIG_FILE: "config/config.yaml",
+  DATABASE_URL: databaseUrl,
+  KAFKA_BROKERS: topics.brokers,
+  KAFKA_TOPIC: topics.topic,
+  KAFKA_DLQ_TOPIC: topics.dlqTopic,
+  KAFKA_GROUP_ID: topics.groupId,
+  HTTP_HOST: "127.0.0.1",
+  // Any free port, read back from the "HTTP server listening" line (serviceUrl): a port picked
+  // beforehand can be taken by an outgoing connection before the service binds it.
+  HTTP_PORT: "0",
+  HTTP_ACCESS_LOG: "false",
+  CACHE_WARM_COUNT: "0",
+  LOG_LEVEL: "info",
+  ...env
+})
+
+/** The JSON log lines in what a process printed; whatever else it printed is left out. */
+export const logLinesIn = (output: string): Array<Record<string, unknown>> =>
+  output.split("\n").flatMap((line) => {
+    if (!line.startsWith("{")) return []
+    try {
+      return [JSON.parse(line) as Record<string, unknown>]
+    } catch {
+      return []
+    }
+  })
 
 export const startService = (env: Record<string, string>): ServiceProcess => {
   // One process (no tsx wrapper), so that a signal reaches the service itself.

@@ -12,7 +12,7 @@ import { Effect } from "effect"
 import pg from "pg"
 import { createTestDatabase } from "../support/database.ts"
 import { eventually, freshTopics } from "../support/kafka.ts"
-import { listeningUrlIn } from "../support/service.ts"
+import { listeningUrlIn, logLinesIn } from "../support/service.ts"
 
 /** What `npm run demo` builds and runs, copied; the dependencies are shared. */
 const checkoutCopy = Effect.acquireRelease(
@@ -49,17 +49,6 @@ const npmRunDemo = (cwd: string, env: Record<string, string>) =>
       })
   )
 
-/** The JSON log lines printed so far. */
-const logLines = (output: string): Array<Record<string, unknown>> =>
-  output.split("\n").flatMap((line) => {
-    if (!line.startsWith("{")) return []
-    try {
-      return [JSON.parse(line) as Record<string, unknown>]
-    } catch {
-      return []
-    }
-  })
-
 describe("npm run demo", () => {
   it.live(
     "starts the service and publishes 200 generated orders, which are stored and served",
@@ -81,10 +70,12 @@ describe("npm run demo", () => {
         yield* Effect.gen(function* () {
           yield* eventually(
             "the demo orders are published",
-            Effect.sync(() => logLines(demo.output()).some((l) => l["message"] === "Published demo orders")),
+            Effect.sync(() =>
+              logLinesIn(demo.output()).some((l) => l["message"] === "Published demo orders")
+            ),
             120_000
           )
-          const published = logLines(demo.output()).find((l) => l["message"] === "Published demo orders")!
+          const published = logLinesIn(demo.output()).find((l) => l["message"] === "Published demo orders")!
           expect(published["count"]).toBe(200)
           const url = listeningUrlIn(demo.output())!.replace("0.0.0.0", "127.0.0.1")
 
