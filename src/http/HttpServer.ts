@@ -8,8 +8,8 @@
  * router and its middleware cost most of their CPU: `GET /order/{order_uid}` from `OrderRoute` (a
  * cache hit without running an Effect at all, a miss from its batched read's callback), and a
  * `GET /orders/search` whose query decodes from `SearchRoute` (one Effect). Everything else by the
- * HttpApi app (`Http.ts`), whose handlers for those two answer with the same routes. The refusals of the checks above
- * and the drain's 503 are answers written here too, and recorded the same way.
+ * HttpApi app (`Http.ts`), whose handlers for those two answer with the same routes. The refusals
+ * of the checks above and the drain's 503 are answers written here too, and recorded the same way.
  *
  * While traces are exported, each request (but probes, scrapes and the page's files) gets one
  * server span, begun and ended here whichever way it is answered.
