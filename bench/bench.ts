@@ -2343,6 +2343,20 @@ const measureWorkers = async (
   }
 }
 
+/**
+ * Seconds from the first of `n` orders settled by the service at `base` to the last, once the
+ * database at `url` is seen to hold exactly `n` orders.
+ */
+const timedIngest = async (base: string, url: string, n: number) => {
+  await waitUntil("the first order is settled", async () => (await settledCount(base)) > 0, 120_000)
+  const started = Date.now()
+  await waitUntil("every order is stored", async () => (await settledCount(base)) >= n, 1_800_000)
+  const seconds = (Date.now() - started) / 1000
+  const counted = await count(url, "SELECT count(*) AS n FROM orders")
+  if (counted !== n) throw new Error(`${n} orders were produced, the database holds ${counted}`)
+  return seconds
+}
+
 /** Ingest of `orders` by `workers` workers, produced once all are in the group: orders/s. */
 const ingestWithWorkers = async (env: Env, orders: ReadonlyArray<OrderJson>, workers: number) => {
   const url = await freshDatabase(env)
@@ -2359,18 +2373,8 @@ const ingestWithWorkers = async (env: Env, orders: ReadonlyArray<OrderJson>, wor
       topic,
       orders.map((o) => ({ key: o.order_uid, value: JSON.stringify(o) }))
     )
-    await waitUntil("the first order is settled", async () => (await settledCount(base)) > 0, 120_000)
-    const started = Date.now()
-    await waitUntil(
-      "every order is stored",
-      async () => (await settledCount(base)) >= orders.length,
-      1_800_000
-    )
-    const seconds = (Date.now() - started) / 1000
+    const seconds = await timedIngest(base, url, orders.length)
     await produced
-    const counted = await count(url, "SELECT count(*) AS n FROM orders")
-    if (counted !== orders.length)
-      throw new Error(`${orders.length} orders were produced, the database holds ${counted}`)
     return { perS: orders.length / seconds, seconds }
   } finally {
     await stopService(service)
@@ -2589,17 +2593,7 @@ const tracing = async (env: Env) => {
       const ingesting = startOnTopic(ingestUrl, ingestPort, topic, vars)
       try {
         const base = `http://127.0.0.1:${ingestPort}`
-        await waitUntil("the first order is settled", async () => (await settledCount(base)) > 0, 120_000)
-        const started = Date.now()
-        await waitUntil(
-          "every order is stored",
-          async () => (await settledCount(base)) >= TRACING_N,
-          1_800_000
-        )
-        const seconds = (Date.now() - started) / 1000
-        const counted = await count(ingestUrl, "SELECT count(*) AS n FROM orders")
-        if (counted !== TRACING_N)
-          throw new Error(`${TRACING_N} orders were produced, the database holds ${counted}`)
+        const seconds = await timedIngest(base, ingestUrl, TRACING_N)
         result[`tracing_${traces}_ingest_orders_per_s`] = round(TRACING_N / seconds)
         rows.push({
           run: `ingest of ${TRACING_N}, traces ${traces}`,
