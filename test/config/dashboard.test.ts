@@ -247,15 +247,7 @@ const model = readFixtureJson("valid/model.json") as OrderJson
 
 layer(
   serviceStack(topics, TestDatabase, {
-    kafka: {
-      brokers: topics.brokers,
-      topic: topics.topic,
-      dlq_topic: topics.dlqTopic,
-      group_id: topics.groupId,
-      partitions: 3,
-      replication_factor: 1,
-      lag_interval: "1 seconds"
-    },
+    kafka: { lag_interval: "1 seconds" },
     auth: {
       mode: "required",
       api_keys: `prometheus:metrics:${createHash("sha256").update(scrapeKey).digest("hex")}`

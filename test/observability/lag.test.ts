@@ -27,15 +27,7 @@ import { parseMetrics } from "../support/metrics.ts"
 /** The service's configuration for `topics`, its lag measured every `interval`. */
 const configWithLag = (topics: TestTopics, interval: string) =>
   testConfig(topics, {
-    kafka: {
-      brokers: topics.brokers,
-      topic: topics.topic,
-      dlq_topic: topics.dlqTopic,
-      group_id: topics.groupId,
-      partitions: 3,
-      replication_factor: 1,
-      lag_interval: interval
-    }
+    kafka: { lag_interval: interval }
   })
 
 /** The samples `/metrics` shows of `name` for the consumer group `group`, by partition. */

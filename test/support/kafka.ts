@@ -53,24 +53,26 @@ export const createTopics = (topics: TestTopics, partitions = 3) =>
 /**
  * Config for the service under test: its topics, quick retries, and small caches. Letters are kept
  * in the index for a century, so that the fixed dates tests park them at never expire (a test of
- * retention gives its own `dead_letters.retention`).
+ * retention gives its own `dead_letters.retention`). `extra.kafka` and `extra.dead_letters` add to
+ * these sections; any other section of `extra` replaces its default.
  */
 export const testConfig = (topics: TestTopics, extra: Record<string, unknown> = {}) =>
   Layer.setConfigProvider(
     ConfigProvider.fromJson({
+      ingest: { retry_base: "100 millis", retry_max: "1 seconds", max_message_bytes: 65536 },
+      cache: { max_entries: 1000, warm_count: 0 },
+      // Open, as under `npm start`: tests of who may see what (test/auth/) set their own.
+      auth: { mode: "none" },
+      ...extra,
       kafka: {
         brokers: topics.brokers,
         topic: topics.topic,
         dlq_topic: topics.dlqTopic,
         group_id: topics.groupId,
         partitions: 3,
-        replication_factor: 1
+        replication_factor: 1,
+        ...(extra.kafka as object | undefined)
       },
-      ingest: { retry_base: "100 millis", retry_max: "1 seconds", max_message_bytes: 65536 },
-      cache: { max_entries: 1000, warm_count: 0 },
-      // Open, as under `npm start`: tests of who may see what (test/auth/) set their own.
-      auth: { mode: "none" },
-      ...extra,
       dead_letters: { retention: "36500 days", ...(extra.dead_letters as object | undefined) }
     })
   )
